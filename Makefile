@@ -1,0 +1,26 @@
+# Set-up-free entry points: each target builds the virtual environment it needs first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+SOURCES := pyproject.toml CMakeLists.txt $(shell find hyperonnx custom_ops tools -type f -not -path '*/__pycache__/*' 2>/dev/null)
+
+.PHONY: example test bench
+example: $(VENV)/.installed
+	$(BIN)/hyperonnx example
+
+test: $(VENV)/.installed
+	cd tests && ../$(BIN)/pytest -q
+
+bench: $(VENV)/.installed
+	$(BIN)/hyperonnx bench codec
+
+$(VENV)/.deps:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# torch exactly so: any other spec pulls a multi-GB CUDA build
+	$(BIN)/pip install -q torch==2.13.0
+	touch $@
+
+$(VENV)/.installed: $(VENV)/.deps $(SOURCES)
+	$(BIN)/pip install -q ".[test,models]"
+	touch $@

@@ -1,0 +1,49 @@
+"""Fixed-width bit packing of docs/FORMAT.md §4: index i occupies stream bits [i*b, (i+1)*b),
+least significant bit first, and stream bit t is bit (t % 8) of byte t // 8."""
+
+from __future__ import annotations
+
+import numpy as np
+
+_CHUNK = 1 << 20  # indices per step; a multiple of 8, so every chunk starts on a byte boundary
+
+
+def packed_size(count: int, bits: int) -> int:
+    return (count * bits + 7) // 8
+
+
+def pack(indices: np.ndarray, bits: int) -> np.ndarray:
+    """Pack non-negative integers < 2**bits (bits <= 24) into a uint8 stream; padding bits are 0."""
+    indices = np.asarray(indices, dtype=np.uint64).ravel()
+    out = np.zeros(packed_size(indices.size, bits), dtype=np.uint8)
+    for start in range(0, indices.size, _CHUNK):
+        chunk = indices[start:start + _CHUNK]
+        bit_pos = np.arange(chunk.size, dtype=np.uint64) * np.uint64(bits)
+        byte_pos = (bit_pos >> np.uint64(3)).astype(np.int64)
+        window = chunk << (bit_pos & np.uint64(7))  # at most 31 bits: spans up to 4 bytes
+        first = start * bits // 8
+        size = packed_size(chunk.size, bits)
+        acc = np.zeros(size + 4, dtype=np.float64)
+        for byte in range(4):  # the bits of different indices are disjoint, so a sum is an OR
+            part = ((window >> np.uint64(8 * byte)) & np.uint64(0xFF)).astype(np.float64)
+            acc += np.bincount(byte_pos + byte, weights=part, minlength=size + 4)
+        out[first:first + size] = acc[:size].astype(np.uint8)
+    return out
+
+
+def unpack(payload: np.ndarray, bits: int, count: int) -> np.ndarray:
+    """Inverse of `pack`: the first `count` indices of a stream, as uint32."""
+    if payload.size < packed_size(count, bits):
+        raise ValueError("packed stream is shorter than count * bits")
+    padded = np.concatenate([np.asarray(payload, dtype=np.uint8), np.zeros(4, dtype=np.uint8)])
+    padded = padded.astype(np.uint32)
+    mask = np.uint32((1 << bits) - 1)
+    out = np.empty(count, dtype=np.uint32)
+    for start in range(0, count, _CHUNK):
+        stop = min(count, start + _CHUNK)
+        bit_pos = np.arange(start, stop, dtype=np.int64) * bits
+        byte_pos = bit_pos >> 3
+        window = (padded[byte_pos] | (padded[byte_pos + 1] << 8) | (padded[byte_pos + 2] << 16)
+                  | (padded[byte_pos + 3] << 24))
+        out[start:stop] = (window >> (bit_pos & 7).astype(np.uint32)) & mask
+    return out
