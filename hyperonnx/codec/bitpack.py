@@ -14,20 +14,15 @@ def packed_size(count: int, bits: int) -> int:
 
 def pack(indices: np.ndarray, bits: int) -> np.ndarray:
     """Pack non-negative integers < 2**bits (bits <= 24) into a uint8 stream; padding bits are 0."""
-    indices = np.asarray(indices, dtype=np.uint64).ravel()
-    out = np.zeros(packed_size(indices.size, bits), dtype=np.uint8)
+    indices = np.asarray(indices).ravel()
+    out = np.empty(packed_size(indices.size, bits), dtype=np.uint8)
+    shifts = np.arange(bits, dtype=np.uint32)
     for start in range(0, indices.size, _CHUNK):
-        chunk = indices[start:start + _CHUNK]
-        bit_pos = np.arange(chunk.size, dtype=np.uint64) * np.uint64(bits)
-        byte_pos = (bit_pos >> np.uint64(3)).astype(np.int64)
-        window = chunk << (bit_pos & np.uint64(7))  # at most 31 bits: spans up to 4 bytes
+        chunk = indices[start:start + _CHUNK].astype(np.uint32)
+        stream = ((chunk[:, None] >> shifts) & 1).astype(np.uint8)  # (count, bits), LSB first
+        packed = np.packbits(stream, bitorder="little")
         first = start * bits // 8
-        size = packed_size(chunk.size, bits)
-        acc = np.zeros(size + 4, dtype=np.float64)
-        for byte in range(4):  # the bits of different indices are disjoint, so a sum is an OR
-            part = ((window >> np.uint64(8 * byte)) & np.uint64(0xFF)).astype(np.float64)
-            acc += np.bincount(byte_pos + byte, weights=part, minlength=size + 4)
-        out[first:first + size] = acc[:size].astype(np.uint8)
+        out[first:first + packed.size] = packed
     return out
 
 

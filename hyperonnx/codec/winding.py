@@ -11,6 +11,8 @@ and scaled back. A pair is stored as index j + (n+1)*k: trajectory step j (n = c
 from __future__ import annotations
 
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,7 +21,7 @@ from .. import format as fmt
 from . import bitpack
 
 _F32 = np.float32
-_CHUNK = 1 << 19  # pairs per nearest-point step: bounds the temporaries to a few tens of MB
+_CHUNK = 1 << 16  # pairs per nearest-point step: temporaries stay in cache
 
 
 @dataclass(frozen=True)
@@ -69,7 +71,12 @@ class Codebook:
         return qx, qy
 
     def decode_pairs(self, indices: np.ndarray) -> np.ndarray:
-        """float32 (pairs, 2) for packed indices; FORMAT.md §3's arithmetic, operation by operation."""
+        """float32 (pairs, 2) for packed indices; FORMAT.md §3's arithmetic, operation by operation.
+
+        Large inputs look their entries up in the codebook table, decoded by the same arithmetic.
+        """
+        if indices.size > 4 * self.size:
+            return self.decode_pairs(np.arange(self.size))[indices]
         j = indices % (self.points + 1)
         k = indices // (self.points + 1)
         qx, qy = self.trajectory(j)
@@ -82,30 +89,46 @@ class Codebook:
     def nearest(self, tx: np.ndarray, ty: np.ndarray) -> np.ndarray:
         """Index j in [0, n] of the codebook point nearest to each offset (tx, ty), exactly.
 
-        The trajectory points form the lattice {(a*m + b, b*m)} (units of `step`, origin at the
-        square's corner): rows b*m, each a run of points m apart shifted by b. The nearest point
-        lies in one of the rows next to the target; in a row, next to round((x - b) / m). Those
-        few candidates and the centroid are compared with their exact float32 decoded values.
+        In units of `step` from the square's corner, trajectory point j = a*m + b sits at
+        (a*m + b, b*m): rows b*m of evenly spaced points. Write n = q*m + r. Points with a < q form
+        a complete sheared grid, whose nearest point lies in one of the two rows around the target
+        (a farther row is at least m away in y, and no nearer in x), next to (x - b) / m in that
+        row. The r points of the last, partial column (a = q, b < r) lie on a line; the nearest is
+        next to the minimum of a convex quadratic in b. These candidates and the centroid are
+        compared at their exact float32 decoded positions.
         """
         m, n = self.m, self.points
-        lx = (tx - float(self.offset)) / float(self.step)
-        ly = (ty - float(self.offset)) / float(self.step)
-        row = np.rint(ly / m).astype(np.int64)
-        candidates = [np.full(tx.shape, n, dtype=np.int64)]
-        for b in (row - 1, row, row + 1):
-            b = np.clip(b, 0, m - 1)
-            last = (n - 1 - b) // m  # highest a with a*m + b < n
-            a0 = np.floor((lx - b) / m).astype(np.int64)
-            for a in (a0, a0 + 1):
-                candidates.append(np.clip(a, 0, last) * m + b)
-        best_j = candidates[0]
+        q, r = divmod(n, m)
+        # Exact decoded coordinates, looked up: x of step j, and y of row b (step j = b is in row b).
+        x_of = self.trajectory(np.arange(n))[0].astype(np.float64)
+        y_of = self.trajectory(np.arange(m))[1].astype(np.float64)
+        best_j = np.full(tx.shape, n, dtype=np.int64)  # the centroid, at offset (0, 0)
         best_d = tx * tx + ty * ty
-        for j in candidates[1:]:
-            qx, qy = self.trajectory(j)
-            d = (qx - tx) ** 2 + (qy - ty) ** 2
+
+        def consider(j: np.ndarray, row_d: np.ndarray) -> None:  # step j in a row at y-cost row_d
+            d = np.take(x_of, j) - tx
+            d *= d
+            d += row_d
             closer = d < best_d
-            best_j = np.where(closer, j, best_j)
-            best_d = np.where(closer, d, best_d)
+            np.copyto(best_j, j, where=closer)
+            np.copyto(best_d, d, where=closer)
+
+        unit = 1.0 / (float(self.step) * m)  # lattice rows are m steps apart
+        lx = (tx - float(self.offset)) * unit
+        ly = (ty - float(self.offset)) * unit
+        row = np.floor(ly).astype(np.int64)
+        for b in (np.clip(row, 0, m - 1), np.clip(row + 1, 0, m - 1)):
+            row_d = np.take(y_of, b) - ty
+            row_d *= row_d
+            a = np.floor(lx - b / m).astype(np.int64)
+            consider(np.clip(a, 0, q - 1) * m + b, row_d)
+            consider(np.clip(a + 1, 0, q - 1) * m + b, row_d)
+        if r:  # minimise (q*m + b - x)^2 + (b*m - y)^2 over b in [0, r), x = lx*m, y = ly*m
+            b = np.floor((lx - q + m * ly) * (m / (m * m + 1))).astype(np.int64)
+            for b in (np.clip(b, 0, r - 1), np.clip(b + 1, 0, r - 1)):
+                row_d = np.take(y_of, b) - ty
+                row_d *= row_d
+                consider(q * m + b, row_d)
         return best_j
 
     def covering_radius(self) -> float:
@@ -122,7 +145,7 @@ class WindingConfig:
     """Encoder settings of the authors' algorithm (their defaults: DESIGN.md §2)."""
 
     side: float = 0.8  # L
-    points: tuple[int, ...] = (1600,)  # candidate trajectory lengths n
+    points: tuple[int, ...] = (1600,)  # trajectory lengths n to try, in order
     max_rings: int = 4  # C max
     max_mean_abs_error: float | None = None  # per-tensor budget; None: always the finest setting
 
@@ -137,12 +160,14 @@ class WindingConfig:
             raise ValueError("points and max_rings give indices wider than 24 bits")
 
     def candidates(self) -> list[tuple[int, int]]:
-        """(n, C) settings to try, cheapest index first; without a budget only the finest."""
+        """(n, C) settings to try in order; the first that meets the budget is kept.
+
+        As the authors' code does: C is always its maximum, and the budget picks n from the list
+        or, when none meets it, the raw fallback (this reproduces their published figures).
+        """
         if self.max_mean_abs_error is None:
-            return [(max(self.points), self.max_rings)]
-        pairs = [(n, c) for n in self.points for c in range(1, self.max_rings + 1)] or \
-                [(n, 0) for n in self.points]
-        return sorted(pairs, key=lambda nc: ((nc[0] + 1) * (nc[1] + 1), nc))
+            return [(self.points[0], self.max_rings)]
+        return [(n, self.max_rings) for n in self.points]
 
 
 def encode_pairs(pairs: np.ndarray, points: int, max_rings: int, side: float):
@@ -164,13 +189,16 @@ def encode_pairs(pairs: np.ndarray, points: int, max_rings: int, side: float):
         cls = np.zeros(pairs.shape[0], dtype=np.int64)
         ring_scales = np.zeros(0, dtype=_F32)
     book = Codebook(points, rings, center, side32, np.concatenate([[_F32(1)], ring_scales]))
-    indices = np.empty(pairs.shape[0], dtype=np.int64)
     scales = book.scales.astype(np.float64)
-    for start in range(0, pairs.shape[0], _CHUNK):
+
+    def quantise(start: int) -> np.ndarray:
         s = slice(start, start + _CHUNK)
         inv = 1.0 / scales[cls[s]]
-        j = book.nearest(dx[s] * inv, dy[s] * inv)
-        indices[s] = j + (points + 1) * cls[s]
+        return book.nearest(dx[s] * inv, dy[s] * inv) + (points + 1) * cls[s]
+
+    # numpy releases the GIL inside ufuncs, so chunks quantise in parallel; the result is the same.
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        indices = np.concatenate(list(pool.map(quantise, range(0, pairs.shape[0], _CHUNK))))
     attrs = {"bits": max(1, int(indices.max()).bit_length()), "points": points, "rings": rings,
              "center": [float(v) for v in center], "side": float(side32),
              "ring_scales": [float(v) for v in ring_scales]}
