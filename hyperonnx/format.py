@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import ml_dtypes
 import numpy as np
 from onnx import AttributeProto, NodeProto, TensorProto, helper
 
@@ -22,7 +23,7 @@ CODECS = (CODEC_WINDING,)
 OUTPUT_DTYPES = {
     TensorProto.FLOAT: np.dtype(np.float32),
     TensorProto.FLOAT16: np.dtype(np.float16),
-    TensorProto.BFLOAT16: np.dtype("bfloat16"),  # registered by ml_dtypes, a dependency of onnx
+    TensorProto.BFLOAT16: np.dtype(ml_dtypes.bfloat16),
 }
 
 MAX_ELEMENTS = 1 << 40  # largest output a decoder accepts (4 TiB of float32)
