@@ -1,0 +1,310 @@
+// DecodeWeights, CPU kernel (docs/FORMAT.md). Bit-identical to hyperonnx.decode.
+//
+// The decoded value of a pair depends only on its index, so a kernel materialises the codebook
+// once, already converted to the output type, with the exact §3 arithmetic (DecodeIndex), and the
+// hot loop is a bit-unpack plus one table load and one store per pair. Indices are clamped into
+// the table (a branch-free select) and any out-of-range index fails the run (rule 5) after the
+// loop. A codebook too large for a table is decoded pair by pair with the same DecodeIndex.
+#include "decode_weights_cpu.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+#include <exception>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+namespace hyperonnx {
+namespace {
+
+constexpr uint64_t kPairsPerTask = uint64_t{1} << 16;  // pairs per ParallelFor task (a multiple of 8)
+constexpr uint64_t kMaxTableEntries = uint64_t{1} << 20;  // 8 MiB of float32 pairs at most
+
+template <typename T>
+struct Pair {
+  T first, second;
+};
+
+uint16_t ConvertTo(int64_t dtype, float f) {
+  return dtype == kFloat16 ? FloatToHalf(f) : FloatToBFloat16(f);
+}
+
+// Unpacks pairs [begin, end) through the table. `begin` is a multiple of 8, so each group of 8
+// indices starts on a byte boundary: group g's bytes are [g * B, g * B + B). Returns true when an
+// index was out of range (the output of that pair is then table[0]).
+template <int B, typename T>
+bool UnpackWithTable(const uint8_t* seed, uint64_t seed_bytes, const Pair<T>* table, uint32_t entries,
+                     Pair<T>* out, uint64_t begin, uint64_t end) {
+  constexpr uint32_t kMask = (uint32_t{1} << B) - 1;
+  uint32_t bad = 0;
+  uint64_t i = begin;
+  // Whole groups whose 32-bit windows stay inside the seed: the last window of a group starts at
+  // byte (7B)/8 and reads 4 bytes, below g*B + B + 4.
+  for (; i + 8 <= end && (i / 8) * B + B + 4 <= seed_bytes; i += 8) {
+    const uint8_t* group = seed + (i / 8) * B;
+    for (int k = 0; k < 8; ++k) {
+      uint32_t window;
+      std::memcpy(&window, group + (k * B) / 8, 4);  // little-endian hosts only (checked in CMake)
+      uint32_t x = (window >> ((k * B) % 8)) & kMask;
+      const uint32_t ok = x < entries;
+      bad |= ok ^ 1u;
+      x = ok ? x : 0;
+      out[i + k] = table[x];
+    }
+  }
+  for (; i < end; ++i) {  // the tail: byte-wise reads that stop at the seed's end
+    uint32_t x = ReadIndex(seed, seed_bytes, i, B);
+    const uint32_t ok = x < entries;
+    bad |= ok ^ 1u;
+    x = ok ? x : 0;
+    out[i] = table[x];
+  }
+  return bad != 0;
+}
+
+template <typename T>
+using UnpackFn = bool (*)(const uint8_t*, uint64_t, const Pair<T>*, uint32_t, Pair<T>*, uint64_t, uint64_t);
+
+template <typename T, int... Bs>
+UnpackFn<T> SelectUnpack(uint32_t bits, std::integer_sequence<int, Bs...>) {
+  static const UnpackFn<T> kByBits[] = {nullptr, &UnpackWithTable<Bs + 1, T>...};
+  return kByBits[bits];  // bits is 1..24, validated
+}
+
+template <typename T>
+UnpackFn<T> GetUnpack(uint32_t bits) {
+  return SelectUnpack<T>(bits, std::make_integer_sequence<int, kMaxBits>{});
+}
+
+// What one run decodes; shared by the ParallelFor tasks.
+template <typename T>
+struct Job {
+  const WindingParams* params;
+  const uint8_t* seed;
+  const Pair<T>* table;  // null: decode pair by pair
+  uint32_t entries;
+  Pair<T>* out;  // whole pairs: num_elements / 2 of them
+  uint64_t whole_pairs;
+  std::atomic<bool> bad{false};
+};
+
+template <typename T>
+T Encode(int64_t dtype, float f);
+template <>
+inline uint32_t Encode<uint32_t>(int64_t, float f) { return FloatBits(f); }
+template <>
+inline uint16_t Encode<uint16_t>(int64_t dtype, float f) { return ConvertTo(dtype, f); }
+
+template <typename T>
+bool DecodeDirect(const WindingParams& p, const uint8_t* seed, Pair<T>* out, uint64_t begin, uint64_t end) {
+  bool bad = false;
+  for (uint64_t i = begin; i < end; ++i) {
+    uint32_t x = ReadIndex(seed, p.seed_bytes, i, p.bits);
+    if (x >= p.codebook_size) {
+      bad = true;
+      x = 0;
+    }
+    float a, b;
+    DecodeIndex(p, x, &a, &b);
+    out[i] = Pair<T>{Encode<T>(p.dtype, a), Encode<T>(p.dtype, b)};
+  }
+  return bad;
+}
+
+template <typename T>
+void RunTask(void* data, size_t task) {
+  auto* job = static_cast<Job<T>*>(data);
+  const uint64_t begin = uint64_t{task} * kPairsPerTask;
+  const uint64_t end = std::min<uint64_t>(begin + kPairsPerTask, job->whole_pairs);
+  if (begin >= end) return;
+  const WindingParams& p = *job->params;
+  const bool bad = job->table != nullptr
+                       ? GetUnpack<T>(p.bits)(job->seed, p.seed_bytes, job->table, job->entries, job->out, begin, end)
+                       : DecodeDirect<T>(p, job->seed, job->out, begin, end);
+  if (bad) job->bad.store(true, std::memory_order_relaxed);
+}
+
+// The output type's bits per element: uint32_t holds float32, uint16_t float16 / bfloat16.
+template <typename T>
+std::vector<Pair<T>> BuildTable(const WindingParams& p, uint32_t entries) {
+  std::vector<Pair<T>> table(entries);
+  for (uint32_t x = 0; x < entries; ++x) {
+    float a, b;
+    DecodeIndex(p, x, &a, &b);
+    table[x] = Pair<T>{Encode<T>(p.dtype, a), Encode<T>(p.dtype, b)};
+  }
+  return table;
+}
+
+OrtStatusPtr Fail(const std::string& node, const std::string& message) {
+  const std::string text = "DecodeWeights node '" + node + "': " + message + " (docs/FORMAT.md section 5)";
+  return Ort::GetApi().CreateStatus(ORT_INVALID_ARGUMENT, text.c_str());
+}
+
+template <typename R>
+bool ReadAttribute(const Ort::ConstKernelInfo& info, const char* name, R* out, std::string* error,
+                   const char* type) {
+  try {
+    if constexpr (std::is_same_v<R, std::vector<int64_t>> || std::is_same_v<R, std::vector<float>>) {
+      *out = info.GetAttributes<typename R::value_type>(name);
+    } else {
+      *out = info.GetAttribute<R>(name);
+    }
+    return true;
+  } catch (const std::exception& e) {
+    *error = std::string("rule 2: attribute ") + name + " is missing or not of type " + type + " (" + e.what() + ")";
+    return false;
+  }
+}
+
+}  // namespace
+
+struct DecodeWeightsCpuKernel::Tables {
+  std::vector<Pair<uint32_t>> f32;
+  std::vector<Pair<uint16_t>> f16;
+  uint32_t entries = 0;
+};
+
+DecodeWeightsCpuKernel::DecodeWeightsCpuKernel(std::string name, std::vector<int64_t> shape, const WindingParams& params)
+    : name_(std::move(name)), shape_(std::move(shape)), params_(params), tables_(new Tables) {
+  // Indices are < 2^bits, so entries past it can never be read.
+  const uint64_t reachable = std::min<uint64_t>(params_.codebook_size, uint64_t{1} << params_.bits);
+  // A table pays off when building it costs no more than the pairs it serves.
+  if (reachable <= kMaxTableEntries && reachable <= std::max<uint64_t>(params_.num_pairs, 4096)) {
+    tables_->entries = static_cast<uint32_t>(reachable);
+    if (params_.dtype == kFloat32) {
+      tables_->f32 = BuildTable<uint32_t>(params_, tables_->entries);
+    } else {
+      tables_->f16 = BuildTable<uint16_t>(params_, tables_->entries);
+    }
+  }
+}
+
+DecodeWeightsCpuKernel::~DecodeWeightsCpuKernel() = default;
+
+template <typename T>
+static bool Decode(const Ort::KernelContext& context, const WindingParams& p, const uint8_t* seed,
+                   const Pair<T>* table, uint32_t entries, T* out) {
+  Job<T> job;
+  job.params = &p;
+  job.seed = seed;
+  job.table = table;
+  job.entries = entries;
+  job.out = reinterpret_cast<Pair<T>*>(out);
+  job.whole_pairs = p.num_elements / 2;
+  const uint64_t tasks = (job.whole_pairs + kPairsPerTask - 1) / kPairsPerTask;
+  if (tasks > 1) {
+    context.ParallelFor(&RunTask<T>, static_cast<size_t>(tasks), 0, &job);
+  } else if (tasks == 1) {
+    RunTask<T>(&job, 0);
+  }
+  bool bad = job.bad.load();
+  if (p.num_elements % 2) {  // the last pair: its second value is computed and dropped
+    const uint64_t i = p.num_pairs - 1;
+    uint32_t x = ReadIndex(seed, p.seed_bytes, i, p.bits);
+    if (x >= p.codebook_size) {
+      bad = true;
+      x = 0;
+    }
+    float a, b;
+    DecodeIndex(p, x, &a, &b);
+    out[2 * i] = Encode<T>(p.dtype, a);
+  }
+  return bad;
+}
+
+OrtStatusPtr DecodeWeightsCpuKernel::ComputeV2(OrtKernelContext* raw_context) {
+  try {
+    Ort::KernelContext context(raw_context);
+    Ort::ConstValue input = context.GetInput(0);
+    const Ort::TensorTypeAndShapeInfo info = input.GetTensorTypeAndShapeInfo();
+    if (info.GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8) {
+      return Fail(name_, "rule 4: seed must be a rank-1 uint8 tensor");
+    }
+    const std::vector<int64_t> dims = info.GetShape();
+    const std::string seed_error = ValidateSeed(params_, dims.size(), dims.data());
+    if (!seed_error.empty()) return Fail(name_, seed_error);
+    Ort::UnownedValue output = context.GetOutput(0, shape_.data(), shape_.size());
+    if (params_.num_elements == 0) return nullptr;
+    const uint8_t* seed = input.GetTensorData<uint8_t>();
+    void* out = output.GetTensorMutableRawData();
+    const bool bad = params_.dtype == kFloat32
+                         ? Decode<uint32_t>(context, params_, seed, tables_->f32.empty() ? nullptr : tables_->f32.data(),
+                                            tables_->entries, static_cast<uint32_t*>(out))
+                         : Decode<uint16_t>(context, params_, seed, tables_->f16.empty() ? nullptr : tables_->f16.data(),
+                                            tables_->entries, static_cast<uint16_t*>(out));
+    if (bad) {
+      return Fail(name_, "rule 5: a seed index is >= (points + 1) * (rings + 1) = " +
+                             std::to_string(params_.codebook_size));
+    }
+    return nullptr;
+  } catch (const Ort::Exception& e) {
+    return Ort::GetApi().CreateStatus(e.GetOrtErrorCode(), e.what());
+  } catch (const std::exception& e) {
+    return Ort::GetApi().CreateStatus(ORT_FAIL, e.what());
+  }
+}
+
+// Reads and validates the attributes; "" or the error message.
+static std::string ReadWinding(const Ort::ConstKernelInfo& info, WindingAttributes* a) {
+  std::string error;
+  if (!ReadAttribute(info, "codec", &a->codec, &error, "string") ||
+      !ReadAttribute(info, "shape", &a->shape, &error, "ints") ||
+      !ReadAttribute(info, "dtype", &a->dtype, &error, "int") ||
+      !ReadAttribute(info, "bits", &a->bits, &error, "int") ||
+      !ReadAttribute(info, "points", &a->points, &error, "int") ||
+      !ReadAttribute(info, "rings", &a->rings, &error, "int") ||
+      !ReadAttribute(info, "center", &a->center, &error, "floats") ||
+      !ReadAttribute(info, "side", &a->side, &error, "float") ||
+      !ReadAttribute(info, "ring_scales", &a->ring_scales, &error, "floats")) {
+    return error;
+  }
+  return "";
+}
+
+OrtStatusPtr DecodeWeightsCpuOp::CreateKernelV2(const OrtApi& api, const OrtKernelInfo* raw_info, void** kernel) const {
+  *kernel = nullptr;
+  std::string name = "?";
+  try {
+    Ort::ConstKernelInfo info(raw_info);
+    name = info.GetNodeName();
+    WindingAttributes attrs;
+    WindingParams params;
+    std::string error = ReadWinding(info, &attrs);
+    if (error.empty()) error = ValidateWinding(attrs, &params);
+    if (!error.empty()) return Fail(name, error);
+    *kernel = new DecodeWeightsCpuKernel(name, attrs.shape, params);
+    return nullptr;
+  } catch (const std::bad_alloc&) {
+    return api.CreateStatus(ORT_FAIL, ("DecodeWeights node '" + name + "': out of memory").c_str());
+  } catch (const std::exception& e) {
+    return api.CreateStatus(ORT_FAIL, ("DecodeWeights node '" + name + "': " + e.what()).c_str());
+  }
+}
+
+OrtStatusPtr DecodeWeightsCpuOp::InferOutputShape(Ort::ShapeInferContext& context) {
+  try {
+    const int64_t dtype = context.GetAttrInt("dtype");
+    if (dtype != kFloat32 && dtype != kFloat16 && dtype != kBFloat16) return nullptr;  // the kernel reports it
+    const std::vector<int64_t> dims = context.GetAttrInts("shape");
+    Ort::ShapeInferContext::Shape shape;
+    for (int64_t d : dims) {
+      if (d < 0) return nullptr;
+      shape.emplace_back(d);
+    }
+    return context.SetOutputShape(0, shape, static_cast<ONNXTensorElementDataType>(dtype)).release();
+  } catch (...) {
+    return nullptr;  // missing or mistyped attributes: CreateKernelV2 names the rule
+  }
+}
+
+// FloatToHalf / FloatToBFloat16 over an array, for tests (tests/test_kernel.py drives it with ctypes).
+extern "C" HYPERONNX_EXPORT int HyperonnxConvertFloats(const float* in, uint64_t count, int64_t dtype, uint16_t* out) {
+  if (dtype != kFloat16 && dtype != kBFloat16) return -1;
+  for (uint64_t i = 0; i < count; ++i) out[i] = ConvertTo(dtype, in[i]);
+  return 0;
+}
+
+}  // namespace hyperonnx

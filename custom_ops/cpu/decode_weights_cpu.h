@@ -1,0 +1,43 @@
+// DecodeWeights, CPU kernel: the op and kernel classes registered by custom_ops/ops.cc.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "hyperonnx/decode_weights_format.h"
+#include "hyperonnx/ort_api.h"
+
+namespace hyperonnx {
+
+class DecodeWeightsCpuKernel {
+ public:
+  DecodeWeightsCpuKernel(std::string name, std::vector<int64_t> shape, const WindingParams& params);
+  ~DecodeWeightsCpuKernel();
+  OrtStatusPtr ComputeV2(OrtKernelContext* context);
+
+ private:
+  struct Tables;  // the codebook in the output type, when it is small enough to materialise
+  std::string name_;
+  std::vector<int64_t> shape_;
+  WindingParams params_;
+  std::unique_ptr<Tables> tables_;
+};
+
+struct DecodeWeightsCpuOp : Ort::CustomOpBase<DecodeWeightsCpuOp, DecodeWeightsCpuKernel, /*WithStatus=*/true> {
+  DecodeWeightsCpuOp() {
+    start_ver_ = kFormatVersion;  // a model importing another ai.hyperonnx version finds no kernel (rule 1)
+    end_ver_ = kFormatVersion;
+  }
+  OrtStatusPtr CreateKernelV2(const OrtApi& api, const OrtKernelInfo* info, void** kernel) const;
+  const char* GetName() const { return kOpName; }
+  const char* GetExecutionProviderType() const { return "CPUExecutionProvider"; }
+  size_t GetInputTypeCount() const { return 1; }
+  ONNXTensorElementDataType GetInputType(size_t) const { return ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8; }
+  size_t GetOutputTypeCount() const { return 1; }
+  // float32, float16 or bfloat16 by the dtype attribute; InferOutputShape tells ONNX Runtime which.
+  ONNXTensorElementDataType GetOutputType(size_t) const { return ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED; }
+  static OrtStatusPtr InferOutputShape(Ort::ShapeInferContext& context);
+};
+
+}  // namespace hyperonnx

@@ -1,0 +1,230 @@
+// The DecodeWeights contract of docs/FORMAT.md (version 1), shared by every backend.
+//
+// Host code (the CPU kernel, and the host side of the CUDA kernel) validates a node's attributes
+// with `ValidateWinding`, which fills a `WindingParams`: a plain struct that device code can take
+// by value. `DecodeIndex`, `ReadIndex` and the float conversions are HYPERONNX_HD so that CPU and
+// CUDA decode with the same operations, in the same order (FORMAT.md §3: every float operation is
+// one IEEE binary32 operation rounded to nearest-even, no FMA; compile with -ffp-contract=off and
+// nvcc with -fmad=false).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+
+#if defined(__CUDACC__)
+#define HYPERONNX_HD __host__ __device__ __forceinline__
+#else
+#define HYPERONNX_HD inline
+#endif
+
+#if !defined(__CUDA_ARCH__)
+#include <cmath>
+#include <string>
+#include <vector>
+#endif
+
+namespace hyperonnx {
+
+constexpr const char* kDomain = "ai.hyperonnx";
+constexpr const char* kOpName = "DecodeWeights";
+constexpr int kFormatVersion = 1;  // the ai.hyperonnx opset version; equals the format version
+constexpr const char* kCodecWinding = "winding";
+
+constexpr uint64_t kMaxElements = uint64_t{1} << 40;
+constexpr int64_t kMaxBits = 24;
+constexpr int64_t kMaxPoints = int64_t{1} << 20;
+constexpr int64_t kMaxRings = 64;
+
+// ONNX TensorProto data types of the outputs a decoder supports.
+constexpr int64_t kFloat32 = 1;
+constexpr int64_t kFloat16 = 10;
+constexpr int64_t kBFloat16 = 16;
+
+// Everything a kernel needs to decode one tensor, validated and with the derived constants.
+struct WindingParams {
+  uint64_t num_elements;   // N = prod(shape)
+  uint64_t num_pairs;      // P = ceil(N / 2)
+  uint64_t seed_bytes;     // ceil(P * bits / 8)
+  int64_t dtype;           // kFloat32, kFloat16 or kBFloat16
+  uint32_t bits;           // b, 1..24
+  uint32_t points;         // n, 1..2^20
+  uint32_t rings;          // C, 0..64
+  uint32_t m;              // ceil(sqrt(n))
+  uint32_t modulus;        // M = m * m
+  uint32_t codebook_size;  // (n + 1) * (C + 1): every index must be below it
+  float center[2];         // (cx, cy)
+  float step;              // L / float32(M)
+  float offset;            // -0.5 * L
+  float scales[kMaxRings + 1];  // S_0 = 1, S_1 .. S_C
+};
+static_assert(sizeof(float) == 4 && sizeof(uint32_t) == 4, "binary32 floats required");
+
+// Index i of a FORMAT.md §4 bit stream, reading only bytes inside [0, seed_bytes).
+HYPERONNX_HD uint32_t ReadIndex(const uint8_t* seed, uint64_t seed_bytes, uint64_t i, uint32_t bits) {
+  const uint64_t bit = i * bits;
+  const uint64_t byte = bit >> 3;
+  uint32_t window = 0;
+  for (uint32_t k = 0; k < 4; ++k) {
+    if (byte + k < seed_bytes) window |= uint32_t{seed[byte + k]} << (8 * k);
+  }
+  return (window >> (bit & 7)) & ((uint32_t{1} << bits) - 1);
+}
+
+// FORMAT.md §3 for one index already checked to be < codebook_size: the float32 pair it stands for.
+HYPERONNX_HD void DecodeIndex(const WindingParams& p, uint32_t x, float* first, float* second) {
+  const uint32_t j = x % (p.points + 1);
+  const uint32_t k = x / (p.points + 1);
+  float qx = 0.0f;
+  float qy = 0.0f;
+  if (j != p.points) {
+    const uint32_t ux = j % p.modulus;
+    const uint32_t uy = static_cast<uint32_t>((uint64_t{j} * p.m) % p.modulus);
+    qx = static_cast<float>(ux) * p.step;  // separate statements: no contraction into an FMA
+    qx = qx + p.offset;
+    qy = static_cast<float>(uy) * p.step;
+    qy = qy + p.offset;
+  }
+  const float sx = qx * p.scales[k];
+  const float sy = qy * p.scales[k];
+  *first = p.center[0] + sx;
+  *second = p.center[1] + sy;
+}
+
+HYPERONNX_HD uint32_t FloatBits(float f) {
+  uint32_t u;
+  memcpy(&u, &f, sizeof u);
+  return u;
+}
+
+// float32 -> IEEE binary16, round to nearest, ties to even; overflow to +-Inf, subnormals kept,
+// NaN stays NaN (quiet). Matches numpy's astype(float16).
+HYPERONNX_HD uint16_t FloatToHalf(float f) {
+  const uint32_t u = FloatBits(f);
+  const uint32_t sign = (u >> 16) & 0x8000u;
+  const uint32_t a = u & 0x7fffffffu;
+  if (a >= 0x7f800000u) {  // Inf or NaN
+    return static_cast<uint16_t>(sign | 0x7c00u | (a > 0x7f800000u ? 0x0200u | ((a >> 13) & 0x03ffu) : 0u));
+  }
+  if (a >= 0x477ff000u) return static_cast<uint16_t>(sign | 0x7c00u);  // >= 65520 rounds to Inf
+  if (a >= 0x38800000u) {  // a normal half: rebias the exponent, round the 13 dropped bits
+    const uint32_t rounded = a + 0x0fffu + ((a >> 13) & 1u);
+    return static_cast<uint16_t>(sign | ((rounded - 0x38000000u) >> 13));
+  }
+  const uint32_t exponent = a >> 23;
+  if (exponent < 102) return static_cast<uint16_t>(sign);  // below 2^-25: rounds to zero
+  // A half subnormal (or the smallest normal after rounding): mantissa * 2^(e - 150) in units of 2^-24.
+  const uint32_t mantissa = (a & 0x007fffffu) | 0x00800000u;
+  const uint32_t shift = 126 - exponent;  // 14 .. 24
+  uint32_t h = mantissa >> shift;
+  const uint32_t rest = mantissa & ((uint32_t{1} << shift) - 1);
+  const uint32_t half = uint32_t{1} << (shift - 1);
+  if (rest > half || (rest == half && (h & 1u))) ++h;
+  return static_cast<uint16_t>(sign | h);
+}
+
+// float32 -> bfloat16, round to nearest, ties to even; overflow to +-Inf, subnormals kept,
+// NaN stays NaN (quiet). Matches ml_dtypes' astype(bfloat16).
+HYPERONNX_HD uint16_t FloatToBFloat16(float f) {
+  const uint32_t u = FloatBits(f);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x0040u);
+  return static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
+#if !defined(__CUDA_ARCH__)
+
+// The attributes of one DecodeWeights node as read from the model (types already checked).
+struct WindingAttributes {
+  std::string codec;
+  std::vector<int64_t> shape;
+  int64_t dtype = 0;
+  int64_t bits = 0;
+  int64_t points = 0;
+  int64_t rings = 0;
+  std::vector<float> center;
+  float side = 0.0f;
+  std::vector<float> ring_scales;
+};
+
+// m = ceil(sqrt(n)), the least m with m * m >= n (n >= 1).
+inline uint32_t WindingSide(uint32_t n) {
+  uint32_t m = static_cast<uint32_t>(std::sqrt(static_cast<double>(n)));
+  while (uint64_t{m} * m < n) ++m;
+  while (m > 1 && uint64_t{m - 1} * (m - 1) >= n) --m;
+  return m;
+}
+
+// FORMAT.md §5 rules 2-3 (rule 1 is the opset version, rule 4's length check needs the seed):
+// returns "" and fills `p`, or the message naming the rule broken.
+inline std::string ValidateWinding(const WindingAttributes& a, WindingParams* p) {
+  using std::to_string;
+  if (a.codec != kCodecWinding) {
+    return "rule 2: codec '" + a.codec + "' is unknown (this decoder knows 'winding')";
+  }
+  if (a.dtype != kFloat32 && a.dtype != kFloat16 && a.dtype != kBFloat16) {
+    return "rule 2: dtype " + to_string(a.dtype) + " is not float32 (1), float16 (10) or bfloat16 (16)";
+  }
+  uint64_t count = 1;
+  for (int64_t dim : a.shape) {
+    if (dim < 0) return "rule 2: shape has a negative dimension " + to_string(dim);
+    if (dim != 0 && count > kMaxElements / static_cast<uint64_t>(dim)) {
+      return "rule 3: the product of shape exceeds 2^40 elements";
+    }
+    count *= static_cast<uint64_t>(dim);
+  }
+  if (count > kMaxElements) return "rule 3: the product of shape exceeds 2^40 elements";
+  struct Range { const char* name; int64_t value, low, high; };
+  for (const Range& r : {Range{"bits", a.bits, 1, kMaxBits}, Range{"points", a.points, 1, kMaxPoints},
+                         Range{"rings", a.rings, 0, kMaxRings}}) {
+    if (r.value < r.low || r.value > r.high) {
+      return std::string("rule 2: attribute ") + r.name + "=" + to_string(r.value) + " is outside [" +
+             to_string(r.low) + ", " + to_string(r.high) + "]";
+    }
+  }
+  if (a.center.size() != 2 || !std::isfinite(a.center[0]) || !std::isfinite(a.center[1])) {
+    return "rule 2: attribute center must hold exactly 2 finite floats (it holds " +
+           to_string(a.center.size()) + ")";
+  }
+  if (!std::isfinite(a.side) || !(a.side > 0.0f)) return "rule 2: attribute side must be finite and > 0";
+  if (a.ring_scales.size() != static_cast<size_t>(a.rings)) {
+    return "rule 2: attribute ring_scales holds " + to_string(a.ring_scales.size()) +
+           " values, rings=" + to_string(a.rings) + " needs exactly that many";
+  }
+  for (float s : a.ring_scales) {
+    if (!std::isfinite(s) || !(s > 0.0f)) return "rule 2: attribute ring_scales must hold finite values > 0";
+  }
+  std::memset(p, 0, sizeof *p);
+  p->num_elements = count;
+  p->num_pairs = (count + 1) / 2;
+  p->bits = static_cast<uint32_t>(a.bits);
+  p->seed_bytes = (p->num_pairs * p->bits + 7) / 8;  // < 2^39 * 24: no overflow
+  p->dtype = a.dtype;
+  p->points = static_cast<uint32_t>(a.points);
+  p->rings = static_cast<uint32_t>(a.rings);
+  p->m = WindingSide(p->points);
+  p->modulus = p->m * p->m;
+  p->codebook_size = (p->points + 1) * (p->rings + 1);  // <= (2^20 + 1) * 65 < 2^32
+  p->center[0] = a.center[0];
+  p->center[1] = a.center[1];
+  const float side = a.side;
+  const float modulus = static_cast<float>(p->modulus);  // exact: m <= 1024, so M <= 2^20
+  p->step = side / modulus;
+  p->offset = -0.5f * side;
+  p->scales[0] = 1.0f;
+  for (uint32_t k = 0; k < p->rings; ++k) p->scales[k + 1] = a.ring_scales[k];
+  return "";
+}
+
+// Rule 4 for the seed tensor a kernel receives.
+inline std::string ValidateSeed(const WindingParams& p, size_t rank, const int64_t* dims) {
+  if (rank != 1) return "rule 4: seed must be a rank-1 uint8 tensor (it has rank " + std::to_string(rank) + ")";
+  if (dims[0] < 0 || static_cast<uint64_t>(dims[0]) != p.seed_bytes) {
+    return "rule 4: seed holds " + std::to_string(dims[0]) + " bytes; shape and bits=" +
+           std::to_string(p.bits) + " need exactly " + std::to_string(p.seed_bytes);
+  }
+  return "";
+}
+
+#endif  // !__CUDA_ARCH__
+
+}  // namespace hyperonnx

@@ -1,0 +1,75 @@
+// The library's entry point: one registration table for every op and backend, in the style of
+// onnxruntime-extensions. ONNX Runtime calls RegisterCustomOps from
+// SessionOptions.register_custom_ops_library(hyperonnx.get_library_path()).
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "cpu/decode_weights_cpu.h"
+#include "hyperonnx/decode_weights_format.h"
+#include "hyperonnx/ort_api.h"
+
+#ifdef HYPERONNX_USE_CUDA
+namespace hyperonnx::cuda {
+// Defined by custom_ops/cuda/: appends the CUDA kernels' OrtCustomOp objects (same domain, name
+// and version as the CPU ones, GetExecutionProviderType "CUDAExecutionProvider").
+void AppendOps(std::vector<const OrtCustomOp*>& ops);
+}  // namespace hyperonnx::cuda
+#endif
+
+namespace hyperonnx {
+namespace {
+
+// Every op of the ai.hyperonnx domain. The CPU op is always present: a session without the CUDA
+// provider must still find a kernel, and ONNX Runtime falls back to it for unassigned nodes.
+const std::vector<const OrtCustomOp*>& OpTable() {
+  static const std::vector<const OrtCustomOp*> ops = [] {
+    static const DecodeWeightsCpuOp decode_weights_cpu;
+    std::vector<const OrtCustomOp*> all{&decode_weights_cpu};
+#ifdef HYPERONNX_USE_CUDA
+    cuda::AppendOps(all);
+#endif
+    return all;
+  }();
+  return ops;
+}
+
+// Domains handed to sessions must outlive them; they are kept until the library is unloaded
+// (onnxruntime never unloads a library a live session uses).
+std::mutex domains_mutex;
+std::vector<std::unique_ptr<Ort::CustomOpDomain>>& Domains() {
+  static auto* domains = new std::vector<std::unique_ptr<Ort::CustomOpDomain>>;  // never destroyed
+  return *domains;
+}
+
+}  // namespace
+}  // namespace hyperonnx
+
+extern "C" HYPERONNX_EXPORT OrtStatus* ORT_API_CALL RegisterCustomOps(OrtSessionOptions* options,
+                                                                       const OrtApiBase* api_base) {
+  const OrtApi* api = api_base->GetApi(hyperonnx::kOrtApiVersion);
+  if (api == nullptr) {
+    // This runtime predates the API the library was built against; API version 1 always exists.
+    const std::string message = std::string("hyperonnx custom ops need onnxruntime >= 1.21 (ORT API version ") +
+                                std::to_string(hyperonnx::kOrtApiVersion) + "); this onnxruntime is " +
+                                api_base->GetVersionString();
+    return api_base->GetApi(1)->CreateStatus(ORT_FAIL, message.c_str());
+  }
+  Ort::InitApi(api);
+  try {
+    auto domain = std::make_unique<Ort::CustomOpDomain>(hyperonnx::kDomain);
+    for (const OrtCustomOp* op : hyperonnx::OpTable()) domain->Add(op);
+    Ort::UnownedSessionOptions(options).Add(*domain);
+    std::lock_guard<std::mutex> lock(hyperonnx::domains_mutex);
+    hyperonnx::Domains().push_back(std::move(domain));
+    return nullptr;
+  } catch (const Ort::Exception& e) {
+    return api->CreateStatus(e.GetOrtErrorCode(), e.what());
+  } catch (const std::exception& e) {
+    return api->CreateStatus(ORT_FAIL, e.what());
+  }
+}
+
+// The library's own format version, for hyperonnx.runtime to check it loaded the right binary.
+extern "C" HYPERONNX_EXPORT int HyperonnxFormatVersion() { return hyperonnx::kFormatVersion; }
