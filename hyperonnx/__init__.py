@@ -2,7 +2,9 @@
 
 from .codec import PRESETS, Seed, WindingConfig, decode, encode
 from .format import FormatError
+from .runtime import InferenceSession, get_library_path, session_options
 
 __version__ = "0.1.0"
 
-__all__ = ["PRESETS", "FormatError", "Seed", "WindingConfig", "decode", "encode", "__version__"]
+__all__ = ["PRESETS", "FormatError", "InferenceSession", "Seed", "WindingConfig", "decode", "encode",
+           "get_library_path", "session_options", "__version__"]

@@ -1,0 +1,268 @@
+"""Running compressed models in stock onnxruntime: the custom-op library and ready sessions.
+
+Plain onnxruntime, two lines::
+
+    so = onnxruntime.SessionOptions()
+    so.register_custom_ops_library(hyperonnx.get_library_path())
+
+Or `hyperonnx.InferenceSession(path, providers=..., mode=...)`, an `onnxruntime.InferenceSession`:
+
+- ``mode="load"``: every DecodeWeights node fed by an initializer runs once, when the session is
+  created; onnxruntime then gets the decoded tensors as plain initializers (in place, no copy per
+  run, and its optimisers see them like any other weight). Inference costs what the original
+  model costs; memory holds the full-size weights.
+- ``mode="stream"``: the DecodeWeights nodes run on every run and their outputs are released
+  after their last consumer, so memory holds the seeds plus the weights in flight. Constant
+  folding is switched off so onnxruntime does not expand the weights at load time.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import pathlib
+import re
+from typing import Any, Sequence
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper
+
+from . import format as fmt
+
+MIN_ORT_VERSION = (1, 21)  # the library is built on ORT API version 21
+LIBRARY_NAMES = ("libhyperonnx_ops.so", "libhyperonnx_ops.dylib", "hyperonnx_ops.dll")
+MODES = ("load", "stream")
+_PLACEHOLDER_LOCATION = "hyperonnx-decoded-at-session-creation"
+
+
+def _ort():
+    try:
+        import onnxruntime
+    except ImportError as error:  # pragma: no cover - depends on the environment
+        raise ImportError("hyperonnx's runtime needs onnxruntime >= 1.21 (pip install 'hyperonnx[cpu]' "
+                          "or onnxruntime-gpu)") from error
+    found = tuple(int(part) for part in re.findall(r"\d+", onnxruntime.__version__)[:2])
+    if found < MIN_ORT_VERSION:
+        raise RuntimeError(f"hyperonnx's custom-op library needs onnxruntime >= 1.21 (ORT API version 21); "
+                           f"this is onnxruntime {onnxruntime.__version__}: pip install -U onnxruntime")
+    return onnxruntime
+
+
+def get_library_path() -> str:
+    """Path of the custom-op library (libhyperonnx_ops.so) built and installed with the package.
+
+    $HYPERONNX_LIBRARY overrides it (e.g. an AddressSanitizer build)."""
+    override = os.environ.get("HYPERONNX_LIBRARY")
+    if override:
+        if not os.path.isfile(override):
+            raise FileNotFoundError(f"HYPERONNX_LIBRARY={override} does not exist")
+        return os.path.abspath(override)
+    import hyperonnx
+
+    # Every entry of the package path: a normal install has one; an editable install by
+    # scikit-build-core has the source tree and the site-packages folder holding the library.
+    for folder in list(getattr(hyperonnx, "__path__", [])) + [os.path.dirname(__file__)]:
+        for name in LIBRARY_NAMES:
+            candidate = pathlib.Path(folder) / name
+            if candidate.is_file():
+                return str(candidate.resolve())
+    raise FileNotFoundError("hyperonnx's custom-op library is not installed next to the package; "
+                            "build it with `pip install .` (needs a C++17 compiler and CMake)")
+
+
+def register(sess_options) -> Any:
+    """Register the custom ops on an `onnxruntime.SessionOptions`; returns it."""
+    _ort()
+    try:
+        sess_options.register_custom_ops_library(get_library_path())
+    except Exception as error:  # onnxruntime raises its own Fail; add what to do about it
+        raise RuntimeError(f"could not register hyperonnx's custom ops: {error}") from error
+    return sess_options
+
+
+def session_options(mode: str = "stream", sess_options=None):
+    """`onnxruntime.SessionOptions` with the DecodeWeights library registered.
+
+    Any mode: the DecodeWeights nodes run inside onnxruntime. ``"stream"`` also disables constant
+    folding, so no weight is expanded while the session is created. Decoding once at session
+    creation (``"load"``) needs the model rewrite that `InferenceSession` does; plain
+    onnxruntime with these options decodes on every run (it does not fold custom ops).
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
+    ort = _ort()
+    so = sess_options if sess_options is not None else ort.SessionOptions()
+    register(so)
+    if mode == "stream":
+        so.add_session_config_entry("optimization.disable_specified_optimizers", "ConstantFolding")
+    return so
+
+
+def _load_model(path_or_model) -> tuple[onnx.ModelProto, str | None]:
+    if isinstance(path_or_model, onnx.ModelProto):
+        copy = onnx.ModelProto()
+        copy.CopyFrom(path_or_model)  # the caller's model stays as it is
+        return copy, None
+    if isinstance(path_or_model, (bytes, bytearray, memoryview)):
+        return onnx.load_from_string(bytes(path_or_model)), None
+    path = os.fspath(path_or_model)
+    return onnx.load(path, load_external_data=True), path
+
+
+def _decode_nodes(graph: onnx.GraphProto) -> list[int]:
+    """Positions of the main graph's DecodeWeights nodes whose seed is an initializer."""
+    initializers = {t.name for t in graph.initializer}
+    return [i for i, node in enumerate(graph.node)
+            if node.domain == fmt.OP_DOMAIN and node.op_type == fmt.OP_TYPE
+            and len(node.input) == 1 and node.input[0] in initializers and len(node.output) == 1]
+
+
+def _check_opset(model: onnx.ModelProto) -> None:
+    for opset in model.opset_import:
+        if opset.domain == fmt.OP_DOMAIN and opset.version != fmt.OP_VERSION:
+            raise fmt.FormatError(f"the model imports {fmt.OP_DOMAIN} version {opset.version}; this hyperonnx "
+                                  f"decodes version {fmt.OP_VERSION} (docs/FORMAT.md section 5, rule 1)")
+
+
+def _attribute(node: onnx.NodeProto, name: str):
+    for attribute in node.attribute:
+        if attribute.name == name:
+            return helper.get_attribute_value(attribute)
+    return None
+
+
+def _used_names(graph: onnx.GraphProto) -> set[str]:
+    """Every value name a node of `graph` (or of its subgraphs, implicitly) reads, plus its outputs."""
+    used = {output.name for output in graph.output}
+    for node in graph.node:
+        used.update(node.input)
+        for attribute in node.attribute:
+            for sub in ([attribute.g] if attribute.type == onnx.AttributeProto.GRAPH else list(attribute.graphs)):
+                used |= _used_names(sub)
+    return used
+
+
+def decode_initializers(model: onnx.ModelProto, providers=None, intra_op_num_threads: int = 0):
+    """Run the model's initializer-fed DecodeWeights nodes once, in onnxruntime.
+
+    Returns (node positions, output names, OrtValues): the decoded tensors, in numpy buffers they keep alive."""
+    ort = _ort()
+    positions = _decode_nodes(model.graph)
+    if not positions:
+        return [], [], []
+    nodes = [model.graph.node[i] for i in positions]
+    seeds = {node.input[0] for node in nodes}
+    outputs = []
+    for node in nodes:
+        dtype, shape = _attribute(node, "dtype"), _attribute(node, "shape")
+        if not isinstance(dtype, int) or dtype not in fmt.OUTPUT_DTYPES:
+            dtype = TensorProto.FLOAT  # the kernel reports the bad attribute, naming the rule
+        outputs.append(helper.make_tensor_value_info(node.output[0], dtype, None))
+    graph = helper.make_graph(nodes, "hyperonnx_decode", [], outputs,
+                              [t for t in model.graph.initializer if t.name in seeds])
+    decoder = helper.make_model(graph, opset_imports=list(model.opset_import), ir_version=model.ir_version)
+    so = session_options("stream")
+    so.intra_op_num_threads = intra_op_num_threads
+    session = ort.InferenceSession(decoder.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    # The kernel writes straight into buffers we own: onnxruntime only takes user-owned memory as
+    # external initializers, and it then uses that memory in place.
+    binding = session.io_binding()
+    names, values = [], []
+    for node, output in zip(nodes, outputs):
+        dtype = output.type.tensor_type.elem_type
+        shape = [int(d) for d in _attribute(node, "shape")]
+        buffer = np.empty(shape, dtype=np.float32 if dtype == TensorProto.FLOAT else np.uint16)
+        value = ort.OrtValue.ortvalue_from_numpy_with_onnx_type(buffer, dtype)  # keeps `buffer` alive
+        binding.bind_ortvalue_output(node.output[0], value)
+        names.append(node.output[0])
+        values.append(value)
+    session.run_with_iobinding(binding)
+    return positions, names, list(values)
+
+
+def _strip_decoders(model: onnx.ModelProto, positions: list[int]) -> onnx.ModelProto:
+    """`model` without the nodes at `positions` (modified in place); their outputs become
+    placeholder initializers that the decoded tensors replace (add_external_initializers)."""
+    graph = model.graph
+    nodes = [_copy(graph.node[i]) for i in positions]
+    for i in sorted(positions, reverse=True):
+        del graph.node[i]
+    used = _used_names(graph)
+    seeds = {node.input[0] for node in nodes}
+    for i in reversed(range(len(graph.initializer))):  # in place: no copy of the other tensors
+        if graph.initializer[i].name in seeds and graph.initializer[i].name not in used:
+            del graph.initializer[i]
+    for node in nodes:
+        placeholder = TensorProto(name=node.output[0], data_type=int(_attribute(node, "dtype")),
+                                  dims=[int(d) for d in _attribute(node, "shape")],
+                                  data_location=TensorProto.EXTERNAL)
+        entry = placeholder.external_data.add()
+        entry.key, entry.value = "location", _PLACEHOLDER_LOCATION
+        graph.initializer.append(placeholder)
+    return model
+
+
+def _copy(node: onnx.NodeProto) -> onnx.NodeProto:
+    copy = onnx.NodeProto()
+    copy.CopyFrom(node)
+    return copy
+
+
+@functools.lru_cache(maxsize=None)
+def _session_class():
+    ort = _ort()
+
+    class HyperonnxSession(ort.InferenceSession):
+        """onnxruntime.InferenceSession that keeps the weights decoded at creation alive."""
+
+        def __init__(self, source, so, providers, provider_options, decoded, mode, **kwargs):
+            self.hyperonnx_mode = mode
+            self._hyperonnx_decoded = decoded  # add_external_initializers uses their memory in place
+            super().__init__(source, so, providers, provider_options, **kwargs)
+
+    return HyperonnxSession
+
+
+def InferenceSession(path_or_model, sess_options=None, providers: Sequence | None = None,  # noqa: N802
+                     provider_options=None, *, mode: str = "load", **kwargs):
+    """An `onnxruntime.InferenceSession` for a hyperonnx-compressed model (any model works).
+
+    path_or_model: a path, serialized bytes or an `onnx.ModelProto` (not modified).
+    mode: ``"load"`` (decode once at creation; the default) or ``"stream"`` (decode on every run).
+    sess_options: optional `onnxruntime.SessionOptions`; the library is registered on it (and, in
+    load mode, the decoded weights are added to it: use a fresh one per session).
+    providers: default ``["CPUExecutionProvider"]``; other arguments are onnxruntime's.
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
+    cls = _session_class()
+    if providers is None:
+        providers = ["CPUExecutionProvider"]
+    so = session_options(mode, sess_options)
+    if mode == "stream":
+        source = path_or_model
+        if isinstance(source, onnx.ModelProto):
+            _check_opset(source)
+            source = source.SerializeToString()
+        elif isinstance(source, (bytes, bytearray, memoryview)):
+            source = bytes(source)
+        else:
+            source = os.fspath(source)
+            _check_opset(onnx.load(source, load_external_data=False))
+        return cls(source, so, providers, provider_options, [], mode, **kwargs)
+    model, path = _load_model(path_or_model)
+    _check_opset(model)
+    positions, names, values = decode_initializers(model, intra_op_num_threads=so.intra_op_num_threads)
+    if not positions and path is not None:
+        del model
+        return cls(path, so, providers, provider_options, [], mode, **kwargs)
+    serialized = _strip_decoders(model, positions).SerializeToString()
+    del model
+    if names:
+        so.add_external_initializers(names, values)
+    return cls(serialized, so, providers, provider_options, values, mode, **kwargs)
+
+
+__all__ = ["InferenceSession", "MIN_ORT_VERSION", "decode_initializers", "get_library_path", "register",
+           "session_options"]
