@@ -1,0 +1,278 @@
+"""The compression pass: every eligible float weight becomes a uint8 seed and a DecodeWeights node.
+
+What this pass ensures:
+- each compressed tensor keeps its name: a DecodeWeights node in the graph where the tensor lived
+  (main graph or an If/Loop/Scan body at any depth) outputs it, placed before every consumer, so
+  consumers, graph inputs, outputs and value_info are untouched;
+- a tensor's seed is an initializer of that same graph, with a fresh name;
+- tensors with the same dtype, shape and bytes in one graph are encoded once and decoded once
+  (the others become Identity of the first);
+- tensors the codec keeps raw, integer tensors, small tensors, graph inputs and excluded names stay
+  byte for byte; seeds of an already-compressed model are uint8 and so never touched: compressing
+  twice changes nothing;
+- the model imports opset `ai.hyperonnx` version `format.OP_VERSION` and, unless disabled, holds the
+  model-local function that decodes DecodeWeights from standard ops (function.py).
+
+Why plain protobuf rather than onnx-graphsurgeon: the rewrite is local (drop one initializer or
+Constant, add one initializer and one node in the same graph), and a graphsurgeon import/export
+round trip rebuilds every graph: it converts all tensors to numpy (external data included),
+re-sorts nodes and drops doc strings, metadata and value_info it does not model. Editing the
+protobuf in place keeps everything else of the model exactly as it was. (onnx-ir is not a
+dependency.)
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+import onnx
+from onnx import ModelProto, TensorProto, helper, numpy_helper
+
+from .. import codec
+from .. import format as fmt
+from . import function as function_mod
+from .walk import NameMaker, all_names, default_opset, scopes
+
+DEFAULT_MIN_ELEMENTS = 1024
+FLOAT_TYPES = (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16)
+DTYPE_NAMES = {TensorProto.FLOAT: "float32", TensorProto.FLOAT16: "float16",
+               TensorProto.BFLOAT16: "bfloat16"}
+
+
+@dataclass
+class TensorReport:
+    name: str
+    graph: str  # "" for the main graph, else the subgraph's path
+    source: str  # "initializer" or "Constant"
+    shape: list
+    dtype: str
+    orig_bytes: int
+    seed_bytes: int  # bytes in the compressed model (orig_bytes when kept raw)
+    compressed: bool
+    reason: str = ""  # why kept raw, or "shared with X"
+    bits_per_weight: float = 0.0
+    sqnr_db: float | None = None
+    max_abs_err: float = 0.0
+    attrs: dict = field(default_factory=dict)
+
+
+@dataclass
+class CompressReport:
+    tensors: list[TensorReport] = field(default_factory=list)
+    seconds: float = 0.0
+    preset: str = ""
+    min_elements: int = DEFAULT_MIN_ELEMENTS
+    function_fallback: bool = True
+
+    @property
+    def compressed(self) -> list[TensorReport]:
+        return [t for t in self.tensors if t.compressed]
+
+    def to_dict(self) -> dict:
+        orig = sum(t.orig_bytes for t in self.tensors)
+        seed = sum(t.seed_bytes for t in self.tensors)
+        return {"preset": self.preset, "min_elements": self.min_elements,
+                "function_fallback": self.function_fallback, "seconds": round(self.seconds, 3),
+                "tensors_considered": len(self.tensors), "tensors_compressed": len(self.compressed),
+                "weight_bytes_before": orig, "weight_bytes_after": seed,
+                "tensors": [asdict(t) for t in self.tensors]}
+
+
+@dataclass
+class _Site:
+    """Where one candidate tensor lives."""
+
+    scope: object  # walk.Scope
+    tensor: TensorProto
+    source: str  # "initializer" | "Constant"
+    node_index: int = -1  # the Constant node's position
+
+
+def _matches(name: str, patterns: Sequence[str] | None) -> bool:
+    return any(fnmatch.fnmatchcase(name, p) for p in patterns or ())
+
+
+def find_candidates(model: ModelProto, *, min_elements: int = DEFAULT_MIN_ELEMENTS,
+                    include: Sequence[str] | None = None, exclude: Sequence[str] | None = None):
+    """(eligible sites, skipped (name, reason)) — eligible: float32/16/bf16 initializers and
+    Constant values with >= min_elements elements, not graph inputs, passing include/exclude."""
+    eligible, skipped = [], []
+    for scope in scopes(model):
+        graph = scope.graph
+        inputs = {v.name for v in graph.input}
+        sites = [_Site(scope, t, "initializer") for t in graph.initializer]
+        for i, node in enumerate(graph.node):
+            if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
+                for a in node.attribute:
+                    if a.name == "value" and a.HasField("t"):
+                        t = TensorProto()
+                        t.CopyFrom(a.t)
+                        t.name = node.output[0]
+                        sites.append(_Site(scope, t, "Constant", i))
+        for site in sites:
+            t = site.tensor
+            if t.data_type not in FLOAT_TYPES:
+                continue  # integers, seeds (uint8), strings: never weights to compress
+            count = math.prod(t.dims)
+            if t.name in inputs and site.source == "initializer":
+                skipped.append((t.name, "graph input (overridable at run time)"))
+            elif count < max(1, min_elements):
+                continue
+            elif include and not _matches(t.name, include):
+                skipped.append((t.name, "not matched by --include"))
+            elif _matches(t.name, exclude):
+                skipped.append((t.name, "matched by --exclude"))
+            else:
+                eligible.append(site)
+    return eligible, skipped
+
+
+def _sqnr(ref: np.ndarray, approx: np.ndarray) -> tuple[float | None, float]:
+    r = ref.astype(np.float64).ravel()
+    err = approx.astype(np.float64).ravel() - r
+    noise = float(np.dot(err, err))
+    signal = float(np.dot(r, r))
+    max_abs = float(np.max(np.abs(err))) if err.size else 0.0
+    if noise == 0.0:
+        return None, max_abs  # exact: infinite SQNR
+    return (10.0 * math.log10(signal / noise) if signal > 0 else -math.inf), max_abs
+
+
+def compress_model(model: ModelProto, config=None, *, min_elements: int = DEFAULT_MIN_ELEMENTS,
+                   include: Sequence[str] | None = None, exclude: Sequence[str] | None = None,
+                   function_fallback: bool = True,
+                   progress: Callable[[int, int, str], None] | None = None) -> CompressReport:
+    """Compress `model` in place (see the module docstring); return the per-tensor report."""
+    start = time.perf_counter()
+    config_obj = codec.resolve_config(config)
+    report = CompressReport(preset=config if isinstance(config, str) else
+                            (codec.DEFAULT_PRESET if config is None else repr(config_obj)),
+                            min_elements=min_elements, function_fallback=function_fallback)
+    for opset in model.opset_import:
+        if opset.domain == fmt.OP_DOMAIN and opset.version != fmt.OP_VERSION:
+            raise fmt.FormatError(f"model imports {fmt.OP_DOMAIN} version {opset.version}; "
+                                  f"this hyperonnx writes and reads version {fmt.OP_VERSION} only")
+    sites, _skipped = find_candidates(model, min_elements=min_elements, include=include, exclude=exclude)
+    names = NameMaker(all_names(model))
+    first_of: dict[tuple, str] = {}  # (graph id, dtype, dims, digest) -> name of the decoded tensor
+    new_nodes: dict[int, list] = {}  # id(graph) -> nodes to put first in that graph
+    replaced_constants: dict[int, dict[int, object]] = {}  # id(graph) -> {node index: new node}
+    removed_inits: dict[int, set[str]] = {}
+    graphs = {}
+    for i, site in enumerate(sites):
+        t, graph = site.tensor, site.scope.graph
+        graphs[id(graph)] = (graph, len(site.scope.parents))
+        if progress:
+            progress(i, len(sites), t.name)
+        array = numpy_helper.to_array(t)
+        dtype_name = DTYPE_NAMES[t.data_type]
+        entry = TensorReport(t.name, site.scope.path, site.source, list(t.dims), dtype_name,
+                             int(array.nbytes), int(array.nbytes), False)
+        report.tensors.append(entry)
+        key = (id(graph), t.data_type, tuple(t.dims), hashlib.sha256(array.tobytes()).hexdigest())
+        if key in first_of:
+            first = first_of[key]
+            entry.compressed, entry.seed_bytes, entry.reason = True, 0, f"shared with {first}"
+            node = helper.make_node("Identity", [first], [t.name], name=f"DecodeWeights/{t.name}")
+        else:
+            seed = codec.encode(array, config_obj, min_elements=min_elements)
+            if seed.codec == "raw":
+                entry.reason = str(seed.attrs.get("reason", "raw"))
+                continue
+            decoded = codec.decode(seed)
+            entry.compressed, entry.seed_bytes = True, int(seed.payload.size)
+            entry.bits_per_weight = 8.0 * seed.payload.size / max(1, array.size)
+            entry.sqnr_db, entry.max_abs_err = _sqnr(array, decoded)
+            entry.attrs = {k: v for k, v in seed.attrs.items()}
+            seed_name = names(f"{t.name}.seed")
+            graph.initializer.append(numpy_helper.from_array(seed.payload, seed_name))
+            node = fmt.make_node(seed, seed_name, t.name)
+            first_of[key] = t.name
+        if site.source == "initializer":
+            removed_inits.setdefault(id(graph), set()).add(t.name)
+            new_nodes.setdefault(id(graph), []).append(node)
+        else:
+            replaced_constants.setdefault(id(graph), {})[site.node_index] = node
+    if progress:
+        progress(len(sites), len(sites), "")
+
+    # Apply: initializers out, their decode nodes first in the graph (their only input is an
+    # initializer of the same graph, so the first position is topologically valid and precedes
+    # every consumer, including nodes of subgraphs); a Constant's decode node takes its place.
+    # Aliases (Identity) of shared tensors: sites list initializers before Constants, and
+    # Constants in node order, so an alias's source is decoded at the front or at an earlier
+    # Constant's position: after the decode nodes, or at its own Constant's position, it follows it.
+    # Deepest graphs first: rewriting a parent's node list re-creates its nodes, and with them
+    # the subgraphs they hold, so those must be final by then.
+    for gid, (graph, _depth) in sorted(graphs.items(), key=lambda kv: -kv[1][1]):
+        gone = removed_inits.get(gid, set())
+        if gone:
+            keep = [t for t in graph.initializer if t.name not in gone]
+            del graph.initializer[:]
+            graph.initializer.extend(keep)
+        replacements = replaced_constants.get(gid, {})
+        front = new_nodes.get(gid, [])
+        front = [n for n in front if n.op_type != "Identity"] + [n for n in front if n.op_type == "Identity"]
+        ordered = front + [replacements.get(i, node) for i, node in enumerate(graph.node)]
+        del graph.node[:]
+        graph.node.extend(ordered)
+
+    if any(t.compressed for t in report.tensors) or _has_decode_nodes(model):
+        _ensure_opset(model)
+        if function_fallback:
+            _ensure_function(model)
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def _has_decode_nodes(model: ModelProto) -> bool:
+    return any(n.op_type == fmt.OP_TYPE and n.domain == fmt.OP_DOMAIN
+               for s in scopes(model) for n in s.graph.node)
+
+
+def _ensure_opset(model: ModelProto) -> None:
+    if not any(o.domain == fmt.OP_DOMAIN for o in model.opset_import):
+        model.opset_import.append(helper.make_opsetid(fmt.OP_DOMAIN, fmt.OP_VERSION))
+
+
+def _ensure_function(model: ModelProto) -> bool:
+    """Add the DecodeWeights function unless the model already has one; False when the model's
+    opset is too old for it (the model then needs the library)."""
+    if any(f.domain == fmt.OP_DOMAIN and f.name == fmt.OP_TYPE for f in model.functions):
+        return True
+    opset = default_opset(model)
+    if opset < function_mod.MIN_OPSET:
+        return False
+    model.functions.append(function_mod.build_function(opset))
+    if model.ir_version < 8:  # model-local functions need IR version 8
+        model.ir_version = 8
+    return True
+
+
+def compress(model_or_path, config=None, *, min_elements: int = DEFAULT_MIN_ELEMENTS,
+             include: Sequence[str] | None = None, exclude: Sequence[str] | None = None,
+             function_fallback: bool = True,
+             progress: Callable[[int, int, str], None] | None = None,
+             return_report: bool = False):
+    """Compress an ONNX model (a ModelProto, left unmodified, or a path, external data included).
+
+    Returns the compressed onnx.ModelProto, or (model, CompressReport) with return_report=True.
+    `config` is a preset name ("paper", ...) or a WindingConfig; `include`/`exclude` are
+    fnmatch-style name patterns; `function_fallback` adds the standard-ops DecodeWeights function
+    so the model runs without the hyperonnx library.
+    """
+    from .model_io import load
+    if isinstance(model_or_path, ModelProto):
+        model = ModelProto()
+        model.CopyFrom(model_or_path)
+    else:
+        model = load(model_or_path)
+    report = compress_model(model, config, min_elements=min_elements, include=include,
+                            exclude=exclude, function_fallback=function_fallback, progress=progress)
+    return (model, report) if return_report else model

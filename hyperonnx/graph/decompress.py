@@ -1,0 +1,85 @@
+"""The decompression pass: a plain ONNX model for runtimes without the hyperonnx library.
+
+What this pass ensures: every DecodeWeights node (in any graph) is replaced by an initializer of
+the same graph, with the node's output name and the reference decoder's output (docs/FORMAT.md),
+so the model computes exactly what the compressed model computes with the library; seeds no node
+reads any more are removed, and with no DecodeWeights left, the model-local function and the
+`ai.hyperonnx` opset import go too. Everything else is left as it is.
+"""
+
+from __future__ import annotations
+
+from onnx import ModelProto, numpy_helper
+
+from .. import codec
+from .. import format as fmt
+from .walk import scopes
+
+
+def decompress_model(model: ModelProto) -> int:
+    """Decompress `model` in place; return the number of tensors decoded."""
+    for opset in model.opset_import:
+        if opset.domain == fmt.OP_DOMAIN and opset.version != fmt.OP_VERSION:
+            raise fmt.FormatError(f"model imports {fmt.OP_DOMAIN} version {opset.version}; "
+                                  f"this decoder knows version {fmt.OP_VERSION} only")
+    decoded = 0
+    all_scopes = list(scopes(model))
+    # Deepest graphs first: rewriting a parent's node list re-creates the subgraphs its nodes hold.
+    for scope in sorted(all_scopes, key=lambda s: -len(s.parents)):
+        graph = scope.graph
+        chain = (graph,) + tuple(reversed(scope.parents))  # innermost first: ONNX scoping
+        keep, new_inits = [], []
+        for node in graph.node:
+            if node.op_type != fmt.OP_TYPE or node.domain != fmt.OP_DOMAIN:
+                keep.append(node)
+                continue
+            tensor = _find_initializer(chain, node.input[0])
+            if tensor is None:
+                raise fmt.FormatError(f"DecodeWeights {node.name!r}: seed {node.input[0]!r} is not an initializer")
+            seed = fmt.seed_from_node(node, numpy_helper.to_array(tensor))
+            new_inits.append(numpy_helper.from_array(codec.decode(seed), node.output[0]))
+            decoded += 1
+        if new_inits:
+            del graph.node[:]
+            graph.node.extend(keep)
+            graph.initializer.extend(new_inits)
+    # drop seeds nobody reads any more
+    used = set()
+    for scope in all_scopes:
+        for node in scope.graph.node:
+            used.update(node.input)
+        used.update(o.name for o in scope.graph.output)
+    for scope in all_scopes:
+        graph = scope.graph
+        if any(t.data_type == 2 and t.name not in used for t in graph.initializer):  # UINT8
+            keep = [t for t in graph.initializer if t.data_type != 2 or t.name in used]
+            del graph.initializer[:]
+            graph.initializer.extend(keep)
+    if not any(n.domain == fmt.OP_DOMAIN for s in all_scopes for n in s.graph.node):
+        funcs = [f for f in model.functions if f.domain != fmt.OP_DOMAIN]
+        del model.functions[:]
+        model.functions.extend(funcs)
+        opsets = [o for o in model.opset_import if o.domain != fmt.OP_DOMAIN]
+        del model.opset_import[:]
+        model.opset_import.extend(opsets)
+    return decoded
+
+
+def _find_initializer(chain, name):
+    for graph in chain:
+        for t in graph.initializer:
+            if t.name == name:
+                return t
+    return None
+
+
+def decompress(model_or_path) -> ModelProto:
+    """A plain ONNX copy of a compressed model (ModelProto, left unmodified, or a path)."""
+    from .model_io import load
+    if isinstance(model_or_path, ModelProto):
+        model = ModelProto()
+        model.CopyFrom(model_or_path)
+    else:
+        model = load(model_or_path)
+    decompress_model(model)
+    return model

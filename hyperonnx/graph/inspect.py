@@ -1,0 +1,64 @@
+"""Inspection (read-only): what a model holds, compressed or not — per DecodeWeights node its
+shape, dtype and codec settings and seed size, and the float tensors still stored raw."""
+
+from __future__ import annotations
+
+import math
+
+from onnx import ModelProto, TensorProto, numpy_helper
+
+from .. import format as fmt
+from .compress import DTYPE_NAMES, FLOAT_TYPES
+from .walk import scopes
+
+_ELEM_BYTES = {TensorProto.FLOAT: 4, TensorProto.FLOAT16: 2, TensorProto.BFLOAT16: 2}
+
+
+def inspect_model(model: ModelProto) -> dict:
+    """A JSON-able summary: compressed tensors, raw float tensors and totals."""
+    compressed, raw = [], []
+    for scope in scopes(model):
+        graph = scope.graph
+        inits = {t.name: t for t in graph.initializer}
+        for node in graph.node:
+            if node.op_type == fmt.OP_TYPE and node.domain == fmt.OP_DOMAIN:
+                seed_t = inits.get(node.input[0])
+                if seed_t is None:
+                    for parent in scope.parents:
+                        seed_t = next((t for t in parent.initializer if t.name == node.input[0]), None)
+                        if seed_t is not None:
+                            break
+                payload = numpy_helper.to_array(seed_t) if seed_t is not None else None
+                seed = fmt.seed_from_node(node, payload if payload is not None else [])
+                count = seed.num_elements
+                compressed.append({
+                    "name": node.output[0], "graph": scope.path, "shape": list(seed.shape),
+                    "dtype": DTYPE_NAMES.get(seed.dtype, str(seed.dtype)), "codec": seed.codec,
+                    "orig_bytes": count * _ELEM_BYTES.get(seed.dtype, 4),
+                    "seed_bytes": int(seed.payload.size),
+                    "bits_per_weight": 8.0 * seed.payload.size / max(1, count),
+                    **{k: seed.attrs[k] for k in ("bits", "points", "rings")}})
+            elif node.op_type == "Constant":
+                for a in node.attribute:
+                    if a.name == "value" and a.HasField("t") and a.t.data_type in FLOAT_TYPES:
+                        raw.append(_raw_entry(node.output[0], scope.path, "Constant", a.t))
+        for t in graph.initializer:
+            if t.data_type in FLOAT_TYPES:
+                raw.append(_raw_entry(t.name, scope.path, "initializer", t))
+    seed_bytes = sum(c["seed_bytes"] for c in compressed)
+    orig = sum(c["orig_bytes"] for c in compressed)
+    raw_bytes = sum(r["bytes"] for r in raw)
+    return {
+        "format_version": next((o.version for o in model.opset_import if o.domain == fmt.OP_DOMAIN), None),
+        "function_fallback": any(f.domain == fmt.OP_DOMAIN and f.name == fmt.OP_TYPE for f in model.functions),
+        "compressed": compressed, "raw_float": raw,
+        "totals": {"compressed_tensors": len(compressed), "compressed_weight_bytes": orig,
+                   "seed_bytes": seed_bytes, "raw_float_tensors": len(raw),
+                   "raw_float_bytes": raw_bytes,
+                   "weight_bytes_before": orig + raw_bytes, "weight_bytes_after": seed_bytes + raw_bytes}}
+
+
+def _raw_entry(name, graph, source, t):
+    count = math.prod(t.dims)
+    return {"name": name, "graph": graph, "source": source, "shape": list(t.dims),
+            "dtype": DTYPE_NAMES[t.data_type], "bytes": count * _ELEM_BYTES[t.data_type]}
