@@ -20,18 +20,81 @@ def _add_bench(sub) -> None:
     codec.set_defaults(run=lambda args: __import__("hyperonnx.bench.codec", fromlist=["main"]).main(args))
 
 
+def _command(module: str):
+    """Run hyperonnx.commands.<module>.run lazily (keeps `hyperonnx --help` fast)."""
+    return lambda args: __import__(f"hyperonnx.commands.{module}", fromlist=["run"]).run(args)
+
+
+def _add_graph_commands(sub) -> None:
+    from .codec import DEFAULT_PRESET, PRESETS
+    from .graph.compress import DEFAULT_MIN_ELEMENTS
+
+    c = sub.add_parser("compress", help="replace a model's float weights by seeds + DecodeWeights",
+                       description="Compress every eligible float32/float16/bfloat16 weight of an ONNX "
+                                   "model (initializers, Constant nodes, If/Loop/Scan bodies, external data).")
+    c.add_argument("model", help="input .onnx (never modified)")
+    c.add_argument("-o", "--output", help="output .onnx (default: <input>.hc.onnx; must differ from the input)")
+    c.add_argument("--preset", default=DEFAULT_PRESET, choices=sorted(PRESETS), help=f"codec preset (default {DEFAULT_PRESET})")
+    c.add_argument("--min-elements", type=int, default=DEFAULT_MIN_ELEMENTS, metavar="N",
+                   help=f"leave tensors with fewer elements raw (default {DEFAULT_MIN_ELEMENTS})")
+    c.add_argument("--include", action="append", metavar="PATTERN",
+                   help="compress only tensors whose name matches this glob (repeatable)")
+    c.add_argument("--exclude", action="append", metavar="PATTERN",
+                   help="never compress tensors whose name matches this glob (repeatable)")
+    c.add_argument("--no-function", action="store_true",
+                   help="omit the standard-ops DecodeWeights function (the model then needs the library)")
+    c.add_argument("--report", metavar="PATH", help="also write the report as JSON")
+    c.add_argument("-q", "--quiet", action="store_true", help="no table, no progress bar")
+    c.set_defaults(run=_command("compress"))
+
+    i = sub.add_parser("inspect", help="show what a model holds: compressed tensors, settings, sizes")
+    i.add_argument("model")
+    i.add_argument("--json", action="store_true", help="print JSON")
+    i.add_argument("-v", "--verbose", action="store_true", help="also list the raw float tensors")
+    i.set_defaults(run=_command("inspect"))
+
+    d = sub.add_parser("decompress", help="write a plain ONNX model with the decoded weights")
+    d.add_argument("model")
+    d.add_argument("-o", "--output", help="output .onnx (default: <input>.plain.onnx)")
+    d.add_argument("-q", "--quiet", action="store_true")
+    d.set_defaults(run=_command("decompress"))
+
+    v = sub.add_parser("verify", help="compare a compressed model's outputs with the original's in onnxruntime")
+    v.add_argument("original")
+    v.add_argument("compressed")
+    v.add_argument("--inputs", metavar="X.npz", help="inputs by name (default: generated from the input types)")
+    v.add_argument("--tolerance", type=float, default=0.2,
+                   help="largest max|a-b| / max|a| accepted per output (default 0.2)")
+    v.add_argument("--min-cosine", type=float, default=0.98, help="smallest cosine accepted (default 0.98)")
+    v.add_argument("--no-library", action="store_true", help="do not register the hyperonnx library")
+    v.set_defaults(run=_command("verify"))
+
+    e = sub.add_parser("example", help="build a small model, compress it, report and verify (no downloads)")
+    e.add_argument("--dir", help="folder for the files (default: a new temporary folder)")
+    e.add_argument("--preset", default=DEFAULT_PRESET, choices=sorted(PRESETS))
+    e.add_argument("--tolerance", type=float, default=0.2)
+    e.set_defaults(run=_command("example"))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hyperonnx", description=__doc__)
     parser.add_argument("--version", action="version", version=f"hyperonnx {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_graph_commands(sub)
     _add_bench(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from .format import FormatError
+    from .graph.model_io import ModelIOError
     try:
         return int(args.run(args) or 0)
+    except (ModelIOError, FormatError, ValueError, OSError) as error:
+        text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        print(f"hyperonnx {args.command}: error: {text}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("hyperonnx: interrupted", file=sys.stderr)
         return 130

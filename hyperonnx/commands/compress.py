@@ -1,0 +1,101 @@
+"""`hyperonnx compress model.onnx -o model.hc.onnx`: the graph pass with a report."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+from .. import graph
+from ._common import Progress, human
+
+
+def default_output(path: Path) -> Path:
+    return path.with_name(path.stem + ".hc.onnx")
+
+
+def format_table(report, before: int | None, after: int | None, seconds: float) -> str:
+    rows = [("name", "shape", "dtype", "orig", "seed", "bits/w", "SQNR dB", "max abs err", "note")]
+    for t in report.tensors:
+        sqnr = "exact" if t.compressed and t.sqnr_db is None else (f"{t.sqnr_db:.1f}" if t.sqnr_db is not None else "-")
+        rows.append((t.name if not t.graph else f"{t.graph}:{t.name}", "x".join(map(str, t.shape)) or "scalar",
+                     t.dtype, human(t.orig_bytes), human(t.seed_bytes),
+                     f"{t.bits_per_weight:.2f}" if t.compressed and not t.reason else "-",
+                     sqnr if t.compressed and not t.reason else "-",
+                     f"{t.max_abs_err:.3g}" if t.compressed and not t.reason else "-",
+                     t.reason if t.reason else ("" if t.compressed else "raw")))
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    widths[0] = min(widths[0], 48)
+    lines = []
+    for k, r in enumerate(rows):
+        cells = [str(c)[:widths[i]] if i == 0 else str(c) for i, c in enumerate(r)]
+        lines.append("  ".join(c.ljust(widths[i]) if i in (0, 1, 2, 8) else c.rjust(widths[i])
+                               for i, c in enumerate(cells)).rstrip())
+        if k == 0:
+            lines.append("-" * len(lines[0]))
+    orig = sum(t.orig_bytes for t in report.tensors)
+    seed = sum(t.seed_bytes for t in report.tensors)
+    n = len(report.compressed)
+    lines.append("")
+    lines.append(f"tensors: {n} of {len(report.tensors)} candidates compressed; weights {human(orig)} -> "
+                 f"{human(seed)}")
+    if before is not None and after is not None:
+        lines.append(f"file: {human(before)} -> {human(after)}, ratio {before / max(1, after):.2f}x, "
+                     f"time {seconds:.2f} s")
+    return "\n".join(lines)
+
+
+def file_size(path: Path) -> int:
+    """Size of a model file plus the external-data files beside it that it references."""
+    import onnx
+    total = path.stat().st_size
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+        seen = set()
+        from ..graph.walk import scopes
+        for scope in scopes(model):
+            for t in scope.graph.initializer:
+                for e in t.external_data:
+                    if e.key == "location" and e.value not in seen:
+                        seen.add(e.value)
+                        p = path.parent / e.value
+                        if p.exists():
+                            total += p.stat().st_size
+    except Exception:  # noqa: BLE001
+        pass
+    return total
+
+
+def run(args) -> int:
+    source = Path(args.model)
+    output = Path(args.output) if args.output else default_output(source)
+    start = time.perf_counter()
+    model = graph.load(source)
+    # refuse before the (possibly long) compression
+    if output.exists() and source.exists() and os.path.samefile(source, output):
+        raise graph.ModelIOError(f"{output}: output would overwrite the input model; choose another -o")
+    progress = Progress("compressing", enabled=not args.quiet)
+    report = graph.compress_model(model, args.preset, min_elements=args.min_elements, include=args.include,
+                                  exclude=args.exclude, function_fallback=not args.no_function,
+                                  progress=progress)
+    graph.save(model, output, source=source)
+    seconds = time.perf_counter() - start
+    before, after = file_size(source), file_size(output)
+    if not args.quiet:
+        print(format_table(report, before, after, seconds))
+        print(f"wrote {output}")
+    if args.report:
+        data = report.to_dict()
+        data.update({"input": str(source), "output": str(output), "file_bytes_before": before,
+                     "file_bytes_after": after, "ratio": before / max(1, after), "seconds": seconds})
+        for t in data["tensors"]:
+            if t["sqnr_db"] is not None and not math.isfinite(t["sqnr_db"]):
+                t["sqnr_db"] = None
+        Path(args.report).write_text(json.dumps(data, indent=2))
+    if not report.compressed and not args.quiet:
+        print("note: no tensor was compressed (nothing eligible: see --min-elements/--include)",
+              file=sys.stderr)
+    return 0

@@ -1,0 +1,123 @@
+"""`hyperonnx verify original.onnx compressed.onnx`: run both in onnxruntime on the same inputs and
+compare every output (max abs / relative difference, cosine); exit 1 beyond the tolerance."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+from onnx import TensorProto
+
+from .. import graph
+from ._common import session
+
+_NP = {TensorProto.FLOAT: np.float32, TensorProto.DOUBLE: np.float64, TensorProto.FLOAT16: np.float16,
+       TensorProto.INT64: np.int64, TensorProto.INT32: np.int32, TensorProto.INT8: np.int8,
+       TensorProto.UINT8: np.uint8, TensorProto.BOOL: np.bool_, TensorProto.INT16: np.int16}
+
+
+def generate_inputs(model, seed: int = 0, batch: int = 2, sequence: int = 16) -> dict:
+    """Inputs from the model's input types and shapes: symbolic first dimensions -> `batch`,
+    other symbolic dimensions -> `sequence`. Floats ~ N(0, 1); integer inputs named like masks are
+    ones, like type ids zeros, others uniform in [0, 100); booleans random."""
+    rng = np.random.default_rng(seed)
+    inits = {t.name for t in model.graph.initializer}
+    feeds = {}
+    for value in model.graph.input:
+        if value.name in inits:
+            continue
+        ttype = value.type.tensor_type
+        dtype = _NP.get(ttype.elem_type)
+        if dtype is None:
+            raise ValueError(f"input {value.name!r}: cannot generate data of ONNX type {ttype.elem_type}; "
+                             "give --inputs x.npz")
+        shape = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else (batch if i == 0 else sequence)
+                 for i, d in enumerate(ttype.shape.dim)]
+        lname = value.name.lower()
+        if np.issubdtype(dtype, np.floating):
+            feeds[value.name] = rng.standard_normal(shape).astype(dtype)
+        elif dtype == np.bool_:
+            feeds[value.name] = rng.random(shape) < 0.5
+        elif "mask" in lname:
+            feeds[value.name] = np.ones(shape, dtype)
+        elif "type" in lname or "segment" in lname:
+            feeds[value.name] = np.zeros(shape, dtype)
+        else:
+            feeds[value.name] = rng.integers(0, 100, size=shape).astype(dtype)
+    return feeds
+
+
+def compare(reference: np.ndarray, actual: np.ndarray) -> dict:
+    a = np.asarray(reference, np.float64).ravel()
+    b = np.asarray(actual, np.float64).ravel()
+    diff = np.abs(a - b)
+    max_abs = float(diff.max()) if diff.size else 0.0
+    scale = float(np.abs(a).max()) if a.size else 0.0
+    denom = float(np.linalg.norm(a) * np.linalg.norm(b))
+    cosine = float(np.dot(a, b) / denom) if denom > 0 else (1.0 if max_abs == 0 else 0.0)
+    return {"max_abs": max_abs, "max_rel": max_abs / scale if scale > 0 else (0.0 if max_abs == 0 else float("inf")),
+            "cosine": cosine}
+
+
+def verify(original, compressed, feeds=None, tolerance: float = 0.2, min_cosine: float = 0.98,
+           use_library: bool = True):
+    """Run both models; return (results per output, library path or None, ok)."""
+    original_model = graph.load(original) if not hasattr(original, "graph") else original
+    compressed_model = graph.load(compressed) if not hasattr(compressed, "graph") else compressed
+    feeds = feeds if feeds is not None else generate_inputs(original_model)
+    ref_sess, _ = session(original_model, use_library=False)
+    cmp_sess, lib = session(compressed_model, use_library=use_library)
+    names = [o.name for o in ref_sess.get_outputs()]
+    ref = ref_sess.run(names, feeds)
+    got = cmp_sess.run(names, feeds)
+    results, ok = [], True
+    for name, r, g in zip(names, ref, got):
+        if r.shape != g.shape:
+            results.append({"output": name, "error": f"shape {r.shape} vs {g.shape}"})
+            ok = False
+            continue
+        stats = compare(r, g)
+        stats["output"] = name
+        stats["ok"] = stats["max_rel"] <= tolerance and stats["cosine"] >= min_cosine
+        ok &= stats["ok"]
+        results.append(stats)
+    return results, lib, ok
+
+
+def load_npz(path, model) -> dict:
+    data = np.load(path)
+    names = [v.name for v in model.graph.input if v.name not in {t.name for t in model.graph.initializer}]
+    missing = [n for n in names if n not in data.files]
+    if missing:
+        raise ValueError(f"{path}: lacks input(s) {', '.join(missing)} (has {', '.join(data.files)})")
+    return {n: data[n] for n in names}
+
+
+def print_results(results, lib) -> None:
+    print(f"runtime: onnxruntime, DecodeWeights via {'the hyperonnx library' if lib else 'the model-local function (no library)'}")
+    print(f"{'output':<28} {'max abs':>11} {'max rel':>10} {'cosine':>10}  result")
+    for r in results:
+        if "error" in r:
+            print(f"{r['output'][:28]:<28} {r['error']}  FAIL")
+        else:
+            print(f"{r['output'][:28]:<28} {r['max_abs']:>11.4g} {r['max_rel']:>10.4g} {r['cosine']:>10.6f}  "
+                  f"{'ok' if r['ok'] else 'FAIL'}")
+
+
+def run(args) -> int:
+    original = graph.load(args.original)
+    compressed = graph.load(args.compressed)
+    feeds = load_npz(args.inputs, original) if args.inputs else None
+    try:
+        results, lib, ok = verify(original, compressed, feeds, args.tolerance, args.min_cosine,
+                                  use_library=not args.no_library)
+    except Exception as e:  # onnxruntime errors: one line
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        print(f"hyperonnx verify: error: onnxruntime could not run the models: {msg}", file=sys.stderr)
+        return 2
+    print_results(results, lib)
+    if not ok:
+        print(f"hyperonnx verify: outputs differ beyond tolerance (max rel {args.tolerance}, "
+              f"cosine {args.min_cosine})", file=sys.stderr)
+        return 1
+    return 0

