@@ -22,6 +22,7 @@ import functools
 import os
 import pathlib
 import re
+import weakref
 from typing import Any, Sequence
 
 import numpy as np
@@ -71,14 +72,30 @@ def get_library_path() -> str:
                             "build it with `pip install .` (needs a C++17 compiler and CMake)")
 
 
+_REGISTERED: "weakref.WeakSet" = weakref.WeakSet()  # options that hold the library already
+
+
 def register(sess_options) -> Any:
-    """Register the custom ops on an `onnxruntime.SessionOptions`; returns it."""
+    """Register the custom ops on an `onnxruntime.SessionOptions` (once); returns it."""
     _ort()
+    if sess_options in _REGISTERED:
+        return sess_options  # a second registration makes session creation fail ("Domain already set")
     try:
         sess_options.register_custom_ops_library(get_library_path())
     except Exception as error:  # onnxruntime raises its own Fail; add what to do about it
         raise RuntimeError(f"could not register hyperonnx's custom ops: {error}") from error
+    _REGISTERED.add(sess_options)
     return sess_options
+
+
+def _disable_constant_folding(so) -> None:
+    key = "optimization.disable_specified_optimizers"
+    try:
+        current = [name for name in so.get_session_config_entry(key).split(",") if name]
+    except RuntimeError:  # not set
+        current = []
+    if "ConstantFolding" not in current:
+        so.add_session_config_entry(key, ",".join(current + ["ConstantFolding"]))
 
 
 def session_options(mode: str = "stream", sess_options=None):
@@ -95,7 +112,7 @@ def session_options(mode: str = "stream", sess_options=None):
     so = sess_options if sess_options is not None else ort.SessionOptions()
     register(so)
     if mode == "stream":
-        so.add_session_config_entry("optimization.disable_specified_optimizers", "ConstantFolding")
+        _disable_constant_folding(so)
     return so
 
 

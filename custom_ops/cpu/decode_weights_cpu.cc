@@ -148,6 +148,18 @@ bool ReadAttribute(const Ort::ConstKernelInfo& info, const char* name, R* out, s
                    const char* type) {
   try {
     if constexpr (std::is_same_v<R, std::vector<int64_t>> || std::is_same_v<R, std::vector<float>>) {
+      // onnxruntime reads the list of a scalar attribute as empty instead of failing: refuse a
+      // scalar explicitly (a scalar read checks the type).
+      bool scalar = true;
+      try {
+        (void)info.GetAttribute<typename R::value_type>(name);
+      } catch (const std::exception&) {
+        scalar = false;
+      }
+      if (scalar) {
+        *error = std::string("rule 2: attribute ") + name + " is not of type " + type;
+        return false;
+      }
       *out = info.GetAttributes<typename R::value_type>(name);
     } else {
       *out = info.GetAttribute<R>(name);

@@ -25,8 +25,11 @@ class DecodeWeightsCpuKernel {
 };
 
 struct DecodeWeightsCpuOp : Ort::CustomOpBase<DecodeWeightsCpuOp, DecodeWeightsCpuKernel, /*WithStatus=*/true> {
+  // Rule 1 (the opset version) cannot be checked here: onnxruntime builds one schema per custom op
+  // name and binds every ai.hyperonnx version to it, and a kernel cannot see the model's opsets.
+  // hyperonnx.InferenceSession checks it before onnxruntime sees the model.
   DecodeWeightsCpuOp() {
-    start_ver_ = kFormatVersion;  // a model importing another ai.hyperonnx version finds no kernel (rule 1)
+    start_ver_ = kFormatVersion;
     end_ver_ = kFormatVersion;
   }
   OrtStatusPtr CreateKernelV2(const OrtApi& api, const OrtKernelInfo* info, void** kernel) const;

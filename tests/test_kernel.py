@@ -1,0 +1,264 @@
+"""The CPU kernel of DecodeWeights, run through onnxruntime, against the reference decoder:
+bytes equal for every preset, dtype, shape and bit width; every FORMAT.md section 5 rule refused
+with an error naming it."""
+
+from __future__ import annotations
+
+import ctypes
+
+import ml_dtypes
+import numpy as np
+import onnxruntime as ort
+import pytest
+from onnx import AttributeProto, TensorProto, helper, numpy_helper
+
+import hyperonnx
+from hyperonnx import format as fmt
+from hyperonnx.codec import bitpack
+from runtime_models import decode_model
+
+DTYPES = {TensorProto.FLOAT: np.float32, TensorProto.FLOAT16: np.float16, TensorProto.BFLOAT16: ml_dtypes.bfloat16}
+
+
+def session(model, threads: int = 0):
+    so = ort.SessionOptions()
+    so.register_custom_ops_library(hyperonnx.get_library_path())
+    so.intra_op_num_threads = threads
+    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+
+
+def kernel_decode(seed: hyperonnx.Seed, threads: int = 0) -> np.ndarray:
+    """The kernel's output, through an IO binding (onnxruntime's run() cannot return bfloat16)."""
+    sess = session(decode_model({"w": seed}), threads)
+    out = np.full(seed.shape, 0xDEAD if seed.dtype != TensorProto.FLOAT else 0xDEADBEEF,
+                  np.float32 if seed.dtype == TensorProto.FLOAT else np.uint16)
+    binding = sess.io_binding()
+    binding.bind_ortvalue_output("w", ort.OrtValue.ortvalue_from_numpy_with_onnx_type(out, seed.dtype))
+    sess.run_with_iobinding(binding)
+    return out.view(DTYPES[seed.dtype])
+
+
+def assert_bytes_equal(seed: hyperonnx.Seed, threads: int = 0):
+    expected = hyperonnx.decode(seed)
+    got = kernel_decode(seed, threads)
+    assert got.shape == expected.shape
+    assert got.dtype == expected.dtype, (got.dtype, expected.dtype)
+    assert got.tobytes() == expected.tobytes()
+
+
+def winding_seed(indices, shape, dtype=TensorProto.FLOAT, bits=None, points=1600, rings=2,
+                 center=(0.25, -0.5), side=0.8, ring_scales=None) -> hyperonnx.Seed:
+    indices = np.asarray(indices, dtype=np.uint64)
+    bits = bits or max(1, int(indices.max(initial=0)).bit_length())
+    scales = list(ring_scales) if ring_scales is not None else [1.5 + k for k in range(rings)]
+    attrs = {"bits": bits, "points": points, "rings": rings, "center": list(center), "side": side,
+             "ring_scales": scales}
+    return hyperonnx.Seed("winding", tuple(shape), dtype, bitpack.pack(indices, bits), attrs)
+
+
+def weights(shape, rng, dtype=np.float32):
+    array = rng.standard_normal(shape) * 0.05
+    if array.size > 8:
+        array.flat[rng.integers(0, array.size, 4)] *= 20  # outliers: ring classes
+    return array.astype(dtype)
+
+
+def test_library_exports_and_registers():
+    lib = ctypes.CDLL(hyperonnx.get_library_path())
+    lib.HyperonnxFormatVersion.restype = ctypes.c_int
+    assert lib.HyperonnxFormatVersion() == fmt.OP_VERSION
+
+
+def test_worked_example():
+    """FORMAT.md section 6."""
+    attrs = {"bits": 4, "points": 4, "rings": 1, "center": [1.0, -1.0], "side": 2.0, "ring_scales": [2.0]}
+    seed = hyperonnx.Seed("winding", (3,), TensorProto.FLOAT, np.array([0x93], np.uint8), attrs)
+    assert kernel_decode(seed).tolist() == [1.5, -1.0, 1.0]
+
+
+@pytest.mark.parametrize("preset", sorted(hyperonnx.PRESETS))
+@pytest.mark.parametrize("dtype", [np.float32, np.float16, ml_dtypes.bfloat16], ids=["f32", "f16", "bf16"])
+@pytest.mark.parametrize("shape", [(1,), (3,), (17,), (7, 13), (4, 3, 5), (64, 33), (1001,)])
+def test_presets_bytes_equal(preset, dtype, shape):
+    rng = np.random.default_rng(hash((preset, shape)) % 2**32)
+    seed = hyperonnx.encode(weights(shape, rng, dtype), preset, min_elements=1)
+    if seed.codec == "raw":
+        pytest.skip(f"the preset keeps this tensor raw ({seed.attrs['reason']})")
+    assert_bytes_equal(seed)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("dtype", [TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16])
+def test_large_tensor_multithreaded(threads, dtype):
+    """Many ParallelFor tasks, an odd length, all three output types."""
+    rng = np.random.default_rng(threads)
+    array = weights((301, 1117), rng, DTYPES[dtype])
+    seed = hyperonnx.encode(array, "paper")
+    assert seed.codec == "winding"
+    assert_bytes_equal(seed, threads)
+
+
+@pytest.mark.parametrize("bits", range(1, 25))
+def test_every_bit_width(bits):
+    """Random indices over the whole codebook at each width, odd and even lengths: the table path."""
+    rng = np.random.default_rng(bits)
+    size = 1 << bits
+    # points, rings such that (n + 1) * (C + 1) is near 2^bits and never above it
+    if bits > 20:  # n is at most 2^20: widen with ring classes
+        points = 1 << 20
+        rings = size // (points + 1) - 1
+    else:
+        rings = int(rng.integers(0, 4)) if bits > 3 else 0
+        points = max(1, size // (rings + 1) - 1)
+    codebook = (points + 1) * (rings + 1)
+    for pairs in (1, 7, 8, 9, 1000, 70001):
+        indices = rng.integers(0, codebook, pairs)
+        for count in (2 * pairs, 2 * pairs - 1):
+            seed = winding_seed(indices, (count,), bits=bits, points=points, rings=rings)
+            assert_bytes_equal(seed)
+
+
+@pytest.mark.parametrize("dtype", [TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16])
+def test_direct_path_large_codebook(dtype):
+    """A codebook far larger than the tensor is decoded pair by pair, not through a table."""
+    rng = np.random.default_rng(5)
+    points, rings = (1 << 20), 3
+    indices = rng.integers(0, (points + 1) * (rings + 1), 999)
+    indices[:4] = [0, points, points + 1, (points + 1) * (rings + 1) - 1]
+    seed = winding_seed(indices, (3, 666), dtype=dtype, points=points, rings=rings, side=3.0)
+    assert_bytes_equal(seed)
+
+
+@pytest.mark.parametrize("dtype", [TensorProto.FLOAT16, TensorProto.BFLOAT16])
+def test_conversion_overflow_and_subnormals(dtype):
+    """Values that overflow float16 (to inf) and fall in the subnormal range survive unchanged."""
+    rng = np.random.default_rng(9)
+    indices = rng.integers(0, 101 * 3, 5000)
+    for center, side, scales in (((60000.0, -65500.0), 10000.0, [3.0, 1e30]), ((1e-6, -3e-8), 1e-6, [2.0, 7.0]),
+                                 ((0.0, 0.0), 1e-39, [1.0, 3.0])):
+        seed = winding_seed(indices, (10000,), dtype=dtype, points=100, rings=2, center=center, side=side,
+                            ring_scales=scales)
+        assert_bytes_equal(seed)
+
+
+def test_empty_and_scalar():
+    empty = winding_seed(np.zeros(0), (0, 5), bits=3)
+    assert empty.payload.size == 0
+    assert_bytes_equal(empty)
+    scalar = winding_seed([7], (), bits=5, points=10, rings=0, ring_scales=[])
+    got = kernel_decode(scalar)
+    assert got.shape == () and got.tobytes() == hyperonnx.decode(scalar).tobytes()
+
+
+def test_float_conversions_match_numpy():
+    """The kernels' float32 -> float16 / bfloat16 rounding around every rounding boundary."""
+    lib = ctypes.CDLL(hyperonnx.get_library_path())
+    lib.HyperonnxConvertFloats.argtypes = [ctypes.c_void_p, ctypes.c_uint64, ctypes.c_int64, ctypes.c_void_p]
+    high = np.arange(1 << 16, dtype=np.uint32) << 16
+    low = np.array([0, 1, 0x0FFF, 0x1000, 0x1001, 0x1FFF, 0x2000, 0x3000, 0x7FFF, 0x8000, 0x8001, 0xFFFF],
+                   dtype=np.uint32)
+    rng = np.random.default_rng(0)
+    bits = np.concatenate([(high[:, None] | low[None, :]).ravel(), rng.integers(0, 1 << 32, 1 << 20, dtype=np.uint32)])
+    values = bits.view(np.float32)
+    for dtype, np_dtype in ((TensorProto.FLOAT16, np.float16), (TensorProto.BFLOAT16, ml_dtypes.bfloat16)):
+        out = np.empty(values.size, np.uint16)
+        assert lib.HyperonnxConvertFloats(values.ctypes.data, values.size, dtype, out.ctypes.data) == 0
+        with np.errstate(over="ignore"):
+            expected = values.astype(np_dtype).view(np.uint16)
+        nan = np.isnan(values)
+        assert np.isnan(out[nan].view(np_dtype).astype(np.float32)).all()
+        mismatch = np.flatnonzero(out[~nan] != expected[~nan])
+        assert mismatch.size == 0, [hex(int(b)) for b in bits[~nan][mismatch[:5]]]
+
+
+# --- validation: FORMAT.md section 5 -------------------------------------------------------------
+
+def node_model(attrs: dict, seed_bytes: np.ndarray, version: int = fmt.OP_VERSION, types: dict | None = None):
+    node = helper.make_node(fmt.OP_TYPE, ["s"], ["w"], domain=fmt.OP_DOMAIN, name="bad")
+    for name, value in attrs.items():
+        kind = (types or {}).get(name, fmt.ATTRIBUTE_TYPES.get(name))
+        node.attribute.append(helper.make_attribute(name, value, attr_type=kind))
+    graph = helper.make_graph([node], "g", [], [helper.make_tensor_value_info("w", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(np.asarray(seed_bytes, np.uint8), "s")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(fmt.OP_DOMAIN, version)])
+
+
+GOOD = {"codec": "winding", "shape": [3], "dtype": 1, "bits": 4, "points": 4, "rings": 1,
+        "center": [1.0, -1.0], "side": 2.0, "ring_scales": [2.0]}
+
+
+def run_node(attrs, seed=(0x93,), **kwargs):
+    return session(node_model(attrs, np.array(seed, np.uint8), **kwargs)).run(None, {})[0]
+
+
+def test_good_node_runs():
+    assert run_node(GOOD).tolist() == [1.5, -1.0, 1.0]
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"codec": "spiral"}, "rule 2: codec"),
+    ({"dtype": 11}, "rule 2: dtype"),
+    ({"bits": 0}, "rule 2: attribute bits"),
+    ({"bits": 25}, "rule 2: attribute bits"),
+    ({"points": 0}, "rule 2: attribute points"),
+    ({"points": (1 << 20) + 1}, "rule 2: attribute points"),
+    ({"rings": -1}, "rule 2: attribute rings"),
+    ({"rings": 65}, "rule 2: attribute rings"),
+    ({"center": [1.0]}, "rule 2: attribute center"),
+    ({"center": [1.0, float("nan")]}, "rule 2: attribute center"),
+    ({"side": 0.0}, "rule 2: attribute side"),
+    ({"side": float("inf")}, "rule 2: attribute side"),
+    ({"side": -1.0}, "rule 2: attribute side"),
+    ({"ring_scales": []}, "rule 2: attribute ring_scales"),
+    ({"ring_scales": [2.0, 3.0]}, "rule 2: attribute ring_scales"),
+    ({"ring_scales": [-2.0]}, "rule 2: attribute ring_scales"),
+    ({"ring_scales": [float("nan")]}, "rule 2: attribute ring_scales"),
+    ({"shape": [-3]}, "rule 2: shape"),
+    ({"shape": [1 << 21, 1 << 20]}, "rule 3"),
+    ({"shape": [1 << 40, 1 << 40, 0]}, "rule 3"),
+    ({"shape": [4]}, None),  # shape [4] needs 1 byte too: valid
+    ({"shape": [5]}, "rule 4"),
+])
+def test_rules_refused(change, message):
+    attrs = {**GOOD, **change}
+    if message is None:
+        run_node(attrs)
+        return
+    with pytest.raises(Exception, match=message.replace("(", r"\(")):
+        run_node(attrs)
+
+
+@pytest.mark.parametrize("missing", sorted(fmt.ATTRIBUTE_TYPES))
+def test_missing_attribute(missing):
+    attrs = {k: v for k, v in GOOD.items() if k != missing}
+    with pytest.raises(Exception, match=f"rule 2: attribute {missing}|rule 2"):
+        run_node(attrs)
+
+
+@pytest.mark.parametrize("name, value, kind", [
+    ("bits", 4.0, AttributeProto.FLOAT), ("shape", 3, AttributeProto.INT), ("center", [1, 2], AttributeProto.INTS),
+    ("side", 2, AttributeProto.INT), ("codec", 1, AttributeProto.INT), ("ring_scales", 2.0, AttributeProto.FLOAT)])
+def test_wrong_attribute_type(name, value, kind):
+    with pytest.raises(Exception, match=f"rule 2: attribute {name}"):
+        run_node({**GOOD, name: value}, types={name: kind})
+
+
+def test_seed_length_and_index_range():
+    with pytest.raises(Exception, match="rule 4"):
+        run_node(GOOD, seed=(0x93, 0))
+    with pytest.raises(Exception, match="rule 4"):
+        run_node({**GOOD, "bits": 12}, seed=(0x93,))
+    with pytest.raises(Exception, match="rule 5"):
+        run_node(GOOD, seed=(0xA3,))  # index 10 >= (4 + 1) * (1 + 1)
+    # the dropped half of the last pair still has its index checked (it is read)
+    with pytest.raises(Exception, match="rule 5"):
+        run_node({**GOOD, "shape": [1]}, seed=(0x0F,))
+
+
+def test_unknown_opset_version_refused():
+    """Rule 1. onnxruntime binds every version of a custom domain to the one kernel and a kernel
+    cannot see the model's opsets, so hyperonnx.InferenceSession checks it (both modes)."""
+    model = node_model(GOOD, np.array([0x93], np.uint8), version=2)
+    for mode in ("load", "stream"):
+        with pytest.raises(fmt.FormatError, match="rule 1"):
+            hyperonnx.InferenceSession(model, mode=mode)
