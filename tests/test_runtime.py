@@ -1,0 +1,176 @@
+"""hyperonnx.runtime: the library path, session options, and InferenceSession's two modes."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import hyperonnx
+from hyperonnx import format as fmt
+from hyperonnx import runtime
+from runtime_models import decode_model, decoded_weights, mlp_model, mlp_weights
+
+X = np.random.default_rng(1).standard_normal((5, 64)).astype(np.float32)
+
+
+def plain(model, sess_options=None):
+    return ort.InferenceSession(model.SerializeToString(), sess_options, providers=["CPUExecutionProvider"])
+
+
+@pytest.fixture(scope="module")
+def mlp():
+    w = mlp_weights()
+    return mlp_model(w, compress=True), mlp_model(decoded_weights(w))
+
+
+def test_library_path_and_two_line_registration(mlp):
+    compressed, reference = mlp
+    path = hyperonnx.get_library_path()
+    assert os.path.isfile(path) and os.path.isabs(path)
+    so = ort.SessionOptions()
+    so.register_custom_ops_library(hyperonnx.get_library_path())
+    got = plain(compressed, so).run(None, {"x": X})[0]
+    np.testing.assert_allclose(got, plain(reference).run(None, {"x": X})[0], rtol=1e-5, atol=1e-6)
+
+
+def test_library_path_override(monkeypatch, tmp_path):
+    real = hyperonnx.get_library_path()
+    monkeypatch.setenv("HYPERONNX_LIBRARY", str(tmp_path / "missing.so"))
+    with pytest.raises(FileNotFoundError):
+        hyperonnx.get_library_path()
+    monkeypatch.setenv("HYPERONNX_LIBRARY", real)
+    assert hyperonnx.get_library_path() == real
+
+
+def test_load_mode_equals_original_bitwise(mlp):
+    """Load mode hands onnxruntime plain initializers: the very graph the reference model is."""
+    compressed, reference = mlp
+    session = hyperonnx.InferenceSession(compressed, mode="load")
+    assert isinstance(session, ort.InferenceSession) and session.hyperonnx_mode == "load"
+    expected = plain(reference).run(None, {"x": X})[0]
+    for _ in range(3):  # the decoded weights stay valid across runs
+        assert session.run(None, {"x": X})[0].tobytes() == expected.tobytes()
+
+
+def test_stream_mode_matches(mlp):
+    compressed, reference = mlp
+    session = hyperonnx.InferenceSession(compressed, mode="stream")
+    expected = plain(reference).run(None, {"x": X})[0]
+    # the weights are the same bits; onnxruntime may order a non-constant MatMul's sums differently
+    np.testing.assert_allclose(session.run(None, {"x": X})[0], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_stream_decoded_weights_bitwise():
+    """Every decoded tensor as a graph output, both modes, all dtypes, vs the reference decoder."""
+    rng = np.random.default_rng(3)
+    seeds = {}
+    for dtype in (np.float32, np.float16):
+        for shape in ((33, 17), (1001,)):
+            seeds[f"w_{np.dtype(dtype).name}_{len(seeds)}"] = hyperonnx.encode(
+                (rng.standard_normal(shape) * 0.1).astype(dtype), "paper-unet", min_elements=1)
+    model = decode_model(seeds)
+    for mode in ("load", "stream"):
+        outputs = hyperonnx.InferenceSession(model, mode=mode).run(None, {})
+        for (name, seed), got in zip(seeds.items(), outputs):
+            assert got.tobytes() == hyperonnx.decode(seed).tobytes(), (mode, name)
+
+
+def test_model_sources_and_input_untouched(mlp, tmp_path):
+    compressed, reference = mlp
+    before = compressed.SerializeToString()
+    expected = plain(reference).run(None, {"x": X})[0]
+    path = tmp_path / "mlp.onnx"
+    onnx.save(compressed, path)
+    external = tmp_path / "ext" / "mlp.onnx"
+    external.parent.mkdir()
+    copy = onnx.ModelProto()
+    copy.CopyFrom(compressed)  # saving with external data rewrites the model it is given
+    onnx.save(copy, external, save_as_external_data=True, location="weights.bin", size_threshold=0)
+    assert (external.parent / "weights.bin").stat().st_size > 0
+    for source in (compressed, before, str(path), path, str(external)):
+        for mode in ("load", "stream"):
+            got = hyperonnx.InferenceSession(source, mode=mode).run(None, {"x": X})[0]
+            np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    assert compressed.SerializeToString() == before
+
+
+def test_load_mode_keeps_nodes_it_cannot_decode_at_load():
+    """A DecodeWeights node inside an If branch stays a node (and runs) in load mode."""
+    w = (np.random.default_rng(4).standard_normal((8, 8)) * 0.1).astype(np.float32)
+    seed = hyperonnx.encode(w, "paper", min_elements=1)
+    branch = helper.make_graph(
+        [fmt.make_node(seed, "w.seed", "w_then"), helper.make_node("Identity", ["w_then"], ["out_then"])],
+        "then", [], [helper.make_tensor_value_info("out_then", TensorProto.FLOAT, [8, 8])],
+        [numpy_helper.from_array(seed.payload, "w.seed")])
+    other = helper.make_graph([helper.make_node("Constant", [], ["out_else"], value=numpy_helper.from_array(
+        np.zeros((8, 8), np.float32)))], "else", [], [helper.make_tensor_value_info("out_else", TensorProto.FLOAT, [8, 8])])
+    graph = helper.make_graph([helper.make_node("If", ["c"], ["y"], then_branch=branch, else_branch=other)], "g",
+                              [helper.make_tensor_value_info("c", TensorProto.BOOL, [])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [8, 8])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(fmt.OP_DOMAIN, 1)])
+    for mode in ("load", "stream"):
+        got = hyperonnx.InferenceSession(model, mode=mode).run(None, {"c": np.array(True)})[0]
+        assert got.tobytes() == hyperonnx.decode(seed).tobytes()
+
+
+def test_load_mode_seed_shared_and_decoded_output_consumed_twice():
+    w = (np.random.default_rng(5).standard_normal((16, 16)) * 0.1).astype(np.float32)
+    seed = hyperonnx.encode(w, "paper", min_elements=1)
+    nodes = [fmt.make_node(seed, "s", "w"), helper.make_node("MatMul", ["x", "w"], ["a"]),
+             helper.make_node("MatMul", ["a", "w"], ["y"]), helper.make_node("Identity", ["s"], ["s_out"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 16]),
+                               helper.make_tensor_value_info("s_out", TensorProto.UINT8, None)],
+                              [numpy_helper.from_array(seed.payload, "s")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(fmt.OP_DOMAIN, 1)])
+    x = np.ones((2, 16), np.float32)
+    decoded = hyperonnx.decode(seed)
+    y, s = hyperonnx.InferenceSession(model, mode="load").run(None, {"x": x})
+    np.testing.assert_allclose(y, x @ decoded @ decoded, rtol=1e-5, atol=1e-6)
+    assert s.tobytes() == seed.payload.tobytes()  # the seed is still there for its other consumer
+
+
+def test_session_options_modes():
+    so = hyperonnx.session_options("stream")
+    assert so.get_session_config_entry("optimization.disable_specified_optimizers") == "ConstantFolding"
+    so = hyperonnx.session_options("load")
+    with pytest.raises(RuntimeError):
+        so.get_session_config_entry("optimization.disable_specified_optimizers")
+    with pytest.raises(ValueError):
+        hyperonnx.session_options("lazy")
+
+
+def test_user_session_options_registered_once(mlp):
+    compressed, _ = mlp
+    so = hyperonnx.session_options("stream")
+    so.intra_op_num_threads = 1
+    so.add_session_config_entry("optimization.disable_specified_optimizers", "ConstantFolding,EliminateIdentity")
+    session = hyperonnx.InferenceSession(compressed, so, mode="stream")
+    assert session.run(None, {"x": X})[0].shape == (5, 10)
+    entry = so.get_session_config_entry("optimization.disable_specified_optimizers")
+    assert entry.split(",").count("ConstantFolding") == 1
+
+
+def test_bad_mode_and_bad_node_errors(mlp):
+    compressed, _ = mlp
+    with pytest.raises(ValueError):
+        hyperonnx.InferenceSession(compressed, mode="eager")
+    broken = onnx.ModelProto()
+    broken.CopyFrom(compressed)
+    for attribute in broken.graph.node[0].attribute:
+        if attribute.name == "bits":
+            attribute.i = 30
+    for mode in ("load", "stream"):
+        with pytest.raises(Exception, match="rule 2: attribute bits"):
+            hyperonnx.InferenceSession(broken, mode=mode)
+
+
+def test_old_onnxruntime_refused(monkeypatch):
+    monkeypatch.setattr(ort, "__version__", "1.20.1")
+    with pytest.raises(RuntimeError, match="onnxruntime >= 1.21"):
+        hyperonnx.session_options()
