@@ -1,0 +1,435 @@
+"""The CUDA kernel of DecodeWeights against the reference decoder, through the library's exported
+C entry point `hyperonnx_cuda_decode` driven with torch (or CuPy) device buffers: bytes equal for
+every preset, dtype, shape (odd lengths included), bit width 1..24 and both kernel paths (direct
+arithmetic, shared-memory table); every FORMAT.md section 5 rule refused with an error, without a
+crash or a sticky CUDA error.
+
+Skipped without a GPU, without torch.cuda / CuPy, or when the library was built without CUDA.
+The library is $HYPERONNX_LIBRARY or the installed one. Where hyperonnx's own dependencies (onnx,
+ml_dtypes) are missing, e.g. on a GPU machine without network, the cases come from a fixture file
+written beforehand by `python tests/test_cuda.py --write-fixtures FILE` and named by
+$HYPERONNX_CUDA_FIXTURES.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import math
+import os
+import sys
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.cuda
+
+FLOAT, FLOAT16, BFLOAT16 = 1, 10, 16
+ITEMSIZE = {FLOAT: 4, FLOAT16: 2, BFLOAT16: 2}
+MODES = {"auto": 0, "direct": 1, "table": 2}
+
+try:  # the reference decoder and the encoder; absent on a bare GPU machine (fixtures then)
+    import hyperonnx
+    from hyperonnx.codec import bitpack
+except ImportError:  # pragma: no cover - depends on the environment
+    hyperonnx = None
+
+
+# ----------------------------------------------------------------------------- the cases
+
+def _weights(rng, size, scale=0.05, outlier_gain=25.0):
+    array = rng.standard_normal(size) * scale
+    if size > 8:
+        array[rng.integers(0, size, max(4, size // 500))] *= outlier_gain  # outliers: ring classes
+    return array
+
+
+def _case(name, seed, payload=None):
+    """A case: attributes, packed seed and the reference decoder's output bytes."""
+    payload = seed.payload if payload is None else payload
+    expected = hyperonnx.decode(seed)
+    return {"name": name, "shape": list(seed.shape), "dtype": int(seed.dtype),
+            "attrs": {k: (list(map(float, v)) if k in ("center", "ring_scales") else v)
+                      for k, v in seed.attrs.items()},
+            "payload": np.ascontiguousarray(payload, dtype=np.uint8),
+            "expected": np.frombuffer(expected.tobytes(), dtype=np.uint8).copy()}
+
+
+def _winding(indices, shape, dtype, bits, points, rings, center, side, scales):
+    attrs = {"bits": bits, "points": points, "rings": rings, "center": [float(c) for c in center],
+             "side": float(side), "ring_scales": [float(s) for s in scales]}
+    return hyperonnx.Seed("winding", tuple(shape), dtype, bitpack.pack(np.asarray(indices, np.uint64), bits), attrs)
+
+
+def make_cases():
+    """Every case, built with the encoder and decoded by the reference decoder."""
+    import ml_dtypes
+
+    np_types = {FLOAT: np.float32, FLOAT16: np.float16, BFLOAT16: ml_dtypes.bfloat16}
+    rng = np.random.default_rng(20240901)
+    cases = []
+    # Presets x dtypes x shapes (odd totals included), from real encodes.
+    shapes = [(17,), (1001,), (33, 65), (64, 128), (3, 5, 7, 11), ((1 << 20) + 3,)]
+    for preset in ("paper", "paper-unet", "paper-llama"):
+        for dtype in (FLOAT, FLOAT16, BFLOAT16):
+            for shape in shapes:
+                if shape[0] > 1 << 20 and dtype != FLOAT16:
+                    continue  # one large tensor per preset keeps the fixture file small
+                scale, gain = (0.05, 25.0) if preset == "paper" else (0.01, 8.0)  # side 0.8 / 0.1
+                array = _weights(rng, math.prod(shape), scale, gain).astype(np_types[dtype]).reshape(shape)
+                seed = hyperonnx.encode(array, preset, min_elements=1)
+                assert seed.codec == "winding", (preset, shape, seed.attrs)
+                cases.append(_case(f"{preset}-{dtype}-{'x'.join(map(str, shape))}", seed))
+    # Every bit width 1..24, random indices over the whole codebook, awkward float ranges
+    # (float16 overflow to Inf, subnormals) so the conversions are exercised; both a codebook
+    # that fills 2^bits (no range check needed) and one smaller than 2^bits.
+    for bits in range(1, 25):
+        for full in (True, False):
+            rings = (0, 1, 3)[int(rng.integers(0, 3))] if bits > 2 else 0
+            if full:  # (C + 1) a power of two: (n + 1)(C + 1) = 2^bits
+                points = min((1 << bits) // (rings + 1) - 1, 1 << 20)
+                if points < 1:
+                    points, rings = 1, 0
+            else:
+                points = max(1, min(1 << 20, ((1 << bits) * 3 // 4) // (rings + 1) - 1))
+            size = (points + 1) * (rings + 1)
+            assert size <= 1 << bits
+            dtype = (FLOAT, FLOAT16, BFLOAT16)[bits % 3]
+            count = int(rng.integers(1, 40000)) * 2 + int(rng.integers(0, 2))
+            pairs = (count + 1) // 2
+            indices = rng.integers(0, size, pairs)
+            indices[: min(pairs, size)] = np.arange(min(pairs, size))  # every entry when it fits
+            kind = bits % 4
+            if kind == 0:
+                center, side = (float(rng.normal()), float(rng.normal())), float(rng.uniform(0.01, 2))
+            elif kind == 1:
+                center, side = (65000.0, -65504.0), 300.0  # float16 overflow to +-Inf
+            elif kind == 2:
+                center, side = (3e-6, -2e-7), 4e-6  # float16 subnormals
+            else:
+                center, side = (1e30, -3e38), 1e37  # bfloat16 range, float16 Inf
+            scales = sorted(float(s) for s in rng.uniform(1.0, 6.0, rings))
+            seed = _winding(indices, (count,), dtype, bits, points, rings, center, side, scales)
+            cases.append(_case(f"bits{bits}-{'full' if full else 'part'}-{dtype}-{count}", seed))
+    # The worked example of FORMAT.md section 6 and a scalar.
+    cases.append(_case("format-example", _winding([3, 9], (3,), FLOAT, 4, 4, 1, (1.0, -1.0), 2.0, [2.0])))
+    cases.append(_case("scalar", _winding([7], (), FLOAT16, 4, 4, 1, (1.0, -1.0), 2.0, [2.0])))
+    return cases
+
+
+def write_fixtures(path):
+    cases = make_cases()
+    arrays = {"meta": np.frombuffer(json.dumps([{k: v for k, v in c.items() if k not in ("payload", "expected")}
+                                                for c in cases]).encode(), dtype=np.uint8)}
+    for i, c in enumerate(cases):
+        arrays[f"payload{i}"] = c["payload"]
+        arrays[f"expected{i}"] = c["expected"]
+    np.savez_compressed(path, **arrays)
+    return len(cases)
+
+
+def load_cases():
+    if hyperonnx is not None:
+        return make_cases()
+    path = os.environ.get("HYPERONNX_CUDA_FIXTURES")
+    if not path or not os.path.isfile(path):
+        pytest.skip("hyperonnx's reference decoder cannot be imported and $HYPERONNX_CUDA_FIXTURES is not set")
+    data = np.load(path)
+    meta = json.loads(data["meta"].tobytes())
+    for i, c in enumerate(meta):
+        c["payload"] = data[f"payload{i}"]
+        c["expected"] = data[f"expected{i}"]
+    return meta
+
+
+# ----------------------------------------------------------------------------- the device
+
+class Device:
+    """Device buffers through torch, else CuPy."""
+
+    def __init__(self):
+        self.torch = self.cupy = None
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                self.torch = torch
+        except ImportError:
+            pass
+        if self.torch is None:
+            try:
+                import cupy
+
+                if cupy.cuda.runtime.getDeviceCount() > 0:
+                    self.cupy = cupy
+            except Exception:
+                pass
+
+    @property
+    def available(self):
+        return self.torch is not None or self.cupy is not None
+
+    def name(self):
+        if self.torch is not None:
+            return self.torch.cuda.get_device_name()
+        return self.cupy.cuda.runtime.getDeviceProperties(0)["name"].decode()
+
+    def upload(self, array: np.ndarray, pad_front: int = 0):
+        """A device uint8 buffer holding `array`, starting `pad_front` bytes into an allocation."""
+        host = np.zeros(array.size + pad_front, np.uint8)
+        host[pad_front:] = array
+        if self.torch is not None:
+            buf = self.torch.from_numpy(host).cuda()
+        else:
+            buf = self.cupy.asarray(host)
+        return buf, self.pointer(buf) + pad_front
+
+    def empty(self, nbytes: int, fill: int = 0xA5):
+        if self.torch is not None:
+            buf = self.torch.full((max(nbytes, 1),), fill, dtype=self.torch.uint8, device="cuda")
+        else:
+            buf = self.cupy.full((max(nbytes, 1),), fill, dtype=self.cupy.uint8)
+        return buf, self.pointer(buf)
+
+    def pointer(self, buf):
+        return buf.data_ptr() if self.torch is not None else buf.data.ptr
+
+    def download(self, buf, nbytes: int) -> np.ndarray:
+        if self.torch is not None:
+            return buf[:nbytes].cpu().numpy()
+        return self.cupy.asnumpy(buf[:nbytes])
+
+    def synchronize(self):
+        if self.torch is not None:
+            self.torch.cuda.synchronize()
+        else:
+            self.cupy.cuda.runtime.deviceSynchronize()
+
+
+def library_path():
+    path = os.environ.get("HYPERONNX_LIBRARY")
+    if path:
+        return path
+    if hyperonnx is None:
+        pytest.skip("no $HYPERONNX_LIBRARY and hyperonnx cannot be imported")
+    return hyperonnx.get_library_path()
+
+
+def load_entry_point(path):
+    lib = ctypes.CDLL(path)
+    try:
+        fn = lib.hyperonnx_cuda_decode
+    except AttributeError:
+        return None
+    u64, i64, p = ctypes.c_uint64, ctypes.c_int64, ctypes.c_void_p
+    fn.argtypes = [p, u64, ctypes.POINTER(i64), u64, i64, i64, i64, i64, ctypes.POINTER(ctypes.c_float), u64,
+                   ctypes.c_float, ctypes.POINTER(ctypes.c_float), u64, p, p, ctypes.c_int, p,
+                   ctypes.c_char_p, u64]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+@pytest.fixture(scope="module")
+def gpu():
+    device = Device()
+    if not device.available:
+        pytest.skip("no CUDA GPU (torch.cuda / CuPy)")
+    fn = load_entry_point(library_path())
+    if fn is None:
+        pytest.skip("the library was built without the CUDA kernel")
+    return device, fn
+
+
+def call(fn, seed_ptr, seed_bytes, shape, dtype, attrs, out_ptr, stream=0, mode=0, flag=None):
+    shape_arr = (ctypes.c_int64 * max(1, len(shape)))(*shape)
+    center = list(attrs["center"])
+    scales = list(attrs["ring_scales"])
+    center_arr = (ctypes.c_float * max(1, len(center)))(*center)
+    scales_arr = (ctypes.c_float * max(1, len(scales)))(*scales)
+    message = ctypes.create_string_buffer(1024)
+    rc = fn(seed_ptr, seed_bytes, shape_arr, len(shape), dtype, attrs["bits"], attrs["points"], attrs["rings"],
+            center_arr, len(center), attrs["side"], scales_arr, len(scales), out_ptr, stream, mode, flag,
+            message, len(message))
+    return rc, message.value.decode()
+
+
+def decode_on_gpu(device, fn, case, mode=0, pad_front=0, stream=0):
+    seed_buf, seed_ptr = device.upload(case["payload"], pad_front)
+    nbytes = len(case["expected"])
+    out_buf, out_ptr = device.empty(nbytes + 64)
+    rc, message = call(fn, seed_ptr, case["payload"].size, case["shape"], case["dtype"], case["attrs"], out_ptr,
+                       stream=stream, mode=mode)
+    assert rc == 0, message
+    got = device.download(out_buf, nbytes + 64)
+    assert (got[nbytes:] == 0xA5).all(), "wrote past the output"
+    return got[:nbytes]
+
+
+# ----------------------------------------------------------------------------- the tests
+
+_CASES = None
+
+
+def cases():
+    global _CASES
+    if _CASES is None:
+        _CASES = load_cases()
+    return _CASES
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_bytes_equal_reference(gpu, mode):
+    device, fn = gpu
+    failures = []
+    for case in cases():
+        got = decode_on_gpu(device, fn, case, mode=MODES[mode])
+        if got.tobytes() != case["expected"].tobytes():
+            diff = np.flatnonzero(got != case["expected"])
+            failures.append(f"{case['name']}: {diff.size} bytes differ, first at byte {diff[0]}")
+    assert not failures, "\n".join(failures[:20])
+
+
+def test_unaligned_seed_and_side_stream(gpu):
+    """A seed that does not start on a 4-byte boundary takes the byte-wise reads; a non-default
+    stream is honoured."""
+    device, fn = gpu
+    stream = 0
+    if device.torch is not None:
+        side = device.torch.cuda.Stream()
+        stream = side.cuda_stream
+    for case in cases()[::7]:
+        for pad in (1, 3):
+            got = decode_on_gpu(device, fn, case, pad_front=pad, stream=stream)
+            assert got.tobytes() == case["expected"].tobytes(), (case["name"], pad)
+    device.synchronize()
+
+
+def _small_case():
+    for case in cases():
+        if case["name"].startswith("bits13-part"):
+            return case
+    raise AssertionError("no bits13-part case")
+
+
+def _corrupt(case, position):
+    """The case's payload with pair `position`'s index set to the codebook size (out of range)."""
+    attrs = case["attrs"]
+    bits = attrs["bits"]
+    bad = (attrs["points"] + 1) * (attrs["rings"] + 1)
+    assert bad < 1 << bits
+    payload = case["payload"].copy()
+    bit = position * bits
+    for k in range(bits):
+        byte, offset = divmod(bit + k, 8)
+        payload[byte] = (payload[byte] & ~(1 << offset)) | (((bad >> k) & 1) << offset)
+    return payload
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+@pytest.mark.parametrize("where", ["first", "middle", "last"])
+def test_index_beyond_codebook_refused(gpu, mode, where):
+    device, fn = gpu
+    case = _small_case()
+    pairs = (math.prod(case["shape"]) + 1) // 2
+    position = {"first": 0, "middle": pairs // 2, "last": pairs - 1}[where]
+    payload = _corrupt(case, position)
+    seed_buf, seed_ptr = device.upload(payload)
+    out_buf, out_ptr = device.empty(len(case["expected"]))
+    rc, message = call(fn, seed_ptr, payload.size, case["shape"], case["dtype"], case["attrs"], out_ptr,
+                       mode=MODES[mode])
+    assert rc == 1 and "rule 5" in message, (rc, message)
+    # No sticky error: the intact seed decodes right after.
+    assert decode_on_gpu(device, fn, case, mode=MODES[mode]).tobytes() == case["expected"].tobytes()
+
+
+def test_index_beyond_codebook_sets_caller_flag(gpu):
+    """With a caller's device flag the call does not wait; the flag reports rule 5."""
+    device, fn = gpu
+    case = _small_case()
+    flag_buf, flag_ptr = device.empty(4, fill=0x7F)
+    for payload, expected_flag in ((case["payload"], 0), (_corrupt(case, 5), 1)):
+        seed_buf, seed_ptr = device.upload(payload)
+        out_buf, out_ptr = device.empty(len(case["expected"]))
+        rc, message = call(fn, seed_ptr, payload.size, case["shape"], case["dtype"], case["attrs"], out_ptr,
+                           flag=flag_ptr)
+        assert rc == 0, message
+        device.synchronize()
+        flag = int(np.frombuffer(device.download(flag_buf, 4).tobytes(), np.uint32)[0])
+        assert (flag != 0) == bool(expected_flag), flag
+
+
+def _attrs(case, **changes):
+    attrs = dict(case["attrs"])
+    attrs.update(changes)
+    return attrs
+
+
+@pytest.mark.parametrize("change, rule", [
+    ({"bits": 0}, "rule 2"), ({"bits": 25}, "rule 2"), ({"points": 0}, "rule 2"),
+    ({"points": (1 << 20) + 1}, "rule 2"), ({"rings": 65}, "rule 2"), ({"rings": -1}, "rule 2"),
+    ({"center": [1.0]}, "rule 2"), ({"center": [1.0, 2.0, 3.0]}, "rule 2"), ({"center": [float("nan"), 0.0]}, "rule 2"),
+    ({"side": 0.0}, "rule 2"), ({"side": float("inf")}, "rule 2"), ({"side": -1.0}, "rule 2"),
+    ({"ring_scales": [1.0]}, "rule 2"), ({"ring_scales": []}, "rule 2"), ({"ring_scales": [2.0, float("nan")]}, "rule 2"),
+    ({"ring_scales": [2.0, 0.0]}, "rule 2"),
+])
+def test_bad_attributes_refused(gpu, change, rule):
+    device, fn = gpu
+    case = _small_case()
+    attrs = _attrs(case, rings=2, points=case["attrs"]["points"], ring_scales=[2.0, 3.0])
+    attrs.update(change)
+    seed_buf, seed_ptr = device.upload(case["payload"])
+    out_buf, out_ptr = device.empty(len(case["expected"]))
+    rc, message = call(fn, seed_ptr, case["payload"].size, case["shape"], case["dtype"], attrs, out_ptr)
+    assert rc == 1 and rule in message, (rc, message)
+
+
+@pytest.mark.parametrize("shape, dtype, rule", [
+    ([-1, 4], FLOAT, "rule 2"), ([1 << 20, 1 << 21], FLOAT, "rule 3"), ([1 << 40, 1 << 40], FLOAT, "rule 3"),
+    (None, 11, "rule 2"), (None, 0, "rule 2"),
+])
+def test_bad_shape_or_dtype_refused(gpu, shape, dtype, rule):
+    device, fn = gpu
+    case = _small_case()
+    seed_buf, seed_ptr = device.upload(case["payload"])
+    out_buf, out_ptr = device.empty(len(case["expected"]))
+    rc, message = call(fn, seed_ptr, case["payload"].size, shape or case["shape"], dtype, case["attrs"], out_ptr)
+    assert rc == 1 and rule in message, (rc, message)
+
+
+@pytest.mark.parametrize("delta", [-1, 1, -10**6])
+def test_wrong_seed_length_refused(gpu, delta):
+    device, fn = gpu
+    case = _small_case()
+    seed_buf, seed_ptr = device.upload(case["payload"])
+    out_buf, out_ptr = device.empty(len(case["expected"]))
+    size = max(0, case["payload"].size + delta)
+    rc, message = call(fn, seed_ptr, size, case["shape"], case["dtype"], case["attrs"], out_ptr)
+    assert rc == 1 and "rule 4" in message, (rc, message)
+
+
+def test_bad_arguments_refused(gpu):
+    device, fn = gpu
+    case = _small_case()
+    seed_buf, seed_ptr = device.upload(case["payload"])
+    out_buf, out_ptr = device.empty(len(case["expected"]) + 8)
+    args = (case["payload"].size, case["shape"], case["dtype"], case["attrs"])
+    assert call(fn, seed_ptr, *args, None)[0] == 3  # no output
+    assert call(fn, None, *args, out_ptr)[0] == 3  # no seed
+    assert call(fn, seed_ptr, *args, out_ptr + 1)[0] == 3  # output not aligned to its elements
+    assert call(fn, seed_ptr, *args, out_ptr, mode=7)[0] == 3
+    assert call(fn, seed_ptr, *args, out_ptr)[0] == 0  # and the same call, right, works
+
+
+def test_empty_output(gpu):
+    device, fn = gpu
+    attrs = {"bits": 4, "points": 4, "rings": 0, "center": [0.0, 0.0], "side": 1.0, "ring_scales": []}
+    rc, message = call(fn, None, 0, [0, 5], FLOAT, attrs, None)
+    assert rc == 0, message
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--write-fixtures":
+        print(f"{write_fixtures(sys.argv[2])} cases written to {sys.argv[2]}")
+    else:
+        print(__doc__)
+        sys.exit(2)
