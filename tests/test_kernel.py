@@ -237,7 +237,9 @@ def test_missing_attribute(missing):
 
 @pytest.mark.parametrize("name, value, kind", [
     ("bits", 4.0, AttributeProto.FLOAT), ("shape", 3, AttributeProto.INT), ("center", [1, 2], AttributeProto.INTS),
-    ("side", 2, AttributeProto.INT), ("codec", 1, AttributeProto.INT), ("ring_scales", 2.0, AttributeProto.FLOAT)])
+    ("side", 2, AttributeProto.INT), ("codec", 1, AttributeProto.INT), ("ring_scales", 2.0, AttributeProto.FLOAT),
+    ("shape", "3", AttributeProto.STRING), ("shape", [3.0], AttributeProto.FLOATS),
+    ("ring_scales", [2], AttributeProto.INTS)])
 def test_wrong_attribute_type(name, value, kind):
     with pytest.raises(Exception, match=f"rule 2: attribute {name}"):
         run_node({**GOOD, name: value}, types={name: kind})

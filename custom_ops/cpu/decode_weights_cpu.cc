@@ -143,20 +143,29 @@ OrtStatusPtr Fail(const std::string& node, const std::string& message) {
   return Ort::GetApi().CreateStatus(ORT_INVALID_ARGUMENT, text.c_str());
 }
 
+template <typename F>
+bool Succeeds(F&& read) {
+  try {
+    read();
+    return true;
+  } catch (const std::exception&) {
+    return false;
+  }
+}
+
 template <typename R>
 bool ReadAttribute(const Ort::ConstKernelInfo& info, const char* name, R* out, std::string* error,
                    const char* type) {
   try {
     if constexpr (std::is_same_v<R, std::vector<int64_t>> || std::is_same_v<R, std::vector<float>>) {
-      // onnxruntime reads the list of a scalar attribute as empty instead of failing: refuse a
-      // scalar explicitly (a scalar read checks the type).
-      bool scalar = true;
-      try {
-        (void)info.GetAttribute<typename R::value_type>(name);
-      } catch (const std::exception&) {
-        scalar = false;
-      }
-      if (scalar) {
+      // onnxruntime reads the list of an attribute of another type as empty instead of failing:
+      // refuse a scalar or string (their reads check the type) and a non-empty list of the other
+      // kind. An empty list of the other kind is indistinguishable through the API.
+      using Other = std::conditional_t<std::is_same_v<typename R::value_type, float>, int64_t, float>;
+      if (Succeeds([&] { (void)info.GetAttribute<int64_t>(name); }) ||
+          Succeeds([&] { (void)info.GetAttribute<float>(name); }) ||
+          Succeeds([&] { (void)info.GetAttribute<std::string>(name); }) ||
+          !info.GetAttributes<Other>(name).empty()) {
         *error = std::string("rule 2: attribute ") + name + " is not of type " + type;
         return false;
       }
