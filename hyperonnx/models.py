@@ -35,6 +35,9 @@ def cache_dir() -> Path:
 def _atomic_target(path: Path):
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a cache file is an ordinary file
     return Path(tmp)
 
 

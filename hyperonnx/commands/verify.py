@@ -37,7 +37,7 @@ def generate_inputs(model, seed: int = 0, batch: int = 2, sequence: int = 16) ->
         if np.issubdtype(dtype, np.floating):
             feeds[value.name] = rng.standard_normal(shape).astype(dtype)
         elif dtype == np.bool_:
-            feeds[value.name] = rng.random(shape) < 0.5
+            feeds[value.name] = np.asarray(rng.random(shape) < 0.5)  # a 0-d input must stay an array
         elif "mask" in lname:
             feeds[value.name] = np.ones(shape, dtype)
         elif "type" in lname or "segment" in lname:

@@ -41,15 +41,16 @@ _SEGMENTS = 32  # at most b + 7 <= 31 segments per group of 8 indices
 
 
 def segment_tables():
-    """Per bit width b (row b; row 0 unused): segment count, byte column, bit range [lo, hi)
-    within the byte, and the [segments, 8] float32 weights that place each segment in its index."""
-    count = np.zeros(fmt.MAX_BITS + 1, np.int64)
-    column = np.zeros((fmt.MAX_BITS + 1, _SEGMENTS), np.int64)
-    mask = np.zeros((fmt.MAX_BITS + 1, _SEGMENTS), np.uint8)
-    low = np.zeros((fmt.MAX_BITS + 1, _SEGMENTS), np.float32)  # 2**-lo
-    width = np.ones((fmt.MAX_BITS + 1, _SEGMENTS), np.float32)  # 2**(hi - lo)
-    weight = np.zeros((fmt.MAX_BITS + 1, _SEGMENTS, 8), np.float32)
-    weight_shifted = np.zeros((fmt.MAX_BITS + 1, _SEGMENTS, 8), np.float32)
+    """Per bit width b (row b; row 0 unused), for each segment: its byte column, the mask of its
+    bits, its bit range [lo, hi) within the byte as 2**-lo and 2**(hi-lo), the index r (0..7) it
+    belongs to, and its place value 2**(8*byte - r*b) (masked byte) or 2**(8*byte + lo - r*b)
+    (byte already shifted down by lo); and the segment count. Small uint8/float32 tables: the
+    [segments, 8] MatMul weights are built from them in the body with OneHot."""
+    rows, cols = fmt.MAX_BITS + 1, _SEGMENTS
+    t = {"count": np.zeros(rows, np.int64), "column": np.zeros((rows, cols), np.uint8),
+         "mask": np.zeros((rows, cols), np.uint8), "low": np.zeros((rows, cols), np.float32),
+         "width": np.ones((rows, cols), np.float32), "index": np.zeros((rows, cols), np.uint8),
+         "place": np.zeros((rows, cols), np.float32), "place_shifted": np.zeros((rows, cols), np.float32)}
     for b in range(1, fmt.MAX_BITS + 1):
         s = 0
         for r in range(8):
@@ -57,15 +58,16 @@ def segment_tables():
             for byte in range(start // 8, (start + b - 1) // 8 + 1):
                 lo = max(start, 8 * byte) - 8 * byte
                 hi = min(start + b, 8 * byte + 8) - 8 * byte
-                column[b, s] = byte
-                mask[b, s] = ((1 << hi) - 1) & ~((1 << lo) - 1)
-                low[b, s] = 2.0 ** -lo
-                width[b, s] = 2.0 ** (hi - lo)
-                weight[b, s, r] = 2.0 ** (8 * byte - start)  # masked byte (multiple of 2**lo)
-                weight_shifted[b, s, r] = 2.0 ** (8 * byte + lo - start)  # segment already >> lo
+                t["column"][b, s] = byte
+                t["mask"][b, s] = ((1 << hi) - 1) & ~((1 << lo) - 1)
+                t["low"][b, s] = 2.0 ** -lo
+                t["width"][b, s] = 2.0 ** (hi - lo)
+                t["index"][b, s] = r
+                t["place"][b, s] = 2.0 ** (8 * byte - start)  # masked byte: a multiple of 2**lo
+                t["place_shifted"][b, s] = 2.0 ** (8 * byte + lo - start)
                 s += 1
-        count[b] = s
-    return count, column, mask, low, width, weight, weight_shifted
+        t["count"][b] = s
+    return t
 
 
 class _Body:
@@ -145,7 +147,7 @@ def build_function(opset: int) -> FunctionProto:
     table = "_table"
 
     # --- 2. unpack the indices, groups of 8 in b bytes ----------------------------------------
-    count, column, mask, low, width, weight, weight_shifted = segment_tables()
+    tables = segment_tables()
     elements = f.op("ReduceProd", shape, keepdims=1)  # [1]; reduces all axes in every opset
     pairs = f.op("Div", f.op("Add", elements, one), f.const(np.array([2], I64)))
     groups = f.op("Div", f.op("Add", pairs, f.const(np.array([7], I64))), f.const(np.array([8], I64)))
@@ -153,20 +155,25 @@ def build_function(opset: int) -> FunctionProto:
     pad = f.op("Sub", grid_bytes, f.op("Shape", "seed"))
     seed = f.op("Pad", "seed", f.op("Concat", zero, pad, axis=0))
     grid = f.op("Reshape", seed, f.op("Concat", groups, bits1, axis=0))  # [G, b] uint8
-    nseg = f.op("Gather", f.const(count), bits1)  # [1]
+    nseg = f.op("Gather", f.const(tables["count"]), bits1)  # [1]
 
-    def row(table_array):  # the first nseg entries of row b of a segment table
-        return f.op("Slice", f.op("Gather", f.const(table_array), bits), zero, nseg, zero)
+    def row(name):  # the first nseg entries of row b of a segment table
+        return f.op("Slice", f.op("Gather", f.const(tables[name]), bits), zero, nseg, zero)
 
-    segs = f.op("Gather", grid, row(column), axis=1)  # [G, nseg] uint8
+    column = f.op("Cast", row("column"), to=TensorProto.INT64)
+    segs = f.op("Gather", grid, column, axis=1)  # [G, nseg] uint8
     if opset >= 18:
-        segs = f.op("BitwiseAnd", segs, row(mask))
+        segs = f.op("BitwiseAnd", segs, row("mask"))
         segf = f.op("Cast", segs, to=TensorProto.FLOAT)
-        weights = row(weight)
+        place = row("place")
     else:  # exact float32 bit extraction: floor(byte / 2**lo) mod 2**(hi - lo)
-        segf = f.op("Floor", f.op("Mul", f.op("Cast", segs, to=TensorProto.FLOAT), row(low)))
-        segf = f.op("Mod", segf, row(width), fmod=1)
-        weights = row(weight_shifted)
+        segf = f.op("Floor", f.op("Mul", f.op("Cast", segs, to=TensorProto.FLOAT), row("low")))
+        segf = f.op("Mod", segf, row("width"), fmod=1)
+        place = row("place_shifted")
+    # weights[s, r] = place[s] if segment s belongs to index r else 0
+    onehot = f.op("OneHot", f.op("Cast", row("index"), to=TensorProto.INT64), f.const(np.array(8, I64)),
+                  f.const(np.array([0.0, 1.0], np.float32)), axis=-1)  # [nseg, 8]
+    weights = f.op("Mul", onehot, f.op("Reshape", place, f.const(np.array([-1, 1], I64))))
     index = f.op("Cast", f.op("MatMul", segf, weights), to=TensorProto.INT32)  # [G, 8]
 
     # --- 3. look the pairs up, drop the odd pad, shape ----------------------------------------

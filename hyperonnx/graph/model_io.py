@@ -39,11 +39,18 @@ def load(path: str | os.PathLike) -> ModelProto:
         raise ModelIOError(f"{path}: not an ONNX model (no graph)")
     if not model.opset_import and model.ir_version == 0:
         raise ModelIOError(f"{path}: not an ONNX model (no IR version or opset)")
+    from .walk import scopes
+    for scope in scopes(model):
+        for t in scope.graph.initializer:
+            if t.data_location == onnx.TensorProto.EXTERNAL:
+                location = next((e.value for e in t.external_data if e.key == "location"), "")
+                if not (path.parent / location).is_file():
+                    raise ModelIOError(f"{path}: missing external-data file {location} (tensor {t.name})")
     try:
         onnx.load_external_data_for_model(model, str(path.parent))
     except FileNotFoundError as e:
         raise ModelIOError(f"{path}: missing external-data file {Path(e.filename or '?').name}") from None
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, onnx.checker.ValidationError) as e:
         raise ModelIOError(f"{path}: cannot read external data: {_first_line(e)}") from None
     return model
 

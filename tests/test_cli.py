@@ -1,0 +1,105 @@
+"""The command line: compress / inspect / decompress / verify / example, and bad input — each
+a one-line error on stderr, a non-zero exit, and no output file left behind."""
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+
+import hyperonnx
+from hyperonnx.cli import main
+
+import graph_models
+
+
+@pytest.fixture
+def model_path(tmp_path):
+    path = tmp_path / "m.onnx"
+    hyperonnx.save(graph_models.nested(), path)
+    return path
+
+
+def error_line(capsys):
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    return err[0]
+
+
+def test_compress_inspect_decompress_verify(tmp_path, model_path, capsys):
+    out = tmp_path / "m.hc.onnx"
+    assert main(["compress", str(model_path), "-o", str(out), "--report", str(tmp_path / "r.json")]) == 0
+    text = capsys.readouterr().out
+    for column in ("name", "shape", "dtype", "orig", "seed", "bits/w", "SQNR dB", "max abs err"):
+        assert column in text
+    assert "ratio" in text and "Wloop" in text
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["tensors_compressed"] == 5 and report["weight_bytes_after"] < report["weight_bytes_before"] / 4
+    onnx.checker.check_model(str(out), full_check=True)
+
+    assert main(["inspect", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "format version 1" in text and "compressed: 4 tensors" in text
+    assert main(["inspect", "--json", str(model_path)]) == 0
+    assert json.loads(capsys.readouterr().out)["totals"]["compressed_tensors"] == 0
+
+    plain = tmp_path / "plain.onnx"
+    assert main(["decompress", str(out), "-o", str(plain)]) == 0
+    onnx.checker.check_model(str(plain), full_check=True)
+
+    x = np.random.default_rng(0).standard_normal((2, 32)).astype(np.float32)
+    np.savez(tmp_path / "in.npz", x=x, flag=np.array(False))
+    capsys.readouterr()
+    # a 6-layer random net at 5.5 bits/weight: loose bounds here; test_models.py holds real models
+    assert main(["verify", str(model_path), str(out), "--inputs", str(tmp_path / "in.npz"), "--no-library",
+                 "--tolerance", "0.5", "--min-cosine", "0.9"]) == 0
+    text = capsys.readouterr().out
+    assert "cosine" in text and "model-local function" in text
+    assert main(["verify", str(plain), str(out), "--no-library", "--tolerance", "1e-5"]) == 0
+    assert main(["verify", str(model_path), str(out), "--tolerance", "1e-9"]) == 1  # lossy: beyond 1e-9
+
+
+def test_example(tmp_path, capsys):
+    assert main(["example", "--dir", str(tmp_path)]) == 0
+    text = capsys.readouterr().out
+    assert "verify: ok" in text and "ratio" in text
+    assert (tmp_path / "example.hc.onnx").exists()
+
+
+def _assert_fails(argv, capsys, expect, folder, before):
+    assert main(argv) != 0
+    line = error_line(capsys)
+    assert expect in line, line
+    assert sorted(p.name for p in folder.iterdir()) == before  # nothing written, no temporaries
+
+
+def test_bad_inputs(tmp_path, model_path, capsys):
+    before = sorted(p.name for p in tmp_path.iterdir())
+    out = str(tmp_path / "out.onnx")
+    text = tmp_path / "notes.txt"
+    text.write_text("this is not a model\n" * 20)
+    before_all = sorted(p.name for p in tmp_path.iterdir())
+    _assert_fails(["compress", str(text), "-o", out], capsys, "not", tmp_path, before_all)
+    truncated = tmp_path / "cut.onnx"
+    truncated.write_bytes(model_path.read_bytes()[: model_path.stat().st_size // 2])
+    before_all = sorted(p.name for p in tmp_path.iterdir())
+    _assert_fails(["compress", str(truncated), "-o", out], capsys, "cut.onnx", tmp_path, before_all)
+    _assert_fails(["compress", str(tmp_path / "missing.onnx"), "-o", out], capsys, "no such file",
+                  tmp_path, before_all)
+    _assert_fails(["compress", str(model_path), "-o", str(model_path)], capsys, "overwrite the input",
+                  tmp_path, before_all)
+    _assert_fails(["compress", str(model_path), "-o", str(tmp_path / "no" / "dir" / "x.onnx")], capsys,
+                  "cannot write", tmp_path, before_all)
+    _assert_fails(["decompress", str(model_path), "-o", str(model_path)], capsys, "overwrite the input",
+                  tmp_path, before_all)
+    # missing external-data file
+    ext = tmp_path / "ext"
+    ext.mkdir()
+    onnx.save_model(graph_models.mlp(), str(ext / "e.onnx"), save_as_external_data=True,
+                    location="e.bin", size_threshold=0)
+    (ext / "e.bin").unlink()
+    _assert_fails(["compress", str(ext / "e.onnx"), "-o", str(ext / "o.onnx")], capsys,
+                  "missing external-data file e.bin", ext, ["e.onnx"])
+    _assert_fails(["inspect", str(text)], capsys, "not", tmp_path, sorted(before_all + ["ext"]))
+    assert before  # the fixture's model is still there, unchanged
+    onnx.checker.check_model(str(model_path))
