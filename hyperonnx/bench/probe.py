@@ -1,17 +1,16 @@
 """One measured onnxruntime session, in a process of its own so its peak RSS is its own.
 
 `python -m hyperonnx.bench.probe MODEL QUALITY.npz LATENCY.npz OUT.npz --runtime plain|load|stream
---runs N` creates the session (timed), runs QUALITY.npz's inputs (arrays named after the model's
-inputs, split along axis 0 in batches of --batch) and saves the outputs, times --runs runs of
-LATENCY.npz's inputs, and prints one JSON line: create_s, latency_ms (median), peak_rss_mb,
-baseline_rss_mb (after the imports, before the session).
+--runs N` creates the session (timed), times --runs runs of LATENCY.npz's inputs (peak RSS is read
+then), runs QUALITY.npz's inputs (arrays named after the model's inputs, split along axis 0 in
+batches of --batch) and saves the outputs, and prints one JSON line: create_s, latency_ms (median),
+peak_rss_mb, baseline_rss_mb (after the imports, before the session).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import sys
 import time
@@ -19,10 +18,10 @@ import time
 import numpy as np
 
 
-def _rss_mb() -> float:
+def _status_mb(field: str) -> float:
     with open("/proc/self/status") as status:
         for line in status:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     return float("nan")
 
@@ -41,7 +40,7 @@ def main(argv=None) -> int:
     import onnxruntime as ort
     if args.runtime != "plain":
         import hyperonnx  # noqa: F401  (its imports belong to the baseline, not to the session)
-    baseline = _rss_mb()
+    baseline = _status_mb("VmRSS")
     start = time.perf_counter()
     if args.runtime == "plain":
         session = ort.InferenceSession(args.model, providers=["CPUExecutionProvider"])
@@ -51,15 +50,6 @@ def main(argv=None) -> int:
     create_s = time.perf_counter() - start
 
     names = [i.name for i in session.get_inputs()]
-    quality = np.load(args.quality)
-    count = len(quality[names[0]])
-    outputs: dict[str, list[np.ndarray]] = {}
-    for first in range(0, count, args.batch):
-        feed = {n: quality[n][first:first + args.batch] for n in names}
-        for meta, value in zip(session.get_outputs(), session.run(None, feed)):
-            outputs.setdefault(meta.name, []).append(value)
-    np.savez(args.out, **{k: np.concatenate(v) for k, v in outputs.items()})
-
     latency = np.load(args.latency)
     feed = {n: latency[n] for n in names}
     for _ in range(3):
@@ -69,7 +59,18 @@ def main(argv=None) -> int:
         start = time.perf_counter()
         session.run(None, feed)
         times.append(time.perf_counter() - start)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # the session's own peak, before the quality batches add their activations
+    # VmHWM, not getrusage's ru_maxrss: Linux carries ru_maxrss over from the parent across exec
+    peak = _status_mb("VmHWM")
+    quality = np.load(args.quality)
+    count = len(quality[names[0]])
+    outputs: dict[str, list[np.ndarray]] = {}
+    for first in range(0, count, args.batch):
+        feed = {n: quality[n][first:first + args.batch] for n in names}
+        for meta, value in zip(session.get_outputs(), session.run(None, feed)):
+            outputs.setdefault(meta.name, []).append(value)
+    np.savez(args.out, **{k: np.concatenate(v) for k, v in outputs.items()})
+
     print(json.dumps({"create_s": create_s, "latency_ms": 1000 * statistics.median(times),
                       "peak_rss_mb": peak, "baseline_rss_mb": baseline}))
     return 0
