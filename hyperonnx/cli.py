@@ -43,6 +43,11 @@ def _add_graph_commands(sub) -> None:
     c.add_argument("model", help="input .onnx (never modified)")
     c.add_argument("-o", "--output", help="output .onnx (default: <input>.hc.onnx; must differ from the input)")
     c.add_argument("--preset", default=DEFAULT_PRESET, choices=sorted(PRESETS), help=f"codec preset (default {DEFAULT_PRESET})")
+    rate = c.add_mutually_exclusive_group()
+    rate.add_argument("--bits", type=float, metavar="B",
+                      help="lattice preset: average bits/weight over the model, rates chosen per tensor")
+    rate.add_argument("--target-sqnr", type=float, metavar="DB",
+                      help="lattice preset: least total SQNR in dB, rates chosen per tensor")
     c.add_argument("--min-elements", type=int, default=DEFAULT_MIN_ELEMENTS, metavar="N",
                    help=f"leave tensors with fewer elements raw (default {DEFAULT_MIN_ELEMENTS})")
     c.add_argument("--include", action="append", metavar="PATTERN",

@@ -14,10 +14,17 @@ from onnx import AttributeProto, NodeProto, TensorProto, helper
 
 OP_DOMAIN = "ai.hyperonnx"
 OP_TYPE = "DecodeWeights"
-OP_VERSION = 1  # the opset version of OP_DOMAIN a model imports; equals the format version
+# The opset version of OP_DOMAIN a model imports is the format version (docs/FORMAT.md §1).
+# A model imports the least version that holds all its codecs: models of the `winding` codec only
+# stay at version 1, which the C++/CUDA kernels and the ONNX function decode; `lattice` needs 2.
+OP_VERSION = 1  # the version the kernels and the function fallback decode today
+FORMAT_VERSION = 2  # the newest version this Python reference reads and writes
+KNOWN_VERSIONS = (1, 2)
 
-CODEC_WINDING = "winding"  # the only codec of format version 1 (docs/FORMAT.md §3)
-CODECS = (CODEC_WINDING,)
+CODEC_WINDING = "winding"  # docs/FORMAT.md §3, format version 1 and later
+CODEC_LATTICE = "lattice"  # docs/FORMAT.md §4, format version 2 and later
+CODECS = (CODEC_WINDING, CODEC_LATTICE)
+CODEC_VERSION = {CODEC_WINDING: 1, CODEC_LATTICE: 2}  # the least format version holding each codec
 
 # Output element types a decoder must support, as ONNX TensorProto data types.
 OUTPUT_DTYPES = {
@@ -30,6 +37,8 @@ MAX_ELEMENTS = 1 << 40  # largest output a decoder accepts (4 TiB of float32)
 MAX_BITS = 24  # widest packed index; an index plus its bit offset fits one 32-bit window
 MAX_POINTS = 1 << 20  # largest trajectory length n; keeps m*m <= 2**20, exact in float32
 MAX_RINGS = 64
+LATTICE_BITS = (2, 16)  # index bits per pair of the lattice codec: N = 2^bits - 1 points
+MAX_GROUP = 1 << 16  # weights per scale of the lattice codec
 
 
 class FormatError(ValueError):
@@ -51,6 +60,7 @@ class Seed:
     payload: np.ndarray  # uint8, 1-D
     attrs: dict = field(default_factory=dict)  # codec attributes, exactly as stored on the node
     array: np.ndarray | None = None  # only for codec == "raw"
+    scales: np.ndarray | None = None  # float16, 1-D: the second input of a `lattice` node
 
     @property
     def num_elements(self) -> int:
@@ -61,7 +71,12 @@ class Seed:
         """Bytes this tensor occupies in a compressed model (raw tensors: their own size)."""
         if self.codec == "raw":
             return self.array.nbytes
-        return int(self.payload.size)
+        return int(self.payload.size) + (0 if self.scales is None else int(self.scales.nbytes))
+
+    @property
+    def version(self) -> int:
+        """The least format version (ai.hyperonnx opset version) that decodes this seed."""
+        return CODEC_VERSION.get(self.codec, 1)
 
     @property
     def bits_per_weight(self) -> float:
@@ -70,6 +85,11 @@ class Seed:
     def node_attributes(self) -> dict:
         """All DecodeWeights attributes, in the order FORMAT.md lists them."""
         return {"codec": self.codec, "shape": list(self.shape), "dtype": self.dtype, **self.attrs}
+
+
+def scale_count(num_elements: int, group: int) -> int:
+    """Elements of a lattice node's `scales` input: one per group of `group` weights."""
+    return -(-num_elements // group)
 
 
 def winding_modulus(points: int) -> tuple[int, int]:
@@ -95,6 +115,64 @@ def validate(seed: Seed) -> None:
         count *= int(dim)
         if count > MAX_ELEMENTS:
             raise FormatError(f"shape {list(seed.shape)} has more than 2**40 elements")
+    if seed.codec == CODEC_LATTICE:
+        _validate_lattice(seed, count)
+    else:
+        _validate_winding(seed, count)
+
+
+def _int_in(attrs: dict, name: str, low: int, high: int) -> int:
+    value = attrs.get(name)
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or not low <= value <= high:
+        raise FormatError(f"attribute {name}={value!r} is outside [{low}, {high}]")
+    return int(value)
+
+
+def _finite(attrs: dict, name: str) -> float:
+    value = attrs.get(name)
+    if not isinstance(value, (float, int, np.floating)) or not math.isfinite(value):
+        raise FormatError(f"attribute {name}={value!r} must be a finite float")
+    return float(value)
+
+
+def _check_payload(seed: Seed, count: int, bits: int) -> None:
+    if not isinstance(seed.payload, np.ndarray) or seed.payload.dtype != np.uint8 or seed.payload.ndim != 1:
+        raise FormatError("seed must be a 1-D uint8 tensor")
+    expected = (num_pairs(count) * bits + 7) // 8
+    if seed.payload.size != expected:
+        raise FormatError(f"seed holds {seed.payload.size} bytes; shape {list(seed.shape)} at "
+                          f"{bits} bits per pair needs exactly {expected}")
+
+
+def _validate_lattice(seed: Seed, count: int) -> None:
+    """FORMAT.md §6 rules 2 to 5 for the lattice codec."""
+    a = seed.attrs
+    bits = _int_in(a, "bits", *LATTICE_BITS)
+    points = (1 << bits) - 1
+    generator = _int_in(a, "generator", 1, points - 1)
+    if generator % 2 == 0:
+        raise FormatError(f"attribute generator={generator} must be odd")
+    group = _int_in(a, "group", 2, MAX_GROUP)
+    if group % 2:
+        raise FormatError(f"attribute group={group} must be even")
+    _finite(a, "alpha")
+    _finite(a, "beta")
+    unit = _finite(a, "scale_unit")
+    if not unit > 0:
+        raise FormatError(f"attribute scale_unit={unit!r} must be > 0")
+    _check_payload(seed, count, bits)
+    scales = seed.scales
+    if not isinstance(scales, np.ndarray) or scales.dtype != np.float16 or scales.ndim != 1:
+        raise FormatError("scales must be a 1-D float16 tensor")
+    if scales.size != scale_count(count, group):
+        raise FormatError(f"scales holds {scales.size} values; shape {list(seed.shape)} in groups "
+                          f"of {group} needs exactly {scale_count(count, group)}")
+    if not np.isfinite(scales).all():
+        raise FormatError("scales must all be finite")
+
+
+def _validate_winding(seed: Seed, count: int) -> None:
+    """FORMAT.md §6 rules 2 to 5 for the winding codec."""
     a = seed.attrs
     bits, points, rings = a.get("bits"), a.get("points"), a.get("rings")
     for name, value, low, high in (("bits", bits, 1, MAX_BITS), ("points", points, 1, MAX_POINTS),
@@ -108,49 +186,83 @@ def validate(seed: Seed) -> None:
         raise FormatError(f"attribute side={side!r} must be finite and > 0")
     if scales is None or len(scales) != rings or not all(math.isfinite(s) and s > 0 for s in scales):
         raise FormatError(f"attribute ring_scales must hold rings={rings} finite values > 0")
-    if seed.payload.dtype != np.uint8 or seed.payload.ndim != 1:
-        raise FormatError("seed must be a 1-D uint8 tensor")
-    expected = (num_pairs(count) * bits + 7) // 8
-    if seed.payload.size != expected:
-        raise FormatError(f"seed holds {seed.payload.size} bytes; shape {list(seed.shape)} at "
-                          f"{bits} bits per pair needs exactly {expected}")
+    if seed.scales is not None:
+        raise FormatError("a winding node has one input (seed); it got scales")
+    _check_payload(seed, count, bits)
 
 
-# Attribute name -> ONNX attribute type, in the order FORMAT.md §2 lists them.
+# Attribute name -> ONNX attribute type, in the order FORMAT.md §2 (winding) and §4.1 (lattice) list them.
 ATTRIBUTE_TYPES = {
     "codec": AttributeProto.STRING, "shape": AttributeProto.INTS, "dtype": AttributeProto.INT,
     "bits": AttributeProto.INT, "points": AttributeProto.INT, "rings": AttributeProto.INT,
     "center": AttributeProto.FLOATS, "side": AttributeProto.FLOAT,
     "ring_scales": AttributeProto.FLOATS,
 }
+LATTICE_ATTRIBUTE_TYPES = {
+    "codec": AttributeProto.STRING, "shape": AttributeProto.INTS, "dtype": AttributeProto.INT,
+    "bits": AttributeProto.INT, "generator": AttributeProto.INT, "group": AttributeProto.INT,
+    "alpha": AttributeProto.FLOAT, "beta": AttributeProto.FLOAT, "scale_unit": AttributeProto.FLOAT,
+}
 
 
-def make_node(seed: Seed, seed_name: str, output_name: str) -> NodeProto:
-    """The DecodeWeights node that turns the uint8 initializer `seed_name` into `output_name`."""
-    node = helper.make_node(OP_TYPE, [seed_name], [output_name], domain=OP_DOMAIN,
+def attribute_types(codec: str) -> dict:
+    return LATTICE_ATTRIBUTE_TYPES if codec == CODEC_LATTICE else ATTRIBUTE_TYPES
+
+
+def make_node(seed: Seed, seed_name: str, output_name: str, scales_name: str | None = None) -> NodeProto:
+    """The DecodeWeights node that turns the uint8 initializer `seed_name` (and, for the lattice
+    codec, the float16 initializer `scales_name`) into `output_name`."""
+    inputs = [seed_name]
+    if seed.codec == CODEC_LATTICE:
+        if scales_name is None:
+            raise ValueError("a lattice node needs the name of its scales input")
+        inputs.append(scales_name)
+    node = helper.make_node(OP_TYPE, inputs, [output_name], domain=OP_DOMAIN,
                             name=f"DecodeWeights/{output_name}")
     values = seed.node_attributes()
-    for name, kind in ATTRIBUTE_TYPES.items():
+    for name, kind in attribute_types(seed.codec).items():
         node.attribute.append(helper.make_attribute(name, values[name], attr_type=kind))
     return node
 
 
-def seed_from_node(node: NodeProto, payload: np.ndarray) -> Seed:
-    """Read a DecodeWeights node back into a Seed (not yet validated)."""
+def seed_from_node(node: NodeProto, payload: np.ndarray, scales: np.ndarray | None = None) -> Seed:
+    """Read a DecodeWeights node (and its input tensors) back into a Seed (not yet validated)."""
     if node.op_type != OP_TYPE or node.domain != OP_DOMAIN:
         raise FormatError(f"node {node.name!r} is not {OP_DOMAIN}.{OP_TYPE}")
+    codec = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "codec"), b"")
+    codec = codec.decode("utf-8", "replace") if isinstance(codec, bytes) else str(codec)
+    types = attribute_types(codec)
     attrs = {}
     for attribute in node.attribute:
-        if attribute.name not in ATTRIBUTE_TYPES:
+        if attribute.name not in types:
             raise FormatError(f"DecodeWeights has an unknown attribute {attribute.name!r}")
-        if attribute.type != ATTRIBUTE_TYPES[attribute.name]:
+        if attribute.type != types[attribute.name]:
             raise FormatError(f"DecodeWeights attribute {attribute.name!r} has the wrong type")
         attrs[attribute.name] = helper.get_attribute_value(attribute)
-    missing = [name for name in ATTRIBUTE_TYPES if name not in attrs]
+    missing = [name for name in types if name not in attrs]
     if missing:
         raise FormatError(f"DecodeWeights lacks attribute(s) {', '.join(missing)}")
-    codec = attrs.pop("codec").decode("utf-8", "replace")
+    attrs.pop("codec")
     shape = tuple(int(d) for d in attrs.pop("shape"))
     dtype = int(attrs.pop("dtype"))
-    attrs["center"], attrs["ring_scales"] = list(attrs["center"]), list(attrs["ring_scales"])
-    return Seed(codec, shape, dtype, np.asarray(payload, dtype=np.uint8).ravel(), attrs)
+    if codec == CODEC_LATTICE:
+        if len(node.input) != 2 or scales is None:
+            raise FormatError(f"DecodeWeights {node.name!r} (lattice) needs two inputs: seed and scales")
+        scales = np.asarray(scales).ravel()
+    else:
+        if len(node.input) != 1:
+            raise FormatError(f"DecodeWeights {node.name!r} ({codec}) takes one input")
+        attrs["center"], attrs["ring_scales"] = list(attrs["center"]), list(attrs["ring_scales"])
+        scales = None
+    return Seed(codec, shape, dtype, np.asarray(payload, dtype=np.uint8).ravel(), attrs, scales=scales)
+
+
+def check_model_version(version: int, codecs) -> None:
+    """FORMAT.md §6 rule 1: a known version, and every codec allowed at that version."""
+    if version not in KNOWN_VERSIONS:
+        raise FormatError(f"the model imports {OP_DOMAIN} version {version}; this hyperonnx "
+                          f"knows versions {', '.join(map(str, KNOWN_VERSIONS))}")
+    for codec in codecs:
+        if CODEC_VERSION.get(codec, 1) > version:
+            raise FormatError(f"codec {codec!r} needs {OP_DOMAIN} version {CODEC_VERSION[codec]}; "
+                              f"the model imports version {version}")

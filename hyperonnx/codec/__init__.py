@@ -8,30 +8,66 @@ from __future__ import annotations
 import numpy as np
 from .. import format as fmt
 from ..format import Seed
-from . import winding
+import dataclasses
+
+from . import lattice, winding
+from .lattice import LatticeConfig
 from .winding import WindingConfig
 
-PRESETS: dict[str, WindingConfig] = {
+Config = WindingConfig | LatticeConfig
+
+PRESETS: dict[str, Config] = {
     # The authors' three published settings (DESIGN.md §2); "paper" is their MobileNetV3 one.
     "paper": WindingConfig(side=0.8, points=(1600,), max_rings=4),
     "paper-unet": WindingConfig(side=0.1, points=(225,), max_rings=3),
     "paper-llama": WindingConfig(side=0.1, points=(1600,), max_rings=3, max_mean_abs_error=0.006),
+    # Format version 2 (docs/FORMAT.md §4): group scales on a companded Kronecker lattice,
+    # 8 index bits per pair (4.125 bits/weight); `bits=` / `target_sqnr=` pick rates per tensor.
+    "lattice": LatticeConfig(),
 }
 DEFAULT_PRESET = "paper"
 DEFAULT_MIN_ELEMENTS = 16
 
 
-def resolve_config(config: str | WindingConfig | None) -> WindingConfig:
+def resolve_config(config: str | Config | None, *, bits: float | None = None,
+                   target_sqnr: float | None = None) -> Config:
+    """The config a preset name (or None: the default preset) stands for; `bits` (average
+    bits/weight) or `target_sqnr` (dB) set the rate target of a lattice config."""
     if config is None:
-        return PRESETS[DEFAULT_PRESET]
-    if isinstance(config, str):
+        config = PRESETS[DEFAULT_PRESET]
+    elif isinstance(config, str):
         try:
-            return PRESETS[config]
+            config = PRESETS[config]
         except KeyError:
             raise ValueError(f"unknown preset {config!r}; choose one of {', '.join(PRESETS)}") from None
-    if isinstance(config, WindingConfig):
-        return config
-    raise TypeError(f"config must be a preset name or a WindingConfig, not {type(config).__name__}")
+    elif not isinstance(config, (WindingConfig, LatticeConfig)):
+        raise TypeError(f"config must be a preset name, a WindingConfig or a LatticeConfig, "
+                        f"not {type(config).__name__}")
+    if bits is not None or target_sqnr is not None:
+        if not isinstance(config, LatticeConfig):
+            raise ValueError("bits= and target_sqnr= need a lattice preset or config")
+        config = dataclasses.replace(config, bits=bits, target_sqnr=target_sqnr)
+    return config
+
+
+def _compressible(array: np.ndarray, min_elements: int) -> bool:
+    return array.size >= max(1, min_elements) and bool(np.isfinite(array.astype(np.float32)).all())
+
+
+def plan(arrays: list[np.ndarray], config: str | Config | None = None, *,
+         min_elements: int = DEFAULT_MIN_ELEMENTS, **targets) -> list[Config]:
+    """Per-tensor configs for a set of tensors: a lattice config with a `bits` or `target_sqnr`
+    target gets one index width per tensor, chosen over the whole set (lattice.plan); any other
+    config is returned as is for every tensor."""
+    config = resolve_config(config, **targets)
+    if not isinstance(config, LatticeConfig) or config.fixed:
+        return [config] * len(arrays)
+    chosen = [i for i, a in enumerate(arrays) if _compressible(np.asarray(a), min_elements)]
+    widths = lattice.plan([np.asarray(arrays[i], dtype=np.float32).ravel() for i in chosen], config)
+    configs = [config.at(config.index_bits)] * len(arrays)
+    for i, width in zip(chosen, widths):
+        configs[i] = config.at(width)
+    return configs
 
 
 def onnx_dtype(dtype: np.dtype) -> int:
@@ -47,25 +83,36 @@ def _raw(array: np.ndarray, reason: str) -> Seed:
                 {"reason": reason}, array.copy())
 
 
-def encode(array: np.ndarray, config: str | WindingConfig | None = None, *,
-           min_elements: int = DEFAULT_MIN_ELEMENTS) -> Seed:
+def encode(array: np.ndarray, config: str | Config | None = None, *,
+           min_elements: int = DEFAULT_MIN_ELEMENTS, bits: float | None = None,
+           target_sqnr: float | None = None) -> Seed:
     """Compress a float tensor. Returns a `raw` seed (the tensor kept exactly) when it is smaller
-    than `min_elements`, holds NaN or Inf, or no setting meets the config's error budget."""
+    than `min_elements`, holds NaN or Inf, no setting meets the config's error budget, or its
+    decoded values would overflow its dtype. `bits`/`target_sqnr` (lattice only) pick the index
+    width for this tensor alone; for a whole model, `plan` shares the target across tensors."""
     array = np.asarray(array)
     dtype = onnx_dtype(array.dtype)
-    config = resolve_config(config)
+    config = resolve_config(config, bits=bits, target_sqnr=target_sqnr)
     if array.size < max(1, min_elements):
         return _raw(array, "small")
     flat = array.astype(np.float32).ravel()
     if not np.isfinite(flat).all():
         return _raw(array, "non-finite")
+    shape = tuple(int(d) for d in array.shape)
+    if isinstance(config, LatticeConfig):
+        if not config.fixed:
+            config = config.at(lattice.plan([flat], config)[0])
+        payload, scales, attrs, decoded = lattice.encode(flat, config)
+        if not np.isfinite(decoded.astype(array.dtype)).all():
+            return _raw(array, "out of range")
+        return Seed(fmt.CODEC_LATTICE, shape, dtype, payload, attrs, scales=scales)
     result = winding.encode(flat, config)
     if result is None:
         return _raw(array, "error budget")
     payload, attrs, decoded = result
     if not np.isfinite(decoded.astype(array.dtype)).all():
         return _raw(array, "out of range")  # a float16 output that would overflow
-    return Seed(fmt.CODEC_WINDING, tuple(int(d) for d in array.shape), dtype, payload, attrs)
+    return Seed(fmt.CODEC_WINDING, shape, dtype, payload, attrs)
 
 
 def decode(seed: Seed) -> np.ndarray:
@@ -73,8 +120,12 @@ def decode(seed: Seed) -> np.ndarray:
     if seed.codec == "raw":
         return seed.array.copy()
     fmt.validate(seed)
-    values = winding.decode(seed.payload, seed.attrs, seed.num_elements)
+    if seed.codec == fmt.CODEC_LATTICE:
+        values = lattice.decode(seed.payload, seed.scales, seed.attrs, seed.num_elements)
+    else:
+        values = winding.decode(seed.payload, seed.attrs, seed.num_elements)
     return values.astype(fmt.OUTPUT_DTYPES[seed.dtype]).reshape(seed.shape)
 
 
-__all__ = ["PRESETS", "Seed", "WindingConfig", "decode", "encode", "resolve_config"]
+__all__ = ["PRESETS", "LatticeConfig", "Seed", "WindingConfig", "decode", "encode", "plan",
+           "resolve_config"]

@@ -78,7 +78,7 @@ def run(args) -> int:
     if output.exists() and source.exists() and os.path.samefile(source, output):
         raise graph.ModelIOError(f"{output}: output would overwrite the input model; choose another -o")
     progress = Progress("compressing", enabled=not args.quiet)
-    report = graph.compress_model(model, args.preset, min_elements=args.min_elements, include=args.include,
+    report = graph.compress_model(model, args.preset, bits=args.bits, target_sqnr=args.target_sqnr, min_elements=args.min_elements, include=args.include,
                                   exclude=args.exclude, function_fallback=not args.no_function,
                                   progress=progress)
     graph.save(model, output, source=source)

@@ -103,6 +103,9 @@ def find_candidates(model: ModelProto, *, min_elements: int = DEFAULT_MIN_ELEMEN
     """(eligible sites, skipped (name, reason)) — eligible: float32/16/bf16 initializers and
     Constant values with >= min_elements elements, not graph inputs, passing include/exclude."""
     eligible, skipped = [], []
+    # a lattice node's float16 scales are part of a seed, never a weight
+    decode_inputs = {name for s in scopes(model) for n in s.graph.node
+                     if n.op_type == fmt.OP_TYPE and n.domain == fmt.OP_DOMAIN for name in n.input}
     for scope in scopes(model):
         graph = scope.graph
         inputs = {v.name for v in graph.input}
@@ -117,8 +120,8 @@ def find_candidates(model: ModelProto, *, min_elements: int = DEFAULT_MIN_ELEMEN
                         sites.append(_Site(scope, t, "Constant", i))
         for site in sites:
             t = site.tensor
-            if t.data_type not in FLOAT_TYPES:
-                continue  # integers, seeds (uint8), strings: never weights to compress
+            if t.data_type not in FLOAT_TYPES or t.name in decode_inputs:
+                continue  # integers, seeds (uint8, and float16 scales), strings: never weights
             count = math.prod(t.dims)
             if t.name in inputs and site.source == "initializer":
                 skipped.append((t.name, "graph input (overridable at run time)"))
@@ -144,21 +147,25 @@ def _sqnr(ref: np.ndarray, approx: np.ndarray) -> tuple[float | None, float]:
     return (10.0 * math.log10(signal / noise) if signal > 0 else -math.inf), max_abs
 
 
-def compress_model(model: ModelProto, config=None, *, min_elements: int = DEFAULT_MIN_ELEMENTS,
+def compress_model(model: ModelProto, config=None, *, bits: float | None = None,
+                   target_sqnr: float | None = None, min_elements: int = DEFAULT_MIN_ELEMENTS,
                    include: Sequence[str] | None = None, exclude: Sequence[str] | None = None,
                    function_fallback: bool = True,
                    progress: Callable[[int, int, str], None] | None = None) -> CompressReport:
     """Compress `model` in place (see the module docstring); return the per-tensor report."""
     start = time.perf_counter()
-    config_obj = codec.resolve_config(config)
+    config_obj = codec.resolve_config(config, bits=bits, target_sqnr=target_sqnr)
     report = CompressReport(preset=config if isinstance(config, str) else
                             (codec.DEFAULT_PRESET if config is None else repr(config_obj)),
                             min_elements=min_elements, function_fallback=function_fallback)
     for opset in model.opset_import:
-        if opset.domain == fmt.OP_DOMAIN and opset.version != fmt.OP_VERSION:
-            raise fmt.FormatError(f"model imports {fmt.OP_DOMAIN} version {opset.version}; "
-                                  f"this hyperonnx writes and reads version {fmt.OP_VERSION} only")
+        if opset.domain == fmt.OP_DOMAIN:
+            fmt.check_model_version(opset.version, ())
     sites, _skipped = find_candidates(model, min_elements=min_elements, include=include, exclude=exclude)
+    # one rate target over the whole model: index widths chosen per tensor before encoding
+    configs = codec.plan([numpy_helper.to_array(site.tensor) for site in sites], config_obj,
+                         min_elements=min_elements)
+    version = max((o.version for o in model.opset_import if o.domain == fmt.OP_DOMAIN), default=fmt.OP_VERSION)
     names = NameMaker(all_names(model))
     first_of: dict[tuple, str] = {}  # (graph id, dtype, dims, digest) -> name of the decoded tensor
     new_nodes: dict[int, list] = {}  # id(graph) -> nodes to put first in that graph
@@ -181,18 +188,23 @@ def compress_model(model: ModelProto, config=None, *, min_elements: int = DEFAUL
             entry.compressed, entry.seed_bytes, entry.reason = True, 0, f"shared with {first}"
             node = helper.make_node("Identity", [first], [t.name], name=f"DecodeWeights/{t.name}")
         else:
-            seed = codec.encode(array, config_obj, min_elements=min_elements)
+            seed = codec.encode(array, configs[i], min_elements=min_elements)
             if seed.codec == "raw":
                 entry.reason = str(seed.attrs.get("reason", "raw"))
                 continue
             decoded = codec.decode(seed)
-            entry.compressed, entry.seed_bytes = True, int(seed.payload.size)
-            entry.bits_per_weight = 8.0 * seed.payload.size / max(1, array.size)
+            entry.compressed, entry.seed_bytes = True, seed.nbytes
+            entry.bits_per_weight = seed.bits_per_weight
             entry.sqnr_db, entry.max_abs_err = _sqnr(array, decoded)
             entry.attrs = {k: v for k, v in seed.attrs.items()}
             seed_name = names(f"{t.name}.seed")
             graph.initializer.append(numpy_helper.from_array(seed.payload, seed_name))
-            node = fmt.make_node(seed, seed_name, t.name)
+            scales_name = None
+            if seed.scales is not None:
+                scales_name = names(f"{t.name}.scales")
+                graph.initializer.append(numpy_helper.from_array(seed.scales, scales_name))
+            node = fmt.make_node(seed, seed_name, t.name, scales_name)
+            version = max(version, seed.version)
             first_of[key] = t.name
         if site.source == "initializer":
             removed_inits.setdefault(id(graph), set()).add(t.name)
@@ -224,8 +236,8 @@ def compress_model(model: ModelProto, config=None, *, min_elements: int = DEFAUL
         graph.node.extend(ordered)
 
     if any(t.compressed for t in report.tensors) or _has_decode_nodes(model):
-        _ensure_opset(model)
-        if function_fallback:
+        _ensure_opset(model, version)
+        if function_fallback and version == fmt.OP_VERSION:  # the function decodes version 1 only
             _ensure_function(model)
     report.seconds = time.perf_counter() - start
     return report
@@ -236,9 +248,13 @@ def _has_decode_nodes(model: ModelProto) -> bool:
                for s in scopes(model) for n in s.graph.node)
 
 
-def _ensure_opset(model: ModelProto) -> None:
-    if not any(o.domain == fmt.OP_DOMAIN for o in model.opset_import):
-        model.opset_import.append(helper.make_opsetid(fmt.OP_DOMAIN, fmt.OP_VERSION))
+def _ensure_opset(model: ModelProto, version: int) -> None:
+    """Import ai.hyperonnx at `version`: the least format version holding every codec used."""
+    for opset in model.opset_import:
+        if opset.domain == fmt.OP_DOMAIN:
+            opset.version = max(opset.version, version)
+            return
+    model.opset_import.append(helper.make_opsetid(fmt.OP_DOMAIN, version))
 
 
 def _ensure_function(model: ModelProto) -> bool:
@@ -255,7 +271,8 @@ def _ensure_function(model: ModelProto) -> bool:
     return True
 
 
-def compress(model_or_path, config=None, *, min_elements: int = DEFAULT_MIN_ELEMENTS,
+def compress(model_or_path, config=None, *, bits: float | None = None,
+             target_sqnr: float | None = None, min_elements: int = DEFAULT_MIN_ELEMENTS,
              include: Sequence[str] | None = None, exclude: Sequence[str] | None = None,
              function_fallback: bool = True,
              progress: Callable[[int, int, str], None] | None = None,
@@ -263,7 +280,9 @@ def compress(model_or_path, config=None, *, min_elements: int = DEFAULT_MIN_ELEM
     """Compress an ONNX model (a ModelProto, left unmodified, or a path, external data included).
 
     Returns the compressed onnx.ModelProto, or (model, CompressReport) with return_report=True.
-    `config` is a preset name ("paper", ...) or a WindingConfig; `include`/`exclude` are
+    `config` is a preset name ("paper", "lattice", ...), a WindingConfig or a LatticeConfig;
+    `bits` (average bits/weight) or `target_sqnr` (dB) set a lattice rate target shared by all
+    tensors (widths chosen per tensor); `include`/`exclude` are
     fnmatch-style name patterns; `function_fallback` adds the standard-ops DecodeWeights function
     so the model runs without the hyperonnx library.
     """
@@ -273,6 +292,7 @@ def compress(model_or_path, config=None, *, min_elements: int = DEFAULT_MIN_ELEM
         model.CopyFrom(model_or_path)
     else:
         model = load(model_or_path)
-    report = compress_model(model, config, min_elements=min_elements, include=include,
+    report = compress_model(model, config, bits=bits, target_sqnr=target_sqnr,
+                            min_elements=min_elements, include=include,
                             exclude=exclude, function_fallback=function_fallback, progress=progress)
     return (model, report) if return_report else model

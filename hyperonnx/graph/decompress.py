@@ -18,11 +18,10 @@ from .walk import scopes
 
 def decompress_model(model: ModelProto) -> int:
     """Decompress `model` in place; return the number of tensors decoded."""
-    for opset in model.opset_import:
-        if opset.domain == fmt.OP_DOMAIN and opset.version != fmt.OP_VERSION:
-            raise fmt.FormatError(f"model imports {fmt.OP_DOMAIN} version {opset.version}; "
-                                  f"this decoder knows version {fmt.OP_VERSION} only")
+    version = next((o.version for o in model.opset_import if o.domain == fmt.OP_DOMAIN), fmt.OP_VERSION)
+    fmt.check_model_version(version, ())
     decoded = 0
+    inputs_of_decode: set[str] = set()  # seeds and scales: dropped once nothing reads them
     all_scopes = list(scopes(model))
     # Deepest graphs first: rewriting a parent's node list re-creates the subgraphs its nodes hold.
     for scope in sorted(all_scopes, key=lambda s: -len(s.parents)):
@@ -36,8 +35,16 @@ def decompress_model(model: ModelProto) -> int:
             tensor = _find_initializer(chain, node.input[0])
             if tensor is None:
                 raise fmt.FormatError(f"DecodeWeights {node.name!r}: seed {node.input[0]!r} is not an initializer")
-            seed = fmt.seed_from_node(node, numpy_helper.to_array(tensor))
+            scales = None
+            if len(node.input) > 1:
+                scales_tensor = _find_initializer(chain, node.input[1])
+                if scales_tensor is None:
+                    raise fmt.FormatError(f"DecodeWeights {node.name!r}: scales {node.input[1]!r} is not an initializer")
+                scales = numpy_helper.to_array(scales_tensor)
+            seed = fmt.seed_from_node(node, numpy_helper.to_array(tensor), scales)
+            fmt.check_model_version(version, (seed.codec,))
             new_inits.append(numpy_helper.from_array(codec.decode(seed), node.output[0]))
+            inputs_of_decode.update(node.input)
             decoded += 1
         if new_inits:
             del graph.node[:]
@@ -51,8 +58,8 @@ def decompress_model(model: ModelProto) -> int:
         used.update(o.name for o in scope.graph.output)
     for scope in all_scopes:
         graph = scope.graph
-        if any(t.data_type == 2 and t.name not in used for t in graph.initializer):  # UINT8
-            keep = [t for t in graph.initializer if t.data_type != 2 or t.name in used]
+        if any(t.name in inputs_of_decode and t.name not in used for t in graph.initializer):
+            keep = [t for t in graph.initializer if t.name not in inputs_of_decode or t.name in used]
             del graph.initializer[:]
             graph.initializer.extend(keep)
     if not any(n.domain == fmt.OP_DOMAIN for s in all_scopes for n in s.graph.node):

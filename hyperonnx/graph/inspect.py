@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 from onnx import ModelProto, TensorProto, numpy_helper
 
 from .. import format as fmt
@@ -29,21 +30,29 @@ def inspect_model(model: ModelProto) -> dict:
                         if seed_t is not None:
                             break
                 payload = numpy_helper.to_array(seed_t) if seed_t is not None else None
-                seed = fmt.seed_from_node(node, payload if payload is not None else [])
+                scales_t = None
+                if len(node.input) > 1:
+                    scales_t = next((t for g in (graph, *scope.parents) for t in g.initializer
+                                     if t.name == node.input[1]), None)
+                scales = numpy_helper.to_array(scales_t) if scales_t is not None else np.zeros(0, np.float16)
+                seed = fmt.seed_from_node(node, payload if payload is not None else [], scales)
                 count = seed.num_elements
                 compressed.append({
                     "name": node.output[0], "graph": scope.path, "shape": list(seed.shape),
                     "dtype": DTYPE_NAMES.get(seed.dtype, str(seed.dtype)), "codec": seed.codec,
                     "orig_bytes": count * _ELEM_BYTES.get(seed.dtype, 4),
-                    "seed_bytes": int(seed.payload.size),
-                    "bits_per_weight": 8.0 * seed.payload.size / max(1, count),
-                    **{k: seed.attrs[k] for k in ("bits", "points", "rings")}})
+                    "seed_bytes": seed.nbytes,
+                    "bits_per_weight": 8.0 * seed.nbytes / max(1, count),
+                    **{k: seed.attrs[k] for k in ("bits", "points", "rings", "generator", "group")
+                       if k in seed.attrs}})
             elif node.op_type == "Constant":
                 for a in node.attribute:
                     if a.name == "value" and a.HasField("t") and a.t.data_type in FLOAT_TYPES:
                         raw.append(_raw_entry(node.output[0], scope.path, "Constant", a.t))
+        decode_inputs = {name for n in graph.node if n.op_type == fmt.OP_TYPE and n.domain == fmt.OP_DOMAIN
+                         for name in n.input}
         for t in graph.initializer:
-            if t.data_type in FLOAT_TYPES:
+            if t.data_type in FLOAT_TYPES and t.name not in decode_inputs:
                 raw.append(_raw_entry(t.name, scope.path, "initializer", t))
     seed_bytes = sum(c["seed_bytes"] for c in compressed)
     orig = sum(c["orig_bytes"] for c in compressed)
