@@ -22,7 +22,7 @@ FORMAT_VERSION = 2  # the newest version this Python reference reads and writes
 KNOWN_VERSIONS = (1, 2)
 
 CODEC_WINDING = "winding"  # docs/FORMAT.md §3, format version 1 and later
-CODEC_LATTICE = "lattice"  # docs/FORMAT.md §4, format version 2 and later
+CODEC_LATTICE = "lattice"  # docs/FORMAT.md §7, format version 2 and later
 CODECS = (CODEC_WINDING, CODEC_LATTICE)
 CODEC_VERSION = {CODEC_WINDING: 1, CODEC_LATTICE: 2}  # the least format version holding each codec
 
@@ -145,7 +145,7 @@ def _check_payload(seed: Seed, count: int, bits: int) -> None:
 
 
 def _validate_lattice(seed: Seed, count: int) -> None:
-    """FORMAT.md §6 rules 2 to 5 for the lattice codec."""
+    """FORMAT.md §5 rules 2-4 and §7.4 for the lattice codec."""
     a = seed.attrs
     bits = _int_in(a, "bits", *LATTICE_BITS)
     points = (1 << bits) - 1
@@ -172,7 +172,7 @@ def _validate_lattice(seed: Seed, count: int) -> None:
 
 
 def _validate_winding(seed: Seed, count: int) -> None:
-    """FORMAT.md §6 rules 2 to 5 for the winding codec."""
+    """FORMAT.md §5 rules 2-4 for the winding codec."""
     a = seed.attrs
     bits, points, rings = a.get("bits"), a.get("points"), a.get("rings")
     for name, value, low, high in (("bits", bits, 1, MAX_BITS), ("points", points, 1, MAX_POINTS),
@@ -191,7 +191,7 @@ def _validate_winding(seed: Seed, count: int) -> None:
     _check_payload(seed, count, bits)
 
 
-# Attribute name -> ONNX attribute type, in the order FORMAT.md §2 (winding) and §4.1 (lattice) list them.
+# Attribute name -> ONNX attribute type, in the order FORMAT.md §2 (winding) and §7.1 (lattice) list them.
 ATTRIBUTE_TYPES = {
     "codec": AttributeProto.STRING, "shape": AttributeProto.INTS, "dtype": AttributeProto.INT,
     "bits": AttributeProto.INT, "points": AttributeProto.INT, "rings": AttributeProto.INT,
@@ -258,7 +258,7 @@ def seed_from_node(node: NodeProto, payload: np.ndarray, scales: np.ndarray | No
 
 
 def check_model_version(version: int, codecs) -> None:
-    """FORMAT.md §6 rule 1: a known version, and every codec allowed at that version."""
+    """FORMAT.md §5 rule 1 and §7.4 rule 8: a known version, and every codec allowed at that version."""
     if version not in KNOWN_VERSIONS:
         raise FormatError(f"the model imports {OP_DOMAIN} version {version}; this hyperonnx "
                           f"knows versions {', '.join(map(str, KNOWN_VERSIONS))}")

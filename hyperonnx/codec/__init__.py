@@ -21,7 +21,7 @@ PRESETS: dict[str, Config] = {
     "paper": WindingConfig(side=0.8, points=(1600,), max_rings=4),
     "paper-unet": WindingConfig(side=0.1, points=(225,), max_rings=3),
     "paper-llama": WindingConfig(side=0.1, points=(1600,), max_rings=3, max_mean_abs_error=0.006),
-    # Format version 2 (docs/FORMAT.md §4): group scales on a companded Kronecker lattice,
+    # Format version 2 (docs/FORMAT.md §7): group scales on a companded Kronecker lattice,
     # 8 index bits per pair (4.125 bits/weight); `bits=` / `target_sqnr=` pick rates per tensor.
     "lattice": LatticeConfig(),
 }

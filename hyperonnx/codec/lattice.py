@@ -1,4 +1,4 @@
-"""The `lattice` codec (docs/FORMAT.md §4): group-scaled pairs on a companded Kronecker trajectory.
+"""The `lattice` codec (docs/FORMAT.md §7): group-scaled pairs on a companded Kronecker trajectory.
 
 Consecutive weights form 2-D points; every `group` consecutive weights share one float16 scale.
 A pair is stored as one step j of a rank-1 (Kronecker) lattice trajectory of N = 2^b - 1 points,
@@ -76,11 +76,11 @@ class Trajectory:
         return (1 << self.bits) - 1
 
     @property
-    def offset(self) -> int:  # c of FORMAT.md §4.3
+    def offset(self) -> int:  # c of FORMAT.md §7.3
         return (self.generator - 1) // 2
 
     def coordinate(self, m: np.ndarray) -> np.ndarray:
-        """phi(u(m)) in float32 for integer coordinates m in [0, N): FORMAT.md §4.3, op by op."""
+        """phi(u(m)) in float32 for integer coordinates m in [0, N): FORMAT.md §7.3, op by op."""
         n = self.size
         r = _F32(1) / _F32(n)
         u = (2 * np.asarray(m, dtype=np.int64) - (n - 1)).astype(_F32) * r
@@ -258,7 +258,7 @@ def store_scales(scales: np.ndarray) -> tuple[np.ndarray, float]:
 
 
 def decode_scales(scales16: np.ndarray, unit: float) -> np.ndarray:
-    """FORMAT.md §4.3: S = float32(h) * scale_unit, one float32 multiplication."""
+    """FORMAT.md §7.3: S = float32(h) * scale_unit, one float32 multiplication."""
     return scales16.astype(_F32) * _F32(unit)
 
 
@@ -281,7 +281,7 @@ def encode(flat: np.ndarray, config: LatticeConfig):
 
 
 def decode(payload: np.ndarray, scales16: np.ndarray, attrs: dict, count: int) -> np.ndarray:
-    """Reference decoder (FORMAT.md §4.3): float32 vector of `count` elements (attributes and
+    """Reference decoder (FORMAT.md §7.3): float32 vector of `count` elements (attributes and
     input sizes already validated)."""
     traj = Trajectory(attrs["bits"], attrs["generator"], _F32(attrs["alpha"]), _F32(attrs["beta"]))
     steps = bitpack.unpack(payload, attrs["bits"], fmt.num_pairs(count))
@@ -292,7 +292,7 @@ def decode(payload: np.ndarray, scales16: np.ndarray, attrs: dict, count: int) -
 
 
 def _values(traj: Trajectory, steps, scales16, unit: float, group: int, count: int) -> np.ndarray:
-    """w = phi(u) * S per element (FORMAT.md §4.3), float32."""
+    """w = phi(u) * S per element (FORMAT.md §7.3), float32."""
     x, y = traj.decode_pairs(steps)
     values = np.stack([x, y], axis=1).ravel()[:count]
     return values * np.repeat(decode_scales(scales16, unit), group)[:count]
