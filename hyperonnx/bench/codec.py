@@ -10,6 +10,7 @@ import json
 import math
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +46,10 @@ def measure(tensors: dict[str, np.ndarray], config) -> dict:
     max_error = 0.0
     encode_s = decode_s = 0.0
     raw = 0
-    for array in tensors.values():
+    start = time.perf_counter()
+    configs = codec.plan(list(tensors.values()), config)  # a rate target is shared by the set
+    encode_s += time.perf_counter() - start
+    for array, config in zip(tensors.values(), configs):
         start = time.perf_counter()
         seed = codec.encode(array, config)
         middle = time.perf_counter()
@@ -65,6 +69,65 @@ def measure(tensors: dict[str, np.ndarray], config) -> dict:
             "sqnr_db": 10 * math.log10(signal / noise) if noise else math.inf,
             "max_abs_error": max_error,
             "encode_mweights_s": weights / encode_s / 1e6, "decode_mweights_s": weights / decode_s / 1e6}
+
+
+def rtn(tensors: dict[str, np.ndarray], bits: int, group: int, symmetric: bool) -> tuple[float, float]:
+    """(bits/weight, SQNR dB) of integer round-to-nearest with one float16 scale per `group`
+    consecutive weights. Symmetric: levels -(2^(b-1)-1) .. 2^(b-1)-1 times absmax/(2^(b-1)-1), zero
+    exact, b + 16/group bits/weight. Asymmetric: levels 0 .. 2^b-1 from the group minimum with a
+    b-bit zero point, b + (16 + b)/group bits/weight (as onnxruntime's MatMulNBits stores them)."""
+    signal = noise = 0.0
+    weights = 0
+    for array in tensors.values():
+        x = array.astype(np.float64).ravel()
+        pad = -x.size % group
+        g = np.concatenate([x, np.zeros(pad)]).reshape(-1, group)
+        if symmetric:
+            top = 2 ** (bits - 1) - 1
+            scale = (np.abs(g).max(axis=1, keepdims=True) / top).astype(np.float16).astype(np.float64)
+            q = np.clip(np.rint(np.divide(g, scale, out=np.zeros_like(g), where=scale > 0)), -top, top)
+            rec = q * scale
+        else:
+            low, high = g.min(axis=1, keepdims=True), g.max(axis=1, keepdims=True)
+            scale = ((high - low) / (2 ** bits - 1)).astype(np.float16).astype(np.float64)
+            safe = np.where(scale > 0, scale, 1.0)
+            zero = np.clip(np.rint(-low / safe), 0, 2 ** bits - 1)
+            q = np.clip(np.rint(g / safe) + zero, 0, 2 ** bits - 1)
+            rec = (q - zero) * scale
+        err = rec.ravel()[:x.size] - x
+        signal += float(x @ x)
+        noise += float(err @ err)
+        weights += x.size
+    overhead = 16 / group if symmetric else (16 + bits) / group
+    return bits + overhead, 10 * math.log10(signal / noise)
+
+
+def _lattice_studies(tensors: dict[str, np.ndarray]) -> None:
+    """Ablation of the lattice codec's steps and its rate-distortion curve against int RTN."""
+    base = codec.LatticeConfig(alpha=1.0, beta=0.0, iterations=0)
+    steps = [("Kronecker lattice, group 128, max|w| scale", base),
+             ("+ companding phi(u) = u(0.5 + 0.5u^2)", replace(base, alpha=0.5, beta=0.5)),
+             ("+ 1 Lloyd step on the scales (= preset lattice)", codec.PRESETS["lattice"]),
+             ("  2 Lloyd steps", replace(codec.PRESETS["lattice"], iterations=2)),
+             ("  group 64", replace(codec.PRESETS["lattice"], group=64)),
+             ("+ per-tensor rates, bits=4.25", replace(codec.PRESETS["lattice"], bits=4.25)),
+             ("  per-tensor rates, bits=4.29", replace(codec.PRESETS["lattice"], bits=4.29))]
+    print("\nlattice ablation (MiniLM-L6 encoder matrices)")
+    for label, config in steps:
+        row = measure(tensors, config)
+        print(f"  {label:56} {row['bits_per_weight']:6.3f} b/w {row['sqnr_db']:7.2f} dB "
+              f"{row['encode_mweights_s']:6.2f} Mw/s enc", flush=True)
+    print("\nrate-distortion: lattice (index bits b) vs int RTN (bits/weight, SQNR dB)")
+    for b in range(3, 9):
+        sym, asym = rtn(tensors, b, 128, True), rtn(tensors, b, 128, False)
+        asym32 = rtn(tensors, b, 32, False)
+        lat = measure(tensors, codec.LatticeConfig(index_bits=2 * b))
+        print(f"  {b} bits: lattice b={2 * b:2d} {lat['bits_per_weight']:6.3f} {lat['sqnr_db']:6.2f} | "
+              f"RTN g128 sym {sym[0]:6.3f} {sym[1]:6.2f} | g128 asym {asym[0]:6.3f} {asym[1]:6.2f} | "
+              f"g32 asym {asym32[0]:6.3f} {asym32[1]:6.2f}", flush=True)
+    for b in (7, 9):
+        lat = measure(tensors, codec.LatticeConfig(index_bits=b))
+        print(f"  lattice b={b:2d} {lat['bits_per_weight']:6.3f} {lat['sqnr_db']:6.2f}", flush=True)
 
 
 def main(args) -> int:
@@ -91,6 +154,8 @@ def main(args) -> int:
             print(f"{set_name:30} {preset:12} {row['bits_per_weight']:7.2f} {row['sqnr_db']:8.2f} "
                   f"{row['max_abs_error']:9.5f} {row['raw_tensors']:4d} {row['encode_mweights_s']:9.2f} "
                   f"{row['decode_mweights_s']:9.2f}", flush=True)
+    if args.ablation and not args.no_minilm:
+        _lattice_studies(sets["MiniLM-L6 encoder matrices"])
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     return 0
