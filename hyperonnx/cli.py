@@ -20,6 +20,20 @@ def _add_bench(sub) -> None:
                        help="also the lattice codec's ablation and its rate-distortion curve against int RTN")
     codec.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     codec.set_defaults(run=lambda args: __import__("hyperonnx.bench.codec", fromlist=["main"]).main(args))
+    runtime = targets.add_parser("runtime", help="decode throughput of the CPU kernel; sessions in load / stream mode",
+                                 description="Decode GB/s against memcpy (1 thread, all cores), and session "
+                                             "creation, latency and peak RSS of MiniLM-L6 and the digits CNN: "
+                                             "original vs load vs stream, each session in its own process.")
+    runtime.add_argument("--sizes", default="1M,4M,16M,64M",
+                         help="decode tensor sizes in elements, comma-separated (default 1M,4M,16M,64M; '' to skip)")
+    runtime.add_argument("--threads", type=int, default=0, help="threads of the all-cores decode (default: all)")
+    runtime.add_argument("--models", nargs="+", default=["minilm", "digits"], help="minilm, digits (default both)")
+    runtime.add_argument("--no-models", action="store_true", help="decode throughput only")
+    runtime.add_argument("--preset", default="paper", help="codec preset of the compressed models (default paper)")
+    runtime.add_argument("--repeat", type=int, default=3, help="interleaved rounds of the three sessions (default 3)")
+    runtime.add_argument("--runs", type=int, default=50, help="timed runs per session (default 50)")
+    runtime.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    runtime.set_defaults(run=lambda args: __import__("hyperonnx.bench.runtime", fromlist=["main"]).main(args))
 
     models = targets.add_parser("models", help="hyperonnx against onnxruntime's int8 / int4 quantizers on real models")
     models.add_argument("--models", nargs="+", default=["digits", "minilm", "ppocr"],

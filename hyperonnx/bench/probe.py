@@ -5,6 +5,8 @@
 then), runs QUALITY.npz's inputs (arrays named after the model's inputs, split along axis 0 in
 batches of --batch) and saves the outputs, and prints one JSON line: create_s, latency_ms (median),
 peak_rss_mb, baseline_rss_mb (after the imports, before the session).
+
+`measure(...)` runs it from another process and returns that JSON line and the outputs.
 """
 
 from __future__ import annotations
@@ -12,8 +14,11 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -24,6 +29,25 @@ def _status_mb(field: str) -> float:
             if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def measure(model, quality: dict, latency: dict, runtime: str = "plain", runs: int = 50,
+            batch: int = 64) -> tuple[dict, dict]:
+    """Run the probe on `model` in a fresh Python process; (its JSON result, the quality outputs).
+
+    quality / latency: input arrays by name. Raises RuntimeError with the probe's last error line."""
+    with tempfile.TemporaryDirectory(prefix="hyperonnx-probe-") as work:
+        paths = [Path(work) / name for name in ("quality.npz", "latency.npz", "out.npz")]
+        np.savez(paths[0], **quality)
+        np.savez(paths[1], **latency)
+        result = subprocess.run([sys.executable, "-m", "hyperonnx.bench.probe", str(model), *map(str, paths),
+                                 "--runtime", runtime, "--runs", str(runs), "--batch", str(batch)],
+                                capture_output=True, text=True)
+        if result.returncode != 0:
+            lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
+            raise RuntimeError(lines[-1] if lines else f"probe exit code {result.returncode}")
+        with np.load(paths[2]) as outputs:
+            return json.loads(result.stdout.strip().splitlines()[-1]), dict(outputs)
 
 
 def main(argv=None) -> int:

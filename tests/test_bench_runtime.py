@@ -1,0 +1,61 @@
+"""`hyperonnx bench runtime` and the probe it shares with `bench models`: small inputs, no timings
+asserted (the figures are benchmarks), only what can be wrong regardless of the machine."""
+
+import numpy as np
+import pytest
+
+import hyperonnx
+from hyperonnx.bench import probe, runtime
+from hyperonnx.cli import main
+from runtime_models import mlp_model, mlp_weights
+
+
+def test_parse_size():
+    assert runtime.parse_size("1M") == 1 << 20 and runtime.parse_size("3k") == 3072
+    assert runtime.parse_size("1001") == 1001
+    for bad in ("", "1", "M", "x2M"):
+        with pytest.raises(ValueError):
+            runtime.parse_size(bad)
+
+
+def test_random_seed_is_valid_and_decodes():
+    seed = runtime.random_seed(1001, 10, np.random.default_rng(0))
+    hyperonnx.format.validate(seed)
+    assert hyperonnx.decode(seed).shape == (1001,)
+
+
+def test_decode_rows_check_the_kernel_against_the_reference(capsys):
+    # measure_decode compares the kernel's output with the reference decoder before timing it
+    rows = runtime.measure_decode([4099], threads=2, log=lambda line: None)
+    assert [r["dtype"] for r in rows] == ["float32", "float16"]
+    for row in rows:
+        assert row["decode_1t_gbs"] > 0 and row["memcpy_gbs"] > 0
+        assert row["ratio_1t"] == pytest.approx(row["decode_1t_gbs"] / row["memcpy_gbs"])
+    lines = runtime.targets(rows, [])
+    assert len(lines) == 4 and all(isinstance(line["met"], bool) for line in lines)
+
+
+def test_cli_decode_only(capsys):
+    assert main(["bench", "runtime", "--sizes", "2K", "--no-models", "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "memcpy GB/s" in out and "Targets (issue 4)" in out and "1 thread / memcpy" in out
+
+
+def test_cli_bad_arguments(capsys):
+    assert main(["bench", "runtime", "--sizes", "x", "--no-models"]) == 2
+    assert "bad size" in capsys.readouterr().err
+    assert main(["bench", "runtime", "--sizes", "", "--models", "resnet"]) == 2
+    assert "unknown model" in capsys.readouterr().err
+
+
+def test_probe_peak_is_its_own(tmp_path):
+    """The probe's peak RSS is the child's own, not the parent's (ru_maxrss survives fork+exec)."""
+    model = tmp_path / "mlp.onnx"
+    model.write_bytes(mlp_model(mlp_weights(), compress=True).SerializeToString())
+    ballast = np.ones(400 << 20, np.uint8)  # 400 MB resident in the parent
+    x = {"x": np.zeros((2, 64), np.float32)}
+    for mode in ("load", "stream"):
+        result, outputs = probe.measure(model, x, x, mode, runs=2)
+        assert result["peak_rss_mb"] < 350 and result["peak_rss_mb"] >= result["baseline_rss_mb"]
+        assert outputs[next(iter(outputs))].shape == (2, 10)
+    del ballast
