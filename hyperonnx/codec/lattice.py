@@ -113,15 +113,16 @@ class Trajectory:
         return inverse, span, padded, deltas
 
     def invert(self, t: np.ndarray) -> np.ndarray:
-        """u in [-1, 1] with phi(u) close to t (clipped): Newton on the monotone cubic."""
-        a, b = float(self.alpha), float(self.beta)
+        """float32 u in [-1, 1] with phi(u) close to t (clipped): Newton on the monotone cubic
+        (an approximation is enough: the search compares the neighbourhood exactly)."""
+        a, b = _F32(self.alpha), _F32(self.beta)
         top = a + b
-        t = np.clip(t, -top, top)
+        t = np.clip(t, -top, top).astype(_F32)
         u = t / top
         for _ in range(3):
             u2 = u * u
-            u -= (u * (a + b * u2) - t) / (a + 3 * b * u2)
-        return np.clip(u, -1.0, 1.0)
+            u -= (u * (a + b * u2) - t) / (a + _F32(3) * b * u2)
+        return np.clip(u, _F32(-1), _F32(1))
 
     def nearest(self, tx: np.ndarray, ty: np.ndarray) -> np.ndarray:
         """Step j of the decoded point nearest to each normalised target (tx, ty).
@@ -132,17 +133,18 @@ class Trajectory:
         misses against brute force)."""
         n, c = self.size, self.offset
         inverse, span, padded, deltas = self._search
-        px = (self.invert(tx) * n + (n - 1)) * 0.5  # continuous column, 0 .. N-1
-        py = (self.invert(ty) * n + (n - 1)) * 0.5 - c
-        z1 = np.rint(px * inverse[0, 0] + py * inverse[1, 0])
-        z2 = np.rint(px * inverse[0, 1] + py * inverse[1, 1])
-        basis = _reduced_basis(n, self.generator)
-        i0 = (z1 * basis[0, 0] + z2 * basis[1, 0]).astype(np.int64) + span
-        k0 = (z1 * basis[0, 1] + z2 * basis[1, 1]).astype(np.int64) + (c + span)
+        half = _F32(0.5 * n)
+        px = self.invert(tx) * half + _F32(0.5 * (n - 1))  # continuous column, 0 .. N-1
+        py = self.invert(ty) * half + _F32(0.5 * (n - 1) - c)
+        z1 = np.rint(px * _F32(inverse[0, 0]) + py * _F32(inverse[1, 0])).astype(np.int32)
+        z2 = np.rint(px * _F32(inverse[0, 1]) + py * _F32(inverse[1, 1])).astype(np.int32)
+        basis = _reduced_basis(n, self.generator).astype(np.int32)
+        i0 = z1 * basis[0, 0] + z2 * basis[1, 0] + span
+        k0 = z1 * basis[0, 1] + z2 * basis[1, 1] + (c + span)
         tx = tx.astype(_F32)
         ty = ty.astype(_F32)
         best_d = np.full(tx.shape, np.inf, dtype=_F32)
-        best_i = np.zeros(tx.shape, dtype=np.int64)
+        best_i = np.zeros(tx.shape, dtype=np.int32)
         for di, dk in deltas:
             i = i0 + di
             dx = np.take(padded, i, mode="clip") - tx
@@ -153,7 +155,7 @@ class Trajectory:
             closer = dx < best_d
             np.copyto(best_d, dx, where=closer)
             np.copyto(best_i, i, where=closer)
-        return best_i - span
+        return (best_i - span).astype(np.int64)
 
 
     def nearest_all(self, tx: np.ndarray, ty: np.ndarray) -> np.ndarray:
@@ -218,33 +220,39 @@ class LatticeConfig:
         return Trajectory(self.index_bits, generator(self.index_bits), _F32(self.alpha), _F32(self.beta))
 
 
-def _pairs(flat: np.ndarray) -> np.ndarray:
-    """float64 (P, 2) pairs; an odd length is padded with 0, which the codebook holds exactly."""
-    pairs = np.zeros((fmt.num_pairs(flat.size), 2), dtype=np.float64)
-    pairs.ravel()[:flat.size] = flat
-    return pairs
+def _grouped(flat: np.ndarray, group: int) -> np.ndarray:
+    """float32 (groups, group) view of the weights, the tail padded with zeros: a zero pair is
+    coded exactly, adds nothing to a group's least-squares sums and is dropped on decode."""
+    grouped = np.zeros((-(-flat.size // group), group), dtype=_F32)
+    grouped.ravel()[:flat.size] = flat
+    return grouped
 
 
-def _per_pair(values: np.ndarray, group: int, count: int) -> np.ndarray:
-    return np.repeat(values, group // 2)[:count]
+def _steps(grouped: np.ndarray, scales: np.ndarray, traj: Trajectory) -> np.ndarray:
+    """Nearest steps of every pair, the weights divided by their group's scale."""
+    inv = np.divide(1.0, scales, out=np.zeros(scales.shape), where=scales > 0).astype(_F32)
+    targets = (grouped * inv[:, None]).ravel()
+    return traj.nearest_all(targets[0::2], targets[1::2])
 
 
-def _steps(pairs: np.ndarray, scales: np.ndarray, traj: Trajectory, group: int) -> np.ndarray:
-    s = _per_pair(scales, group, pairs.shape[0])
-    inv = np.divide(1.0, s, out=np.zeros_like(s), where=s > 0)
-    return traj.nearest_all(pairs[:, 0] * inv, pairs[:, 1] * inv)
+def _decoded_unit(traj: Trajectory, steps: np.ndarray, shape: tuple) -> np.ndarray:
+    """phi(u) of every element (before the group scale), shaped like the grouped weights."""
+    x, y = traj.decode_pairs(steps)
+    out = np.empty(shape, dtype=_F32)
+    out.reshape(-1, 2)[:, 0] = x
+    out.reshape(-1, 2)[:, 1] = y
+    return out
 
 
-def fit_scales(pairs: np.ndarray, traj: Trajectory, group: int, iterations: int) -> np.ndarray:
+def fit_scales(grouped: np.ndarray, traj: Trajectory, iterations: int, count: int) -> np.ndarray:
     """Per-group scales minimising squared error: start at max|w| (the outermost point), then
     Lloyd steps (nearest steps, then the least-squares scale <w,q>/<q,q> of each group)."""
-    starts = np.arange(0, pairs.shape[0], group // 2)
-    scales = np.maximum.reduceat(np.abs(pairs).max(axis=1), starts) / float(traj.table[-1])
+    scales = np.abs(grouped).max(axis=1).astype(np.float64) / float(traj.table[-1])
     for _ in range(iterations):
-        x, y = traj.decode_pairs(_steps(pairs, scales, traj, group))
-        q = np.stack([x, y], axis=1).astype(np.float64)
-        num = np.add.reduceat((pairs * q).sum(axis=1), starts)
-        den = np.add.reduceat((q * q).sum(axis=1), starts)
+        q = _decoded_unit(traj, _steps(grouped, scales, traj), grouped.shape)
+        q.ravel()[count:] = 0  # the padding is no weight
+        num = np.einsum("ij,ij->i", grouped, q, dtype=np.float64)
+        den = np.einsum("ij,ij->i", q, q, dtype=np.float64)
         scales = np.where(den > 0, np.maximum(num, 0) / np.where(den > 0, den, 1), scales)
     return scales
 
@@ -265,10 +273,10 @@ def decode_scales(scales16: np.ndarray, unit: float) -> np.ndarray:
 def quantise(flat: np.ndarray, config: LatticeConfig):
     """(steps, float16 scales, scale unit, trajectory) of a finite float32 vector at config.index_bits."""
     traj = config.trajectory()
-    pairs = _pairs(flat)
-    scales16, unit = store_scales(fit_scales(pairs, traj, config.group, config.iterations))
-    steps = _steps(pairs, decode_scales(scales16, unit).astype(np.float64), traj, config.group)
-    return steps, scales16, unit, traj
+    grouped = _grouped(flat, config.group)
+    scales16, unit = store_scales(fit_scales(grouped, traj, config.iterations, flat.size))
+    steps = _steps(grouped, decode_scales(scales16, unit).astype(np.float64), traj)
+    return steps[:fmt.num_pairs(flat.size)], scales16, unit, traj
 
 
 def encode(flat: np.ndarray, config: LatticeConfig):
