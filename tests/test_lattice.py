@@ -199,3 +199,19 @@ def test_graph_pass_emits_lattice_nodes_with_scales_and_version_2():
     assert sorted(t.name for t in plain.graph.initializer) == ["W1", "W2"]
     info = hyperonnx.inspect_model(out)
     assert info["totals"]["raw_float_tensors"] == 0 and info["format_version"] == 2
+
+
+def test_cli_compress_with_a_rate_target_and_inspect(tmp_path, capsys):
+    from hyperonnx.cli import main
+    from hyperonnx.models import example_model
+    import onnx
+
+    src, out = tmp_path / "m.onnx", tmp_path / "m.hc.onnx"
+    onnx.save(example_model(), str(src))
+    assert main(["compress", str(src), "-o", str(out), "--preset", "lattice", "--bits", "4.25", "-q"]) == 0
+    capsys.readouterr()
+    assert main(["inspect", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "format version 2" in text and "lattice" in text and "group=128" in text
+    assert main(["compress", str(src), "-o", str(tmp_path / "x.onnx"), "--bits", "4", "-q"]) == 2
+    assert "need a lattice preset" in capsys.readouterr().err

@@ -21,12 +21,12 @@ def run(args) -> int:
                                if version else "not compressed by hyperonnx"))
     if info["compressed"]:
         print(f"\n{'name':<44} {'shape':<16} {'dtype':<8} {'orig':>10} {'seed':>10} {'bits/w':>6} "
-              f"{'b':>3} {'n':>6} {'C':>2}")
+              f"{'codec':<8} {'b':>3} settings")
         for c in info["compressed"]:
             name = (f"{c['graph']}:" if c["graph"] else "") + c["name"]
             print(f"{name[:44]:<44} {'x'.join(map(str, c['shape'])):<16} {c['dtype']:<8} "
                   f"{human(c['orig_bytes']):>10} {human(c['seed_bytes']):>10} {c['bits_per_weight']:>6.2f} "
-                  f"{c['bits']:>3} {c['points']:>6} {c['rings']:>2}")
+                  f"{c['codec']:<8} {c['bits']:>3} {_settings(c)}")
     if info["raw_float"] and args.verbose:
         print(f"\nraw float tensors:")
         for r in info["raw_float"]:
@@ -37,3 +37,10 @@ def run(args) -> int:
     print(f"float weights: {human(t['weight_bytes_before'])} as stored originally -> "
           f"{human(t['weight_bytes_after'])} here")
     return 0
+
+
+def _settings(c: dict) -> str:
+    """The codec's shape parameters: trajectory length and rings (winding), generator and group (lattice)."""
+    if "generator" in c:
+        return f"g={c['generator']} group={c['group']}"
+    return f"n={c['points']} C={c['rings']}"
