@@ -215,3 +215,15 @@ def test_cli_compress_with_a_rate_target_and_inspect(tmp_path, capsys):
     assert "format version 2" in text and "lattice" in text and "group=128" in text
     assert main(["compress", str(src), "-o", str(tmp_path / "x.onnx"), "--bits", "4", "-q"]) == 2
     assert "need a lattice preset" in capsys.readouterr().err
+
+
+def test_scales_use_the_float16_range_without_overflow():
+    for top in (65535.0, 1.0, 0.99999994, 3e-30, 1e30):
+        scales16, unit = lattice.store_scales(np.array([top, top / 3, 0.0]))
+        assert np.isfinite(scales16).all() and 2 ** 14 <= float(scales16[0]) < 2 ** 15 + 1
+        assert abs(float(lattice.decode_scales(scales16, unit)[0]) / top - 1) < 1e-3
+
+
+def test_unreachable_rate_target_is_a_clear_error():
+    with pytest.raises(ValueError, match="below the least rate"):
+        hyperonnx.encode(np.ones(5000, np.float32), "lattice", bits=1.0)

@@ -260,7 +260,7 @@ def fit_scales(grouped: np.ndarray, traj: Trajectory, iterations: int, count: in
 def store_scales(scales: np.ndarray) -> tuple[np.ndarray, float]:
     """float16 scales and the power-of-two unit they count in (the largest lands in [2^14, 2^15))."""
     top = float(scales.max()) if scales.size else 0.0
-    unit = 2.0 ** (math.frexp(top)[1] - 16) if top > 0 else 1.0
+    unit = 2.0 ** (math.frexp(top)[1] - 15) if top > 0 else 1.0  # top = f * 2^e, f in [0.5, 1)
     unit = min(max(unit, 2.0 ** -126), 2.0 ** 100)  # a normal float32
     return (scales / unit).astype(np.float16), unit
 
@@ -342,6 +342,9 @@ def plan(flats: list[np.ndarray], config: LatticeConfig) -> list[int]:
     scale_bits = np.array([16 * -(-int(n) // config.group) for n in sizes], dtype=np.float64)
     total_bits = float(np.sum(pairs * rates[0] + scale_bits))
     budget = config.bits * float(sizes.sum()) if config.bits is not None else math.inf
+    if total_bits > budget:
+        raise ValueError(f"bits={config.bits} is below the least rate of these tensors, "
+                         f"{total_bits / sizes.sum():.3f} bits/weight (index_bits={rates[0]}, group={config.group})")
     allowed = signal / 10 ** (config.target_sqnr / 10) if config.target_sqnr is not None else -1.0
     current = float(noise[np.arange(len(flats)), level].sum())
     while current > allowed:
