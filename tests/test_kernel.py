@@ -5,6 +5,9 @@ with an error naming it."""
 from __future__ import annotations
 
 import ctypes
+import os
+import subprocess
+import sys
 
 import ml_dtypes
 import numpy as np
@@ -257,6 +260,30 @@ def test_seed_length_and_index_range():
     # the dropped half of the last pair still has its index checked (it is read)
     with pytest.raises(Exception, match="rule 5"):
         run_node({**GOOD, "shape": [1]}, seed=(0x0F,))
+
+
+@pytest.mark.parametrize("dtype", [TensorProto.FLOAT, TensorProto.FLOAT16])
+@pytest.mark.parametrize("where", [0, 8, 4093, 9998, 9999])
+def test_out_of_range_index_in_long_seed(dtype, where):
+    """One index past the codebook, anywhere in a long seed (vector loop, tail, dropped half): rule 5."""
+    points, rings = 1000, 3  # codebook 4004 < 2^12: 12-bit indices can overflow it
+    indices = np.random.default_rng(where).integers(0, (points + 1) * (rings + 1), 10000)
+    indices[where] = (points + 1) * (rings + 1) + where % 50
+    seed = winding_seed(indices, (19999,), dtype=dtype, bits=12, points=points, rings=rings)
+    with pytest.raises(Exception, match="rule 5"):
+        kernel_decode(seed)
+
+
+def test_scalar_loop_without_avx2():
+    """HYPERONNX_NO_AVX2=1 forces the portable loop: the same tests pass through it."""
+    if os.environ.get("HYPERONNX_NO_AVX2"):
+        pytest.skip("this run is the scalar run")
+    env = {**os.environ, "HYPERONNX_NO_AVX2": "1"}
+    child = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k",
+                            "every_bit_width or large_tensor or out_of_range or presets_bytes_equal"],
+                           capture_output=True, text=True, env=env, cwd=os.path.dirname(__file__), timeout=600)
+    assert child.returncode == 0, child.stdout[-3000:]
+    assert " passed" in child.stdout
 
 
 def test_unknown_opset_version_refused():

@@ -5,16 +5,25 @@
 // hot loop is a bit-unpack plus one table load and one store per pair. Indices are clamped into
 // the table (a branch-free select) and any out-of-range index fails the run (rule 5) after the
 // loop. A codebook too large for a table is decoded pair by pair with the same DecodeIndex.
+// On x86 CPUs with AVX2 the hot loop unpacks 8 indices with a byte shuffle and variable shifts
+// and looks them up with gathers (chosen at run time; the scalar loop is the reference and the
+// fallback). Both only copy table entries, so their outputs are the same bits.
 #include "decode_weights_cpu.h"
 
 #include <algorithm>
 #include <atomic>
+#include <cstdlib>
 #include <cstring>
 #include <exception>
 #include <string>
 #include <type_traits>
 #include <utility>
 #include <vector>
+
+#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
+#define HYPERONNX_AVX2 1
+#include <immintrin.h>
+#endif
 
 namespace hyperonnx {
 namespace {
@@ -64,12 +73,99 @@ bool UnpackWithTable(const uint8_t* seed, uint64_t seed_bytes, const Pair<T>* ta
   return bad != 0;
 }
 
+#ifdef HYPERONNX_AVX2
+// Where the 8 indices of a byte-aligned group of B-bit indices sit: indices 0-3 are read from a
+// 16-byte load at the group's start, 4-7 from one at byte kHigh = 4B/8; the shuffle puts each
+// index's 4-byte window in its 32-bit lane (within its 128-bit half), the shift aligns it.
+struct Avx2Layout {
+  int8_t shuffle[32];
+  int32_t shift[8];
+};
+
+constexpr Avx2Layout MakeAvx2Layout(int b) {
+  Avx2Layout layout{};
+  for (int k = 0; k < 8; ++k) {
+    const int bit = k * b;
+    const int byte = bit / 8 - (k < 4 ? 0 : (4 * b) / 8);  // <= 12 for b <= 24: inside the load
+    for (int t = 0; t < 4; ++t) layout.shuffle[4 * k + t] = static_cast<int8_t>(byte + t);
+    layout.shift[k] = bit % 8;
+  }
+  return layout;
+}
+
+template <typename T>
+__attribute__((target("avx2"))) inline void GatherPairs(const Pair<T>* table, __m256i x, Pair<T>* out);
+
+template <>
+__attribute__((target("avx2"))) inline void GatherPairs<uint16_t>(const Pair<uint16_t>* table, __m256i x,
+                                                                 Pair<uint16_t>* out) {
+  const __m256i pairs = _mm256_i32gather_epi32(reinterpret_cast<const int*>(table), x, 4);
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), pairs);
+}
+
+template <>
+__attribute__((target("avx2"))) inline void GatherPairs<uint32_t>(const Pair<uint32_t>* table, __m256i x,
+                                                                 Pair<uint32_t>* out) {
+  const auto* base = reinterpret_cast<const long long*>(table);
+  const __m256i low = _mm256_i32gather_epi64(base, _mm256_castsi256_si128(x), 8);
+  const __m256i high = _mm256_i32gather_epi64(base, _mm256_extracti128_si256(x, 1), 8);
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), low);
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + 4), high);
+}
+
+// UnpackWithTable with AVX2, same contract. Indices are clamped to the table before the gather;
+// the largest one seen decides rule 5. Groups whose loads would pass the seed's end, and the
+// pairs after the last whole group, go to the scalar loop.
+template <int B, typename T>
+__attribute__((target("avx2"))) bool UnpackWithTableAvx2(const uint8_t* seed, uint64_t seed_bytes,
+                                                         const Pair<T>* table, uint32_t entries, Pair<T>* out,
+                                                         uint64_t begin, uint64_t end) {
+  static constexpr Avx2Layout kLayout = MakeAvx2Layout(B);
+  constexpr uint64_t kHigh = (4 * B) / 8;
+  const __m256i shuffle = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(kLayout.shuffle));
+  const __m256i shift = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(kLayout.shift));
+  const __m256i mask = _mm256_set1_epi32(static_cast<int>((uint32_t{1} << B) - 1));
+  const __m256i last = _mm256_set1_epi32(static_cast<int>(entries - 1));
+  __m256i largest = _mm256_setzero_si256();
+  uint64_t i = begin;
+  for (; i + 8 <= end && (i / 8) * B + kHigh + 16 <= seed_bytes; i += 8) {
+    const uint8_t* group = seed + (i / 8) * B;
+    const __m256i bytes = _mm256_inserti128_si256(
+        _mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(group))),
+        _mm_loadu_si128(reinterpret_cast<const __m128i*>(group + kHigh)), 1);
+    const __m256i x = _mm256_and_si256(_mm256_srlv_epi32(_mm256_shuffle_epi8(bytes, shuffle), shift), mask);
+    largest = _mm256_max_epu32(largest, x);
+    GatherPairs<T>(table, _mm256_min_epu32(x, last), out + i);
+  }
+  alignas(32) uint32_t lanes[8];
+  _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), largest);
+  bool bad = *std::max_element(lanes, lanes + 8) >= entries;
+  if (i < end) bad |= UnpackWithTable<B, T>(seed, seed_bytes, table, entries, out, i, end);  // i % 8 == 0
+  return bad;
+}
+
+// HYPERONNX_NO_AVX2=1 forces the scalar loop (tests compare the two; benchmarks time them).
+bool HasAvx2() {
+  static const bool has = [] {
+    const char* off = std::getenv("HYPERONNX_NO_AVX2");
+    if (off != nullptr && *off != '\0' && std::strcmp(off, "0") != 0) return false;
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") != 0;
+  }();
+  return has;
+}
+#endif
+
 template <typename T>
 using UnpackFn = bool (*)(const uint8_t*, uint64_t, const Pair<T>*, uint32_t, Pair<T>*, uint64_t, uint64_t);
 
 template <typename T, int... Bs>
 UnpackFn<T> SelectUnpack(uint32_t bits, std::integer_sequence<int, Bs...>) {
   static const UnpackFn<T> kByBits[] = {nullptr, &UnpackWithTable<Bs + 1, T>...};
+#ifdef HYPERONNX_AVX2
+  static const UnpackFn<T> kAvx2ByBits[] = {nullptr, &UnpackWithTableAvx2<Bs + 1, T>...};
+  if (HasAvx2()) return kAvx2ByBits[bits];
+#endif
   return kByBits[bits];  // bits is 1..24, validated
 }
 
