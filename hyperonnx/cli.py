@@ -44,6 +44,10 @@ def _add_bench(sub) -> None:
     models.add_argument("--out", default="bench-results", help="folder for results.md and results.json")
     models.set_defaults(run=lambda args: __import__("hyperonnx.bench.suite", fromlist=["main"]).main(args))
 
+    rd = targets.add_parser("rd", help="rate-distortion plot on MiniLM-L6: hyperonnx vs int round-to-nearest")
+    rd.add_argument("--out", default="docs/rate_distortion.png", help="PNG to write (the points go next to it as JSON)")
+    rd.set_defaults(run=lambda args: __import__("hyperonnx.bench.rd", fromlist=["main"]).main(args))
+
 
 def _command(module: str):
     """Run hyperonnx.commands.<module>.run lazily (keeps `hyperonnx --help` fast)."""
