@@ -43,6 +43,17 @@ def _add_bench(sub) -> None:
                         help="hyperonnx presets to run (default: paper and the default preset)")
     models.add_argument("--out", default="bench-results", help="folder for results.md and results.json")
     models.set_defaults(run=lambda args: __import__("hyperonnx.bench.suite", fromlist=["main"]).main(args))
+    _add_bench_cuda(targets)
+
+
+def _add_bench_cuda(targets) -> None:
+    cuda = targets.add_parser("cuda", help="DecodeWeights CUDA kernel throughput against a device-to-device copy")
+    cuda.add_argument("--sizes", default="1M,4M,16M,64M,256M,512M", help="elements per tensor (K/M/G suffixes)")
+    cuda.add_argument("--dtypes", default="float32,float16,bfloat16", help="output dtypes, comma-separated")
+    cuda.add_argument("--presets", nargs="+", default=None, help="presets whose codebooks to use (default: all)")
+    cuda.add_argument("--library", help="the custom-op library (default: $HYPERONNX_LIBRARY or the installed one)")
+    cuda.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
+    cuda.set_defaults(run=lambda args: __import__("hyperonnx.bench.cuda", fromlist=["main"]).main(args))
 
     rd = targets.add_parser("rd", help="rate-distortion plot on MiniLM-L6: hyperonnx vs int round-to-nearest")
     rd.add_argument("--out", default="docs/rate_distortion.png", help="PNG to write (the points go next to it as JSON)")

@@ -1,8 +1,9 @@
 // DecodeWeights, CUDA kernel (docs/FORMAT.md). Bit-identical to the CPU kernel and hyperonnx.decode.
 //
-// One thread decodes one pair per step of a grid-stride loop, so a warp reads 32 consecutive
-// packed indices (4*b contiguous bytes, two aligned 32-bit loads and a funnel shift per index) and
-// writes 32 consecutive pairs. Two ways to turn an index into its pair, same bits:
+// A grid-stride loop in which each thread decodes G consecutive pairs per step (G = 2 for float32,
+// 4 for 16-bit outputs: one 16-byte store; G = 1 when the output is not 16-byte aligned), so a
+// warp reads 32*G consecutive packed indices (two aligned 32-bit loads and a funnel shift per
+// index, the G loads independent) and writes 512 contiguous bytes. Two ways to turn an index into its pair, same bits:
 //   - table: each block decodes the reachable codebook, min((n+1)(C+1), 2^b) entries, already in
 //     the output type, into shared memory; the loop is unpack, one shared load, one store;
 //   - direct: the FORMAT.md §3 arithmetic per pair, with the integer divisions done by
@@ -140,35 +141,6 @@ __device__ __forceinline__ void ReportBad(const Args& a, bool bad) {
   if (bad && a.flag != nullptr) atomicOr(a.flag, 1u);
 }
 
-template <typename T>
-__global__ void __launch_bounds__(kDirectThreads) DecodeDirectKernel(Args a, Pair<T>* out) {
-  __shared__ float scales[kMaxRings + 1];
-  LoadScales(a, scales);
-  __syncthreads();
-  bool bad = false;
-  const uint64_t stride = uint64_t{gridDim.x} * blockDim.x;
-  const uint64_t start = uint64_t{blockIdx.x} * blockDim.x + threadIdx.x;
-  for (uint64_t i = start; i < a.whole_pairs; i += stride) {
-    uint32_t x = LoadIndex(a, i);
-    const bool ok = x < a.codebook_size;
-    bad |= !ok;
-    x = ok ? x : 0u;
-    float f, s;
-    DecodePair(a, scales, x, &f, &s);
-    out[i] = Pair<T>{Encode<T>(a.dtype, f), Encode<T>(a.dtype, s)};
-  }
-  if (start == 0 && (a.num_elements & 1)) {  // the last pair of an odd tensor: its first value only
-    uint32_t x = LoadIndex(a, a.whole_pairs);
-    const bool ok = x < a.codebook_size;
-    bad |= !ok;
-    x = ok ? x : 0u;
-    float f, s;
-    DecodePair(a, scales, x, &f, &s);
-    reinterpret_cast<T*>(out)[a.num_elements - 1] = Encode<T>(a.dtype, f);
-  }
-  ReportBad(a, bad);
-}
-
 // The table's entries use the shared header's conversions, exactly the CPU kernel's.
 template <typename T>
 __device__ __forceinline__ T EncodeTable(int64_t dtype, float f);
@@ -179,39 +151,82 @@ __device__ __forceinline__ uint16_t EncodeTable<uint16_t>(int64_t dtype, float f
   return dtype == kFloat16 ? FloatToHalf(f) : FloatToBFloat16(f);
 }
 
-template <typename T>
-__global__ void __launch_bounds__(kTableThreads) DecodeTableKernel(Args a, Pair<T>* out) {
+// G consecutive pairs, written with one store: 16 bytes when the output is 16-byte aligned.
+template <typename T, int G>
+struct alignas(G * sizeof(Pair<T>)) Group {
+  Pair<T> pairs[G];
+};
+
+// Both paths in one loop; kTable selects how an index becomes its pair. Each thread takes G
+// consecutive pairs per step: G independent index loads in flight, then one wide store.
+template <typename T, int G, bool kTable>
+__global__ void __launch_bounds__(kTable ? kTableThreads : kDirectThreads) DecodeKernel(Args a, Pair<T>* out) {
   extern __shared__ __align__(16) unsigned char shared[];
   Pair<T>* table = reinterpret_cast<Pair<T>*>(shared);
   __shared__ float scales[kMaxRings + 1];
   LoadScales(a, scales);
   __syncthreads();
-  for (uint32_t e = threadIdx.x; e < a.entries; e += blockDim.x) {
-    float f, s;
-    DecodePair(a, scales, e < a.codebook_size ? e : 0u, &f, &s);
-    table[e] = Pair<T>{EncodeTable<T>(a.dtype, f), EncodeTable<T>(a.dtype, s)};
+  if (kTable) {
+    for (uint32_t e = threadIdx.x; e < a.entries; e += blockDim.x) {
+      float f, s;
+      DecodePair(a, scales, e < a.codebook_size ? e : 0u, &f, &s);
+      table[e] = Pair<T>{EncodeTable<T>(a.dtype, f), EncodeTable<T>(a.dtype, s)};
+    }
+    __syncthreads();
   }
-  __syncthreads();
   bool bad = false;
+  // Index x of pair-to-be; out-of-range indices decode as index 0 and raise the flag.
+  const auto decode = [&](uint32_t x) {
+    const bool ok = x < a.codebook_size;  // in range implies x < entries (x < 2^bits)
+    bad |= !ok;
+    x = ok ? x : 0u;
+    if (kTable) return table[x];
+    float f, s;
+    DecodePair(a, scales, x, &f, &s);
+    return Pair<T>{Encode<T>(a.dtype, f), Encode<T>(a.dtype, s)};
+  };
   const uint64_t stride = uint64_t{gridDim.x} * blockDim.x;
   const uint64_t start = uint64_t{blockIdx.x} * blockDim.x + threadIdx.x;
-  for (uint64_t i = start; i < a.whole_pairs; i += stride) {
-    uint32_t x = LoadIndex(a, i);  // < 2^bits, so an in-range index is < entries
-    const bool ok = x < a.codebook_size;
-    bad |= !ok;
-    out[i] = table[ok ? x : 0u];
+  const uint64_t groups = a.whole_pairs / G;
+  for (uint64_t g = start; g < groups; g += stride) {
+    uint32_t x[G];
+#pragma unroll
+    for (int k = 0; k < G; ++k) x[k] = LoadIndex(a, g * G + k);
+    Group<T, G> v;
+#pragma unroll
+    for (int k = 0; k < G; ++k) v.pairs[k] = decode(x[k]);
+    reinterpret_cast<Group<T, G>*>(out)[g] = v;
   }
-  if (start == 0 && (a.num_elements & 1)) {
-    uint32_t x = LoadIndex(a, a.whole_pairs);
-    const bool ok = x < a.codebook_size;
-    bad |= !ok;
-    reinterpret_cast<T*>(out)[a.num_elements - 1] = table[ok ? x : 0u].first;
+  const uint64_t rest = groups * G + start;  // the last whole_pairs % G pairs, one per thread
+  if (rest < a.whole_pairs) out[rest] = decode(LoadIndex(a, rest));
+  if (start == 0 && (a.num_elements & 1)) {  // the last pair of an odd tensor: its first value only
+    reinterpret_cast<T*>(out)[a.num_elements - 1] = decode(LoadIndex(a, a.whole_pairs)).first;
   }
   ReportBad(a, bad);
 }
 
 std::string CudaError(const char* what, cudaError_t e) {
   return std::string(what) + ": " + cudaGetErrorName(e) + " (" + cudaGetErrorString(e) + ")";
+}
+
+// One launch of DecodeKernel<T, G, kTable>: as many blocks as fit on the GPU at once (a table's
+// blocks are bounded by its shared memory), fewer for small tensors.
+template <typename T, int G, bool kTable>
+cudaError_t Run(const Args& a, Pair<T>* out, size_t shared_bytes, int sms, cudaStream_t stream) {
+  const auto kernel = &DecodeKernel<T, G, kTable>;
+  const int threads = kTable ? kTableThreads : kDirectThreads;
+  cudaError_t e = cudaSuccess;
+  if (shared_bytes > kDefaultSharedBytes) {
+    e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(shared_bytes));
+  }
+  int per_sm = 0;
+  if (e == cudaSuccess) e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, shared_bytes);
+  if (e != cudaSuccess) return e;
+  const uint64_t wanted = (a.whole_pairs / G + threads - 1) / threads;  // the tail needs < G threads of block 0
+  const uint64_t resident = uint64_t(sms) * std::max(per_sm, 1);
+  const unsigned grid = static_cast<unsigned>(std::max<uint64_t>(1, std::min(wanted, resident)));
+  kernel<<<grid, threads, shared_bytes, stream>>>(a, out);
+  return cudaGetLastError();
 }
 
 template <typename T>
@@ -235,24 +250,14 @@ std::string LaunchTyped(const Args& a, void* out, cudaStream_t stream, Mode mode
     mode = table_bytes <= table_limit && pairs >= 8 * uint64_t{a.entries} * blocks ? Mode::kTable : Mode::kDirect;
   }
   Pair<T>* pairs_out = static_cast<Pair<T>*>(out);
+  constexpr int kWide = 16 / sizeof(Pair<T>);  // pairs per 16-byte store
+  const bool wide = (reinterpret_cast<uintptr_t>(out) & 15) == 0;
   if (mode == Mode::kTable) {
-    const auto kernel = &DecodeTableKernel<T>;
-    if (table_bytes > kDefaultSharedBytes) {
-      e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(table_bytes));
-      if (e != cudaSuccess) return CudaError("setting the shared memory size", e);
-    }
-    int per_sm = 0;
-    e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kTableThreads, table_bytes);
-    if (e != cudaSuccess) return CudaError("querying the occupancy", e);
-    const uint64_t wanted = (pairs + kTableThreads - 1) / kTableThreads;
-    const unsigned grid = static_cast<unsigned>(std::max<uint64_t>(1, std::min<uint64_t>(wanted, uint64_t(sms) * std::max(per_sm, 1))));
-    kernel<<<grid, kTableThreads, table_bytes, stream>>>(a, pairs_out);
+    e = wide ? Run<T, kWide, true>(a, pairs_out, table_bytes, sms, stream)
+             : Run<T, 1, true>(a, pairs_out, table_bytes, sms, stream);
   } else {
-    const uint64_t wanted = (pairs + kDirectThreads - 1) / kDirectThreads;
-    const unsigned grid = static_cast<unsigned>(std::max<uint64_t>(1, std::min<uint64_t>(wanted, uint64_t(sms) * 8)));
-    DecodeDirectKernel<T><<<grid, kDirectThreads, 0, stream>>>(a, pairs_out);
+    e = wide ? Run<T, kWide, false>(a, pairs_out, 0, sms, stream) : Run<T, 1, false>(a, pairs_out, 0, sms, stream);
   }
-  e = cudaGetLastError();
   return e == cudaSuccess ? "" : CudaError("launching the DecodeWeights kernel", e);
 }
 

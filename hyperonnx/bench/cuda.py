@@ -1,7 +1,7 @@
-#!/usr/bin/env python3
-"""Throughput of the DecodeWeights CUDA kernel against a device-to-device copy, in one run.
+"""`hyperonnx bench cuda`: throughput of the DecodeWeights CUDA kernel against a device-to-device
+copy, in one run.
 
-For tensors of 1M .. 512M elements, with the codebooks of the three presets and each output
+For tensors of 1M .. 512M elements, with the codebooks of the winding presets and each output
 dtype, prints GB/s of *output* written per second:
 
 - copy      torch's device-to-device copy of a buffer the size of the output (reads and writes
@@ -12,49 +12,53 @@ dtype, prints GB/s of *output* written per second:
             for the stream and reads it back, every call (what a session pays per decode);
 - direct / table: the two kernel paths forced (decode is the automatic choice of the two).
 
-The seeds hold random indices over the whole codebook, packed on the GPU (no encoder run).
-Needs torch with CUDA and the library built with the CUDA kernel ($HYPERONNX_LIBRARY or the
-installed one). Usage: python bench/cuda_decode.py [--sizes 1M,16M,512M] [--json OUT.json]
+The seeds hold random indices over the whole codebook, packed on the GPU (no encoder run); the
+first and last pairs of each decode are checked against the reference decoder. Needs torch with
+CUDA and the library built with the CUDA kernel ($HYPERONNX_LIBRARY or the installed one).
 """
 
 from __future__ import annotations
 
-import argparse
 import ctypes
 import json
-import math
-import os
-import sys
 
-import torch
+import numpy as np
 
-# The presets' codebooks (DESIGN.md section 2): points n, rings C, bits = bit_length((n+1)(C+1)-1).
-PRESETS = {
-    "paper": dict(points=1600, rings=4, side=0.8, ring_scales=[1.6, 2.2, 2.8, 3.4]),
-    "paper-unet": dict(points=225, rings=3, side=0.1, ring_scales=[2.0, 3.0, 4.0]),
-    "paper-llama": dict(points=1600, rings=3, side=0.1, ring_scales=[2.0, 3.0, 4.0]),
-}
+from .. import codec
+from ..codec import bitpack
+from ..format import Seed
+from ..runtime import get_library_path
+
 DTYPES = {"float32": (1, 4), "float16": (10, 2), "bfloat16": (16, 2)}
+CHECKED_PAIRS = 1 << 16  # pairs compared with the reference decoder at each end of the tensor
 
 
 def parse_size(text: str) -> int:
     text = text.strip().upper()
-    factor = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1], 1)
+    factor = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:], 1)
     return int(text.rstrip("KMG")) * factor
 
 
-def library_path() -> str:
-    path = os.environ.get("HYPERONNX_LIBRARY")
-    if path:
-        return path
-    import hyperonnx
-
-    return hyperonnx.get_library_path()
+def preset_codebooks(names=None) -> dict[str, dict]:
+    """The largest codebook each winding preset can choose: its most points and rings, with
+    ring scales of the shape the encoder produces (increasing, > 1)."""
+    books = {}
+    for name, config in codec.PRESETS.items():
+        if names and name not in names:
+            continue
+        if not isinstance(config, codec.WindingConfig):
+            continue
+        rings = config.max_rings
+        books[name] = {"points": max(config.points), "rings": rings, "side": config.side,
+                       "ring_scales": [1.0 + 0.6 * (k + 1) for k in range(rings)]}
+    return books
 
 
 def entry_point(path: str):
-    lib = ctypes.CDLL(path)
-    fn = lib.hyperonnx_cuda_decode
+    """The library's hyperonnx_cuda_decode (custom_ops/cuda/decode_weights_cuda.cu), or None."""
+    fn = getattr(ctypes.CDLL(path), "hyperonnx_cuda_decode", None)
+    if fn is None:
+        return None
     u64, i64, p = ctypes.c_uint64, ctypes.c_int64, ctypes.c_void_p
     fn.argtypes = [p, u64, ctypes.POINTER(i64), u64, i64, i64, i64, i64, ctypes.POINTER(ctypes.c_float), u64,
                    ctypes.c_float, ctypes.POINTER(ctypes.c_float), u64, p, p, ctypes.c_int, p,
@@ -63,7 +67,7 @@ def entry_point(path: str):
     return fn
 
 
-def pack_on_gpu(indices: torch.Tensor, bits: int) -> torch.Tensor:
+def pack_on_gpu(torch, indices, bits: int):
     """FORMAT.md section 4 bit stream of int64 `indices` (on the GPU), LSB first."""
     count = indices.numel()
     out = torch.zeros((count * bits + 7) // 8, dtype=torch.uint8, device=indices.device)
@@ -82,8 +86,8 @@ def pack_on_gpu(indices: torch.Tensor, bits: int) -> torch.Tensor:
     return out
 
 
-def gpu_time(fn, min_seconds: float = 0.05, max_reps: int = 200) -> float:
-    """Seconds per call: the median of a few timed batches (CUDA events) after a warm-up."""
+def gpu_time(torch, fn, min_seconds: float = 0.05, max_reps: int = 200) -> float:
+    """Seconds per call: the median of three timed batches (CUDA events) after a warm-up."""
     fn()
     torch.cuda.synchronize()
     start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -104,17 +108,29 @@ def gpu_time(fn, min_seconds: float = 0.05, max_reps: int = 200) -> float:
     return sorted(samples)[1]
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", default="1M,4M,16M,64M,256M,512M", help="elements per tensor")
-    parser.add_argument("--dtypes", default="float32,float16,bfloat16")
-    parser.add_argument("--presets", default=",".join(PRESETS))
-    parser.add_argument("--json", help="also write the rows here")
-    args = parser.parse_args(argv)
-    if not torch.cuda.is_available():
-        print("no CUDA GPU", file=sys.stderr)
+def reference_bytes(indices: np.ndarray, dtype: int, bits: int, book: dict) -> bytes:
+    """The reference decoder's output bytes for these pairs' indices."""
+    attrs = {"bits": bits, "points": book["points"], "rings": book["rings"], "center": [0.01, -0.02],
+             "side": book["side"], "ring_scales": book["ring_scales"]}
+    seed = Seed("winding", (2 * indices.size,), dtype, bitpack.pack(indices.astype(np.uint64), bits), attrs)
+    return codec.decode(seed).tobytes()
+
+
+def main(args) -> int:
+    try:
+        import torch
+    except ImportError:
+        print("hyperonnx bench cuda needs torch with CUDA")
         return 1
-    fn = entry_point(library_path())
+    if not torch.cuda.is_available():
+        print("hyperonnx bench cuda: no CUDA GPU")
+        return 1
+    library = args.library or get_library_path()
+    fn = entry_point(library)
+    if fn is None:
+        print(f"hyperonnx bench cuda: {library} was built without the CUDA kernel")
+        return 1
+    books = preset_codebooks(args.presets)
     stream = torch.cuda.current_stream()
     device = torch.cuda.get_device_name()
     props = torch.cuda.get_device_properties(0)
@@ -133,35 +149,45 @@ def main(argv=None) -> int:
             dtype, itemsize = DTYPES[dtype_name]
             nbytes = size * itemsize
             src = torch.empty(nbytes, dtype=torch.uint8, device="cuda")
-            dst = torch.empty_like(src)
-            copy_s = gpu_time(lambda: dst.copy_(src))
+            out = torch.empty_like(src)
+            copy_s = gpu_time(torch, lambda: out.copy_(src))
             del src
-            for preset in args.presets.split(","):
-                cfg = PRESETS[preset]
-                codebook = (cfg["points"] + 1) * (cfg["rings"] + 1)
+            for preset, book in books.items():
+                codebook = (book["points"] + 1) * (book["rings"] + 1)
                 bits = (codebook - 1).bit_length()
                 pairs = (size + 1) // 2
                 indices = torch.randint(0, codebook, (pairs,), device="cuda", dtype=torch.int64)
-                seed = pack_on_gpu(indices, bits)
+                seed = pack_on_gpu(torch, indices, bits)
+                ends = min(CHECKED_PAIRS, pairs // 2)
+                head, tail = indices[:ends].cpu().numpy(), indices[pairs - ends:].cpu().numpy()
                 del indices
-                out = dst  # the decode writes the same bytes the copy wrote
                 shape = (ctypes.c_int64 * 1)(size)
                 center = (ctypes.c_float * 2)(0.01, -0.02)
-                scales = (ctypes.c_float * max(1, len(cfg["ring_scales"])))(*cfg["ring_scales"])
+                scales = (ctypes.c_float * max(1, book["rings"]))(*book["ring_scales"])
 
                 def run(mode, own_flag):
-                    rc = fn(seed.data_ptr(), seed.numel(), shape, 1, dtype, bits, cfg["points"], cfg["rings"],
-                            center, 2, cfg["side"], scales, len(cfg["ring_scales"]), out.data_ptr(),
+                    rc = fn(seed.data_ptr(), seed.numel(), shape, 1, dtype, bits, book["points"], book["rings"],
+                            center, 2, book["side"], scales, book["rings"], out.data_ptr(),
                             stream.cuda_stream, mode, None if own_flag else flag.data_ptr(), message,
                             len(message))
                     if rc != 0:
                         raise RuntimeError(message.value.decode())
 
-                timings = {name: gpu_time(lambda m=mode, o=own: run(m, o))
-                           for name, mode, own in (("decode", 0, False), ("checked", 0, True),
-                                                   ("direct", 1, False), ("table", 2, False))}
-                torch.cuda.synchronize()
-                assert int(flag.item()) == 0, "an index was out of range"
+                timings = {}
+                for name, mode, own in (("decode", 0, False), ("checked", 0, True), ("direct", 1, False),
+                                        ("table", 2, False)):
+                    timings[name] = gpu_time(torch, lambda: run(mode, own))
+                    out.fill_(0xA5)  # poison, decode once more, compare both ends with the reference
+                    run(mode, False)
+                    got = out.view(-1)
+                    end_bytes = 2 * itemsize * ends
+                    if (got[:end_bytes].cpu().numpy().tobytes() != reference_bytes(head, dtype, bits, book) or
+                            got[nbytes - end_bytes:].cpu().numpy().tobytes() !=
+                            reference_bytes(tail, dtype, bits, book)):
+                        raise AssertionError(f"{name} decode differs from the reference decoder "
+                                             f"({size} elements, {dtype_name}, {preset})")
+                    if int(flag.item()) != 0:
+                        raise AssertionError("an index was reported out of range")
                 gbs = {name: nbytes / t / 1e9 for name, t in timings.items()}
                 row = {"gpu": device, "elements": size, "dtype": dtype_name, "preset": preset, "bits": bits,
                        "copy_gbs": nbytes / copy_s / 1e9, **{f"{k}_gbs": v for k, v in gbs.items()}}
@@ -172,13 +198,9 @@ def main(argv=None) -> int:
                       f"{gbs['decode']:7.0f} {row['ratio']:6.2f} {gbs['checked']:7.0f} {gbs['direct']:7.0f} "
                       f"{gbs['table']:7.0f}", flush=True)
                 del seed
-            del dst, out
+            del out
             torch.cuda.empty_cache()
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
