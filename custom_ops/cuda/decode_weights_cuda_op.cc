@@ -2,7 +2,10 @@
 // the registration table of custom_ops/ops.cc by AppendOps. The kernel validates on the host as the
 // CPU kernel does (ValidateWinding at kernel creation, ValidateSeed per run), decodes on the compute
 // stream onnxruntime hands it into the output it allocates, and checks rule 5 through a one-word
-// device flag taken from the context's allocator before it returns.
+// device flag taken from the context's allocator before it returns. That check waits for the
+// stream, so a constant seed (an initializer: its bytes cannot change) is checked on its first
+// run only, and later runs stay asynchronous.
+#include <atomic>
 #include <exception>
 #include <memory>
 #include <string>
@@ -63,8 +66,9 @@ std::string ReadWinding(const Ort::ConstKernelInfo& info, WindingAttributes* a) 
 
 class DecodeWeightsCudaKernel {
  public:
-  DecodeWeightsCudaKernel(std::string name, std::vector<int64_t> shape, const WindingParams& params)
-      : name_(std::move(name)), shape_(std::move(shape)), params_(params) {}
+  DecodeWeightsCudaKernel(std::string name, std::vector<int64_t> shape, const WindingParams& params,
+                          bool constant_seed)
+      : name_(std::move(name)), shape_(std::move(shape)), params_(params), constant_seed_(constant_seed) {}
 
   OrtStatusPtr ComputeV2(OrtKernelContext* raw_context) {
     try {
@@ -82,7 +86,9 @@ class DecodeWeightsCudaKernel {
       void* stream = context.GetGPUComputeStream();
       const uint8_t* seed = input.GetTensorData<uint8_t>();
       void* out = output.GetTensorMutableRawData();
-      if (!NeedsRangeCheck(params_)) {  // every 2^bits index is in the codebook: nothing to wait for
+      // Nothing to wait for when every 2^bits index is in the codebook, or this constant seed
+      // already passed rule 5.
+      if (!NeedsRangeCheck(params_) || (constant_seed_ && checked_seed_.load() == seed)) {
         const std::string error = Launch(params_, seed, out, nullptr, stream);
         return error.empty() ? nullptr : CudaFail(name_, error);
       }
@@ -103,6 +109,7 @@ class DecodeWeightsCudaKernel {
         return Fail(name_, "rule 5: a seed index is >= (points + 1) * (rings + 1) = " +
                                std::to_string(params_.codebook_size));
       }
+      if (constant_seed_) checked_seed_.store(seed);
       return nullptr;
     } catch (const Ort::Exception& e) {
       return Ort::GetApi().CreateStatus(e.GetOrtErrorCode(), e.what());
@@ -115,6 +122,8 @@ class DecodeWeightsCudaKernel {
   std::string name_;
   std::vector<int64_t> shape_;
   WindingParams params_;
+  const bool constant_seed_;
+  std::atomic<const uint8_t*> checked_seed_{nullptr};  // the constant seed's buffer that passed rule 5
 };
 
 struct DecodeWeightsCudaOp : Ort::CustomOpBase<DecodeWeightsCudaOp, DecodeWeightsCudaKernel, /*WithStatus=*/true> {
@@ -133,7 +142,13 @@ struct DecodeWeightsCudaOp : Ort::CustomOpBase<DecodeWeightsCudaOp, DecodeWeight
       std::string error = ReadWinding(info, &attrs);
       if (error.empty()) error = ValidateWinding(attrs, &params);
       if (!error.empty()) return Fail(name, error);
-      *kernel = new DecodeWeightsCudaKernel(name, attrs.shape, params);
+      int constant = 0;
+      const OrtValue* value = nullptr;
+      if (OrtStatus* status = api.KernelInfoGetConstantInput_tensor(raw_info, 0, &constant, &value)) {
+        api.ReleaseStatus(status);  // not known to be constant: check every run
+        constant = 0;
+      }
+      *kernel = new DecodeWeightsCudaKernel(name, attrs.shape, params, constant != 0);
       return nullptr;
     } catch (const std::bad_alloc&) {
       return api.CreateStatus(ORT_FAIL, ("DecodeWeights node '" + name + "': out of memory").c_str());

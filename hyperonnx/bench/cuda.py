@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+import sys
 
 import numpy as np
 
@@ -116,20 +117,22 @@ def reference_bytes(indices: np.ndarray, dtype: int, bits: int, book: dict) -> b
     return codec.decode(seed).tobytes()
 
 
+def _error(text: str) -> int:
+    print(f"hyperonnx bench cuda: error: {text}", file=sys.stderr)
+    return 1
+
+
 def main(args) -> int:
     try:
         import torch
     except ImportError:
-        print("hyperonnx bench cuda needs torch with CUDA")
-        return 1
+        return _error("needs torch with CUDA")
     if not torch.cuda.is_available():
-        print("hyperonnx bench cuda: no CUDA GPU")
-        return 1
+        return _error("no CUDA GPU (torch.cuda.is_available() is False)")
     library = args.library or get_library_path()
     fn = entry_point(library)
     if fn is None:
-        print(f"hyperonnx bench cuda: {library} was built without the CUDA kernel")
-        return 1
+        return _error(f"{library} was built without the CUDA kernel")
     books = preset_codebooks(args.presets)
     stream = torch.cuda.current_stream()
     device = torch.cuda.get_device_name()
