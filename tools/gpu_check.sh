@@ -5,7 +5,9 @@
 # the number of failed steps.
 #
 #   tools/gpu_check.sh OUTDIR            from the repository root
-# Environment: ARCHS (CMake CUDA architectures, default 90), JOBS (default: all cores),
+# Environment: ARCHS (CMake CUDA architectures, default 90; more builds after a space, e.g.
+#   "90 75-virtual": those only run the cuda tests, "75-virtual" through the driver's PTX JIT and
+#   the pre-sm_80 code), JOBS (default: all cores),
 #   HYPERONNX_ORT_INCLUDE_DIR (ONNX Runtime headers, for machines without network),
 #   HYPERONNX_CUDA_FIXTURES (tests/test_cuda.py's cases, where hyperonnx cannot be imported),
 #   BENCH_ARGS (arguments of `hyperonnx bench cuda`; "skip" skips it), SANITIZE=1 (also run
@@ -31,19 +33,25 @@ step() {  # step NAME COMMAND...: runs it, logs to OUTDIR/NAME.log, prints a one
   "$python" -c 'import onnx, onnxruntime as o; print("onnx", onnx.__version__, "onnxruntime", o.__version__, o.get_available_providers())'
   "$python" -c 'import cupy; print("cupy", cupy.__version__)'
   "$python" -c 'import hyperonnx; print("hyperonnx imports")'
-} >"$out/env.log" 2>&1
-head -n 20 "$out/env.log"
+} 2>&1 | head -n 20
 
-build_library() {
-  cmake -S "$root" -B "$build" -DHYPERONNX_CUDA=ON -DHYPERONNX_CUDA_ARCHITECTURES="${ARCHS:-90}" \
+build_library() {  # build_library DIR ARCHS
+  cmake -S "$root" -B "$1" -DHYPERONNX_CUDA=ON -DHYPERONNX_CUDA_ARCHITECTURES="$2" \
         -DCMAKE_BUILD_TYPE=Release -DPython3_EXECUTABLE="$(command -v "$python")" &&
-    cmake --build "$build" -j "${JOBS:-$(nproc)}"
+    cmake --build "$1" -j "${JOBS:-$(nproc)}"
 }
-step build build_library
+read -r -a arch_sets <<<"${ARCHS:-90}"
+step build build_library "$build" "${arch_sets[0]}"
 export HYPERONNX_LIBRARY=$(find "$build" -name libhyperonnx_ops.so | head -n 1)
 export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
 cd "$root/tests" || exit 1
 step test_cuda "$python" -m pytest -q -rs -p no:cacheprovider test_cuda.py
+for archs in "${arch_sets[@]:1}"; do
+  tag=${archs//[^0-9a-z]/_}
+  step "build_$tag" build_library "$build-$tag" "$archs"
+  step "test_cuda_$tag" env HYPERONNX_LIBRARY="$(find "$build-$tag" -name libhyperonnx_ops.so | head -n 1)" \
+       "$python" -m pytest -q -rs -p no:cacheprovider test_cuda.py
+done
 step test_kernel "$python" -m pytest -q -rs -p no:cacheprovider test_kernel.py test_kernel_fuzz.py test_runtime.py
 cd "$root" || exit 1
 if [ "${BENCH_ARGS:-}" != skip ]; then

@@ -16,10 +16,8 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
-#include <cstdio>
 #include <cstring>
 #include <string>
-#include <vector>
 
 #include "decode_weights_cuda.h"
 
@@ -175,7 +173,7 @@ __global__ void __launch_bounds__(kTable ? kTableThreads : kDirectThreads) Decod
     __syncthreads();
   }
   bool bad = false;
-  // Index x of pair-to-be; out-of-range indices decode as index 0 and raise the flag.
+  // The pair of index x; an index out of range decodes as index 0 and raises the flag.
   const auto decode = [&](uint32_t x) {
     const bool ok = x < a.codebook_size;  // in range implies x < entries (x < 2^bits)
     bad |= !ok;
