@@ -18,16 +18,19 @@ Or `hyperonnx.InferenceSession(path, providers=..., mode=...)`, an `onnxruntime.
 
 from __future__ import annotations
 
+import ctypes
 import functools
+import math
 import os
 import pathlib
 import re
+import tempfile
 import weakref
 from typing import Any, Sequence
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 
 from . import format as fmt
 
@@ -226,6 +229,125 @@ def _copy(node: onnx.NodeProto) -> onnx.NodeProto:
     return copy
 
 
+STREAM_BLOCK_BYTES = 4 << 20  # decoded bytes per row block of a gathered weight in stream mode
+_MIN_OPSET_FOR_BLOCKS = 13  # Unsqueeze with axes as an input
+
+
+def _release_freed_memory() -> None:
+    """Hand the heap memory Python just freed back to the system (glibc keeps it otherwise)."""
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
+def _onnx_opset(model: onnx.ModelProto) -> int:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
+def _row_blocks(rows: int, row_pairs: int, bits: int, itemsize: int) -> list[tuple[int, int]]:
+    """Row ranges of about STREAM_BLOCK_BYTES decoded, each starting on a seed byte boundary."""
+    align = 8 // math.gcd(8, (row_pairs * bits) % 8 or 8)
+    step = max(align, STREAM_BLOCK_BYTES // (2 * row_pairs * itemsize) // align * align)
+    return [(low, min(rows, low + step)) for low in range(0, rows, step)]
+
+
+def _split_gathered(model: onnx.ModelProto) -> int:
+    """Stream mode: a large decoded weight whose only reader is one Gather on axis 0 (an embedding
+    table) is decoded in row blocks, each block gathered and merged before the next is decoded, so
+    onnxruntime holds one block instead of the whole table. The blocks decode the same pairs with
+    the same attributes (bit-identical rows); ids out of range still fail in a Gather of their own.
+    Rewrites `model` in place; returns the number of weights split."""
+    graph = model.graph
+    if _onnx_opset(model) < _MIN_OPSET_FOR_BLOCKS:
+        return 0
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    implicit = {output.name for output in graph.output}  # read other than by a node's input list
+    for node in graph.node:
+        for attribute in node.attribute:
+            for sub in ([attribute.g] if attribute.type == onnx.AttributeProto.GRAPH else list(attribute.graphs)):
+                implicit |= _used_names(sub)
+    initializers = {t.name: t for t in graph.initializer}
+    split = 0
+    for position in sorted(_decode_nodes(graph), reverse=True):
+        decode = graph.node[position]
+        weight, seed_name = decode.output[0], decode.input[0]
+        shape, dtype, bits = (_attribute(decode, k) for k in ("shape", "dtype", "bits"))
+        users = readers.get(weight, [])
+        if (len(users) != 1 or weight in implicit or _attribute(decode, "codec") != fmt.CODEC_WINDING.encode()
+                or not shape or dtype not in fmt.OUTPUT_DTYPES or not isinstance(bits, int)):
+            continue
+        gather = users[0]
+        if (gather.op_type != "Gather" or gather.domain not in ("", "ai.onnx") or list(gather.input[:1]) != [weight]
+                or weight in gather.input[1:] or (_attribute(gather, "axis") or 0) != 0):
+            continue
+        row = math.prod(shape[1:])
+        itemsize = np.dtype(fmt.OUTPUT_DTYPES[dtype]).itemsize
+        dims = list(initializers[seed_name].dims)
+        if (row % 2 or shape[0] * row * itemsize < 2 * STREAM_BLOCK_BYTES
+                or dims != [(shape[0] * row // 2 * bits + 7) // 8]):
+            continue  # small, odd rows, or a seed the kernel will refuse as it stands
+        nodes, tensors = _gather_in_blocks(decode, gather, shape, dtype, bits, itemsize)
+        where = next(i for i, node in enumerate(graph.node) if node is gather)
+        for i in sorted((position, where), reverse=True):
+            del graph.node[i]
+        where -= position < where
+        for offset, node in enumerate(nodes):
+            graph.node.insert(where + offset, node)
+        graph.initializer.extend(tensors)
+        split += 1
+    return split
+
+
+def _gather_in_blocks(decode, gather, shape, dtype, bits, itemsize):
+    """Nodes and initializers computing gather's output from row blocks of decode's weight. Each
+    block's seed is a Slice of the seed at run time (a small copy; the tensor data is never
+    touched here, so the rewrite costs no memory beyond the graph)."""
+    rows, row = shape[0], math.prod(shape[1:])
+    ids, out = gather.input[1], gather.output[0]
+    prefix = f"{decode.output[0]}/stream_block"
+    const = numpy_helper.from_array
+    tensors = [TensorProto(name=f"{prefix}.zeros", dims=[rows] + [1] * (len(shape) - 1), data_type=dtype,
+                           raw_data=bytes(rows * itemsize)),
+               const(np.array(rows, np.int64), f"{prefix}.rows"), const(np.array(0, np.int64), f"{prefix}.zero"),
+               const(np.arange(-len(shape) + 1, 0, dtype=np.int64), f"{prefix}.axes")]
+    node = helper.make_node
+    # The whole-table Gather of zeros: the merge's start, and onnxruntime's own range check of ids.
+    nodes = [node("Gather", [f"{prefix}.zeros", ids], [f"{prefix}.acc"], name=f"{prefix}/check"),
+             node("Cast", [ids], [f"{prefix}.ids"], to=TensorProto.INT64),
+             node("Less", [f"{prefix}.ids", f"{prefix}.zero"], [f"{prefix}.negative"]),
+             node("Add", [f"{prefix}.ids", f"{prefix}.rows"], [f"{prefix}.wrapped"]),
+             node("Where", [f"{prefix}.negative", f"{prefix}.wrapped", f"{prefix}.ids"], [f"{prefix}.row"])]
+    accumulated = f"{prefix}.acc"
+    blocks = _row_blocks(rows, row // 2, bits, itemsize)
+    for b, (low, high) in enumerate(blocks):
+        p = f"{prefix}{b}"
+        first, last = low * (row // 2) * bits // 8, (high * (row // 2) * bits + 7) // 8
+        tensors += [const(np.array([first], np.int64), f"{p}.first"), const(np.array([last], np.int64), f"{p}.last"),
+                    const(np.array(low, np.int64), f"{p}.low"), const(np.array(high - low, np.int64), f"{p}.rows")]
+        block = _copy(decode)
+        block.name, block.input[0], block.output[0] = f"{p}/decode", f"{p}.seed", f"{p}.weight"
+        for attribute in block.attribute:
+            if attribute.name == "shape":
+                attribute.ints[:] = [high - low] + list(shape[1:])
+        result = out if b == len(blocks) - 1 else f"{p}.acc"
+        nodes += [node("Slice", [decode.input[0], f"{p}.first", f"{p}.last"], [f"{p}.seed"]),
+                  block,
+                  node("Sub", [f"{prefix}.row", f"{p}.low"], [f"{p}.local"]),
+                  node("GreaterOrEqual", [f"{p}.local", f"{prefix}.zero"], [f"{p}.above"]),
+                  node("Less", [f"{p}.local", f"{p}.rows"], [f"{p}.below"]),
+                  node("And", [f"{p}.above", f"{p}.below"], [f"{p}.inside"]),
+                  node("Where", [f"{p}.inside", f"{p}.local", f"{prefix}.zero"], [f"{p}.index"]),
+                  node("Gather", [f"{p}.weight", f"{p}.index"], [f"{p}.rows_read"]),
+                  node("Unsqueeze", [f"{p}.inside", f"{prefix}.axes"], [f"{p}.mask"]),
+                  node("Where", [f"{p}.mask", f"{p}.rows_read", accumulated], [result])]
+        accumulated = result
+    return nodes, tensors
+
+
 @functools.lru_cache(maxsize=None)
 def _session_class():
     ort = _ort()
@@ -257,18 +379,21 @@ def InferenceSession(path_or_model, sess_options=None, providers: Sequence | Non
     if providers is None:
         providers = ["CPUExecutionProvider"]
     so = session_options(mode, sess_options)
-    if mode == "stream":
-        source = path_or_model
-        if isinstance(source, onnx.ModelProto):
-            _check_opset(source)
-            source = source.SerializeToString()
-        elif isinstance(source, (bytes, bytearray, memoryview)):
-            source = bytes(source)
-        else:
-            source = os.fspath(source)
-            _check_opset(onnx.load(source, load_external_data=False))
-        return cls(source, so, providers, provider_options, [], mode, **kwargs)
     model, path = _load_model(path_or_model)
+    if mode == "stream":
+        _check_opset(model)
+        if not _split_gathered(model) and path is not None:
+            del model
+            return cls(path, so, providers, provider_options, [], mode, **kwargs)
+        # Through a file, with our copy gone first: onnxruntime's copy of the model is then the
+        # only one while the session is created (stream mode is about peak memory).
+        with tempfile.TemporaryDirectory(prefix="hyperonnx-stream-") as folder:
+            rewritten = os.path.join(folder, "model.onnx")
+            large = model.ByteSize() >= onnx.checker.MAXIMUM_PROTOBUF
+            onnx.save(model, rewritten, save_as_external_data=large, location="model.data")
+            del model
+            _release_freed_memory()
+            return cls(rewritten, so, providers, provider_options, [], mode, **kwargs)
     _check_opset(model)
     positions, names, values = decode_initializers(model, intra_op_num_threads=so.intra_op_num_threads)
     if not positions and path is not None:

@@ -174,3 +174,46 @@ def test_old_onnxruntime_refused(monkeypatch):
     monkeypatch.setattr(ort, "__version__", "1.20.1")
     with pytest.raises(RuntimeError, match="onnxruntime >= 1.21"):
         hyperonnx.session_options()
+
+
+def embedding_model(rows, row, dtype=np.float32, opset=17):
+    """ids -> Gather(DecodeWeights(seed)) -> y: a compressed embedding table and its decoded copy."""
+    table = (np.random.default_rng(rows).standard_normal((rows, row)) * 0.1).astype(dtype)
+    seed = hyperonnx.encode(table, "paper")
+    graph = helper.make_graph(
+        [fmt.make_node(seed, "E.seed", "E"), helper.make_node("Gather", ["E", "ids"], ["y"])], "embedding",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, ["n"])],
+        [helper.make_tensor_value_info("y", seed.dtype, ["n", row])],
+        [numpy_helper.from_array(np.asarray(seed.payload, np.uint8), "E.seed")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset),
+                                                    helper.make_opsetid(fmt.OP_DOMAIN, fmt.OP_VERSION)])
+    return model, hyperonnx.decode(seed)
+
+
+@pytest.mark.parametrize("rows, row, dtype", [(1001, 6, np.float32), (700, 64, np.float16), (64, 512, np.float32)])
+def test_stream_gathers_a_large_table_in_row_blocks(monkeypatch, rows, row, dtype):
+    """Stream mode decodes a Gather-only table block by block: same rows, bit for bit, any ids."""
+    monkeypatch.setattr(runtime, "STREAM_BLOCK_BYTES", 4096)
+    model, table = embedding_model(rows, row, dtype)
+    rewritten = onnx.ModelProto()
+    rewritten.CopyFrom(model)
+    assert runtime._split_gathered(rewritten) == 1
+    blocks = [n for n in rewritten.graph.node if n.op_type == fmt.OP_TYPE]
+    assert len(blocks) > 2 and sum(runtime._attribute(n, "shape")[0] for n in blocks) == rows
+    onnx.checker.check_model(rewritten)
+    ids = np.array([0, rows - 1, -1, -rows, 5, rows // 2, 5, rows - 2], np.int64)
+    got = hyperonnx.InferenceSession(model, mode="stream").run(None, {"ids": ids})[0]
+    assert got.tobytes() == table[ids].tobytes()
+    with pytest.raises(Exception, match="out of data bounds|indices"):
+        hyperonnx.InferenceSession(model, mode="stream").run(None, {"ids": np.array([rows], np.int64)})
+
+
+def test_stream_leaves_small_odd_or_shared_tables_whole(monkeypatch):
+    monkeypatch.setattr(runtime, "STREAM_BLOCK_BYTES", 4096)
+    for model in (embedding_model(100, 4)[0],        # smaller than two blocks
+                  embedding_model(1001, 7)[0],       # rows of an odd length share pairs
+                  embedding_model(1001, 6, opset=11)[0]):  # Unsqueeze's axes input needs opset 13
+        assert runtime._split_gathered(model) == 0
+    model, _ = embedding_model(1001, 6)
+    model.graph.output.append(helper.make_tensor_value_info("E", TensorProto.FLOAT, None))  # read twice
+    assert runtime._split_gathered(model) == 0
