@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 
 from . import __version__
 
@@ -130,19 +132,40 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM (or SIGINT) as an exception: `finally` blocks run, so an atomic save removes its
+    temporary files and no partial output is left."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_interrupted(signum, _frame):
+    raise Interrupted(signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from .format import FormatError
     from .graph.model_io import ModelIOError
+    handlers = {}
+    if threading.current_thread() is threading.main_thread():  # signal handlers live there only
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            handlers[signum] = signal.signal(signum, _raise_interrupted)
     try:
         return int(args.run(args) or 0)
     except (ModelIOError, FormatError, ValueError, OSError) as error:
         text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         print(f"hyperonnx {args.command}: error: {text}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("hyperonnx: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as interrupt:
+        newline = "\n" if sys.stderr.isatty() else ""  # below a progress bar drawn in place
+        print(f"{newline}hyperonnx: interrupted", file=sys.stderr)
+        return 128 + getattr(interrupt, "signum", signal.SIGINT)
+    finally:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
 
 
 if __name__ == "__main__":

@@ -105,16 +105,16 @@ def num_pairs(num_elements: int) -> int:
 def validate(seed: Seed) -> None:
     """Apply every rule of FORMAT.md §5 to a seed; raise FormatError naming the first rule broken."""
     if seed.codec not in CODECS:
-        raise FormatError(f"unknown codec {seed.codec!r} (this decoder knows {', '.join(CODECS)})")
+        raise FormatError(f"rule 2: unknown codec {seed.codec!r} (this decoder knows {', '.join(CODECS)})")
     if seed.dtype not in OUTPUT_DTYPES:
-        raise FormatError(f"dtype {seed.dtype} is not float32 (1), float16 (10) or bfloat16 (16)")
+        raise FormatError(f"rule 2: dtype {seed.dtype} is not float32 (1), float16 (10) or bfloat16 (16)")
     count = 1
     for dim in seed.shape:
         if not isinstance(dim, (int, np.integer)) or dim < 0:
-            raise FormatError(f"shape {list(seed.shape)} has a negative or non-integer dimension")
+            raise FormatError(f"rule 2: shape {list(seed.shape)} has a negative or non-integer dimension")
         count *= int(dim)
         if count > MAX_ELEMENTS:
-            raise FormatError(f"shape {list(seed.shape)} has more than 2**40 elements")
+            raise FormatError(f"rule 3: shape {list(seed.shape)} has more than 2**40 elements")
     if seed.codec == CODEC_LATTICE:
         _validate_lattice(seed, count)
     else:
@@ -124,23 +124,23 @@ def validate(seed: Seed) -> None:
 def _int_in(attrs: dict, name: str, low: int, high: int) -> int:
     value = attrs.get(name)
     if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or not low <= value <= high:
-        raise FormatError(f"attribute {name}={value!r} is outside [{low}, {high}]")
+        raise FormatError(f"rule 2: attribute {name}={value!r} is outside [{low}, {high}]")
     return int(value)
 
 
 def _finite(attrs: dict, name: str) -> float:
     value = attrs.get(name)
     if not isinstance(value, (float, int, np.floating)) or not math.isfinite(value):
-        raise FormatError(f"attribute {name}={value!r} must be a finite float")
+        raise FormatError(f"rule 2: attribute {name}={value!r} must be a finite float")
     return float(value)
 
 
 def _check_payload(seed: Seed, count: int, bits: int) -> None:
     if not isinstance(seed.payload, np.ndarray) or seed.payload.dtype != np.uint8 or seed.payload.ndim != 1:
-        raise FormatError("seed must be a 1-D uint8 tensor")
+        raise FormatError("rule 4: seed must be a 1-D uint8 tensor")
     expected = (num_pairs(count) * bits + 7) // 8
     if seed.payload.size != expected:
-        raise FormatError(f"seed holds {seed.payload.size} bytes; shape {list(seed.shape)} at "
+        raise FormatError(f"rule 4: seed holds {seed.payload.size} bytes; shape {list(seed.shape)} at "
                           f"{bits} bits per pair needs exactly {expected}")
 
 
@@ -151,24 +151,24 @@ def _validate_lattice(seed: Seed, count: int) -> None:
     points = (1 << bits) - 1
     generator = _int_in(a, "generator", 1, points - 1)
     if generator % 2 == 0:
-        raise FormatError(f"attribute generator={generator} must be odd")
+        raise FormatError(f"rule 2: attribute generator={generator} must be odd")
     group = _int_in(a, "group", 2, MAX_GROUP)
     if group % 2:
-        raise FormatError(f"attribute group={group} must be even")
+        raise FormatError(f"rule 2: attribute group={group} must be even")
     _finite(a, "alpha")
     _finite(a, "beta")
     unit = _finite(a, "scale_unit")
     if not unit > 0:
-        raise FormatError(f"attribute scale_unit={unit!r} must be > 0")
+        raise FormatError(f"rule 2: attribute scale_unit={unit!r} must be > 0")
     _check_payload(seed, count, bits)
     scales = seed.scales
     if not isinstance(scales, np.ndarray) or scales.dtype != np.float16 or scales.ndim != 1:
-        raise FormatError("scales must be a 1-D float16 tensor")
+        raise FormatError("rule 6: scales must be a 1-D float16 tensor")
     if scales.size != scale_count(count, group):
-        raise FormatError(f"scales holds {scales.size} values; shape {list(seed.shape)} in groups "
+        raise FormatError(f"rule 6: scales holds {scales.size} values; shape {list(seed.shape)} in groups "
                           f"of {group} needs exactly {scale_count(count, group)}")
     if not np.isfinite(scales).all():
-        raise FormatError("scales must all be finite")
+        raise FormatError("rule 6: scales must all be finite")
 
 
 def _validate_winding(seed: Seed, count: int) -> None:
@@ -178,14 +178,14 @@ def _validate_winding(seed: Seed, count: int) -> None:
     for name, value, low, high in (("bits", bits, 1, MAX_BITS), ("points", points, 1, MAX_POINTS),
                                    ("rings", rings, 0, MAX_RINGS)):
         if not isinstance(value, (int, np.integer)) or not low <= value <= high:
-            raise FormatError(f"attribute {name}={value!r} is outside [{low}, {high}]")
+            raise FormatError(f"rule 2: attribute {name}={value!r} is outside [{low}, {high}]")
     center, side, scales = a.get("center"), a.get("side"), a.get("ring_scales")
     if center is None or len(center) != 2 or not all(math.isfinite(v) for v in center):
-        raise FormatError("attribute center must hold two finite floats")
+        raise FormatError("rule 2: attribute center must hold two finite floats")
     if side is None or not math.isfinite(side) or not side > 0:
-        raise FormatError(f"attribute side={side!r} must be finite and > 0")
+        raise FormatError(f"rule 2: attribute side={side!r} must be finite and > 0")
     if scales is None or len(scales) != rings or not all(math.isfinite(s) and s > 0 for s in scales):
-        raise FormatError(f"attribute ring_scales must hold rings={rings} finite values > 0")
+        raise FormatError(f"rule 2: attribute ring_scales must hold rings={rings} finite values > 0")
     if seed.scales is not None:
         raise FormatError("a winding node has one input (seed); it got scales")
     _check_payload(seed, count, bits)
@@ -229,19 +229,21 @@ def seed_from_node(node: NodeProto, payload: np.ndarray, scales: np.ndarray | No
     """Read a DecodeWeights node (and its input tensors) back into a Seed (not yet validated)."""
     if node.op_type != OP_TYPE or node.domain != OP_DOMAIN:
         raise FormatError(f"node {node.name!r} is not {OP_DOMAIN}.{OP_TYPE}")
+    if len(node.output) != 1 or not node.output[0] or not node.input or not node.input[0]:
+        raise FormatError(f"DecodeWeights node {node.name!r} needs a seed input and one output")
     codec = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "codec"), b"")
     codec = codec.decode("utf-8", "replace") if isinstance(codec, bytes) else str(codec)
     types = attribute_types(codec)
     attrs = {}
     for attribute in node.attribute:
         if attribute.name not in types:
-            raise FormatError(f"DecodeWeights has an unknown attribute {attribute.name!r}")
+            raise FormatError(f"rule 2: DecodeWeights has an unknown attribute {attribute.name!r}")
         if attribute.type != types[attribute.name]:
-            raise FormatError(f"DecodeWeights attribute {attribute.name!r} has the wrong type")
+            raise FormatError(f"rule 2: DecodeWeights attribute {attribute.name!r} has the wrong type")
         attrs[attribute.name] = helper.get_attribute_value(attribute)
     missing = [name for name in types if name not in attrs]
     if missing:
-        raise FormatError(f"DecodeWeights lacks attribute(s) {', '.join(missing)}")
+        raise FormatError(f"rule 2: DecodeWeights lacks attribute(s) {', '.join(missing)}")
     attrs.pop("codec")
     shape = tuple(int(d) for d in attrs.pop("shape"))
     dtype = int(attrs.pop("dtype"))
@@ -260,9 +262,9 @@ def seed_from_node(node: NodeProto, payload: np.ndarray, scales: np.ndarray | No
 def check_model_version(version: int, codecs) -> None:
     """FORMAT.md §5 rule 1 and §7.4 rule 8: a known version, and every codec allowed at that version."""
     if version not in KNOWN_VERSIONS:
-        raise FormatError(f"the model imports {OP_DOMAIN} version {version}; this hyperonnx "
+        raise FormatError(f"rule 1: the model imports {OP_DOMAIN} version {version}; this hyperonnx "
                           f"knows versions {', '.join(map(str, KNOWN_VERSIONS))}")
     for codec in codecs:
         if CODEC_VERSION.get(codec, 1) > version:
-            raise FormatError(f"codec {codec!r} needs {OP_DOMAIN} version {CODEC_VERSION[codec]}; "
+            raise FormatError(f"rule 8: codec {codec!r} needs {OP_DOMAIN} version {CODEC_VERSION[codec]}; "
                               f"the model imports version {version}")

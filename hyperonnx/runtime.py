@@ -33,6 +33,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from . import format as fmt
+from .graph.decompress import read_seed
 
 MIN_ORT_VERSION = (1, 21)  # the library is built on ORT API version 21
 LIBRARY_NAMES = ("libhyperonnx_ops.so", "libhyperonnx_ops.dylib", "hyperonnx_ops.dll")
@@ -126,8 +127,9 @@ def _load_model(path_or_model) -> tuple[onnx.ModelProto, str | None]:
         return copy, None
     if isinstance(path_or_model, (bytes, bytearray, memoryview)):
         return onnx.load_from_string(bytes(path_or_model)), None
+    from .graph.model_io import load
     path = os.fspath(path_or_model)
-    return onnx.load(path, load_external_data=True), path
+    return load(path), path  # a clear ModelIOError for an unreadable file
 
 
 def _decode_nodes(graph: onnx.GraphProto) -> list[int]:
@@ -175,10 +177,10 @@ def decode_initializers(model: onnx.ModelProto, providers=None, intra_op_num_thr
     seeds = {node.input[0] for node in nodes}
     outputs = []
     for node in nodes:
-        dtype, shape = _attribute(node, "dtype"), _attribute(node, "shape")
-        if not isinstance(dtype, int) or dtype not in fmt.OUTPUT_DTYPES:
-            dtype = TensorProto.FLOAT  # the kernel reports the bad attribute, naming the rule
-        outputs.append(helper.make_tensor_value_info(node.output[0], dtype, None))
+        # FORMAT.md section 5 before any buffer is allocated: a declared shape is then backed by a
+        # seed of matching length, so a hostile node cannot make us allocate more than ~64x its seed.
+        fmt.validate(read_seed(node, (model.graph,)))
+        outputs.append(helper.make_tensor_value_info(node.output[0], _attribute(node, "dtype"), None))
     graph = helper.make_graph(nodes, "hyperonnx_decode", [], outputs,
                               [t for t in model.graph.initializer if t.name in seeds])
     decoder = helper.make_model(graph, opset_imports=list(model.opset_import), ir_version=model.ir_version)

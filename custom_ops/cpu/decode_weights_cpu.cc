@@ -235,7 +235,7 @@ std::vector<Pair<T>> BuildTable(const WindingParams& p, uint32_t entries) {
 }
 
 OrtStatusPtr Fail(const std::string& node, const std::string& message) {
-  const std::string text = "DecodeWeights node '" + node + "': " + message + " (docs/FORMAT.md section 5)";
+  const std::string text = "DecodeWeights node '" + Printable(node) + "': " + message + " (docs/FORMAT.md section 5)";
   return Ort::GetApi().CreateStatus(ORT_INVALID_ARGUMENT, text.c_str());
 }
 
@@ -395,9 +395,9 @@ OrtStatusPtr DecodeWeightsCpuOp::CreateKernelV2(const OrtApi& api, const OrtKern
     *kernel = new DecodeWeightsCpuKernel(name, attrs.shape, params);
     return nullptr;
   } catch (const std::bad_alloc&) {
-    return api.CreateStatus(ORT_FAIL, ("DecodeWeights node '" + name + "': out of memory").c_str());
+    return api.CreateStatus(ORT_FAIL, ("DecodeWeights node '" + Printable(name) + "': out of memory").c_str());
   } catch (const std::exception& e) {
-    return api.CreateStatus(ORT_FAIL, ("DecodeWeights node '" + name + "': " + e.what()).c_str());
+    return api.CreateStatus(ORT_FAIL, ("DecodeWeights node '" + Printable(name) + "': " + e.what()).c_str());
   }
 }
 

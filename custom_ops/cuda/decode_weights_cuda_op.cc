@@ -22,12 +22,12 @@ namespace hyperonnx::cuda {
 namespace {
 
 OrtStatusPtr Fail(const std::string& node, const std::string& message) {
-  const std::string text = "DecodeWeights node '" + node + "': " + message + " (docs/FORMAT.md section 5)";
+  const std::string text = "DecodeWeights node '" + Printable(node) + "': " + message + " (docs/FORMAT.md section 5)";
   return Ort::GetApi().CreateStatus(ORT_INVALID_ARGUMENT, text.c_str());
 }
 
 OrtStatusPtr CudaFail(const std::string& node, const std::string& message) {
-  const std::string text = "DecodeWeights node '" + node + "' (CUDA): " + message;
+  const std::string text = "DecodeWeights node '" + Printable(node) + "' (CUDA): " + message;
   return Ort::GetApi().CreateStatus(ORT_EP_FAIL, text.c_str());
 }
 
@@ -151,9 +151,9 @@ struct DecodeWeightsCudaOp : Ort::CustomOpBase<DecodeWeightsCudaOp, DecodeWeight
       *kernel = new DecodeWeightsCudaKernel(name, attrs.shape, params, constant != 0);
       return nullptr;
     } catch (const std::bad_alloc&) {
-      return api.CreateStatus(ORT_FAIL, ("DecodeWeights node '" + name + "': out of memory").c_str());
+      return api.CreateStatus(ORT_FAIL, ("DecodeWeights node '" + Printable(name) + "': out of memory").c_str());
     } catch (const std::exception& e) {
-      return api.CreateStatus(ORT_FAIL, ("DecodeWeights node '" + name + "': " + e.what()).c_str());
+      return api.CreateStatus(ORT_FAIL, ("DecodeWeights node '" + Printable(name) + "': " + e.what()).c_str());
     }
   }
   const char* GetName() const { return kOpName; }

@@ -99,20 +99,27 @@ def encode(array: np.ndarray, config: str | Config | None = None, *,
     if not np.isfinite(flat).all():
         return _raw(array, "non-finite")
     shape = tuple(int(d) for d in array.shape)
-    if isinstance(config, LatticeConfig):
-        if not config.fixed:
-            config = config.at(lattice.plan([flat], config)[0])
-        payload, scales, attrs, decoded = lattice.encode(flat, config)
+    # Values near the float32 limit overflow a codec's float32 centre, scales or decoded values
+    # to Inf/NaN; that is no error: such a tensor is kept raw below.
+    with np.errstate(over="ignore", invalid="ignore"):
+        if isinstance(config, LatticeConfig):
+            if not config.fixed:
+                config = config.at(lattice.plan([flat], config)[0])
+            payload, scales, attrs, decoded = lattice.encode(flat, config)
+            seed = Seed(fmt.CODEC_LATTICE, shape, dtype, payload, attrs, scales=scales)
+        else:
+            result = winding.encode(flat, config)
+            if result is None:
+                return _raw(array, "error budget")
+            payload, attrs, decoded = result
+            seed = Seed(fmt.CODEC_WINDING, shape, dtype, payload, attrs)
         if not np.isfinite(decoded.astype(array.dtype)).all():
-            return _raw(array, "out of range")
-        return Seed(fmt.CODEC_LATTICE, shape, dtype, payload, attrs, scales=scales)
-    result = winding.encode(flat, config)
-    if result is None:
-        return _raw(array, "error budget")
-    payload, attrs, decoded = result
-    if not np.isfinite(decoded.astype(array.dtype)).all():
-        return _raw(array, "out of range")  # a float16 output that would overflow
-    return Seed(fmt.CODEC_WINDING, shape, dtype, payload, attrs)
+            return _raw(array, "out of range")  # e.g. a float16 output that would overflow
+    try:
+        fmt.validate(seed)  # an attribute that overflowed (an Inf ring scale no pair uses)
+    except fmt.FormatError:
+        return _raw(array, "out of range")
+    return seed
 
 
 def decode(seed: Seed) -> np.ndarray:
@@ -124,7 +131,8 @@ def decode(seed: Seed) -> np.ndarray:
         values = lattice.decode(seed.payload, seed.scales, seed.attrs, seed.num_elements)
     else:
         values = winding.decode(seed.payload, seed.attrs, seed.num_elements)
-    return values.astype(fmt.OUTPUT_DTYPES[seed.dtype]).reshape(seed.shape)
+    with np.errstate(over="ignore"):  # float16 overflows to +-Inf, as FORMAT.md §3 says
+        return values.astype(fmt.OUTPUT_DTYPES[seed.dtype]).reshape(seed.shape)
 
 
 __all__ = ["PRESETS", "LatticeConfig", "Seed", "WindingConfig", "decode", "encode", "plan",

@@ -294,7 +294,7 @@ def decode(payload: np.ndarray, scales16: np.ndarray, attrs: dict, count: int) -
     traj = Trajectory(attrs["bits"], attrs["generator"], _F32(attrs["alpha"]), _F32(attrs["beta"]))
     steps = bitpack.unpack(payload, attrs["bits"], fmt.num_pairs(count))
     if steps.size and int(steps.max()) >= traj.size:
-        raise fmt.FormatError(f"seed index {int(steps.max())} is beyond the trajectory's {traj.size} points")
+        raise fmt.FormatError(f"rule 7: seed index {int(steps.max())} is beyond the trajectory's {traj.size} points")
     return _values(traj, steps, np.asarray(scales16, dtype=np.float16), attrs["scale_unit"],
                    attrs["group"], count)
 

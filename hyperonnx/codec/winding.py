@@ -227,6 +227,6 @@ def decode(payload: np.ndarray, attrs: dict, count: int) -> np.ndarray:
     book = Codebook.from_attrs(attrs)
     indices = bitpack.unpack(payload, attrs["bits"], fmt.num_pairs(count))
     if indices.size and int(indices.max()) >= book.size:
-        raise fmt.FormatError(f"seed index {int(indices.max())} is beyond the codebook's "
+        raise fmt.FormatError(f"rule 5: seed index {int(indices.max())} is beyond the codebook's "
                               f"{book.size} entries")
     return book.decode_pairs(indices).ravel()[:count]

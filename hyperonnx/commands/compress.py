@@ -73,7 +73,7 @@ def run(args) -> int:
     source = Path(args.model)
     output = Path(args.output) if args.output else default_output(source)
     start = time.perf_counter()
-    model = graph.load(source)
+    model = graph.load(source, load_external_data=False)  # tensors are read one at a time
     # refuse before the (possibly long) compression
     if output.exists() and source.exists() and os.path.samefile(source, output):
         raise graph.ModelIOError(f"{output}: output would overwrite the input model; choose another -o")

@@ -9,7 +9,7 @@ from ._common import human
 
 
 def run(args) -> int:
-    model = graph.load(args.model)
+    model = graph.load(args.model, load_external_data=False)
     info = graph.inspect_model(model)
     if args.json:
         print(json.dumps(info, indent=2))

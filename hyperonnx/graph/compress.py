@@ -37,6 +37,7 @@ from onnx import ModelProto, TensorProto, helper, numpy_helper
 from .. import codec
 from .. import format as fmt
 from . import function as function_mod
+from .model_io import tensor_array
 from .walk import NameMaker, all_names, default_opset, scopes
 
 DEFAULT_MIN_ELEMENTS = 1024
@@ -136,6 +137,20 @@ def find_candidates(model: ModelProto, *, min_elements: int = DEFAULT_MIN_ELEMEN
     return eligible, skipped
 
 
+class _SiteArrays(Sequence):
+    """The sites' tensors, each read only when asked for: `codec.plan` reads none for a fixed
+    config, so a model larger than memory still streams one tensor at a time."""
+
+    def __init__(self, sites: list[_Site]):
+        self.sites = sites
+
+    def __len__(self) -> int:
+        return len(self.sites)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return tensor_array(self.sites[i].tensor)
+
+
 def _sqnr(ref: np.ndarray, approx: np.ndarray) -> tuple[float | None, float]:
     r = ref.astype(np.float64).ravel()
     err = approx.astype(np.float64).ravel() - r
@@ -163,8 +178,7 @@ def compress_model(model: ModelProto, config=None, *, bits: float | None = None,
             fmt.check_model_version(opset.version, ())
     sites, _skipped = find_candidates(model, min_elements=min_elements, include=include, exclude=exclude)
     # one rate target over the whole model: index widths chosen per tensor before encoding
-    configs = codec.plan([numpy_helper.to_array(site.tensor) for site in sites], config_obj,
-                         min_elements=min_elements)
+    configs = codec.plan(_SiteArrays(sites), config_obj, min_elements=min_elements)
     version = max((o.version for o in model.opset_import if o.domain == fmt.OP_DOMAIN), default=fmt.OP_VERSION)
     names = NameMaker(all_names(model))
     first_of: dict[tuple, str] = {}  # (graph id, dtype, dims, digest) -> name of the decoded tensor
@@ -177,7 +191,7 @@ def compress_model(model: ModelProto, config=None, *, bits: float | None = None,
         graphs[id(graph)] = (graph, len(site.scope.parents))
         if progress:
             progress(i, len(sites), t.name)
-        array = numpy_helper.to_array(t)
+        array = tensor_array(t)  # one weight in memory at a time, external data included
         dtype_name = DTYPE_NAMES[t.data_type]
         entry = TensorReport(t.name, site.scope.path, site.source, list(t.dims), dtype_name,
                              int(array.nbytes), int(array.nbytes), False)

@@ -9,10 +9,12 @@ reads any more are removed, and with no DecodeWeights left, the model-local func
 
 from __future__ import annotations
 
-from onnx import ModelProto, numpy_helper
+import numpy as np
+from onnx import ModelProto, TensorProto, helper, numpy_helper
 
 from .. import codec
 from .. import format as fmt
+from .model_io import tensor_array
 from .walk import scopes
 
 
@@ -32,16 +34,7 @@ def decompress_model(model: ModelProto) -> int:
             if node.op_type != fmt.OP_TYPE or node.domain != fmt.OP_DOMAIN:
                 keep.append(node)
                 continue
-            tensor = _find_initializer(chain, node.input[0])
-            if tensor is None:
-                raise fmt.FormatError(f"DecodeWeights {node.name!r}: seed {node.input[0]!r} is not an initializer")
-            scales = None
-            if len(node.input) > 1:
-                scales_tensor = _find_initializer(chain, node.input[1])
-                if scales_tensor is None:
-                    raise fmt.FormatError(f"DecodeWeights {node.name!r}: scales {node.input[1]!r} is not an initializer")
-                scales = numpy_helper.to_array(scales_tensor)
-            seed = fmt.seed_from_node(node, numpy_helper.to_array(tensor), scales)
+            seed = read_seed(node, chain)
             fmt.check_model_version(version, (seed.codec,))
             new_inits.append(numpy_helper.from_array(codec.decode(seed), node.output[0]))
             inputs_of_decode.update(node.input)
@@ -72,12 +65,42 @@ def decompress_model(model: ModelProto) -> int:
     return decoded
 
 
-def _find_initializer(chain, name):
+def find_initializer(chain, name):
+    """The initializer `name` seen from the first graph of `chain` (innermost first), or None."""
     for graph in chain:
         for t in graph.initializer:
             if t.name == name:
                 return t
     return None
+
+
+# What each input of DecodeWeights must be before its bytes are read: (name, ONNX type, rule).
+_INPUTS = (("seed", TensorProto.UINT8, 4), ("scales", TensorProto.FLOAT16, 6))
+
+
+def read_seed(node, chain, missing_ok: bool = False) -> fmt.Seed:
+    """The Seed of a DecodeWeights node whose graph and parents are `chain` (innermost first), its
+    input tensors read (external data too) once their type and rank are checked; FormatError for
+    a malformed node or input (the seed is not yet validated). An input that is no initializer
+    (computed at run time) is an error, or with `missing_ok` an empty tensor."""
+    if len(node.output) != 1 or not node.input or not node.input[0]:
+        raise fmt.FormatError(f"DecodeWeights node {node.name!r} needs a seed input and one output")
+    arrays = []
+    for name, (role, data_type, rule) in zip(node.input, _INPUTS):
+        tensor = find_initializer(chain, name)
+        if tensor is None:
+            if not missing_ok:
+                raise fmt.FormatError(f"DecodeWeights {node.name!r}: {role} {name!r} is not an initializer")
+            arrays.append(np.zeros(0, helper.tensor_dtype_to_np_dtype(data_type)))
+            continue
+        if tensor.data_type != data_type or len(tensor.dims) != 1:
+            raise fmt.FormatError(f"rule {rule}: {role} {name!r} must be a rank-1 "
+                                  f"{TensorProto.DataType.Name(data_type).lower()} tensor")
+        try:
+            arrays.append(tensor_array(tensor))
+        except (ValueError, TypeError) as error:  # bytes that do not match the declared length
+            raise fmt.FormatError(f"rule {rule}: {role} {name!r} cannot be read: {error}") from None
+    return fmt.seed_from_node(node, *arrays)
 
 
 def decompress(model_or_path) -> ModelProto:

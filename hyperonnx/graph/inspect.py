@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-from onnx import ModelProto, TensorProto, numpy_helper
+from onnx import ModelProto, TensorProto
 
 from .. import format as fmt
 from .compress import DTYPE_NAMES, FLOAT_TYPES
+from .decompress import read_seed
 from .walk import scopes
 
 _ELEM_BYTES = {TensorProto.FLOAT: 4, TensorProto.FLOAT16: 2, TensorProto.BFLOAT16: 2}
@@ -20,22 +20,9 @@ def inspect_model(model: ModelProto) -> dict:
     compressed, raw = [], []
     for scope in scopes(model):
         graph = scope.graph
-        inits = {t.name: t for t in graph.initializer}
         for node in graph.node:
             if node.op_type == fmt.OP_TYPE and node.domain == fmt.OP_DOMAIN:
-                seed_t = inits.get(node.input[0])
-                if seed_t is None:
-                    for parent in scope.parents:
-                        seed_t = next((t for t in parent.initializer if t.name == node.input[0]), None)
-                        if seed_t is not None:
-                            break
-                payload = numpy_helper.to_array(seed_t) if seed_t is not None else None
-                scales_t = None
-                if len(node.input) > 1:
-                    scales_t = next((t for g in (graph, *scope.parents) for t in g.initializer
-                                     if t.name == node.input[1]), None)
-                scales = numpy_helper.to_array(scales_t) if scales_t is not None else np.zeros(0, np.float16)
-                seed = fmt.seed_from_node(node, payload if payload is not None else [], scales)
+                seed = read_seed(node, (graph,) + tuple(reversed(scope.parents)), missing_ok=True)
                 count = seed.num_elements
                 compressed.append({
                     "name": node.output[0], "graph": scope.path, "shape": list(seed.shape),

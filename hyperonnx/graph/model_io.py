@@ -1,28 +1,58 @@
 """Loading and saving models: clear errors for bad files, atomic writes, external data for models
-beyond protobuf's 2 GB limit. The input file is never written."""
+beyond protobuf's 2 GB limit. The input file is never written.
+
+Models larger than memory: `load(path, load_external_data=False)` leaves external tensors in
+their files (each marked with onnx's `basepath` key, the folder its location is relative to);
+`tensor_array` reads one such tensor when a pass needs it, and `save` copies them into the output
+one at a time. So `hyperonnx compress` holds one weight at a time, plus the seeds."""
 
 from __future__ import annotations
 
+import math
 import os
+import shutil
 import tempfile
+import warnings
 from pathlib import Path
 
+import numpy as np
 import onnx
 from google.protobuf.message import DecodeError
-from onnx import ModelProto
+from onnx import ModelProto, TensorProto, helper, numpy_helper
 
 PROTOBUF_LIMIT = 2**31 - 1
 # Above this many bytes of tensor data the model goes to external data (a margin below 2 GiB
 # for the graph structure itself).
 EXTERNAL_DATA_THRESHOLD = 1_800_000_000
+EXTERNAL_MIN_BYTES = 1024  # smaller tensors stay in the .onnx file
+_COPY_CHUNK = 16 << 20
 
 
 class ModelIOError(Exception):
     """A model file that cannot be read or written; the message is one line for the user."""
 
 
-def load(path: str | os.PathLike) -> ModelProto:
-    """Load an ONNX model with its external data; raise ModelIOError with a one-line reason."""
+def all_tensors(model: ModelProto):
+    """Every tensor with data in the model: initializers and node attributes, all graphs."""
+    from .walk import scopes
+    for scope in scopes(model):
+        yield from scope.graph.initializer
+        for node in scope.graph.node:
+            for a in node.attribute:
+                if a.HasField("t"):
+                    yield a.t
+                yield from a.tensors
+
+
+def _is_external(t: TensorProto) -> bool:
+    return t.data_location == TensorProto.EXTERNAL
+
+
+def load(path: str | os.PathLike, load_external_data: bool = True) -> ModelProto:
+    """Load an ONNX model; raise ModelIOError with a one-line reason.
+
+    With `load_external_data=False` external tensors stay in their files (read them with
+    `tensor_array`; `save` copies them): for models larger than memory."""
     path = Path(path)
     if not path.exists():
         raise ModelIOError(f"{path}: no such file")
@@ -39,15 +69,24 @@ def load(path: str | os.PathLike) -> ModelProto:
         raise ModelIOError(f"{path}: not an ONNX model (no graph)")
     if not model.opset_import and model.ir_version == 0:
         raise ModelIOError(f"{path}: not an ONNX model (no IR version or opset)")
-    from .walk import scopes
-    for scope in scopes(model):
-        for t in scope.graph.initializer:
-            if t.data_location == onnx.TensorProto.EXTERNAL:
-                location = next((e.value for e in t.external_data if e.key == "location"), "")
-                if not (path.parent / location).is_file():
-                    raise ModelIOError(f"{path}: missing external-data file {location} (tensor {t.name})")
+    folder = str(path.parent.resolve())
+    external = [t for t in all_tensors(model) if _is_external(t)]
+    for t in external:
+        location = next((e.value for e in t.external_data if e.key == "location"), "")
+        if not (path.parent / location).is_file():
+            raise ModelIOError(f"{path}: missing external-data file {location} (tensor {t.name})")
+        if not load_external_data:
+            _set_entries(t, {**_entries(t), "basepath": folder})
+            try:  # a clear error now for a location outside the folder or a bad range
+                _external_source(t)
+            except ModelIOError as e:
+                raise ModelIOError(f"{path}: {e}") from None
+    if not load_external_data:
+        return model
     try:
-        onnx.load_external_data_for_model(model, str(path.parent))
+        with warnings.catch_warnings():  # onnx warns of unknown keys (a corrupted entry) on stderr
+            warnings.simplefilter("ignore")
+            onnx.load_external_data_for_model(model, str(path.parent))
     except FileNotFoundError as e:
         raise ModelIOError(f"{path}: missing external-data file {Path(e.filename or '?').name}") from None
     except (OSError, ValueError, onnx.checker.ValidationError) as e:
@@ -55,19 +94,65 @@ def load(path: str | os.PathLike) -> ModelProto:
     return model
 
 
+def _entries(t: TensorProto) -> dict[str, str]:
+    return {e.key: e.value for e in t.external_data}
+
+
+def _set_entries(t: TensorProto, entries: dict[str, str]) -> None:
+    del t.external_data[:]
+    for key, value in entries.items():
+        entry = t.external_data.add()
+        entry.key, entry.value = key, value
+
+
+def _external_source(t: TensorProto) -> tuple[Path, int, int]:
+    """(file, offset, length) of an external tensor, checked: inside its folder, within the file."""
+    info = _entries(t)
+    base = Path(info.get("basepath", ".")).resolve()
+    location = info.get("location", "")
+    file = (base / location).resolve()
+    if not location or not file.is_relative_to(base) or not file.is_file():
+        raise ModelIOError(f"tensor {t.name}: external data {location!r} is missing or outside the model's folder")
+    try:
+        size = file.stat().st_size
+        offset = int(info.get("offset", 0))
+        length = int(info["length"]) if "length" in info else size - offset
+    except (OSError, ValueError) as e:
+        raise ModelIOError(f"tensor {t.name}: bad external-data entry: {_first_line(e)}") from None
+    if offset < 0 or length < 0 or offset + length > size:
+        raise ModelIOError(f"tensor {t.name}: external data [{offset}, {offset + length}) lies beyond "
+                           f"{location} ({size} bytes)")
+    return file, offset, length
+
+
+def tensor_array(t: TensorProto) -> np.ndarray:
+    """A tensor's value, its external data read from its file when it was not loaded."""
+    if not _is_external(t):
+        return numpy_helper.to_array(t)
+    file, offset, length = _external_source(t)
+    expected = math.prod(t.dims) * np.dtype(helper.tensor_dtype_to_np_dtype(t.data_type)).itemsize \
+        if t.data_type in (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16, TensorProto.UINT8) else None
+    if expected is not None and expected != length:
+        raise ModelIOError(f"tensor {t.name}: external data holds {length} bytes, its shape needs {expected}")
+    inline = TensorProto(name=t.name, dims=t.dims, data_type=t.data_type)
+    with open(file, "rb") as fh:
+        fh.seek(offset)
+        inline.raw_data = fh.read(length)
+    return numpy_helper.to_array(inline)
+
+
 def _first_line(e: BaseException) -> str:
     text = str(e).strip() or type(e).__name__
     return text.splitlines()[0]
 
 
-def _tensor_bytes(model: ModelProto) -> int:
-    from .walk import scopes
-    total = 0
-    for scope in scopes(model):
-        total += sum(t.ByteSize() for t in scope.graph.initializer)
-        for node in scope.graph.node:
-            total += sum(a.t.ByteSize() for a in node.attribute if a.HasField("t"))
-    return total
+def _data_bytes(t: TensorProto) -> int:
+    if _is_external(t):
+        try:
+            return _external_source(t)[2]
+        except ModelIOError:
+            return 0
+    return t.ByteSize()
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -77,13 +162,62 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
+def _write_external(t: TensorProto, out, location: str):
+    """Append `t`'s data to the open file `out` and point `t` there; return the undo."""
+    offset = out.tell()
+    old_entries, was_external = _entries(t), _is_external(t)
+    if was_external:  # copy from its own file, a chunk at a time
+        file, start, length = _external_source(t)
+        with open(file, "rb") as src:
+            src.seek(start)
+            left = length
+            while left:
+                chunk = src.read(min(left, _COPY_CHUNK))
+                if not chunk:
+                    raise ModelIOError(f"tensor {t.name}: external data ends early")
+                out.write(chunk)
+                left -= len(chunk)
+        data = None
+    else:
+        data = t.raw_data
+        out.write(data)
+        t.ClearField("raw_data")
+        t.data_location = TensorProto.EXTERNAL
+    _set_entries(t, {"location": location, "offset": str(offset), "length": str(out.tell() - offset)})
+
+    def undo():
+        _set_entries(t, old_entries)
+        if not was_external:
+            t.data_location = TensorProto.DEFAULT
+            t.raw_data = data
+    return undo
+
+
+def _write_inline(t: TensorProto):
+    """Read an external tensor into `t.raw_data`; return the undo."""
+    old_entries = _entries(t)
+    file, start, length = _external_source(t)
+    with open(file, "rb") as src:
+        src.seek(start)
+        t.raw_data = src.read(length)
+    t.data_location = TensorProto.DEFAULT
+    del t.external_data[:]
+
+    def undo():
+        t.ClearField("raw_data")
+        t.data_location = TensorProto.EXTERNAL
+        _set_entries(t, old_entries)
+    return undo
+
+
 def save(model: ModelProto, path: str | os.PathLike, *, source: str | os.PathLike | None = None,
          external_data: bool | None = None) -> Path:
     """Write `model` to `path` atomically: a temporary file in the same folder, then a rename, so
-    a failure leaves no partial output. `source` (the input file) is refused as the output.
-    Models with more tensor data than fits one protobuf are written with their tensors in
-    `<name>.data` beside the model (`external_data=True` forces this, False forbids it).
-    Returns the path written."""
+    a failure or an interruption leaves no partial output. `source` (the input file) is refused
+    as the output. Models with more tensor data than fits one protobuf are written with their
+    tensors in `<name>.data` beside the model (`external_data=True` forces this, False forbids
+    it); tensors still in their files (`load(..., load_external_data=False)`) are copied a chunk
+    at a time. `model` is left as it was. Returns the path written."""
     path = Path(path)
     if source is not None and (Path(source).resolve() == path.resolve() or _same_file(Path(source), path)):
         raise ModelIOError(f"{path}: output would overwrite the input model; choose another -o")
@@ -92,35 +226,48 @@ def save(model: ModelProto, path: str | os.PathLike, *, source: str | os.PathLik
         raise ModelIOError(f"{path}: cannot write: folder {folder} does not exist")
     if path.is_dir():
         raise ModelIOError(f"{path}: is a directory")
+    tensors = list(all_tensors(model))
     if external_data is None:
-        external_data = _tensor_bytes(model) > EXTERNAL_DATA_THRESHOLD
+        external_data = sum(_data_bytes(t) for t in tensors) > EXTERNAL_DATA_THRESHOLD
     data_name = path.name + ".data"
-    if source is not None and external_data and _same_file(Path(source).parent / data_name, folder / data_name):
+    read_from = [_external_source(t)[0] for t in tensors if _is_external(t)]
+    if source is not None:
+        read_from.append(Path(source).parent / data_name)
+    if external_data and any(_same_file(f, folder / data_name) for f in read_from):
         raise ModelIOError(f"{path}: its external data would overwrite the input's {data_name}")
     try:
         tmpdir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder))
     except OSError as e:
         raise ModelIOError(f"{path}: cannot write: {e.strerror or e}") from None
+    moved_data = None
     try:
-        tmp_model = tmpdir / path.name
+        undo = []
+        try:
+            if external_data:
+                with open(tmpdir / data_name, "wb") as out:
+                    for t in tensors:
+                        if _is_external(t) or (t.HasField("raw_data") and t.ByteSize() >= EXTERNAL_MIN_BYTES):
+                            undo.append(_write_external(t, out, data_name))
+            else:
+                undo.extend(_write_inline(t) for t in tensors if _is_external(t))
+            with open(tmpdir / path.name, "wb") as fh:
+                fh.write(model.SerializeToString())
+        finally:
+            for step in reversed(undo):
+                step()
         if external_data:
-            onnx.save_model(model, str(tmp_model), save_as_external_data=True, all_tensors_to_one_file=True,
-                            location=data_name, size_threshold=1024)
-            # save_model moved the tensors out of the proto; bring them back so `model` stays whole
-            onnx.load_external_data_for_model(model, str(tmpdir))
-            os.replace(tmpdir / data_name, folder / data_name)
-        else:
-            data = model.SerializeToString()
-            with open(tmp_model, "wb") as fh:
-                fh.write(data)
-        os.replace(tmp_model, path)
+            # the data first, the model last: until the model is in place nothing is written;
+            # a failure or an interruption between the two renames removes the data again
+            moved_data = folder / data_name
+            os.replace(tmpdir / data_name, moved_data)
+        os.replace(tmpdir / path.name, path)
+        moved_data = None
     except OSError as e:
         raise ModelIOError(f"{path}: cannot write: {e.strerror or e}") from None
     except ValueError as e:  # protobuf refuses messages over 2 GB
         raise ModelIOError(f"{path}: cannot serialise: {_first_line(e)} (try external data)") from None
     finally:
-        for leftover in tmpdir.iterdir() if tmpdir.exists() else ():
-            leftover.unlink()
-        if tmpdir.exists():
-            tmpdir.rmdir()
+        if moved_data is not None:
+            moved_data.unlink(missing_ok=True)
+        shutil.rmtree(tmpdir, ignore_errors=True)
     return path

@@ -146,6 +146,23 @@ struct WindingAttributes {
   std::vector<float> ring_scales;
 };
 
+// `text` with every byte outside printable ASCII written as \xNN: strings from a model (node
+// names, the codec) go into error messages, which onnxruntime's Python binding decodes as UTF-8.
+inline std::string Printable(const std::string& text) {
+  static const char kHex[] = "0123456789abcdef";
+  std::string out;
+  for (unsigned char c : text) {
+    if (c >= 0x20 && c < 0x7f) {
+      out += static_cast<char>(c);
+    } else {
+      out += "\\x";
+      out += kHex[c >> 4];
+      out += kHex[c & 15];
+    }
+  }
+  return out;
+}
+
 // m = ceil(sqrt(n)), the least m with m * m >= n (n >= 1).
 inline uint32_t WindingSide(uint32_t n) {
   uint32_t m = static_cast<uint32_t>(std::sqrt(static_cast<double>(n)));
@@ -159,7 +176,7 @@ inline uint32_t WindingSide(uint32_t n) {
 inline std::string ValidateWinding(const WindingAttributes& a, WindingParams* p) {
   using std::to_string;
   if (a.codec != kCodecWinding) {
-    return "rule 2: codec '" + a.codec + "' is unknown (this decoder knows 'winding')";
+    return "rule 2: codec '" + Printable(a.codec) + "' is unknown (this decoder knows 'winding')";
   }
   if (a.dtype != kFloat32 && a.dtype != kFloat16 && a.dtype != kBFloat16) {
     return "rule 2: dtype " + to_string(a.dtype) + " is not float32 (1), float16 (10) or bfloat16 (16)";
