@@ -16,8 +16,8 @@ OP_DOMAIN = "ai.hyperonnx"
 OP_TYPE = "DecodeWeights"
 # The opset version of OP_DOMAIN a model imports is the format version (docs/FORMAT.md §1).
 # A model imports the least version that holds all its codecs: models of the `winding` codec only
-# stay at version 1, which the C++/CUDA kernels and the ONNX function decode; `lattice` needs 2.
-OP_VERSION = 1  # the version the kernels and the function fallback decode today
+# stay at version 1; `lattice` needs 2.
+OP_VERSION = 2  # the newest version the kernels decode (they decode every one of KNOWN_VERSIONS)
 FORMAT_VERSION = 2  # the newest version this Python reference reads and writes
 KNOWN_VERSIONS = (1, 2)
 

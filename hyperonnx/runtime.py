@@ -34,6 +34,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from . import format as fmt
 from .graph.decompress import read_seed
+from .graph.walk import scopes
 
 MIN_ORT_VERSION = (1, 21)  # the library is built on ORT API version 21
 LIBRARY_NAMES = ("libhyperonnx_ops.so", "libhyperonnx_ops.dylib", "hyperonnx_ops.dll")
@@ -133,18 +134,33 @@ def _load_model(path_or_model) -> tuple[onnx.ModelProto, str | None]:
 
 
 def _decode_nodes(graph: onnx.GraphProto) -> list[int]:
-    """Positions of the main graph's DecodeWeights nodes whose seed is an initializer."""
+    """Positions of the main graph's DecodeWeights nodes whose inputs (seed, and scales for the
+    lattice codec) are all initializers."""
     initializers = {t.name for t in graph.initializer}
     return [i for i, node in enumerate(graph.node)
             if node.domain == fmt.OP_DOMAIN and node.op_type == fmt.OP_TYPE
-            and len(node.input) == 1 and node.input[0] in initializers and len(node.output) == 1]
+            and 1 <= len(node.input) <= 2 and all(name in initializers for name in node.input)
+            and len(node.output) == 1]
 
 
 def _check_opset(model: onnx.ModelProto) -> None:
+    """Rule 1 (a known version) and rule 8 (no lattice node under version 1): a kernel cannot see
+    the model's opsets, so they are checked here before onnxruntime sees the model."""
     for opset in model.opset_import:
-        if opset.domain == fmt.OP_DOMAIN and opset.version != fmt.OP_VERSION:
+        if opset.domain != fmt.OP_DOMAIN:
+            continue
+        if opset.version not in fmt.KNOWN_VERSIONS:
             raise fmt.FormatError(f"the model imports {fmt.OP_DOMAIN} version {opset.version}; this hyperonnx "
-                                  f"decodes version {fmt.OP_VERSION} (docs/FORMAT.md section 5, rule 1)")
+                                  f"decodes versions {', '.join(map(str, fmt.KNOWN_VERSIONS))} "
+                                  "(docs/FORMAT.md section 5, rule 1)")
+        codecs = {_attribute(node, "codec") for scope in scopes(model) for node in scope.graph.node
+                  if node.domain == fmt.OP_DOMAIN and node.op_type == fmt.OP_TYPE}
+        for codec in codecs:
+            name = codec.decode("utf-8", "replace") if isinstance(codec, bytes) else codec
+            if fmt.CODEC_VERSION.get(name, 1) > opset.version:
+                raise fmt.FormatError(f"a DecodeWeights node of codec {name!r} needs {fmt.OP_DOMAIN} version "
+                                      f"{fmt.CODEC_VERSION[name]}; the model imports version {opset.version} "
+                                      "(docs/FORMAT.md section 7.4, rule 8)")
 
 
 def _attribute(node: onnx.NodeProto, name: str):
@@ -174,7 +190,7 @@ def decode_initializers(model: onnx.ModelProto, providers=None, intra_op_num_thr
     if not positions:
         return [], [], []
     nodes = [model.graph.node[i] for i in positions]
-    seeds = {node.input[0] for node in nodes}
+    seeds = {name for node in nodes for name in node.input}
     outputs = []
     for node in nodes:
         # FORMAT.md section 5 before any buffer is allocated: a declared shape is then backed by a
@@ -211,7 +227,7 @@ def _strip_decoders(model: onnx.ModelProto, positions: list[int]) -> onnx.ModelP
     for i in sorted(positions, reverse=True):
         del graph.node[i]
     used = _used_names(graph)
-    seeds = {node.input[0] for node in nodes}
+    seeds = {name for node in nodes for name in node.input}
     for i in reversed(range(len(graph.initializer))):  # in place: no copy of the other tensors
         if graph.initializer[i].name in seeds and graph.initializer[i].name not in used:
             del graph.initializer[i]

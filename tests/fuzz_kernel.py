@@ -1,8 +1,9 @@
 """Differential fuzzer of the DecodeWeights CPU kernel, run in a child process by
 tests/test_kernel_fuzz.py (a crash or hang there is a test failure, not a dead pytest).
 
-Each case corrupts a valid node (seed bytes, seed length, attribute values, attribute types,
-missing attributes), runs it through onnxruntime with the library, and compares with the
+Each case corrupts a valid node of either codec (seed bytes, seed length, the lattice codec's
+scales, attribute values, attribute types, missing attributes, the input count), runs it through
+onnxruntime with the library, and compares with the
 reference decoder: when onnxruntime succeeds the reference must accept the node and produce the
 same bytes; when onnxruntime fails the reference must reject it too.
 
@@ -27,7 +28,7 @@ from hyperonnx import format as fmt
 
 INTS = [-(1 << 63), -(1 << 40), -1, 0, 1, 2, 3, 4, 7, 8, 10, 11, 16, 23, 24, 25, 63, 64, 65, 1000, 1600,
         (1 << 20) - 1, 1 << 20, (1 << 20) + 1, 1 << 24, 1 << 31, (1 << 40) - 1, 1 << 40, (1 << 40) + 1,
-        (1 << 63) - 1]
+        (1 << 63) - 1, 5, 6, 15, 17, 127, 128, 255, 4095, 65534, 65535, 65536]
 FLOATS = [0.0, -0.0, 1e-45, 1e-38, 1e-30, 0.1, 0.8, 1.0, -1.0, 2.0, 1e10, 3.4e38, float("inf"),
           float("-inf"), float("nan"), -3.0]
 LIST_KINDS = {"shape": AttributeProto.INTS, "center": AttributeProto.FLOATS, "ring_scales": AttributeProto.FLOATS}
@@ -35,36 +36,58 @@ LIST_KINDS = {"shape": AttributeProto.INTS, "center": AttributeProto.FLOATS, "ri
 
 def base_seeds(rng):
     seeds = []
-    for preset in (p for p, c in hyperonnx.PRESETS.items() if isinstance(c, hyperonnx.WindingConfig)):
+    for preset in hyperonnx.PRESETS:
         for dtype in (np.float32, np.float16, ml_dtypes.bfloat16):
-            shape = [(5, 7), (33,), (4, 4, 3), (2,), (1,)][len(seeds) % 5]
+            shape = [(5, 7), (33,), (4, 4, 3), (2,), (1,), (300,)][len(seeds) % 6]
             array = rng.standard_normal(shape) * 0.05
             array.flat[0] = 1.5  # an outlier: rings
             seed = hyperonnx.encode(array.astype(dtype), preset, min_elements=1)
             if seed.codec != "raw":
                 seeds.append(seed)
+    for bits, group in ((2, 2), (5, 6), (16, 4)):  # lattice seeds at other widths and groups
+        config = hyperonnx.LatticeConfig(index_bits=bits, group=group)
+        seeds.append(hyperonnx.encode((rng.standard_normal(41) * 0.05).astype(np.float32), config, min_elements=1))
     return seeds
 
 
-def build(attrs: list[tuple[str, object, int]], payload: np.ndarray):
-    node = helper.make_node(fmt.OP_TYPE, ["s"], ["w"], domain=fmt.OP_DOMAIN, name="fuzz")
+def build(attrs: list[tuple[str, object, int]], payload: np.ndarray, scales: np.ndarray | None):
+    inputs = [numpy_helper.from_array(payload, "s")]
+    if scales is not None:
+        inputs.append(numpy_helper.from_array(scales, "c"))
+    node = helper.make_node(fmt.OP_TYPE, ["s", "c"][:len(inputs)], ["w"], domain=fmt.OP_DOMAIN, name="fuzz")
     for name, value, kind in attrs:
         node.attribute.append(helper.make_attribute(name, value, attr_type=kind))
     declared = next((value for name, value, kind in attrs if name == "dtype" and kind == AttributeProto.INT
                      and value in fmt.OUTPUT_DTYPES), TensorProto.FLOAT)
-    graph = helper.make_graph([node], "fuzz", [], [helper.make_tensor_value_info("w", declared, None)],
-                              [numpy_helper.from_array(payload, "s")])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(fmt.OP_DOMAIN, 1)])
+    graph = helper.make_graph([node], "fuzz", [], [helper.make_tensor_value_info("w", declared, None)], inputs)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                    helper.make_opsetid(fmt.OP_DOMAIN, fmt.OP_VERSION)])
     return model, node
 
 
-def mutate(seed: hyperonnx.Seed, rng) -> tuple[list, np.ndarray, str]:
+def mutate(seed: hyperonnx.Seed, rng) -> tuple[list, np.ndarray, np.ndarray | None, str]:
     values = seed.node_attributes()
-    attrs = [[name, values[name], kind] for name, kind in fmt.ATTRIBUTE_TYPES.items()]
+    attrs = [[name, values[name], kind] for name, kind in fmt.attribute_types(seed.codec).items()]
     payload = np.array(seed.payload, dtype=np.uint8)
+    scales = None if seed.scales is None else np.array(seed.scales, dtype=np.float16)
     what = []
     for _ in range(int(rng.integers(1, 4))):
-        choice = int(rng.integers(0, 10))
+        choice = int(rng.integers(0, 12 if scales is not None else 11))
+        if choice == 10:  # the input count: a lattice node without scales, a winding node with some
+            scales = None if scales is not None else np.ones(int(rng.integers(0, 4)), np.float16)
+            what.append("inputs")
+            continue
+        if choice == 11:  # the scales: Inf/NaN bit patterns, flipped bits, another length
+            bits = scales.view(np.uint16)
+            kind = int(rng.integers(0, 3))
+            if kind == 0 and bits.size:
+                bits[rng.integers(0, bits.size)] = int(rng.choice([0x7C00, 0xFC00, 0x7E00, 0x7C01, 0x0000, 0x8001]))
+            elif kind == 1 and bits.size:
+                bits[rng.integers(0, bits.size)] ^= np.uint16(1 << int(rng.integers(0, 16)))
+            else:
+                scales = np.resize(scales, max(0, scales.size + int(rng.choice([-1, 1, 5])))).astype(np.float16)
+            what.append("scales")
+            continue
         if choice <= 2 and payload.size:  # flip bytes of the seed
             for _ in range(int(rng.integers(1, 4))):
                 payload[rng.integers(0, payload.size)] ^= np.uint8(1 << int(rng.integers(0, 8)))
@@ -85,7 +108,7 @@ def mutate(seed: hyperonnx.Seed, rng) -> tuple[list, np.ndarray, str]:
             kind = int(rng.choice([AttributeProto.INT, AttributeProto.FLOAT, AttributeProto.INTS,
                                    AttributeProto.FLOATS, AttributeProto.STRING]))
             value = {AttributeProto.INT: 3, AttributeProto.FLOAT: 0.5, AttributeProto.INTS: [3, 1],
-                     AttributeProto.FLOATS: [0.5, 0.25], AttributeProto.STRING: "winding"}[kind]
+                     AttributeProto.FLOATS: [0.5, 0.25], AttributeProto.STRING: seed.codec}[kind]
             attrs[i] = [name, value, kind]
             what.append(f"type:{name}")
         else:  # change an attribute's value
@@ -96,20 +119,20 @@ def mutate(seed: hyperonnx.Seed, rng) -> tuple[list, np.ndarray, str]:
             elif kind == AttributeProto.FLOAT:
                 value = float(rng.choice(FLOATS))
             elif kind == AttributeProto.STRING:
-                value = str(rng.choice(["", "winding ", "WINDING", "raw", "w\u00e9"]))
+                value = str(rng.choice(["", "winding ", "WINDING", "raw", "w\u00e9", "winding", "lattice"]))
             elif kind == AttributeProto.INTS:
                 value = [int(rng.choice(INTS)) for _ in range(int(rng.integers(0, 4)))]
             else:
                 value = [float(rng.choice(FLOATS)) for _ in range(int(rng.integers(0, 4)))]
             attrs[i] = [name, value, kind]
             what.append(f"value:{name}")
-    return attrs, payload, "+".join(what)
+    return attrs, payload, scales, "+".join(what)
 
 
-def reference(node, payload):
+def reference(node, payload, scales):
     """(bytes, None) or (None, reason): what the reference decoder makes of the node."""
     try:
-        seed = fmt.seed_from_node(node, payload)
+        seed = fmt.seed_from_node(node, payload, scales)
         fmt.validate(seed)  # before decode: decode() takes codec "raw" for an in-memory raw tensor
         return hyperonnx.decode(seed).tobytes(), None
     except (fmt.FormatError, ValueError, TypeError, OverflowError, KeyError) as error:
@@ -130,8 +153,9 @@ def kernel(model, so):
 
 def empty_list_type_confusion(node) -> bool:
     """onnxruntime cannot tell an empty `ints` from an empty `floats`: a known blind spot."""
+    types = {**fmt.ATTRIBUTE_TYPES, **fmt.LATTICE_ATTRIBUTE_TYPES}
     return any(a.type in (AttributeProto.INTS, AttributeProto.FLOATS) and not a.ints and not a.floats
-               and fmt.ATTRIBUTE_TYPES.get(a.name) != a.type for a in node.attribute)
+               and types.get(a.name) != a.type for a in node.attribute)
 
 
 def main(argv=None) -> int:
@@ -150,10 +174,10 @@ def main(argv=None) -> int:
     start = time.perf_counter()
     for case in range(args.cases):
         seed = seeds[case % len(seeds)]
-        attrs, payload, what = mutate(seed, rng)
-        model, node = build(attrs, payload)
+        attrs, payload, scales, what = mutate(seed, rng)
+        model, node = build(attrs, payload, scales)
         got, kernel_error = kernel(model, so)
-        expected, reference_error = reference(node, payload)
+        expected, reference_error = reference(node, payload, scales)
         counts["cases"] += 1
         counts["ok" if kernel_error is None else "refused"] += 1
         agree = (got is not None and expected is not None and got == expected) or \

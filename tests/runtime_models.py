@@ -17,12 +17,21 @@ def opsets():
     return [helper.make_opsetid("", ONNX_OPSET), helper.make_opsetid(fmt.OP_DOMAIN, fmt.OP_VERSION)]
 
 
+def add_seed(seed: hyperonnx.Seed, name: str, nodes: list, inits: list) -> None:
+    """The initializers (seed, and scales for the lattice codec) and the DecodeWeights node of `name`."""
+    scales_name = None
+    if seed.scales is not None:
+        scales_name = f"{name}.scales"
+        inits.append(numpy_helper.from_array(np.asarray(seed.scales, np.float16), scales_name))
+    nodes.append(fmt.make_node(seed, f"{name}.seed", name, scales_name))
+    inits.append(numpy_helper.from_array(np.asarray(seed.payload, np.uint8), f"{name}.seed"))
+
+
 def decode_model(seeds: dict[str, hyperonnx.Seed], version: int = fmt.OP_VERSION) -> onnx.ModelProto:
     """A model of only DecodeWeights nodes: no inputs, one output per seed."""
     nodes, inits, outputs = [], [], []
     for name, seed in seeds.items():
-        nodes.append(fmt.make_node(seed, f"{name}.seed", name))
-        inits.append(numpy_helper.from_array(np.asarray(seed.payload, np.uint8), f"{name}.seed"))
+        add_seed(seed, name, nodes, inits)
         outputs.append(helper.make_tensor_value_info(name, seed.dtype, list(seed.shape)))
     graph = helper.make_graph(nodes, "decode", [], outputs, inits)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", ONNX_OPSET),
@@ -51,8 +60,7 @@ def mlp_model(weights: dict[str, np.ndarray], config="paper", compress: bool = F
         if compress:
             seed = hyperonnx.encode(array, config, min_elements=min_elements)
             if seed.codec != "raw":
-                nodes.append(fmt.make_node(seed, f"{name}.seed", name))
-                inits.append(numpy_helper.from_array(np.asarray(seed.payload, np.uint8), f"{name}.seed"))
+                add_seed(seed, name, nodes, inits)
                 return
         inits.append(numpy_helper.from_array(array, name))
 

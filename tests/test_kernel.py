@@ -17,10 +17,9 @@ from onnx import AttributeProto, TensorProto, helper, numpy_helper
 
 import hyperonnx
 from hyperonnx import format as fmt
-from hyperonnx.codec import bitpack
+from hyperonnx.codec import bitpack, lattice
 from runtime_models import decode_model
 
-WINDING_PRESETS = sorted(p for p, c in hyperonnx.PRESETS.items() if isinstance(c, hyperonnx.WindingConfig))  # the kernels decode format version 1 (lattice: phase 2)
 
 DTYPES = {TensorProto.FLOAT: np.float32, TensorProto.FLOAT16: np.float16, TensorProto.BFLOAT16: ml_dtypes.bfloat16}
 
@@ -81,7 +80,7 @@ def test_worked_example():
     assert kernel_decode(seed).tolist() == [1.5, -1.0, 1.0]
 
 
-@pytest.mark.parametrize("preset", WINDING_PRESETS)
+@pytest.mark.parametrize("preset", sorted(hyperonnx.PRESETS))
 @pytest.mark.parametrize("dtype", [np.float32, np.float16, ml_dtypes.bfloat16], ids=["f32", "f16", "bf16"])
 @pytest.mark.parametrize("shape", [(1,), (3,), (17,), (7, 13), (4, 3, 5), (64, 33), (1001,)])
 def test_presets_bytes_equal(preset, dtype, shape):
@@ -178,13 +177,19 @@ def test_float_conversions_match_numpy():
 
 # --- validation: FORMAT.md section 5 -------------------------------------------------------------
 
-def node_model(attrs: dict, seed_bytes: np.ndarray, version: int = fmt.OP_VERSION, types: dict | None = None):
-    node = helper.make_node(fmt.OP_TYPE, ["s"], ["w"], domain=fmt.OP_DOMAIN, name="bad")
+ALL_ATTRIBUTE_TYPES = {**fmt.ATTRIBUTE_TYPES, **fmt.LATTICE_ATTRIBUTE_TYPES}
+
+
+def node_model(attrs: dict, seed_bytes: np.ndarray, version: int = fmt.OP_VERSION, types: dict | None = None,
+               scales: np.ndarray | None = None):
+    inits = [numpy_helper.from_array(np.asarray(seed_bytes, np.uint8), "s")]
+    if scales is not None:
+        inits.append(numpy_helper.from_array(np.asarray(scales), "c"))
+    node = helper.make_node(fmt.OP_TYPE, ["s", "c"][:len(inits)], ["w"], domain=fmt.OP_DOMAIN, name="bad")
     for name, value in attrs.items():
-        kind = (types or {}).get(name, fmt.ATTRIBUTE_TYPES.get(name))
+        kind = (types or {}).get(name, ALL_ATTRIBUTE_TYPES.get(name))
         node.attribute.append(helper.make_attribute(name, value, attr_type=kind))
-    graph = helper.make_graph([node], "g", [], [helper.make_tensor_value_info("w", TensorProto.FLOAT, None)],
-                              [numpy_helper.from_array(np.asarray(seed_bytes, np.uint8), "s")])
+    graph = helper.make_graph([node], "g", [], [helper.make_tensor_value_info("w", TensorProto.FLOAT, None)], inits)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(fmt.OP_DOMAIN, version)])
 
 
@@ -289,7 +294,187 @@ def test_scalar_loop_without_avx2():
 def test_unknown_opset_version_refused():
     """Rule 1. onnxruntime binds every version of a custom domain to the one kernel and a kernel
     cannot see the model's opsets, so hyperonnx.InferenceSession checks it (both modes)."""
-    model = node_model(GOOD, np.array([0x93], np.uint8), version=2)
+    model = node_model(GOOD, np.array([0x93], np.uint8), version=3)
     for mode in ("load", "stream"):
         with pytest.raises(fmt.FormatError, match="rule 1"):
             hyperonnx.InferenceSession(model, mode=mode)
+
+
+@pytest.mark.parametrize("version", fmt.KNOWN_VERSIONS)
+def test_winding_runs_at_every_version(version):
+    """A winding node decodes the same under format versions 1 and 2 (plain onnxruntime and both modes)."""
+    model = node_model(GOOD, np.array([0x93], np.uint8), version=version)
+    assert session(model).run(None, {})[0].tolist() == [1.5, -1.0, 1.0]
+    for mode in ("load", "stream"):
+        assert hyperonnx.InferenceSession(model, mode=mode).run(None, {})[0].tolist() == [1.5, -1.0, 1.0]
+
+
+# --- the lattice codec: FORMAT.md section 7 --------------------------------------------------------
+
+LATTICE = {"codec": "lattice", "shape": [5], "dtype": 1, "bits": 3, "generator": 3, "group": 4, "alpha": 0.5,
+           "beta": 0.5, "scale_unit": 0.5}
+LATTICE_SEED = (0x2B, 0x00)
+LATTICE_SCALES = np.array([2.0, 3.0], np.float16)
+
+
+def run_lattice(attrs=None, seed=LATTICE_SEED, scales=LATTICE_SCALES, **kwargs):
+    return run_node(attrs or LATTICE, seed=seed, scales=scales, **kwargs)
+
+
+def lattice_seed(steps, shape, dtype=TensorProto.FLOAT, bits=8, generator=None, group=128, alpha=0.5, beta=0.5,
+                 scale_unit=2.0 ** -14, scales=None, rng=None) -> hyperonnx.Seed:
+    count = int(np.prod(shape))
+    if scales is None:
+        scales = (rng or np.random.default_rng(0)).uniform(0, 30000, fmt.scale_count(count, group))
+    generator = generator if generator is not None else lattice.generator(bits)
+    attrs = {"bits": bits, "generator": generator, "group": group, "alpha": alpha, "beta": beta,
+             "scale_unit": scale_unit}
+    return hyperonnx.Seed("lattice", tuple(shape), dtype, bitpack.pack(np.asarray(steps, np.uint64), bits), attrs,
+                          scales=np.asarray(scales, np.float16))
+
+
+def test_lattice_worked_example():
+    """FORMAT.md section 7.5, byte by byte."""
+    got = run_lattice()
+    assert got.tobytes().hex() == "0000000000000000710dc23e373a1ebe94bd8ebf"
+    seed = lattice_seed([3, 5, 0], (5,), bits=3, generator=3, group=4, scale_unit=0.5, scales=LATTICE_SCALES)
+    assert seed.payload.tolist() == list(LATTICE_SEED)
+    assert_bytes_equal(seed)
+
+
+@pytest.mark.parametrize("bits", range(2, 17))
+def test_lattice_every_bit_width(bits):
+    """Random steps over the whole trajectory, odd and even lengths, groups that do and do not
+    fill a task: the table path at every width."""
+    rng = np.random.default_rng(bits)
+    points = (1 << bits) - 1
+    generators = np.arange(1, points, 2)
+    for pairs, group in ((1, 2), (7, 6), (8, 128), (9, 4), (1000, 34), (70001, 128)):
+        steps = rng.integers(0, points, pairs)
+        steps[:2] = [0, points - 1][:pairs]
+        generator = int(rng.choice(generators))
+        for count in (2 * pairs, 2 * pairs - 1):
+            seed = lattice_seed(steps, (count,), bits=bits, generator=generator, group=group, rng=rng)
+            assert_bytes_equal(seed)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("dtype", [TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16])
+def test_lattice_large_tensor_multithreaded(threads, dtype):
+    """Many ParallelFor tasks, an odd length, all three output types, the encoder's own seeds."""
+    rng = np.random.default_rng(threads)
+    seed = hyperonnx.encode(weights((301, 1117), rng, DTYPES[dtype]), "lattice")
+    assert seed.codec == "lattice"
+    assert_bytes_equal(seed, threads)
+
+
+@pytest.mark.parametrize("dtype", [TensorProto.FLOAT16, TensorProto.BFLOAT16])
+def test_lattice_conversion_overflow_and_subnormals(dtype):
+    """Scales that overflow float16 (to inf), subnormal float16 scales and outputs, zero and
+    negative scales, and a companding whose values overflow float32."""
+    rng = np.random.default_rng(4)
+    steps = rng.integers(0, 255, 5000)
+    tiny = np.array([1, 2, 0x3FF, 0, 0x8001, 0x8000], np.uint16).view(np.float16)  # subnormals, zeros
+    for unit, scales, alpha, beta in ((2.0 ** 4, [60000.0, -3.0, 65504.0], 0.5, 0.5),
+                                      (2.0 ** -10, tiny, 0.5, 0.5), (1.0, [1.0, 0.0, -2.0], 3e38, 3e38)):
+        seed = lattice_seed(steps, (10000,), dtype=dtype, bits=8, group=4096, scale_unit=unit, scales=np.resize(
+            np.asarray(scales, np.float16), 3), alpha=alpha, beta=beta)
+        with np.errstate(over="ignore", invalid="ignore"):
+            assert_bytes_equal(seed)
+
+
+def test_lattice_empty_and_scalar():
+    empty = lattice_seed(np.zeros(0), (0, 5), bits=4, group=2, scales=np.zeros(0))
+    assert empty.payload.size == 0
+    assert_bytes_equal(empty)
+    scalar = lattice_seed([9], (), bits=4, group=2, scales=[1.5])
+    got = kernel_decode(scalar)
+    assert got.shape == () and got.tobytes() == hyperonnx.decode(scalar).tobytes()
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"codec": "Lattice"}, "rule 2: codec"),
+    ({"dtype": 11}, "rule 2: dtype"),
+    ({"bits": 1}, "rule 2: attribute bits"),
+    ({"bits": 17}, "rule 2: attribute bits"),
+    ({"generator": 2}, "rule 2: attribute generator"),
+    ({"generator": 7}, "rule 2: attribute generator"),  # N = 7: g < N
+    ({"generator": -1}, "rule 2: attribute generator"),
+    ({"group": 3}, "rule 2: attribute group"),
+    ({"group": 0}, "rule 2: attribute group"),
+    ({"group": (1 << 16) + 2}, "rule 2: attribute group"),
+    ({"alpha": float("nan")}, "rule 2: attribute alpha"),
+    ({"beta": float("inf")}, "rule 2: attribute beta"),
+    ({"scale_unit": 0.0}, "rule 2: attribute scale_unit"),
+    ({"scale_unit": -0.5}, "rule 2: attribute scale_unit"),
+    ({"scale_unit": float("inf")}, "rule 2: attribute scale_unit"),
+    ({"shape": [-5]}, "rule 2: shape"),
+    ({"shape": [1 << 21, 1 << 20]}, "rule 3"),
+    ({"shape": [6]}, None),  # 3 pairs of 3 bits in 2 bytes, 2 scales: valid
+    ({"shape": [11]}, "rule 4"),
+    ({"group": 2}, "rule 6"),  # 3 scales needed
+    ({"side": 2.0}, "rule 2: attribute side"),  # a winding attribute
+    ({"points": 4}, "rule 2: attribute points"),
+])
+def test_lattice_rules_refused(change, message):
+    attrs = {**LATTICE, **change}
+    if message is None:
+        run_lattice(attrs)
+        return
+    with pytest.raises(Exception, match=message.replace("(", r"\(")):
+        run_lattice(attrs)
+
+
+@pytest.mark.parametrize("missing", sorted(fmt.LATTICE_ATTRIBUTE_TYPES))
+def test_lattice_missing_attribute(missing):
+    with pytest.raises(Exception, match="rule 2"):
+        run_lattice({k: v for k, v in LATTICE.items() if k != missing})
+
+
+@pytest.mark.parametrize("scales, message", [
+    (np.array([2.0, np.inf], np.float16), r"rule 6: scales\[1\] is Inf or NaN"),
+    (np.array([np.nan, 3.0], np.float16), r"rule 6: scales\[0\] is Inf or NaN"),
+    (np.array([2.0, 3.0, 4.0], np.float16), "rule 6: scales holds 3"),
+    (np.array([2.0], np.float16), "rule 6: scales holds 1"),
+    (np.array([[2.0, 3.0]], np.float16), "rule 6: scales must be a rank-1"),
+    (np.array([2.0, 3.0], np.float32), "Type Error"),  # onnxruntime refuses the type
+])
+def test_lattice_scales_refused(scales, message):
+    with pytest.raises(Exception, match=message):
+        run_lattice(scales=scales)
+
+
+def test_lattice_inputs_and_steps():
+    with pytest.raises(Exception, match="rule 2: a lattice node has two inputs"):
+        run_node(LATTICE, seed=LATTICE_SEED)
+    with pytest.raises(Exception, match="rule 2: a winding node has one input"):
+        run_node(GOOD, seed=(0x93,), scales=LATTICE_SCALES)
+    with pytest.raises(Exception, match="rule 4"):
+        run_lattice(seed=(0x2B,))
+    with pytest.raises(Exception, match="rule 7"):
+        run_lattice(seed=(0x3F, 0x00))  # step 7 = N
+    with pytest.raises(Exception, match="rule 7"):
+        run_lattice(seed=(0xEB, 0x01))  # the dropped half of the last pair still has its step checked
+
+
+@pytest.mark.parametrize("dtype", [TensorProto.FLOAT, TensorProto.FLOAT16])
+@pytest.mark.parametrize("where", [0, 8, 4093, 9998, 9999])
+def test_lattice_out_of_range_step_in_long_seed(dtype, where):
+    """One step N = 2^b - 1 anywhere in a long seed (windowed loop, tail, dropped half): rule 7."""
+    steps = np.random.default_rng(where).integers(0, 1023, 10000)
+    steps[where] = 1023
+    seed = lattice_seed(steps, (19999,), dtype=dtype, bits=10, group=64)
+    with pytest.raises(Exception, match="rule 7"):
+        kernel_decode(seed)
+
+
+def test_lattice_under_version_1_refused():
+    """Rule 8: hyperonnx.InferenceSession checks it (a kernel cannot see the opsets)."""
+    model = node_model(LATTICE, np.array(LATTICE_SEED, np.uint8), version=1, scales=LATTICE_SCALES)
+    for mode in ("load", "stream"):
+        with pytest.raises(fmt.FormatError, match="rule 8"):
+            hyperonnx.InferenceSession(model, mode=mode)
+    model = node_model(LATTICE, np.array(LATTICE_SEED, np.uint8), version=2, scales=LATTICE_SCALES)
+    for mode in ("load", "stream"):
+        got = hyperonnx.InferenceSession(model, mode=mode).run(None, {})[0]
+        assert got.tobytes().hex() == "0000000000000000710dc23e373a1ebe94bd8ebf"

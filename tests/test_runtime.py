@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 
+import ml_dtypes
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -217,3 +219,54 @@ def test_stream_leaves_small_odd_or_shared_tables_whole(monkeypatch):
     model, _ = embedding_model(1001, 6)
     model.graph.output.append(helper.make_tensor_value_info("E", TensorProto.FLOAT, None))  # read twice
     assert runtime._split_gathered(model) == 0
+
+
+# --- the lattice codec (format version 2): two-input nodes --------------------------------------
+
+@pytest.fixture(scope="module")
+def lattice_mlp():
+    w = mlp_weights()
+    return mlp_model(w, "lattice", compress=True), mlp_model(decoded_weights(w, "lattice"))
+
+
+def test_lattice_load_and_stream(lattice_mlp):
+    compressed, reference = lattice_mlp
+    lattice_nodes = [n for n in compressed.graph.node if n.domain == fmt.OP_DOMAIN and len(n.input) == 2]
+    assert len(lattice_nodes) == 3  # W0, W1, W2 (the biases are below min_elements)
+    expected = plain(reference).run(None, {"x": X})[0]
+    session = hyperonnx.InferenceSession(compressed, mode="load")
+    assert session.run(None, {"x": X})[0].tobytes() == expected.tobytes()
+    session = hyperonnx.InferenceSession(compressed, mode="stream")
+    np.testing.assert_allclose(session.run(None, {"x": X})[0], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_lattice_load_mode_drops_seeds_and_scales(lattice_mlp):
+    """Load mode hands onnxruntime the decoded weights; neither input of a decoded node stays."""
+    compressed, _ = lattice_mlp
+    model = onnx.ModelProto()
+    model.CopyFrom(compressed)
+    positions, names, _values = runtime.decode_initializers(model)
+    assert sorted(names) == ["W0", "W1", "W2"]
+    stripped = runtime._strip_decoders(model, positions)
+    left = {t.name for t in stripped.graph.initializer if t.data_location != TensorProto.EXTERNAL}
+    assert not any(name.endswith((".seed", ".scales")) for name in left), left
+
+
+def test_lattice_decoded_weights_bitwise():
+    """Every dtype and odd/even sizes, both modes, against the reference decoder."""
+    rng = np.random.default_rng(6)
+    seeds = {}
+    for dtype in (np.float32, np.float16, ml_dtypes.bfloat16):
+        for shape in ((33, 17), (1001,), (64, 130)):
+            seeds[f"w{len(seeds)}"] = hyperonnx.encode((rng.standard_normal(shape) * 0.1).astype(dtype), "lattice")
+    model = decode_model(seeds)
+    for mode in ("load", "stream"):
+        session = hyperonnx.InferenceSession(model, mode=mode)
+        binding = session.io_binding()
+        for name in seeds:
+            binding.bind_output(name, "cpu")
+        session.run_with_iobinding(binding)
+        for (name, seed), value in zip(seeds.items(), binding.get_outputs()):
+            expected = hyperonnx.decode(seed).tobytes()
+            got = ctypes.string_at(value.data_ptr(), value.tensor_size_in_bytes())
+            assert got == expected, (mode, name)

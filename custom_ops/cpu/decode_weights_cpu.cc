@@ -10,6 +10,8 @@
 // fallback). Both only copy table entries, so their outputs are the same bits.
 #include "decode_weights_cpu.h"
 
+#include "lattice_cpu.h"
+
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
@@ -299,6 +301,9 @@ DecodeWeightsCpuKernel::DecodeWeightsCpuKernel(std::string name, std::vector<int
   }
 }
 
+DecodeWeightsCpuKernel::DecodeWeightsCpuKernel(std::string name, std::vector<int64_t> shape, const LatticeParams& params)
+    : name_(std::move(name)), shape_(std::move(shape)), params_{}, lattice_(new LatticeCpuDecoder(params)) {}
+
 DecodeWeightsCpuKernel::~DecodeWeightsCpuKernel() = default;
 
 template <typename T>
@@ -332,9 +337,42 @@ static bool Decode(const Ort::KernelContext& context, const WindingParams& p, co
   return bad;
 }
 
+OrtStatusPtr DecodeWeightsCpuKernel::ComputeLattice(Ort::KernelContext& context) {
+  const LatticeParams& p = lattice_->params();
+  Ort::ConstValue input = context.GetInput(0);
+  Ort::ConstValue scales = context.GetInput(1);
+  if (!scales) return Fail(name_, "rule 2: a lattice node has two inputs, seed and scales; scales is missing");
+  const Ort::TensorTypeAndShapeInfo seed_info = input.GetTensorTypeAndShapeInfo();
+  if (seed_info.GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8) {
+    return Fail(name_, "rule 4: seed must be a rank-1 uint8 tensor");
+  }
+  const std::vector<int64_t> dims = seed_info.GetShape();
+  const std::string seed_error = ValidateSeed(p, dims.size(), dims.data());
+  if (!seed_error.empty()) return Fail(name_, seed_error);
+  const Ort::TensorTypeAndShapeInfo scales_info = scales.GetTensorTypeAndShapeInfo();
+  if (scales_info.GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16) {
+    return Fail(name_, "rule 6: scales must be a rank-1 float16 tensor");
+  }
+  const std::vector<int64_t> scale_dims = scales_info.GetShape();
+  const std::string scales_error = ValidateScalesShape(p, scale_dims.size(), scale_dims.data());
+  if (!scales_error.empty()) return Fail(name_, scales_error);
+  const auto* scale_bits = static_cast<const uint16_t*>(scales.GetTensorRawData());
+  const uint64_t bad_scale = lattice_->FirstNonFiniteScale(scale_bits);
+  if (bad_scale != p.num_scales) {
+    return Fail(name_, "rule 6: scales[" + std::to_string(bad_scale) + "] is Inf or NaN");
+  }
+  Ort::UnownedValue output = context.GetOutput(0, shape_.data(), shape_.size());
+  if (p.num_elements == 0) return nullptr;
+  if (!lattice_->Decode(context, input.GetTensorData<uint8_t>(), scale_bits, output.GetTensorMutableRawData())) {
+    return Fail(name_, "rule 7: a seed step is >= 2^bits - 1 = " + std::to_string(p.points));
+  }
+  return nullptr;
+}
+
 OrtStatusPtr DecodeWeightsCpuKernel::ComputeV2(OrtKernelContext* raw_context) {
   try {
     Ort::KernelContext context(raw_context);
+    if (lattice_) return ComputeLattice(context);
     Ort::ConstValue input = context.GetInput(0);
     const Ort::TensorTypeAndShapeInfo info = input.GetTensorTypeAndShapeInfo();
     if (info.GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8) {
@@ -364,11 +402,47 @@ OrtStatusPtr DecodeWeightsCpuKernel::ComputeV2(OrtKernelContext* raw_context) {
   }
 }
 
+// Whether the node has an attribute `name` of any type (an empty list cannot be seen).
+static bool HasAttribute(const Ort::ConstKernelInfo& info, const char* name) {
+  return Succeeds([&] { (void)info.GetAttribute<int64_t>(name); }) ||
+         Succeeds([&] { (void)info.GetAttribute<float>(name); }) ||
+         Succeeds([&] { (void)info.GetAttribute<std::string>(name); }) ||
+         Succeeds([&] { if (info.GetAttributes<int64_t>(name).empty()) throw std::exception(); }) ||
+         Succeeds([&] { if (info.GetAttributes<float>(name).empty()) throw std::exception(); });
+}
+
+// Rule 2: attributes of the other codec are unknown to this one.
+template <size_t K>
+static std::string RefuseForeign(const Ort::ConstKernelInfo& info, const std::string& codec,
+                                 const char* const (&names)[K]) {
+  for (const char* name : names) {
+    if (HasAttribute(info, name)) return "rule 2: attribute " + std::string(name) + " is unknown to codec '" + codec + "'";
+  }
+  return "";
+}
+
+constexpr const char* kWindingOnly[] = {"points", "rings", "center", "side", "ring_scales"};
+constexpr const char* kLatticeOnly[] = {"generator", "group", "alpha", "beta", "scale_unit"};
+
 // Reads and validates the attributes; "" or the error message.
+static std::string ReadLattice(const Ort::ConstKernelInfo& info, LatticeAttributes* a) {
+  std::string error;
+  if (!ReadAttribute(info, "shape", &a->shape, &error, "ints") ||
+      !ReadAttribute(info, "dtype", &a->dtype, &error, "int") ||
+      !ReadAttribute(info, "bits", &a->bits, &error, "int") ||
+      !ReadAttribute(info, "generator", &a->generator, &error, "int") ||
+      !ReadAttribute(info, "group", &a->group, &error, "int") ||
+      !ReadAttribute(info, "alpha", &a->alpha, &error, "float") ||
+      !ReadAttribute(info, "beta", &a->beta, &error, "float") ||
+      !ReadAttribute(info, "scale_unit", &a->scale_unit, &error, "float")) {
+    return error;
+  }
+  return RefuseForeign(info, a->codec, kWindingOnly);
+}
+
 static std::string ReadWinding(const Ort::ConstKernelInfo& info, WindingAttributes* a) {
   std::string error;
-  if (!ReadAttribute(info, "codec", &a->codec, &error, "string") ||
-      !ReadAttribute(info, "shape", &a->shape, &error, "ints") ||
+  if (!ReadAttribute(info, "shape", &a->shape, &error, "ints") ||
       !ReadAttribute(info, "dtype", &a->dtype, &error, "int") ||
       !ReadAttribute(info, "bits", &a->bits, &error, "int") ||
       !ReadAttribute(info, "points", &a->points, &error, "int") ||
@@ -378,7 +452,7 @@ static std::string ReadWinding(const Ort::ConstKernelInfo& info, WindingAttribut
       !ReadAttribute(info, "ring_scales", &a->ring_scales, &error, "floats")) {
     return error;
   }
-  return "";
+  return RefuseForeign(info, a->codec, kLatticeOnly);
 }
 
 OrtStatusPtr DecodeWeightsCpuOp::CreateKernelV2(const OrtApi& api, const OrtKernelInfo* raw_info, void** kernel) const {
@@ -387,10 +461,29 @@ OrtStatusPtr DecodeWeightsCpuOp::CreateKernelV2(const OrtApi& api, const OrtKern
   try {
     Ort::ConstKernelInfo info(raw_info);
     name = info.GetNodeName();
+    std::string codec, error;
+    if (!ReadAttribute(info, "codec", &codec, &error, "string")) return Fail(name, error);
+    if (codec != kCodecWinding && codec != kCodecLattice) {
+      return Fail(name, "rule 2: codec '" + codec + "' is unknown (this decoder knows 'winding' and 'lattice')");
+    }
+    const size_t inputs = info.GetInputCount();
+    if (codec == kCodecLattice) {
+      if (inputs != 2) return Fail(name, "rule 2: a lattice node has two inputs (seed, scales), not " + std::to_string(inputs));
+      LatticeAttributes attrs;
+      LatticeParams params;
+      attrs.codec = codec;
+      error = ReadLattice(info, &attrs);
+      if (error.empty()) error = ValidateLattice(attrs, &params);
+      if (!error.empty()) return Fail(name, error);
+      *kernel = new DecodeWeightsCpuKernel(name, attrs.shape, params);
+      return nullptr;
+    }
     WindingAttributes attrs;
     WindingParams params;
-    std::string error = ReadWinding(info, &attrs);
+    attrs.codec = codec;
+    error = ReadWinding(info, &attrs);
     if (error.empty()) error = ValidateWinding(attrs, &params);
+    if (error.empty() && inputs != 1) error = "rule 2: a winding node has one input (seed), not " + std::to_string(inputs);
     if (!error.empty()) return Fail(name, error);
     *kernel = new DecodeWeightsCpuKernel(name, attrs.shape, params);
     return nullptr;

@@ -10,18 +10,23 @@
 
 namespace hyperonnx {
 
+class LatticeCpuDecoder;
+
 class DecodeWeightsCpuKernel {
  public:
   DecodeWeightsCpuKernel(std::string name, std::vector<int64_t> shape, const WindingParams& params);
+  DecodeWeightsCpuKernel(std::string name, std::vector<int64_t> shape, const LatticeParams& params);
   ~DecodeWeightsCpuKernel();
   OrtStatusPtr ComputeV2(OrtKernelContext* context);
 
  private:
+  OrtStatusPtr ComputeLattice(Ort::KernelContext& context);
   struct Tables;  // the codebook in the output type, when it is small enough to materialise
   std::string name_;
   std::vector<int64_t> shape_;
-  WindingParams params_;
+  WindingParams params_;  // winding nodes
   std::unique_ptr<Tables> tables_;
+  std::unique_ptr<LatticeCpuDecoder> lattice_;  // lattice nodes
 };
 
 struct DecodeWeightsCpuOp : Ort::CustomOpBase<DecodeWeightsCpuOp, DecodeWeightsCpuKernel, /*WithStatus=*/true> {
@@ -29,14 +34,20 @@ struct DecodeWeightsCpuOp : Ort::CustomOpBase<DecodeWeightsCpuOp, DecodeWeightsC
   // name and binds every ai.hyperonnx version to it, and a kernel cannot see the model's opsets.
   // hyperonnx.InferenceSession checks it before onnxruntime sees the model.
   DecodeWeightsCpuOp() {
-    start_ver_ = kFormatVersion;
+    start_ver_ = kMinFormatVersion;
     end_ver_ = kFormatVersion;
   }
   OrtStatusPtr CreateKernelV2(const OrtApi& api, const OrtKernelInfo* info, void** kernel) const;
   const char* GetName() const { return kOpName; }
   const char* GetExecutionProviderType() const { return "CPUExecutionProvider"; }
-  size_t GetInputTypeCount() const { return 1; }
-  ONNXTensorElementDataType GetInputType(size_t) const { return ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8; }
+  // seed, and scales (lattice nodes only): every op of this name must declare the same inputs.
+  size_t GetInputTypeCount() const { return 2; }
+  ONNXTensorElementDataType GetInputType(size_t i) const {
+    return i == 0 ? ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8 : ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16;
+  }
+  OrtCustomOpInputOutputCharacteristic GetInputCharacteristic(size_t i) const {
+    return i == 0 ? INPUT_OUTPUT_REQUIRED : INPUT_OUTPUT_OPTIONAL;
+  }
   size_t GetOutputTypeCount() const { return 1; }
   // float32, float16 or bfloat16 by the dtype attribute; InferOutputShape tells ONNX Runtime which.
   ONNXTensorElementDataType GetOutputType(size_t) const { return ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED; }

@@ -10,8 +10,9 @@ What this pass ensures:
 - tensors the codec keeps raw, integer tensors, small tensors, graph inputs and excluded names stay
   byte for byte; seeds of an already-compressed model are uint8 and so never touched: compressing
   twice changes nothing;
-- the model imports opset `ai.hyperonnx` version `format.OP_VERSION` and, unless disabled, holds the
-  model-local function that decodes DecodeWeights from standard ops (function.py).
+- the model imports opset `ai.hyperonnx` at the least version that holds the codecs it uses (1 for
+  winding, 2 with lattice) and, unless disabled, holds the model-local function that decodes
+  DecodeWeights from standard ops (function.py) where that function decodes the version.
 
 Why plain protobuf rather than onnx-graphsurgeon: the rewrite is local (drop one initializer or
 Constant, add one initializer and one node in the same graph), and a graphsurgeon import/export
@@ -179,7 +180,8 @@ def compress_model(model: ModelProto, config=None, *, bits: float | None = None,
     sites, _skipped = find_candidates(model, min_elements=min_elements, include=include, exclude=exclude)
     # one rate target over the whole model: index widths chosen per tensor before encoding
     configs = codec.plan(_SiteArrays(sites), config_obj, min_elements=min_elements)
-    version = max((o.version for o in model.opset_import if o.domain == fmt.OP_DOMAIN), default=fmt.OP_VERSION)
+    version = max((o.version for o in model.opset_import if o.domain == fmt.OP_DOMAIN),
+                  default=min(fmt.KNOWN_VERSIONS))  # the least version holding the codecs used
     names = NameMaker(all_names(model))
     first_of: dict[tuple, str] = {}  # (graph id, dtype, dims, digest) -> name of the decoded tensor
     new_nodes: dict[int, list] = {}  # id(graph) -> nodes to put first in that graph
@@ -251,7 +253,7 @@ def compress_model(model: ModelProto, config=None, *, bits: float | None = None,
 
     if any(t.compressed for t in report.tensors) or _has_decode_nodes(model):
         _ensure_opset(model, version)
-        if function_fallback and version == fmt.OP_VERSION:  # the function decodes version 1 only
+        if function_fallback and version == 1:  # the function decodes version 1 only
             _ensure_function(model)
     report.seconds = time.perf_counter() - start
     return report

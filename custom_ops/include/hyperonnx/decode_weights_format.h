@@ -1,11 +1,11 @@
-// The DecodeWeights contract of docs/FORMAT.md (version 1), shared by every backend.
+// The DecodeWeights contract of docs/FORMAT.md (versions 1 and 2), shared by every backend.
 //
 // Host code (the CPU kernel, and the host side of the CUDA kernel) validates a node's attributes
-// with `ValidateWinding`, which fills a `WindingParams`: a plain struct that device code can take
-// by value. `DecodeIndex`, `ReadIndex` and the float conversions are HYPERONNX_HD so that CPU and
-// CUDA decode with the same operations, in the same order (FORMAT.md §3: every float operation is
-// one IEEE binary32 operation rounded to nearest-even, no FMA; compile with -ffp-contract=off and
-// nvcc with -fmad=false).
+// with `ValidateWinding` / `ValidateLattice`, which fill a `WindingParams` / `LatticeParams`: plain
+// structs that device code can take by value. `DecodeIndex`, `LatticeCoordinate`, `ReadIndex` and
+// the float conversions are HYPERONNX_HD so that CPU and CUDA decode with the same operations, in
+// the same order (FORMAT.md §3 and §7.3: every float operation is one IEEE binary32 operation
+// rounded to nearest-even, no FMA; compile with -ffp-contract=off and nvcc with -fmad=false).
 #pragma once
 
 #include <cstddef>
@@ -28,13 +28,21 @@ namespace hyperonnx {
 
 constexpr const char* kDomain = "ai.hyperonnx";
 constexpr const char* kOpName = "DecodeWeights";
-constexpr int kFormatVersion = 1;  // the ai.hyperonnx opset version; equals the format version
+// The ai.hyperonnx opset versions (= format versions) the kernels decode: 1 (winding) and 2
+// (winding and lattice). Rule 8 (no lattice node under version 1) is hyperonnx.runtime's: a
+// kernel cannot see the model's opsets.
+constexpr int kMinFormatVersion = 1;
+constexpr int kFormatVersion = 2;
 constexpr const char* kCodecWinding = "winding";
+constexpr const char* kCodecLattice = "lattice";
 
 constexpr uint64_t kMaxElements = uint64_t{1} << 40;
 constexpr int64_t kMaxBits = 24;
 constexpr int64_t kMaxPoints = int64_t{1} << 20;
 constexpr int64_t kMaxRings = 64;
+constexpr int64_t kLatticeMinBits = 2;
+constexpr int64_t kLatticeMaxBits = 16;  // N = 2^16 - 1 points keep j * g + c below 2^32
+constexpr int64_t kLatticeMaxGroup = int64_t{1} << 16;
 
 // ONNX TensorProto data types of the outputs a decoder supports.
 constexpr int64_t kFloat32 = 1;
@@ -59,6 +67,24 @@ struct WindingParams {
   float scales[kMaxRings + 1];  // S_0 = 1, S_1 .. S_C
 };
 static_assert(sizeof(float) == 4 && sizeof(uint32_t) == 4, "binary32 floats required");
+
+// A lattice node (FORMAT.md §7), validated, with the derived constants of §7.3.
+struct LatticeParams {
+  uint64_t num_elements;  // N_el = prod(shape)
+  uint64_t num_pairs;     // P = ceil(N_el / 2)
+  uint64_t seed_bytes;    // ceil(P * bits / 8)
+  uint64_t num_scales;    // ceil(N_el / G)
+  int64_t dtype;          // kFloat32, kFloat16 or kBFloat16
+  uint32_t bits;          // b, 2..16
+  uint32_t points;        // N = 2^b - 1: every step must be below it (rule 7)
+  uint32_t generator;     // g, odd, < N
+  uint32_t offset;        // c = (g - 1) / 2
+  uint32_t group;         // G, even, 2..65536
+  float alpha;
+  float beta;
+  float scale_unit;       // U
+  float r;                // 1.0f / float32(N)
+};
 
 // Index i of a FORMAT.md §4 bit stream, reading only bytes inside [0, seed_bytes).
 HYPERONNX_HD uint32_t ReadIndex(const uint8_t* seed, uint64_t seed_bytes, uint64_t i, uint32_t bits) {
@@ -96,6 +122,44 @@ HYPERONNX_HD uint32_t FloatBits(float f) {
   memcpy(&u, &f, sizeof u);
   return u;
 }
+
+HYPERONNX_HD float BitsFloat(uint32_t u) {
+  float f;
+  memcpy(&f, &u, sizeof f);
+  return f;
+}
+
+// FORMAT.md §7.3: the row y_int of step j < N (the column x_int is j itself).
+HYPERONNX_HD uint32_t LatticeRow(const LatticeParams& p, uint32_t j) {
+  return (j * p.generator + p.offset) % p.points;  // j, g <= 2^16 - 2, c < 2^15: below 2^32
+}
+
+// FORMAT.md §7.3: v(m) = phi(u(m)) for a coordinate m < N, operation by operation.
+HYPERONNX_HD float LatticeCoordinate(const LatticeParams& p, uint32_t m) {
+  const int32_t centred = 2 * static_cast<int32_t>(m) - static_cast<int32_t>(p.points - 1);
+  const float u = static_cast<float>(centred) * p.r;  // exact conversion: |centred| < 2^16
+  float t = u * u;  // separate statements: no contraction into an FMA
+  t = t * p.beta;
+  t = t + p.alpha;
+  return u * t;
+}
+
+// A float16 scale whose exponent field is 31 (Inf or NaN) breaks rule 6.
+HYPERONNX_HD bool HalfIsFinite(uint16_t h) { return (h & 0x7c00u) != 0x7c00u; }
+
+// IEEE binary16 -> binary32, exact (subnormals included); `h` is finite (rule 6).
+HYPERONNX_HD float HalfToFloat(uint16_t h) {
+  const uint32_t sign = uint32_t{h & 0x8000u} << 16;
+  const uint32_t exponent = (h >> 10) & 0x1fu;
+  const uint32_t mantissa = h & 0x3ffu;
+  if (exponent == 0) {  // zero or subnormal: mantissa * 2^-24, exact in float32
+    return BitsFloat(FloatBits(static_cast<float>(mantissa) * 5.9604644775390625e-8f) | sign);
+  }
+  return BitsFloat(sign | ((exponent + 112) << 23) | (mantissa << 13));
+}
+
+// FORMAT.md §7.3: S_q = float32(scales[q]) * U.
+HYPERONNX_HD float LatticeScale(const LatticeParams& p, uint16_t h) { return HalfToFloat(h) * p.scale_unit; }
 
 // float32 -> IEEE binary16, round to nearest, ties to even; overflow to +-Inf, subnormals kept,
 // NaN stays NaN (quiet). Matches numpy's astype(float16).
@@ -171,25 +235,34 @@ inline uint32_t WindingSide(uint32_t n) {
   return m;
 }
 
+// The attributes every codec shares, rules 2-3: dtype and shape; sets `count` = prod(shape).
+inline std::string ValidateOutput(const std::vector<int64_t>& shape, int64_t dtype, uint64_t* count) {
+  using std::to_string;
+  if (dtype != kFloat32 && dtype != kFloat16 && dtype != kBFloat16) {
+    return "rule 2: dtype " + to_string(dtype) + " is not float32 (1), float16 (10) or bfloat16 (16)";
+  }
+  *count = 1;
+  for (int64_t dim : shape) {
+    if (dim < 0) return "rule 2: shape has a negative dimension " + to_string(dim);
+    if (dim != 0 && *count > kMaxElements / static_cast<uint64_t>(dim)) {
+      return "rule 3: the product of shape exceeds 2^40 elements";
+    }
+    *count *= static_cast<uint64_t>(dim);
+  }
+  if (*count > kMaxElements) return "rule 3: the product of shape exceeds 2^40 elements";
+  return "";
+}
+
 // FORMAT.md §5 rules 2-3 (rule 1 is the opset version, rule 4's length check needs the seed):
 // returns "" and fills `p`, or the message naming the rule broken.
 inline std::string ValidateWinding(const WindingAttributes& a, WindingParams* p) {
   using std::to_string;
   if (a.codec != kCodecWinding) {
-    return "rule 2: codec '" + Printable(a.codec) + "' is unknown (this decoder knows 'winding')";
+    return "rule 2: codec '" + Printable(a.codec) + "' is not 'winding'";
   }
-  if (a.dtype != kFloat32 && a.dtype != kFloat16 && a.dtype != kBFloat16) {
-    return "rule 2: dtype " + to_string(a.dtype) + " is not float32 (1), float16 (10) or bfloat16 (16)";
-  }
-  uint64_t count = 1;
-  for (int64_t dim : a.shape) {
-    if (dim < 0) return "rule 2: shape has a negative dimension " + to_string(dim);
-    if (dim != 0 && count > kMaxElements / static_cast<uint64_t>(dim)) {
-      return "rule 3: the product of shape exceeds 2^40 elements";
-    }
-    count *= static_cast<uint64_t>(dim);
-  }
-  if (count > kMaxElements) return "rule 3: the product of shape exceeds 2^40 elements";
+  uint64_t count = 0;
+  const std::string output_error = ValidateOutput(a.shape, a.dtype, &count);
+  if (!output_error.empty()) return output_error;
   struct Range { const char* name; int64_t value, low, high; };
   for (const Range& r : {Range{"bits", a.bits, 1, kMaxBits}, Range{"points", a.points, 1, kMaxPoints},
                          Range{"rings", a.rings, 0, kMaxRings}}) {
@@ -232,12 +305,86 @@ inline std::string ValidateWinding(const WindingAttributes& a, WindingParams* p)
   return "";
 }
 
-// Rule 4 for the seed tensor a kernel receives.
-inline std::string ValidateSeed(const WindingParams& p, size_t rank, const int64_t* dims) {
+// The attributes of a lattice node as read from the model (types already checked).
+struct LatticeAttributes {
+  std::string codec;
+  std::vector<int64_t> shape;
+  int64_t dtype = 0;
+  int64_t bits = 0;
+  int64_t generator = 0;
+  int64_t group = 0;
+  float alpha = 0.0f;
+  float beta = 0.0f;
+  float scale_unit = 0.0f;
+};
+
+// FORMAT.md §5 rules 2-3 with §7.1's attributes: returns "" and fills `p`, or the message.
+inline std::string ValidateLattice(const LatticeAttributes& a, LatticeParams* p) {
+  using std::to_string;
+  if (a.codec != kCodecLattice) return "rule 2: codec '" + a.codec + "' is not 'lattice'";
+  uint64_t count = 0;
+  const std::string output_error = ValidateOutput(a.shape, a.dtype, &count);
+  if (!output_error.empty()) return output_error;
+  if (a.bits < kLatticeMinBits || a.bits > kLatticeMaxBits) {
+    return "rule 2: attribute bits=" + to_string(a.bits) + " is outside [" + to_string(kLatticeMinBits) + ", " +
+           to_string(kLatticeMaxBits) + "]";
+  }
+  const int64_t points = (int64_t{1} << a.bits) - 1;
+  if (a.generator < 1 || a.generator >= points || a.generator % 2 == 0) {
+    return "rule 2: attribute generator=" + to_string(a.generator) + " must be odd and in [1, " +
+           to_string(points - 1) + "]";
+  }
+  if (a.group < 2 || a.group > kLatticeMaxGroup || a.group % 2 != 0) {
+    return "rule 2: attribute group=" + to_string(a.group) + " must be even and in [2, " +
+           to_string(kLatticeMaxGroup) + "]";
+  }
+  if (!std::isfinite(a.alpha)) return "rule 2: attribute alpha must be finite";
+  if (!std::isfinite(a.beta)) return "rule 2: attribute beta must be finite";
+  if (!std::isfinite(a.scale_unit) || !(a.scale_unit > 0.0f)) {
+    return "rule 2: attribute scale_unit must be finite and > 0";
+  }
+  std::memset(p, 0, sizeof *p);
+  p->num_elements = count;
+  p->num_pairs = (count + 1) / 2;
+  p->bits = static_cast<uint32_t>(a.bits);
+  p->seed_bytes = (p->num_pairs * p->bits + 7) / 8;  // < 2^39 * 16: no overflow
+  p->group = static_cast<uint32_t>(a.group);
+  p->num_scales = (count + p->group - 1) / p->group;
+  p->dtype = a.dtype;
+  p->points = static_cast<uint32_t>(points);
+  p->generator = static_cast<uint32_t>(a.generator);
+  p->offset = (p->generator - 1) / 2;
+  p->alpha = a.alpha;
+  p->beta = a.beta;
+  p->scale_unit = a.scale_unit;
+  p->r = 1.0f / static_cast<float>(p->points);  // exact conversion: N < 2^16
+  return "";
+}
+
+// Rule 4 for the seed tensor a kernel receives (any codec: its packed length and width).
+inline std::string ValidateSeedLength(uint64_t seed_bytes, uint32_t bits, size_t rank, const int64_t* dims) {
   if (rank != 1) return "rule 4: seed must be a rank-1 uint8 tensor (it has rank " + std::to_string(rank) + ")";
-  if (dims[0] < 0 || static_cast<uint64_t>(dims[0]) != p.seed_bytes) {
+  if (dims[0] < 0 || static_cast<uint64_t>(dims[0]) != seed_bytes) {
     return "rule 4: seed holds " + std::to_string(dims[0]) + " bytes; shape and bits=" +
-           std::to_string(p.bits) + " need exactly " + std::to_string(p.seed_bytes);
+           std::to_string(bits) + " need exactly " + std::to_string(seed_bytes);
+  }
+  return "";
+}
+
+inline std::string ValidateSeed(const WindingParams& p, size_t rank, const int64_t* dims) {
+  return ValidateSeedLength(p.seed_bytes, p.bits, rank, dims);
+}
+
+inline std::string ValidateSeed(const LatticeParams& p, size_t rank, const int64_t* dims) {
+  return ValidateSeedLength(p.seed_bytes, p.bits, rank, dims);
+}
+
+// Rule 6's shape part for the scales tensor a kernel receives (the values: HalfIsFinite).
+inline std::string ValidateScalesShape(const LatticeParams& p, size_t rank, const int64_t* dims) {
+  if (rank != 1) return "rule 6: scales must be a rank-1 float16 tensor (it has rank " + std::to_string(rank) + ")";
+  if (dims[0] < 0 || static_cast<uint64_t>(dims[0]) != p.num_scales) {
+    return "rule 6: scales holds " + std::to_string(dims[0]) + " values; shape and group=" +
+           std::to_string(p.group) + " need exactly " + std::to_string(p.num_scales);
   }
   return "";
 }
