@@ -464,7 +464,7 @@ OrtStatusPtr DecodeWeightsCpuOp::CreateKernelV2(const OrtApi& api, const OrtKern
     std::string codec, error;
     if (!ReadAttribute(info, "codec", &codec, &error, "string")) return Fail(name, error);
     if (codec != kCodecWinding && codec != kCodecLattice) {
-      return Fail(name, "rule 2: codec '" + codec + "' is unknown (this decoder knows 'winding' and 'lattice')");
+      return Fail(name, "rule 2: codec '" + Printable(codec) + "' is unknown (this decoder knows 'winding' and 'lattice')");
     }
     const size_t inputs = info.GetInputCount();
     if (codec == kCodecLattice) {

@@ -321,7 +321,7 @@ struct LatticeAttributes {
 // FORMAT.md §5 rules 2-3 with §7.1's attributes: returns "" and fills `p`, or the message.
 inline std::string ValidateLattice(const LatticeAttributes& a, LatticeParams* p) {
   using std::to_string;
-  if (a.codec != kCodecLattice) return "rule 2: codec '" + a.codec + "' is not 'lattice'";
+  if (a.codec != kCodecLattice) return "rule 2: codec '" + Printable(a.codec) + "' is not 'lattice'";
   uint64_t count = 0;
   const std::string output_error = ValidateOutput(a.shape, a.dtype, &count);
   if (!output_error.empty()) return output_error;
