@@ -4,7 +4,7 @@ the model-local function runs DecodeWeights; decompress uses the reference decod
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, numpy_helper
+from onnx import TensorProto, helper, numpy_helper
 
 import hyperonnx
 from hyperonnx import format as fmt
@@ -108,6 +108,37 @@ def test_function_follows_model_opset(opset):
     onnx.checker.check_model(model, full_check=True)
     x = np.ones((1, 64), np.float32)
     assert np.array_equal(run(model, {"x": x})[0], run(hyperonnx.decompress(model), {"x": x})[0])
+
+
+def test_lattice_model_runs_without_the_library():
+    """A lattice-compressed model carries the function (version 2), passes the full checker and
+    runs in plain onnxruntime exactly as its decompressed twin; --no-function leaves it out."""
+    model = hyperonnx.compress(graph_models.mlp(opset=18), "lattice", min_elements=1024)
+    assert [(o.domain, o.version) for o in model.opset_import if o.domain == fmt.OP_DOMAIN] == [(fmt.OP_DOMAIN, 2)]
+    assert [f.name for f in model.functions] == [fmt.OP_TYPE] and model.ir_version >= 9
+    onnx.checker.check_model(model, full_check=True)
+    x = np.random.default_rng(1).standard_normal((3, 64)).astype(np.float32)
+    assert np.array_equal(run(model, {"x": x})[0], run(hyperonnx.decompress(model), {"x": x})[0])
+    assert not hyperonnx.compress(graph_models.mlp(opset=18), "lattice", function_fallback=False).functions
+
+
+def test_mixed_winding_and_lattice_model():
+    """Winding seeds from a first pass, lattice seeds from a second: one function decodes both."""
+    first = hyperonnx.compress(graph_models.mlp(opset=17), "paper", exclude=["W2"])
+    mixed = hyperonnx.compress(first, "lattice", min_elements=1024)
+    codecs = sorted(helper.get_attribute_value(a).decode() for _p, n in decode_nodes(mixed)
+                    for a in n.attribute if a.name == "codec")
+    assert codecs == ["lattice", "winding"]
+    assert len(mixed.functions) == 1 and list(mixed.functions[0].input) == ["seed", "scales"]
+    onnx.checker.check_model(mixed, full_check=True)
+    x = np.random.default_rng(2).standard_normal((2, 64)).astype(np.float32)
+    assert np.array_equal(run(mixed, {"x": x})[0], run(hyperonnx.decompress(mixed), {"x": x})[0])
+
+
+def test_lattice_below_opset_17_has_no_function():
+    model = hyperonnx.compress(graph_models.mlp(opset=16), "lattice", min_elements=1024)
+    assert decode_nodes(model) and not model.functions
+    onnx.checker.check_model(model, full_check=True)
 
 
 def test_nested_subgraphs_constants_and_shared_weights():

@@ -1,7 +1,8 @@
 """function.py: the standard-ops DecodeWeights function decodes exactly what the reference decoder
-decodes (FORMAT.md §3-4), for every bit width, dtype and opset path, in onnxruntime without the
-hyperonnx library, and passes the full ONNX checker."""
+decodes (FORMAT.md §3-4 winding, §7 lattice), for every bit width, dtype and opset path, in
+onnxruntime without the hyperonnx library, and passes the full ONNX checker."""
 
+import ml_dtypes
 import numpy as np
 import onnx
 import pytest
@@ -9,28 +10,40 @@ from onnx import TensorProto, helper, numpy_helper
 
 import hyperonnx
 from hyperonnx import format as fmt
-from hyperonnx.graph.function import build_function
+from hyperonnx.codec import LatticeConfig, bitpack, lattice
+from hyperonnx.graph.function import LATTICE_MIN_OPSET, build_function, decodes_lattice
 
 ort = pytest.importorskip("onnxruntime")
 
 
-def run_function(seeds: dict, opset: int):
-    """Decode seeds through the function body alone (no library registered)."""
+def decode_model(seeds: dict, opset: int) -> onnx.ModelProto:
+    """A model whose outputs are the seeds' DecodeWeights outputs, with the function."""
     nodes, inits, outputs = [], [], []
     for name, seed in seeds.items():
-        nodes.append(fmt.make_node(seed, f"{name}.seed", f"{name}.w"))
+        scales = None
+        if seed.scales is not None:
+            scales = f"{name}.scales"
+            inits.append(numpy_helper.from_array(seed.scales, scales))
+        nodes.append(fmt.make_node(seed, f"{name}.seed", f"{name}.w", scales))
         inits.append(numpy_helper.from_array(seed.payload, f"{name}.seed"))
         # bfloat16 has no numpy type in onnxruntime's Python API: compare it as float32 (exact)
         out_type = TensorProto.FLOAT if seed.dtype == TensorProto.BFLOAT16 else seed.dtype
         nodes.append(helper.make_node("Cast", [f"{name}.w"], [name], to=out_type))
         outputs.append(helper.make_tensor_value_info(name, out_type, list(seed.shape)))
     graph = helper.make_graph(nodes, "decode", [], outputs, inits)
+    version = max(seed.version for seed in seeds.values())
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset),
-                                                    helper.make_opsetid(fmt.OP_DOMAIN, fmt.OP_VERSION)],
+                                                    helper.make_opsetid(fmt.OP_DOMAIN, version)],
                               functions=[build_function(opset)])
-    model.ir_version = 8
+    model.ir_version = 9  # the lattice body's attribute defaults
+    return model
+
+
+def run_function(seeds: dict, opset: int, options=None):
+    """Decode seeds through the function body alone (no library registered)."""
+    model = decode_model(seeds, opset)
     onnx.checker.check_model(model, full_check=True)
-    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
     return dict(zip(seeds, sess.run(list(seeds), {})))
 
 
@@ -112,3 +125,109 @@ def test_out_of_range_index_is_an_error_not_garbage():
 def test_refuses_old_opsets():
     with pytest.raises(ValueError):
         build_function(12)
+
+
+# --- lattice (FORMAT.md §7) ------------------------------------------------------------------
+
+
+def lattice_seed(rng, bits, count, group, dtype=TensorProto.FLOAT, generator=None):
+    """A hand-made lattice seed: random valid steps (the first, middle and last step included)
+    and random finite float16 scales (+-0, subnormals and the largest included)."""
+    points = (1 << bits) - 1
+    steps = rng.integers(0, points, size=fmt.num_pairs(count))
+    steps[:3] = [points - 1, 0, points // 2][:steps.size]
+    h = rng.integers(0, 1 << 16, size=fmt.scale_count(count, group), dtype=np.uint16)
+    h[(h & 0x7C00) == 0x7C00] &= 0xBFFF  # NaN/Inf exponent field 31 -> a finite value
+    h[:4] = [0x0000, 0x8000, 0x0001, 0x7BFF][:h.size]
+    if generator is None:
+        generator = int(rng.integers(0, max(1, points // 2))) * 2 + 1
+    attrs = {"bits": bits, "generator": generator, "group": group,
+             "alpha": float(np.float32(rng.uniform(0.1, 1))), "beta": float(np.float32(rng.uniform(0, 1))),
+             "scale_unit": float(np.float32(2.0 ** rng.integers(-30, 5)))}
+    seed = hyperonnx.Seed("lattice", (count,), dtype, bitpack.pack(steps, bits), attrs, scales=h.view(np.float16))
+    fmt.validate(seed)
+    return seed
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered in cast")  # float16 +-Inf, as §3 says
+@pytest.mark.parametrize("opset", [17, 18, 21])
+def test_lattice_every_bit_width_group_and_dtype(opset):
+    """Every b in 2..16; groups that divide the size or not, below and above 16 pairs; odd counts."""
+    rng = np.random.default_rng(opset)
+    seeds = {}
+    for bits in range(2, 17):
+        group = [2, 6, 16, 128, 130, 1024][bits % 6]
+        count = int(rng.integers(1, 1500)) | (bits & 1)  # odd for odd b
+        dtype = [TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16][bits % 3]
+        seeds[f"b{bits}"] = lattice_seed(rng, bits, count, group, dtype)
+    out = run_function(seeds, opset)
+    for name, seed in seeds.items():
+        assert_same_bits(out[name], reference(seed))
+
+
+@pytest.mark.parametrize("index_bits,group", [(4, 128), (8, 128), (11, 32), (16, 10)])
+def test_lattice_encoded_tensors_and_winding_in_one_model(index_bits, group):
+    """Encoder output of several shapes and dtypes, next to winding seeds in the same model."""
+    rng = np.random.default_rng(index_bits)
+    config = LatticeConfig(index_bits=index_bits, group=group)
+    seeds = {}
+    for i, (shape, dtype) in enumerate([((1001,), np.float32), ((37, 29), np.float16),
+                                        ((3, 5, 7), ml_dtypes.bfloat16), ((300, 257), np.float32)]):
+        seeds[f"l{i}"] = hyperonnx.encode((rng.standard_normal(shape) * 0.05).astype(dtype), config, min_elements=1)
+        assert seeds[f"l{i}"].codec == "lattice"
+    seeds["w0"] = hyperonnx.encode((rng.standard_normal((65, 3)) * 0.5).astype(np.float32), "paper", min_elements=1)
+    seeds["w1"] = hyperonnx.encode((rng.standard_normal((128,)) * 0.5).astype(np.float16), "paper", min_elements=1)
+    assert seeds["w0"].codec == seeds["w1"].codec == "winding"
+    out = run_function(seeds, 18)
+    for name, seed in seeds.items():
+        assert_same_bits(out[name], reference(seed))
+
+
+def test_lattice_worked_example_of_format_md():
+    seed = hyperonnx.Seed("lattice", (5,), TensorProto.FLOAT, np.array([0x2B, 0x00], np.uint8),
+                          {"bits": 3, "generator": 3, "group": 4, "alpha": 0.5, "beta": 0.5, "scale_unit": 0.5},
+                          scales=np.array([2.0, 3.0], np.float16))
+    out = run_function({"w": seed}, LATTICE_MIN_OPSET)["w"]
+    assert out.tobytes().hex() == "00000000" "00000000" "710dc23e" "373a1ebe" "94bd8ebf"
+
+
+def test_lattice_decodes_the_same_unoptimised():
+    """Without constant folding (every operation at run time) the bits are the same."""
+    rng = np.random.default_rng(7)
+    seeds = {"a": lattice_seed(rng, 9, 999, 64), "b": lattice_seed(rng, 16, 300, 6, TensorProto.FLOAT16)}
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    out = run_function(seeds, 18, options)
+    for name, seed in seeds.items():
+        assert_same_bits(out[name], reference(seed))
+
+
+def test_body_is_folded_to_constants(tmp_path):
+    """onnxruntime folds the whole body at session creation (load mode): nothing of it is left to
+    run per inference (an operation it cannot fold would leave its whole chain behind)."""
+    rng = np.random.default_rng(3)
+    seeds = {"a": lattice_seed(rng, 8, 1000, 128),
+             "w": hyperonnx.encode((rng.standard_normal(99) * 0.5).astype(np.float32), "paper", min_elements=1)}
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(decode_model(seeds, 18).SerializeToString(), options, providers=["CPUExecutionProvider"])
+    optimized = onnx.load(options.optimized_model_filepath)
+    assert [n.op_type for n in optimized.graph.node] == []  # even the output Casts fold
+
+
+@pytest.mark.parametrize("fault", ["step", "nan", "inf"])
+def test_lattice_bad_seed_is_an_error_not_garbage(fault):
+    """Rule 7 (a step >= N) and rule 6 (a NaN or Inf scale) stop the decode."""
+    seed = lattice_seed(np.random.default_rng(0), 4, 10, 4)
+    if fault == "step":
+        seed.payload[1] |= 0x0F  # step 2 = 15 = N
+    else:
+        seed.scales[1] = np.float16(np.nan if fault == "nan" else -np.inf)
+    with pytest.raises(Exception, match="out of"):
+        run_function({"w": seed}, 18)
+
+
+def test_lattice_needs_opset_17():
+    assert not decodes_lattice(16) and decodes_lattice(LATTICE_MIN_OPSET)
+    assert [i for i in build_function(16).input] == ["seed"]
+    assert [i for i in build_function(LATTICE_MIN_OPSET).input] == ["seed", "scales"]

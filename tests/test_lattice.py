@@ -184,7 +184,7 @@ def test_graph_pass_emits_lattice_nodes_with_scales_and_version_2():
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     out, report = hyperonnx.compress(model, "lattice", bits=4.5, return_report=True)
     assert [(o.domain, o.version) for o in out.opset_import if o.domain == fmt.OP_DOMAIN] == [(fmt.OP_DOMAIN, 2)]
-    assert not out.functions  # the standard-ops function decodes version 1 only (phase 2)
+    assert [f.name for f in out.functions] == [fmt.OP_TYPE]  # the standard-ops function decodes lattice too
     inits = {t.name: numpy_helper.to_array(t) for t in out.graph.initializer}
     decode_nodes = [n for n in out.graph.node if n.op_type == fmt.OP_TYPE]
     assert len(decode_nodes) == 2

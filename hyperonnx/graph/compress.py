@@ -10,9 +10,9 @@ What this pass ensures:
 - tensors the codec keeps raw, integer tensors, small tensors, graph inputs and excluded names stay
   byte for byte; seeds of an already-compressed model are uint8 and so never touched: compressing
   twice changes nothing;
-- the model imports opset `ai.hyperonnx` at the least version that holds the codecs it uses (1 for
-  winding, 2 with lattice) and, unless disabled, holds the model-local function that decodes
-  DecodeWeights from standard ops (function.py) where that function decodes the version.
+- the model imports opset `ai.hyperonnx` at the least format version holding its codecs and,
+  unless disabled, holds the model-local function that decodes DecodeWeights from standard ops
+  (function.py; `lattice` nodes need default-domain opset 17, below it the model needs the library).
 
 Why plain protobuf rather than onnx-graphsurgeon: the rewrite is local (drop one initializer or
 Constant, add one initializer and one node in the same graph), and a graphsurgeon import/export
@@ -253,7 +253,7 @@ def compress_model(model: ModelProto, config=None, *, bits: float | None = None,
 
     if any(t.compressed for t in report.tensors) or _has_decode_nodes(model):
         _ensure_opset(model, version)
-        if function_fallback and version == 1:  # the function decodes version 1 only
+        if function_fallback:
             _ensure_function(model)
     report.seconds = time.perf_counter() - start
     return report
@@ -274,16 +274,24 @@ def _ensure_opset(model: ModelProto, version: int) -> None:
 
 
 def _ensure_function(model: ModelProto) -> bool:
-    """Add the DecodeWeights function unless the model already has one; False when the model's
-    opset is too old for it (the model then needs the library)."""
-    if any(f.domain == fmt.OP_DOMAIN and f.name == fmt.OP_TYPE for f in model.functions):
-        return True
+    """Give the model the DecodeWeights function that decodes all its codecs, in place of an
+    earlier one (a model compressed again may have gained lattice nodes); False, and no function,
+    when the model's opset is too old for it (the model then needs the library)."""
     opset = default_opset(model)
-    if opset < function_mod.MIN_OPSET:
+    lattice = any(n.op_type == fmt.OP_TYPE and n.domain == fmt.OP_DOMAIN and len(n.input) > 1
+                  for s in scopes(model) for n in s.graph.node)
+    ours = next((f for f in model.functions if f.domain == fmt.OP_DOMAIN and f.name == fmt.OP_TYPE), None)
+    if opset < function_mod.MIN_OPSET or (lattice and not function_mod.decodes_lattice(opset)):
+        if ours is not None:
+            model.functions.remove(ours)
         return False
-    model.functions.append(function_mod.build_function(opset))
-    if model.ir_version < 8:  # model-local functions need IR version 8
-        model.ir_version = 8
+    built = function_mod.build_function(opset)
+    if ours is not None:
+        ours.CopyFrom(built)
+    else:
+        model.functions.append(built)
+    # model-local functions need IR version 8, default attribute values (the lattice body) 9
+    model.ir_version = max(model.ir_version, 9 if built.attribute_proto else 8)
     return True
 
 

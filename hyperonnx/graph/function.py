@@ -1,32 +1,39 @@
 """The model-local ONNX function that defines `ai.hyperonnx.DecodeWeights` from standard ops.
 
 What this pass ensures: a model that carries this FunctionProto runs in any ONNX runtime, our
-custom-op library or not, and decodes every seed to exactly the bits docs/FORMAT.md §3-4 defines.
+custom-op library or not, and decodes every seed to exactly the bits docs/FORMAT.md defines:
+`winding` (§3) and, for default-domain opset 17 and later, `lattice` (§7), both through one body.
 Where the library is registered, onnxruntime runs our kernel instead of the body.
 
 How the body decodes (every attribute is read through a reference, `ref_attr_name`):
 
-1. Codebook table. The (n+1)*(C+1) codebook entries are decoded once, by the very float32
-   operations of FORMAT.md §3 in their order (u as integers, float32(u)*step + offset, the
-   centroid, cx + q*S_k), and cast to `dtype`. The table is small (8005 entries for the paper
-   preset), so its arithmetic costs nothing; every pair is then one Gather from it. Decoding an
-   entry and looking it up give the same bits as decoding each pair.
+1. Tables. Both codecs decode a pair of weights as one row of a small float32 table, computed
+   once by the very float32 operations of FORMAT.md in their order, then looked up per pair
+   (decoding a row and looking it up give the same bits as decoding each pair):
+   - winding: the (n+1)*(C+1) codebook entries (u as integers, float32(u)*step + offset, the
+     centroid, cx + q*S_k); 8005 rows for the paper preset;
+   - lattice: row j = (phi(u(j)), phi(u((j*g + c) mod N))), N = 2^b - 1 rows (at most 65535);
+     each group's values are then multiplied by S_q = float32(h_q) * U, one float32 operation.
+   One body serves both codecs: each codec's own attributes have defaults (IR version 9) that
+   give the other codec's table no rows, and a winding node (no `scales`) multiplies by 1.0.
 2. Bit unpacking. Indices come in groups of 8 that fill exactly `b` bytes, so the seed is padded
    to whole groups and viewed as a [G, b] byte matrix. Index r of a group reads a few byte
-   *segments* (the bits of one byte that belong to it): a Gather of those columns, a mask that
-   keeps the segment's bits, then a float32 MatMul with powers of two that shifts every segment to
-   its place. Every product and every partial sum is an integer below 2**24, so the float32
-   MatMul is exact whatever the summation order or FMA. The segment tables depend only on `b`
-   (1..24) and are built here in Python.
+   *segments* (the bits of one byte that belong to it): a Gather of those columns, the bits
+   kept and shifted down, then a MatMul with powers of two that puts every segment in its place:
+   int32 from opset 18 (BitwiseAnd, BitShift); below it exact float32 Floor/Mod and a float32
+   MatMul whose products and partial sums are integers below 2**24, exact in any order. The
+   segment tables depend only on `b` (1..24) and are built here in Python.
 
-onnxruntime constant-folds this body when a session is created without the library, and keeps
-every intermediate until folding ends; so the body keeps its full-size temporaries few and narrow:
-uint8 bytes, one float32 copy of the gathered segments (~nseg/16 floats per weight), an int32
-index per pair, then the output in `dtype` (Gather, flatten, slice off the odd pad, reshape).
+onnxruntime constant-folds this body when a session is created without the library and keeps
+every intermediate until folding ends (for all tensors together), so each full-size temporary
+costs its bytes once per weight: uint8 bytes, an int32 index per pair, then the gathered and
+scaled float32 values, and the output (flatten, slice off the pad, reshape). Two onnxruntime
+rewrites matter for exactness and memory: DivMulFusion turns Div(1, x) feeding a Mul into one
+Div (so 1/N comes from a table), and Compress is not constant-folded (so the pad is sliced).
 
 The body is written for the model's own default-domain opset (a function's opset imports must
-match the model's): BitwiseAnd needs opset 18; below it the segment mask is done with exact
-float32 Floor/Mod instead. Opsets below 13 get no function (the model then needs the library).
+match the model's). Opsets below 13 get no function, and a model with `lattice` nodes below
+opset 17 none either (the model then needs the library).
 """
 
 from __future__ import annotations
@@ -38,19 +45,34 @@ from .. import format as fmt
 
 MIN_OPSET = 13  # Cast to bfloat16 and the forms of Slice/Pad/Gather used below
 _SEGMENTS = 32  # at most b + 7 <= 31 segments per group of 8 indices
+LATTICE_MIN_OPSET = 17  # LayerNormalization, through which the optional `scales` input enters
+# Each codec's own attributes default so that one body serves both: a lattice node (points 0)
+# gets an empty winding codebook, a winding node (generator 0) an empty lattice table and no
+# scales (pairs per scale group/2 = 8, the unpacking's row).
+_DEFAULTS = {"points": 0, "rings": 0, "center": [0.0, 0.0], "side": 1.0, "ring_scales": [],
+             "generator": 0, "group": 16, "alpha": 0.0, "beta": 0.0, "scale_unit": 1.0}
+
+
+_RECIPROCALS = np.float32(1) / np.array([(1 << b) - 1 or 1 for b in range(fmt.MAX_BITS + 1)], np.float32)
+
+
+def decodes_lattice(opset: int) -> bool:
+    """Whether the function built for this default-domain opset decodes `lattice` nodes."""
+    return opset >= LATTICE_MIN_OPSET
 
 
 def segment_tables():
     """Per bit width b (row b; row 0 unused), for each segment: its byte column, the mask of its
-    bits, its bit range [lo, hi) within the byte as 2**-lo and 2**(hi-lo), the index r (0..7) it
-    belongs to, and its place value 2**(8*byte - r*b) (masked byte) or 2**(8*byte + lo - r*b)
-    (byte already shifted down by lo); and the segment count. Small uint8/float32 tables: the
-    [segments, 8] MatMul weights are built from them in the body with OneHot."""
+    bits, its bit range [lo, hi) within the byte as the shift lo, 2**-lo and 2**(hi-lo), the index
+    r (0..7) it belongs to, and its place value 2**(8*byte + lo - r*b) (the byte shifted down by
+    lo); and the segment count. Small uint8/float32 tables: the [segments, 8] MatMul weights are
+    built from them in the body with OneHot."""
     rows, cols = fmt.MAX_BITS + 1, _SEGMENTS
     t = {"count": np.zeros(rows, np.int64), "column": np.zeros((rows, cols), np.uint8),
-         "mask": np.zeros((rows, cols), np.uint8), "low": np.zeros((rows, cols), np.float32),
+         "mask": np.zeros((rows, cols), np.uint8), "shift": np.zeros((rows, cols), np.uint8),
+         "low": np.zeros((rows, cols), np.float32),
          "width": np.ones((rows, cols), np.float32), "index": np.zeros((rows, cols), np.uint8),
-         "place": np.zeros((rows, cols), np.float32), "place_shifted": np.zeros((rows, cols), np.float32)}
+         "place_shifted": np.zeros((rows, cols), np.float32)}
     for b in range(1, fmt.MAX_BITS + 1):
         s = 0
         for r in range(8):
@@ -60,10 +82,10 @@ def segment_tables():
                 hi = min(start + b, 8 * byte + 8) - 8 * byte
                 t["column"][b, s] = byte
                 t["mask"][b, s] = ((1 << hi) - 1) & ~((1 << lo) - 1)
+                t["shift"][b, s] = lo
                 t["low"][b, s] = 2.0 ** -lo
                 t["width"][b, s] = 2.0 ** (hi - lo)
                 t["index"][b, s] = r
-                t["place"][b, s] = 2.0 ** (8 * byte - start)  # masked byte: a multiple of 2**lo
                 t["place_shifted"][b, s] = 2.0 ** (8 * byte + lo - start)
                 s += 1
         t["count"][b] = s
@@ -101,10 +123,12 @@ class _Body:
 
 
 def build_function(opset: int) -> FunctionProto:
-    """FunctionProto `ai.hyperonnx.DecodeWeights` (version fmt.OP_VERSION) for a model whose
-    default-domain opset is `opset` (>= MIN_OPSET)."""
+    """FunctionProto `ai.hyperonnx.DecodeWeights` (version fmt.FORMAT_VERSION) for a model whose
+    default-domain opset is `opset` (>= MIN_OPSET); it decodes `lattice` nodes too from
+    LATTICE_MIN_OPSET on (`decodes_lattice`)."""
     if opset < MIN_OPSET:
         raise ValueError(f"the DecodeWeights function needs opset >= {MIN_OPSET}, model has {opset}")
+    lattice = decodes_lattice(opset)
     f = _Body()
     I64 = np.int64
     shape = f.attr("shape", AttributeProto.INTS)
@@ -116,22 +140,24 @@ def build_function(opset: int) -> FunctionProto:
     ring_scales = f.attr("ring_scales", AttributeProto.FLOATS)
     one = f.const(np.array([1], I64))
     zero = f.const(np.array([0], I64))
+    col = f.const(np.array([-1, 1], I64))
     bits1 = f.op("Reshape", bits, one)
+    elements = f.op("ReduceProd", shape, keepdims=1)  # [1]; reduces all axes in every opset
 
-    # --- 1. the codebook table [(n+1)*(C+1), 2], FORMAT.md §3 entry by entry -------------------
+    # --- 1. the winding codebook [(n+1)*(C+1), 2] float32, FORMAT.md §3 entry by entry --------
+    # (no rows for a lattice node, whose `points` is the default 0)
     n = f.op("Cast", points, to=TensorProto.INT32)  # scalar
     n1 = f.op("Add", n, f.const(np.array(1, np.int32)))
     c1 = f.op("Add", f.op("Cast", rings, to=TensorProto.INT32), f.const(np.array(1, np.int32)))
-    entries = f.op("Mul", n1, c1)
+    entries = f.op("Mul", f.op("Mul", n1, c1), f.op("Min", n, f.const(np.array(1, np.int32))))
     t = f.op("Range", f.const(np.array(0, np.int32)), entries, f.const(np.array(1, np.int32)))
     j = f.op("Mod", t, n1)
     k = f.op("Div", t, n1)
-    m = f.op("Cast", f.op("Ceil", f.op("Sqrt", f.op("Cast", points, to=TensorProto.DOUBLE))),
-             to=TensorProto.INT32)
+    m = f.op("Cast", f.op("Ceil", f.op("Sqrt", f.op("Cast", f.op("Max", n, f.const(np.array(1, np.int32))),
+                                                    to=TensorProto.DOUBLE))), to=TensorProto.INT32)
     modulus = f.op("Mul", m, m)
     ux = f.op("Mod", j, modulus)
     uy = f.op("Mod", f.op("Mul", j, m), modulus)
-    col = f.const(np.array([-1, 1], I64))
     u = f.op("Concat", f.op("Reshape", ux, col), f.op("Reshape", uy, col), axis=1)
     step = f.op("Div", side, f.op("Cast", modulus, to=TensorProto.FLOAT))
     offset = f.op("Mul", f.const(np.array(-0.5, np.float32)), side)
@@ -140,17 +166,65 @@ def build_function(opset: int) -> FunctionProto:
     q = f.op("Where", on_centroid, f.const(np.array(0.0, np.float32)), q)
     scales = f.op("Concat", f.const(np.array([1.0], np.float32)), ring_scales, axis=0)
     s = f.op("Reshape", f.op("Gather", scales, k), col)
-    value = f.op("Add", center, f.op("Mul", q, s))
-    cast = helper.make_node("Cast", [value], ["_table"])
-    cast.attribute.append(helper.make_attribute_ref("to", AttributeProto.INT, ref_attr_name="dtype"))
-    f.nodes.append(cast)
-    table = "_table"
+    table = f.op("Add", center, f.op("Mul", q, s))
+
+    pairs = f.op("Div", f.op("Add", elements, one), f.const(np.array([2], I64)))
+    if lattice:
+        # --- 1b. the lattice pair table [N, 2] float32, FORMAT.md §7.3 (no rows for winding) ----
+        generator = f.attr("generator", AttributeProto.INT)
+        group = f.op("Reshape", f.attr("group", AttributeProto.INT), one)
+        alpha = f.attr("alpha", AttributeProto.FLOAT)
+        beta = f.attr("beta", AttributeProto.FLOAT)
+        unit = f.attr("scale_unit", AttributeProto.FLOAT)
+        is_lattice = f.op("Min", generator, f.const(np.array(1, I64)))  # generator >= 1; winding: 0
+        size = f.op("Gather", f.const(np.array([(1 << b) - 1 for b in range(fmt.MAX_BITS + 1)], I64)), bits)
+        steps = f.op("Range", f.const(np.array(0, I64)), f.op("Mul", size, is_lattice), f.const(np.array(1, I64)))
+        # y = (j*g + c) mod N in int64 (j*g < 2^32); x = j, so the coordinate table v(m) is indexed by j
+        c = f.op("Div", f.op("Sub", generator, f.const(np.array(1, I64))), f.const(np.array(2, I64)))
+        y = f.op("Mod", f.op("Add", f.op("Mul", steps, generator), c), size)
+        # r = 1.0f / float32(N) from a table: onnxruntime's DivMulFusion would turn Div(1, N)
+        # feeding a Mul into one Div, which rounds differently
+        r = f.op("Gather", f.const(_RECIPROCALS), bits)
+        lin = f.op("Sub", f.op("Mul", steps, f.const(np.array(2, I64))), f.op("Sub", size, f.const(np.array(1, I64))))
+        uu = f.op("Mul", f.op("Cast", lin, to=TensorProto.FLOAT), r)
+        tt = f.op("Add", f.op("Mul", f.op("Mul", uu, uu), beta), alpha)
+        v = f.op("Mul", uu, tt)  # phi(u(m)), one float32 operation at a time as §7.3 orders them
+        pair_table = f.op("Concat", f.op("Reshape", v, col), f.op("Reshape", f.op("Gather", v, y), col), axis=1)
+        table = f.op("Concat", table, pair_table, axis=0)
+
+        # --- group scales S_q = float32(h) * U, padded with 1.0 (winding nodes: all 1.0) -------
+        # A winding node has no `scales` input and a function body may not name a missing input
+        # except as an optional one: LayerNormalization's bias B is optional, and normalising
+        # zeros with Scale = -1 gives -0 + B = B bit for bit (B absent: -0, sliced off below).
+        per = f.op("Div", group, f.const(np.array([2], I64)))  # pairs per scale; winding: 8
+        count = f.op("Mul", f.op("Div", f.op("Add", elements, f.op("Sub", group, one)), group), is_lattice)
+        width = f.op("Max", count, one)
+        zeros = f.op("ConstantOfShape", f.op("Concat", one, width, axis=0),
+                     value=numpy_helper.from_array(np.zeros(1, np.float16)))
+        minus = f.op("ConstantOfShape", width, value=numpy_helper.from_array(np.full(1, -1, np.float16)))
+        h = f.op("Slice", f.op("Reshape", f.op("LayerNormalization", zeros, minus, "scales", axis=-1),
+                               f.const(np.array([-1], I64))), zero, count, zero)
+        hf = f.op("Cast", h, to=TensorProto.FLOAT)
+        # rule 6: a NaN or ±Inf scale makes the Gather of U out of range (an error, not output)
+        bad = f.op("ReduceSum", f.op("Cast", f.op("Or", f.op("IsNaN", hf), f.op("IsInf", hf)), to=TensorProto.INT64),
+                   keepdims=0)
+        unit = f.op("Gather", f.op("Reshape", unit, one), f.op("Min", bad, f.const(np.array(1, I64))))
+        scale = f.op("Mul", hf, unit)
+        # the pairs are padded to T, a multiple of 8 (unpacking) and of `per` (one scale per row)
+        gcd = f.op("Gather", f.const(np.array([8, 1, 2, 1, 4, 1, 2, 1], I64)),
+                   f.op("Mod", per, f.const(np.array([8], I64))))
+        lcm = f.op("Mul", per, f.op("Div", f.const(np.array([8], I64)), gcd))
+        total = f.op("Mul", f.op("Div", f.op("Add", pairs, f.op("Sub", lcm, one)), lcm), lcm)
+        rows = f.op("Div", total, per)
+        scale = f.op("Pad", scale, f.op("Concat", zero, f.op("Sub", rows, count), axis=0),
+                     f.const(np.array(1.0, np.float32)))
+        scale = f.op("Reshape", scale, f.const(np.array([-1, 1, 1], I64)))
+        groups = f.op("Div", total, f.const(np.array([8], I64)))
+    else:
+        groups = f.op("Div", f.op("Add", pairs, f.const(np.array([7], I64))), f.const(np.array([8], I64)))
 
     # --- 2. unpack the indices, groups of 8 in b bytes ----------------------------------------
     tables = segment_tables()
-    elements = f.op("ReduceProd", shape, keepdims=1)  # [1]; reduces all axes in every opset
-    pairs = f.op("Div", f.op("Add", elements, one), f.const(np.array([2], I64)))
-    groups = f.op("Div", f.op("Add", pairs, f.const(np.array([7], I64))), f.const(np.array([8], I64)))
     grid_bytes = f.op("Mul", groups, bits1)
     pad = f.op("Sub", grid_bytes, f.op("Shape", "seed"))
     seed = f.op("Pad", "seed", f.op("Concat", zero, pad, axis=0))
@@ -162,28 +236,38 @@ def build_function(opset: int) -> FunctionProto:
 
     column = f.op("Cast", row("column"), to=TensorProto.INT64)
     segs = f.op("Gather", grid, column, axis=1)  # [G, nseg] uint8
-    if opset >= 18:
-        segs = f.op("BitwiseAnd", segs, row("mask"))
-        segf = f.op("Cast", segs, to=TensorProto.FLOAT)
-        place = row("place")
-    else:  # exact float32 bit extraction: floor(byte / 2**lo) mod 2**(hi - lo)
-        segf = f.op("Floor", f.op("Mul", f.op("Cast", segs, to=TensorProto.FLOAT), row("low")))
-        segf = f.op("Mod", segf, row("width"), fmod=1)
-        place = row("place_shifted")
     # weights[s, r] = place[s] if segment s belongs to index r else 0
     onehot = f.op("OneHot", f.op("Cast", row("index"), to=TensorProto.INT64), f.const(np.array(8, I64)),
                   f.const(np.array([0.0, 1.0], np.float32)), axis=-1)  # [nseg, 8]
-    weights = f.op("Mul", onehot, f.op("Reshape", place, f.const(np.array([-1, 1], I64))))
-    index = f.op("Cast", f.op("MatMul", segf, weights), to=TensorProto.INT32)  # [G, 8]
+    if opset >= 18:  # int32 MatMul of the segments shifted down: the index comes out as it is
+        segs = f.op("BitShift", f.op("BitwiseAnd", segs, row("mask")), row("shift"), direction="RIGHT")
+        segs = f.op("Cast", segs, to=TensorProto.INT32)
+        weights = f.op("Cast", f.op("Mul", onehot, f.op("Reshape", row("place_shifted"), col)), to=TensorProto.INT32)
+        index = f.op("MatMul", segs, weights)  # [G, 8] int32
+    else:  # exact float32 bit extraction: floor(byte / 2**lo) mod 2**(hi - lo)
+        segf = f.op("Floor", f.op("Mul", f.op("Cast", segs, to=TensorProto.FLOAT), row("low")))
+        segf = f.op("Mod", segf, row("width"), fmod=1)
+        weights = f.op("Mul", onehot, f.op("Reshape", row("place_shifted"), col))
+        index = f.op("Cast", f.op("MatMul", segf, weights), to=TensorProto.INT32)  # [G, 8]
 
-    # --- 3. look the pairs up, drop the odd pad, shape ----------------------------------------
-    decoded = f.op("Gather", table, index)  # [G, 8, 2]
-    flat = f.op("Reshape", decoded, f.const(np.array([-1], I64)))
-    flat = f.op("Slice", flat, zero, elements, zero)
+    # --- 3. look the pairs up, scale, cast, drop the odd pad, shape --------------------------
+    if lattice:  # rows of one scale each; Gather, then one float32 multiplication per value
+        index = f.op("Reshape", index, f.op("Concat", rows, per, axis=0))
+        decoded = f.op("Mul", f.op("Gather", table, index), scale)  # [rows, per, 2]
+    else:
+        decoded = f.op("Gather", table, index)  # [G, 8, 2]
+    cast = helper.make_node("Cast", [decoded], ["_decoded"])  # removed by onnxruntime for float32
+    cast.attribute.append(helper.make_attribute_ref("to", AttributeProto.INT, ref_attr_name="dtype"))
+    f.nodes.append(cast)
+    flat = f.op("Slice", f.op("Reshape", "_decoded", f.const(np.array([-1], I64))), zero, elements, zero)
     f.nodes.append(helper.make_node("Reshape", [flat, shape], ["output"]))
 
+    names = dict(fmt.ATTRIBUTE_TYPES, **fmt.LATTICE_ATTRIBUTE_TYPES) if lattice else fmt.ATTRIBUTE_TYPES
+    defaults = [helper.make_attribute(name, value, attr_type=names[name])
+                for name, value in _DEFAULTS.items()] if lattice else []
     return helper.make_function(
-        fmt.OP_DOMAIN, fmt.OP_TYPE, ["seed"], ["output"], f.nodes,
-        [helper.make_opsetid("", opset)], attributes=list(fmt.ATTRIBUTE_TYPES),
+        fmt.OP_DOMAIN, fmt.OP_TYPE, ["seed", "scales"] if lattice else ["seed"], ["output"], f.nodes,
+        [helper.make_opsetid("", opset)], attributes=[a for a in names if a not in _DEFAULTS or not lattice],
+        attribute_protos=defaults,
         doc_string="DecodeWeights from standard ONNX ops (hyperonnx docs/FORMAT.md version "
-                   f"{fmt.OP_VERSION}); a registered kernel takes precedence.")
+                   f"{fmt.FORMAT_VERSION if lattice else 1}); a registered kernel takes precedence.")
