@@ -1,16 +1,22 @@
-// DecodeWeights, CUDA kernel (docs/FORMAT.md). Bit-identical to the CPU kernel and hyperonnx.decode.
+// DecodeWeights, CUDA kernels (docs/FORMAT.md). Bit-identical to the CPU kernel and hyperonnx.decode.
 //
-// A grid-stride loop in which each thread decodes G consecutive pairs per step (G = 2 for float32,
-// 4 for 16-bit outputs: one 16-byte store; G = 1 when the output is not 16-byte aligned), so a
-// warp reads 32*G consecutive packed indices (two aligned 32-bit loads and a funnel shift per
-// index, the G loads independent) and writes 512 contiguous bytes. Two ways to turn an index into its pair, same bits:
+// One grid-stride loop (DecodePairs) serves both codecs: each thread decodes G consecutive pairs
+// per step (G = 2 for float32, 4 for 16-bit outputs: one 16-byte store; G = 1 when the output is
+// not 16-byte aligned), so a warp reads 32*G consecutive packed indices (two aligned 32-bit loads
+// and a funnel shift per index, the G loads independent) and writes 512 contiguous bytes.
+//
+// Winding (§3), two ways to turn an index into its pair, same bits:
 //   - table: each block decodes the reachable codebook, min((n+1)(C+1), 2^b) entries, already in
 //     the output type, into shared memory; the loop is unpack, one shared load, one store;
 //   - direct: the FORMAT.md §3 arithmetic per pair, with the integer divisions done by
 //     multiply-high (FastDiv, exact for the 24-bit indices).
+// Indices >= (n+1)(C+1) are clamped to 0 (no out-of-bounds read) and set a device flag the host
+// reads before it returns the output (rule 5).
+// Lattice (§7): the shared header's LatticeRow and LatticeCoordinate (or a shared-memory table of
+// the coordinates), the group scale found by a 64-bit multiply-high (or a shared-memory table of it). Steps
+// N = 2^b - 1 (rule 7) are clamped to 0 and NaN / Inf scales (rule 6) noted, both in the flag.
 // Float arithmetic: __fmul_rn / __fadd_rn (never contracted into an FMA) in FORMAT.md's order; the
-// file is also compiled with -fmad=false. Indices >= (n+1)(C+1) are clamped to 0 (no out-of-bounds
-// read) and set a device flag the host reads before it returns the output (rule 5).
+// file is also compiled with -fmad=false.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -54,20 +60,29 @@ struct alignas(2 * sizeof(T)) Pair {
   T first, second;
 };
 
-// What every kernel needs, by value (kernel parameter space).
-struct Args {
+// The packed bit stream of a seed (FORMAT.md §4), as every kernel reads it.
+struct Stream {
   const uint8_t* seed;
   uint64_t seed_bytes;
-  uint64_t whole_pairs;  // N / 2: pairs whose two values are both written
-  uint64_t num_elements;
   uint32_t bits;
   uint32_t mask;
+  int aligned;  // the seed pointer is 4-byte aligned: whole-word loads
+};
+
+Stream MakeStream(const uint8_t* seed, uint64_t seed_bytes, uint32_t bits) {
+  return Stream{seed, seed_bytes, bits, (uint32_t{1} << bits) - 1, (reinterpret_cast<uintptr_t>(seed) & 3) == 0};
+}
+
+// What the winding kernel needs, by value (kernel parameter space).
+struct Args {
+  Stream s;
+  uint64_t whole_pairs;  // N / 2: pairs whose two values are both written
+  uint64_t num_elements;
   uint32_t points;
   uint32_t m;
   uint32_t codebook_size;
   uint32_t entries;  // table entries: min(codebook_size, 2^bits)
   uint32_t rings;
-  int aligned;  // the seed pointer is 4-byte aligned: whole-word loads
   int64_t dtype;
   FastDiv by_points1;  // n + 1
   FastDiv by_m;
@@ -78,16 +93,16 @@ struct Args {
 
 // Index i of the bit stream (FORMAT.md §4). Whole aligned words when both lie inside the seed,
 // else the byte-wise ReadIndex of the shared header, which stops at the seed's end.
-__device__ __forceinline__ uint32_t LoadIndex(const Args& a, uint64_t i) {
-  const uint64_t bit = i * a.bits;
+__device__ __forceinline__ uint32_t LoadIndex(const Stream& s, uint64_t i) {
+  const uint64_t bit = i * s.bits;
   const uint64_t word = bit >> 5;
-  if (a.aligned && (word + 2) * 4 <= a.seed_bytes) {
-    const uint32_t* words = reinterpret_cast<const uint32_t*>(a.seed) + word;
+  if (s.aligned && (word + 2) * 4 <= s.seed_bytes) {
+    const uint32_t* words = reinterpret_cast<const uint32_t*>(s.seed) + word;
     const uint32_t lo = __ldg(words);
     const uint32_t hi = __ldg(words + 1);
-    return __funnelshift_r(lo, hi, static_cast<uint32_t>(bit) & 31u) & a.mask;
+    return __funnelshift_r(lo, hi, static_cast<uint32_t>(bit) & 31u) & s.mask;
   }
-  return ReadIndex(a.seed, a.seed_bytes, i, a.bits);
+  return ReadIndex(s.seed, s.seed_bytes, i, s.bits);
 }
 
 // FORMAT.md §3 for an index x < codebook_size. The integers equal DecodeIndex's: j < n <= M gives
@@ -135,10 +150,6 @@ __device__ __forceinline__ void LoadScales(const Args& a, float* scales) {
   for (uint32_t t = threadIdx.x; t <= a.rings; t += blockDim.x) scales[t] = a.scales[t];
 }
 
-__device__ __forceinline__ void ReportBad(const Args& a, bool bad) {
-  if (bad && a.flag != nullptr) atomicOr(a.flag, 1u);
-}
-
 // The table's entries use the shared header's conversions, exactly the CPU kernel's.
 template <typename T>
 __device__ __forceinline__ T EncodeTable(int64_t dtype, float f);
@@ -155,10 +166,34 @@ struct alignas(G * sizeof(Pair<T>)) Group {
   Pair<T> pairs[G];
 };
 
-// Both paths in one loop; kTable selects how an index becomes its pair. Each thread takes G
-// consecutive pairs per step: G independent index loads in flight, then one wide store.
+// The loop of every kernel: pair i becomes decode(i, its index). Each thread takes G consecutive
+// pairs per step: G independent index loads in flight, then one wide store. The last pair of an
+// odd tensor writes its first value only.
+template <typename T, int G, typename Decode>
+__device__ __forceinline__ void DecodePairs(const Stream& s, uint64_t num_elements, Pair<T>* out, const Decode& decode) {
+  const uint64_t whole_pairs = num_elements / 2;
+  const uint64_t stride = uint64_t{gridDim.x} * blockDim.x;
+  const uint64_t start = uint64_t{blockIdx.x} * blockDim.x + threadIdx.x;
+  const uint64_t groups = whole_pairs / G;
+  for (uint64_t g = start; g < groups; g += stride) {
+    uint32_t x[G];
+#pragma unroll
+    for (int k = 0; k < G; ++k) x[k] = LoadIndex(s, g * G + k);
+    Group<T, G> v;
+#pragma unroll
+    for (int k = 0; k < G; ++k) v.pairs[k] = decode(g * G + k, x[k]);
+    reinterpret_cast<Group<T, G>*>(out)[g] = v;
+  }
+  const uint64_t rest = groups * G + start;  // the last whole_pairs % G pairs, one per thread
+  if (rest < whole_pairs) out[rest] = decode(rest, LoadIndex(s, rest));
+  if (start == 0 && (num_elements & 1)) {
+    reinterpret_cast<T*>(out)[num_elements - 1] = decode(whole_pairs, LoadIndex(s, whole_pairs)).first;
+  }
+}
+
+// Winding (FORMAT.md §3); kTable selects how an index becomes its pair.
 template <typename T, int G, bool kTable>
-__global__ void __launch_bounds__(kTable ? kTableThreads : kDirectThreads) DecodeKernel(Args a, Pair<T>* out) {
+__global__ void __launch_bounds__(kTable ? kTableThreads : kDirectThreads) WindingKernel(Args a, Pair<T>* out) {
   extern __shared__ __align__(16) unsigned char shared[];
   Pair<T>* table = reinterpret_cast<Pair<T>*>(shared);
   __shared__ float scales[kMaxRings + 1];
@@ -174,7 +209,7 @@ __global__ void __launch_bounds__(kTable ? kTableThreads : kDirectThreads) Decod
   }
   bool bad = false;
   // The pair of index x; an index out of range decodes as index 0 and raises the flag.
-  const auto decode = [&](uint32_t x) {
+  const auto decode = [&](uint64_t, uint32_t x) {
     const bool ok = x < a.codebook_size;  // in range implies x < entries (x < 2^bits)
     bad |= !ok;
     x = ok ? x : 0u;
@@ -183,36 +218,94 @@ __global__ void __launch_bounds__(kTable ? kTableThreads : kDirectThreads) Decod
     DecodePair(a, scales, x, &f, &s);
     return Pair<T>{Encode<T>(a.dtype, f), Encode<T>(a.dtype, s)};
   };
-  const uint64_t stride = uint64_t{gridDim.x} * blockDim.x;
-  const uint64_t start = uint64_t{blockIdx.x} * blockDim.x + threadIdx.x;
-  const uint64_t groups = a.whole_pairs / G;
-  for (uint64_t g = start; g < groups; g += stride) {
-    uint32_t x[G];
-#pragma unroll
-    for (int k = 0; k < G; ++k) x[k] = LoadIndex(a, g * G + k);
-    Group<T, G> v;
-#pragma unroll
-    for (int k = 0; k < G; ++k) v.pairs[k] = decode(x[k]);
-    reinterpret_cast<Group<T, G>*>(out)[g] = v;
+  DecodePairs<T, G>(a.s, a.num_elements, out, decode);
+  if (bad && a.flag != nullptr) atomicOr(a.flag, kFlagBadIndex);
+}
+
+// Exact x / d for x < 2^40 (pair indices) and 1 <= d <= 2^15 (pairs per scale group). d = 2^s:
+// x >> s. Otherwise magic = ceil(2^64 / d) = (2^64 + e) / d with 0 < e < d, and umulhi(x, magic)
+// = floor(x/d + x*e / (d*2^64)): x*e < 2^55 keeps the excess below 1/d.
+struct FastDiv64 {
+  uint64_t magic;  // 0 for a power of two
+  uint32_t shift;
+};
+
+FastDiv64 MakeFastDiv64(uint32_t d) {
+  if ((d & (d - 1)) == 0) {
+    uint32_t s = 0;
+    while ((uint32_t{1} << s) < d) ++s;
+    return FastDiv64{0, s};
   }
-  const uint64_t rest = groups * G + start;  // the last whole_pairs % G pairs, one per thread
-  if (rest < a.whole_pairs) out[rest] = decode(LoadIndex(a, rest));
-  if (start == 0 && (a.num_elements & 1)) {  // the last pair of an odd tensor: its first value only
-    reinterpret_cast<T*>(out)[a.num_elements - 1] = decode(LoadIndex(a, a.whole_pairs)).first;
+  return FastDiv64{~uint64_t{0} / d + 1, 0};  // ceil(2^64 / d): d does not divide 2^64
+}
+
+__device__ __forceinline__ uint64_t Divide(uint64_t x, FastDiv64 d) {
+  return d.magic ? __umul64hi(x, d.magic) : x >> d.shift;
+}
+
+// What the lattice kernel needs, by value.
+struct LatticeArgs {
+  Stream s;
+  const uint16_t* scales;  // device, p.num_scales float16 bit patterns
+  LatticeParams p;
+  FastDiv64 by_group_pairs;  // G / 2: pair i takes scale i / (G/2) (G is even: no pair straddles)
+  uint32_t* flag;
+};
+
+// Lattice (FORMAT.md §7.3) with the shared header's operations. kTable: each block first
+// tabulates v(m) for m < N in shared memory (FORMAT.md allows it: the same operations, the same
+// bits); otherwise every value runs the arithmetic. A step N (all ones, rule 7) decodes as step 0,
+// a NaN / Inf scale (rule 6) decodes as it is; each sets its bit of the flag.
+template <typename T, int G, bool kTable>
+__global__ void __launch_bounds__(kDirectThreads) LatticeKernel(LatticeArgs a, Pair<T>* out) {
+  extern __shared__ __align__(16) unsigned char shared[];
+  float* table = reinterpret_cast<float*>(shared);
+  if (kTable) {
+    for (uint32_t m = threadIdx.x; m < a.p.points; m += blockDim.x) table[m] = LatticeCoordinate(a.p, m);
+    __syncthreads();
   }
-  ReportBad(a, bad);
+  uint32_t bad = 0;
+  const auto coordinate = [&](uint32_t m) { return kTable ? table[m] : LatticeCoordinate(a.p, m); };
+  const auto decode = [&](uint64_t i, uint32_t j) {
+    const bool ok = j < a.p.points;
+    bad |= ok ? 0u : kFlagBadIndex;
+    j = ok ? j : 0u;
+    const uint16_t h = __ldg(a.scales + Divide(i, a.by_group_pairs));
+    bad |= HalfIsFinite(h) ? 0u : kFlagBadScale;
+    const float scale = LatticeScale(a.p, h);
+    const float first = __fmul_rn(coordinate(j), scale);
+    const float second = __fmul_rn(coordinate(LatticeRow(a.p, j)), scale);
+    return Pair<T>{Encode<T>(a.p.dtype, first), Encode<T>(a.p.dtype, second)};
+  };
+  DecodePairs<T, G>(a.s, a.p.num_elements, out, decode);
+  if (bad != 0 && a.flag != nullptr) atomicOr(a.flag, bad);
 }
 
 std::string CudaError(const char* what, cudaError_t e) {
   return std::string(what) + ": " + cudaGetErrorName(e) + " (" + cudaGetErrorString(e) + ")";
 }
 
-// One launch of DecodeKernel<T, G, kTable>: as many blocks as fit on the GPU at once (a table's
-// blocks are bounded by its shared memory), fewer for small tensors.
-template <typename T, int G, bool kTable>
-cudaError_t Run(const Args& a, Pair<T>* out, size_t shared_bytes, int sms, cudaStream_t stream) {
-  const auto kernel = &DecodeKernel<T, G, kTable>;
-  const int threads = kTable ? kTableThreads : kDirectThreads;
+struct DeviceLimits {
+  int sms = 0;
+  size_t table_limit = 0;  // dynamic shared memory a table may take (opt-in maximum)
+};
+
+cudaError_t QueryDevice(DeviceLimits* limits) {
+  int device = 0;
+  int shared_optin = 0;
+  cudaError_t e = cudaGetDevice(&device);
+  if (e == cudaSuccess) e = cudaDeviceGetAttribute(&limits->sms, cudaDevAttrMultiProcessorCount, device);
+  if (e == cudaSuccess) e = cudaDeviceGetAttribute(&shared_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
+  // Slack for the kernels' static shared memory and the runtime's own reservation.
+  limits->table_limit = static_cast<size_t>(shared_optin) - 1024;
+  return e;
+}
+
+// One launch of a kernel taking G pairs per thread: as many blocks as fit on the GPU at once (a
+// table's blocks are bounded by its shared memory), fewer for small tensors.
+template <int G, typename A, typename T>
+cudaError_t Run(void (*kernel)(A, Pair<T>*), int threads, const A& a, uint64_t num_elements, Pair<T>* out,
+                size_t shared_bytes, int sms, cudaStream_t stream) {
   cudaError_t e = cudaSuccess;
   if (shared_bytes > kDefaultSharedBytes) {
     e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(shared_bytes));
@@ -220,43 +313,70 @@ cudaError_t Run(const Args& a, Pair<T>* out, size_t shared_bytes, int sms, cudaS
   int per_sm = 0;
   if (e == cudaSuccess) e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, shared_bytes);
   if (e != cudaSuccess) return e;
-  const uint64_t wanted = (a.whole_pairs / G + threads - 1) / threads;  // the tail needs < G threads of block 0
+  const uint64_t wanted = (num_elements / 2 / G + threads - 1) / threads;  // the tail needs < G threads of block 0
   const uint64_t resident = uint64_t(sms) * std::max(per_sm, 1);
   const unsigned grid = static_cast<unsigned>(std::max<uint64_t>(1, std::min(wanted, resident)));
   kernel<<<grid, threads, shared_bytes, stream>>>(a, out);
   return cudaGetLastError();
 }
 
+constexpr const char* kLaunchError = "launching the DecodeWeights kernel";
+
 template <typename T>
-std::string LaunchTyped(const Args& a, void* out, cudaStream_t stream, Mode mode) {
-  int device = 0;
-  cudaError_t e = cudaGetDevice(&device);
-  int sms = 0;
-  int shared_optin = 0;
-  if (e == cudaSuccess) e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
-  if (e == cudaSuccess) e = cudaDeviceGetAttribute(&shared_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
+std::string LaunchWinding(const Args& a, void* out, cudaStream_t stream, Mode mode) {
+  DeviceLimits limits;
+  cudaError_t e = QueryDevice(&limits);
   if (e != cudaSuccess) return CudaError("querying the device", e);
   const uint64_t pairs = a.whole_pairs + (a.num_elements & 1);
   const size_t table_bytes = size_t{a.entries} * sizeof(Pair<T>);
-  // Static shared memory: the scale table, plus slack for the runtime's own reservation.
-  const size_t table_limit = static_cast<size_t>(shared_optin) - 1024;
-  if (mode == Mode::kTable && table_bytes > table_limit) mode = Mode::kDirect;
+  if (mode == Mode::kTable && table_bytes > limits.table_limit) mode = Mode::kDirect;
   if (mode == Mode::kAuto) {
     // The table costs each block `entries` decodes: worth it when every block's share of the
     // tensor is several times larger. Otherwise the direct arithmetic is as fast.
-    const uint64_t blocks = uint64_t(sms) * 2;
-    mode = table_bytes <= table_limit && pairs >= 8 * uint64_t{a.entries} * blocks ? Mode::kTable : Mode::kDirect;
+    const uint64_t blocks = uint64_t(limits.sms) * 2;
+    mode = table_bytes <= limits.table_limit && pairs >= 8 * uint64_t{a.entries} * blocks ? Mode::kTable
+                                                                                            : Mode::kDirect;
   }
   Pair<T>* pairs_out = static_cast<Pair<T>*>(out);
   constexpr int kWide = 16 / sizeof(Pair<T>);  // pairs per 16-byte store
   const bool wide = (reinterpret_cast<uintptr_t>(out) & 15) == 0;
+  const int sms = limits.sms;
+  const uint64_t n = a.num_elements;
   if (mode == Mode::kTable) {
-    e = wide ? Run<T, kWide, true>(a, pairs_out, table_bytes, sms, stream)
-             : Run<T, 1, true>(a, pairs_out, table_bytes, sms, stream);
+    e = wide ? Run<kWide>(&WindingKernel<T, kWide, true>, kTableThreads, a, n, pairs_out, table_bytes, sms, stream)
+             : Run<1>(&WindingKernel<T, 1, true>, kTableThreads, a, n, pairs_out, table_bytes, sms, stream);
   } else {
-    e = wide ? Run<T, kWide, false>(a, pairs_out, 0, sms, stream) : Run<T, 1, false>(a, pairs_out, 0, sms, stream);
+    e = wide ? Run<kWide>(&WindingKernel<T, kWide, false>, kDirectThreads, a, n, pairs_out, 0, sms, stream)
+             : Run<1>(&WindingKernel<T, 1, false>, kDirectThreads, a, n, pairs_out, 0, sms, stream);
   }
-  return e == cudaSuccess ? "" : CudaError("launching the DecodeWeights kernel", e);
+  return e == cudaSuccess ? "" : CudaError(kLaunchError, e);
+}
+
+template <typename T>
+std::string LaunchLattice(const LatticeArgs& a, void* out, cudaStream_t stream, Mode mode) {
+  DeviceLimits limits;
+  cudaError_t e = QueryDevice(&limits);
+  if (e != cudaSuccess) return CudaError("querying the device", e);
+  const size_t table_bytes = size_t{a.p.points} * sizeof(float);
+  // Direct unless asked: the arithmetic is a few float operations per value (see bench cuda).
+  if (mode != Mode::kTable || table_bytes > limits.table_limit) mode = Mode::kDirect;
+  Pair<T>* pairs_out = static_cast<Pair<T>*>(out);
+  constexpr int kWide = 16 / sizeof(Pair<T>);
+  const bool wide = (reinterpret_cast<uintptr_t>(out) & 15) == 0;
+  const int sms = limits.sms;
+  const uint64_t n = a.p.num_elements;
+  if (mode == Mode::kTable) {
+    e = wide ? Run<kWide>(&LatticeKernel<T, kWide, true>, kDirectThreads, a, n, pairs_out, table_bytes, sms, stream)
+             : Run<1>(&LatticeKernel<T, 1, true>, kDirectThreads, a, n, pairs_out, table_bytes, sms, stream);
+  } else {
+    e = wide ? Run<kWide>(&LatticeKernel<T, kWide, false>, kDirectThreads, a, n, pairs_out, 0, sms, stream)
+             : Run<1>(&LatticeKernel<T, 1, false>, kDirectThreads, a, n, pairs_out, 0, sms, stream);
+  }
+  return e == cudaSuccess ? "" : CudaError(kLaunchError, e);
+}
+
+cudaError_t ClearFlag(uint32_t* flag, cudaStream_t stream) {
+  return flag == nullptr ? cudaSuccess : cudaMemsetAsync(flag, 0, sizeof(uint32_t), stream);
 }
 
 }  // namespace
@@ -268,25 +388,19 @@ bool NeedsRangeCheck(const WindingParams& p) {
 std::string Launch(const WindingParams& p, const uint8_t* seed, void* out, uint32_t* flag, void* raw_stream,
                    Mode mode) {
   cudaStream_t stream = static_cast<cudaStream_t>(raw_stream);
-  if (flag != nullptr) {
-    const cudaError_t e = cudaMemsetAsync(flag, 0, sizeof(uint32_t), stream);
-    if (e != cudaSuccess) return CudaError("clearing the range flag", e);
-  }
+  const cudaError_t e = ClearFlag(flag, stream);
+  if (e != cudaSuccess) return CudaError("clearing the range flag", e);
   if (p.num_elements == 0) return "";
   Args a;
   std::memset(&a, 0, sizeof a);
-  a.seed = seed;
-  a.seed_bytes = p.seed_bytes;
+  a.s = MakeStream(seed, p.seed_bytes, p.bits);
   a.whole_pairs = p.num_elements / 2;
   a.num_elements = p.num_elements;
-  a.bits = p.bits;
-  a.mask = p.bits >= 32 ? ~0u : (uint32_t{1} << p.bits) - 1;
   a.points = p.points;
   a.m = p.m;
   a.codebook_size = p.codebook_size;
   a.entries = static_cast<uint32_t>(std::min<uint64_t>(p.codebook_size, uint64_t{1} << p.bits));
   a.rings = p.rings;
-  a.aligned = (reinterpret_cast<uintptr_t>(seed) & 3) == 0;
   a.dtype = p.dtype;
   a.by_points1 = MakeFastDiv(p.points + 1);
   a.by_m = MakeFastDiv(p.m);
@@ -296,16 +410,32 @@ std::string Launch(const WindingParams& p, const uint8_t* seed, void* out, uint3
   a.offset = p.offset;
   for (uint32_t k = 0; k <= p.rings; ++k) a.scales[k] = p.scales[k];
   a.flag = flag;
-  return p.dtype == kFloat32 ? LaunchTyped<uint32_t>(a, out, stream, mode) : LaunchTyped<uint16_t>(a, out, stream, mode);
+  return p.dtype == kFloat32 ? LaunchWinding<uint32_t>(a, out, stream, mode) : LaunchWinding<uint16_t>(a, out, stream, mode);
 }
 
-std::string ReadFlag(const uint32_t* flag, void* raw_stream, bool* bad) {
+std::string Launch(const LatticeParams& p, const uint8_t* seed, const uint16_t* scales, void* out, uint32_t* flag,
+                   void* raw_stream, Mode mode) {
+  cudaStream_t stream = static_cast<cudaStream_t>(raw_stream);
+  const cudaError_t e = ClearFlag(flag, stream);
+  if (e != cudaSuccess) return CudaError("clearing the range flag", e);
+  if (p.num_elements == 0) return "";
+  LatticeArgs a;
+  std::memset(&a, 0, sizeof a);
+  a.s = MakeStream(seed, p.seed_bytes, p.bits);
+  a.scales = scales;
+  a.p = p;
+  a.by_group_pairs = MakeFastDiv64(p.group / 2);
+  a.flag = flag;
+  return p.dtype == kFloat32 ? LaunchLattice<uint32_t>(a, out, stream, mode) : LaunchLattice<uint16_t>(a, out, stream, mode);
+}
+
+std::string ReadFlag(const uint32_t* flag, void* raw_stream, uint32_t* value) {
   cudaStream_t stream = static_cast<cudaStream_t>(raw_stream);
   uint32_t host = 0;
   cudaError_t e = cudaMemcpyAsync(&host, flag, sizeof host, cudaMemcpyDeviceToHost, stream);
   if (e == cudaSuccess) e = cudaStreamSynchronize(stream);
   if (e != cudaSuccess) return CudaError("reading the range flag", e);
-  *bad = host != 0;
+  *value = host;
   return "";
 }
 
@@ -323,18 +453,43 @@ int Report(char* message, uint64_t size, int code, const std::string& text) {
   return code;
 }
 
+// The end of both entry points: `launch(flag)` decodes. With a caller's `device_flag` the call
+// does not wait; without one, when the run-time rules need checking (`check`), the call allocates
+// a flag, waits for the stream and reports `refusal(flag value)` when a rule was broken.
+template <typename LaunchFn, typename RefusalFn>
+int LaunchChecked(bool check, uint32_t* device_flag, void* stream, const LaunchFn& launch, const RefusalFn& refusal,
+                  char* message, uint64_t message_size) {
+  using namespace hyperonnx;
+  uint32_t* flag = device_flag;
+  const bool own_flag = flag == nullptr && check;
+  if (own_flag) {
+    const cudaError_t e = cudaMallocAsync(reinterpret_cast<void**>(&flag), sizeof(uint32_t),
+                                          static_cast<cudaStream_t>(stream));
+    if (e != cudaSuccess) return Report(message, message_size, 2, cuda::CudaError("allocating the range flag", e));
+  }
+  std::string error = launch(flag);
+  uint32_t value = 0;
+  if (error.empty() && own_flag) error = cuda::ReadFlag(flag, stream, &value);
+  if (own_flag) cudaFreeAsync(flag, static_cast<cudaStream_t>(stream));
+  if (!error.empty()) return Report(message, message_size, 2, error);
+  if (value != 0) return Report(message, message_size, 1, refusal(value));
+  return Report(message, message_size, 0, "");
+}
+
 }  // namespace
 
-// Decodes one tensor on the GPU, for tests and benchmarks (ctypes with torch / CuPy device
-// tensors). `seed` and `output` are device pointers (output aligned to two elements), the
-// attributes plain host values as FORMAT.md §2 names them, `stream` a cudaStream_t (null: the
-// legacy default stream). Validation is the CPU kernel's (ValidateWinding, ValidateSeed).
-// `device_flag`: null to have the call check rule 5 itself (it waits for the stream), or one
-// device uint32 that the call zeroes and the kernel sets when an index is out of range; the
-// caller must then read it before using the output (the call does not wait).
-// `mode`: 0 auto, 1 direct arithmetic, 2 shared-memory table (same bits).
-// Returns 0, 1 (the seed or attributes break FORMAT.md §5; the rule is in `message`),
+// The entry points decode one tensor on the GPU, for tests and benchmarks (ctypes with torch /
+// CuPy device tensors). `seed`, `scales` and `output` are device pointers (output aligned to two
+// elements), the attributes plain host values as FORMAT.md names them, `stream` a cudaStream_t
+// (null: the legacy default stream). Validation is the CPU kernel's (the shared header's).
+// `device_flag`: null to have the call check the run-time rules itself (it waits for the stream),
+// or one device uint32 that the call zeroes and the kernel sets (cuda::kFlagBadIndex,
+// kFlagBadScale) when a rule is broken; the caller must then read it before using the output
+// (the call does not wait). `mode`: 0 auto, 1 direct arithmetic, 2 shared-memory table (same bits).
+// Returns 0, 1 (the seed, scales or attributes break FORMAT.md; the rule is in `message`),
 // 2 (a CUDA error) or 3 (a bad argument: null or misaligned pointer, unknown mode).
+
+// Codec winding (FORMAT.md §3).
 extern "C" __attribute__((visibility("default"))) int hyperonnx_cuda_decode(
     const void* seed, uint64_t seed_bytes, const int64_t* shape, uint64_t rank, int64_t dtype, int64_t bits,
     int64_t points, int64_t rings, const float* center, uint64_t center_count, float side,
@@ -366,26 +521,70 @@ extern "C" __attribute__((visibility("default"))) int hyperonnx_cuda_decode(
     if (seed == nullptr || output == nullptr || (reinterpret_cast<uintptr_t>(output) % align) != 0) {
       return Report(message, message_size, 3, "bad argument: null seed/output or output not aligned to 2 elements");
     }
-    uint32_t* flag = device_flag;
-    bool own_flag = false;
-    if (flag == nullptr && cuda::NeedsRangeCheck(params)) {
-      const cudaError_t e = cudaMallocAsync(reinterpret_cast<void**>(&flag), sizeof(uint32_t),
-                                            static_cast<cudaStream_t>(stream));
-      if (e != cudaSuccess) return Report(message, message_size, 2, cuda::CudaError("allocating the range flag", e));
-      own_flag = true;
+    return LaunchChecked(
+        cuda::NeedsRangeCheck(params), device_flag, stream,
+        [&](uint32_t* flag) {
+          return cuda::Launch(params, static_cast<const uint8_t*>(seed), output, flag, stream,
+                              static_cast<cuda::Mode>(mode));
+        },
+        [&](uint32_t) {
+          return "rule 5: a seed index is >= (points + 1) * (rings + 1) = " + std::to_string(params.codebook_size) +
+                 " (docs/FORMAT.md section 5)";
+        },
+        message, message_size);
+  } catch (const std::exception& e) {
+    return Report(message, message_size, 2, e.what());
+  }
+}
+
+// Codec lattice (FORMAT.md §7): `scales` holds `scales_count` float16 values (2-byte aligned).
+extern "C" __attribute__((visibility("default"))) int hyperonnx_cuda_decode_lattice(
+    const void* seed, uint64_t seed_bytes, const void* scales, uint64_t scales_count, const int64_t* shape,
+    uint64_t rank, int64_t dtype, int64_t bits, int64_t generator, int64_t group, float alpha, float beta,
+    float scale_unit, void* output, void* stream, int mode, uint32_t* device_flag, char* message,
+    uint64_t message_size) {
+  using namespace hyperonnx;
+  try {
+    if ((rank > 0 && shape == nullptr) || mode < 0 || mode > 2) {
+      return Report(message, message_size, 3, "bad argument: null array or unknown mode");
     }
-    error = cuda::Launch(params, static_cast<const uint8_t*>(seed), output, flag, stream,
-                         static_cast<cuda::Mode>(mode));
-    bool bad = false;
-    if (error.empty() && own_flag) error = cuda::ReadFlag(flag, stream, &bad);
-    if (own_flag) cudaFreeAsync(flag, static_cast<cudaStream_t>(stream));
-    if (!error.empty()) return Report(message, message_size, 2, error);
-    if (bad) {
-      return Report(message, message_size, 1,
-                    "rule 5: a seed index is >= (points + 1) * (rings + 1) = " +
-                        std::to_string(params.codebook_size) + " (docs/FORMAT.md section 5)");
+    LatticeAttributes attrs;
+    attrs.codec = kCodecLattice;
+    attrs.shape.assign(shape, shape + rank);
+    attrs.dtype = dtype;
+    attrs.bits = bits;
+    attrs.generator = generator;
+    attrs.group = group;
+    attrs.alpha = alpha;
+    attrs.beta = beta;
+    attrs.scale_unit = scale_unit;
+    LatticeParams params;
+    std::string error = ValidateLattice(attrs, &params);
+    const int64_t seed_dims[1] = {static_cast<int64_t>(seed_bytes)};
+    const int64_t scale_dims[1] = {static_cast<int64_t>(scales_count)};
+    if (error.empty()) error = ValidateSeed(params, 1, seed_dims);
+    if (error.empty()) error = ValidateScalesShape(params, 1, scale_dims);
+    if (!error.empty()) return Report(message, message_size, 1, error + " (docs/FORMAT.md sections 5, 7.4)");
+    if (params.num_elements == 0) return Report(message, message_size, 0, "");
+    const uintptr_t align = params.dtype == kFloat32 ? 8 : 4;
+    if (seed == nullptr || scales == nullptr || output == nullptr ||
+        (reinterpret_cast<uintptr_t>(output) % align) != 0 || (reinterpret_cast<uintptr_t>(scales) % 2) != 0) {
+      return Report(message, message_size, 3,
+                    "bad argument: null seed/scales/output, output not aligned to 2 elements or scales to 2 bytes");
     }
-    return Report(message, message_size, 0, "");
+    return LaunchChecked(
+        true, device_flag, stream,
+        [&](uint32_t* flag) {
+          return cuda::Launch(params, static_cast<const uint8_t*>(seed), static_cast<const uint16_t*>(scales), output,
+                              flag, stream, static_cast<cuda::Mode>(mode));
+        },
+        [&](uint32_t value) {
+          // The CPU kernel's messages; rule 6 first, as a decoder checks it before reading the seed.
+          return ((value & cuda::kFlagBadScale) ? std::string("rule 6: a scale is Inf or NaN")
+                                                : "rule 7: a seed step is >= 2^bits - 1 = " + std::to_string(params.points)) +
+                 " (docs/FORMAT.md section 7.4)";
+        },
+        message, message_size);
   } catch (const std::exception& e) {
     return Report(message, message_size, 2, e.what());
   }

@@ -101,7 +101,7 @@ class DecodeWeightsCudaKernel {
       void* flag = allocator->Alloc(allocator, sizeof(uint32_t));
       if (flag == nullptr) return CudaFail(name_, "cannot allocate the range flag");
       std::string error = Launch(params_, seed, out, static_cast<uint32_t*>(flag), stream);
-      bool bad = false;
+      uint32_t bad = 0;
       if (error.empty()) error = ReadFlag(static_cast<const uint32_t*>(flag), stream, &bad);
       allocator->Free(allocator, flag);  // after ReadFlag waited for the stream (or the launch failed)
       if (!error.empty()) return CudaFail(name_, error);

@@ -129,9 +129,14 @@ HYPERONNX_HD float BitsFloat(uint32_t u) {
   return f;
 }
 
-// FORMAT.md §7.3: the row y_int of step j < N (the column x_int is j itself).
+// FORMAT.md §7.3: the row y_int = (j * g + c) mod N of step j < N (the column x_int is j itself).
+// N = 2^b - 1, so 2^b = 1 (mod N): two folds of the high b bits onto the low ones reduce
+// x < 2^(2b) to [0, N] without a division (a GPU has no integer divider).
 HYPERONNX_HD uint32_t LatticeRow(const LatticeParams& p, uint32_t j) {
-  return (j * p.generator + p.offset) % p.points;  // j, g <= 2^16 - 2, c < 2^15: below 2^32
+  const uint32_t x = j * p.generator + p.offset;  // j, g <= 2^b - 2, c < 2^(b-1): below 2^(2b) <= 2^32
+  uint32_t r = (x & p.points) + (x >> p.bits);    // <= 2 * (2^b - 1)
+  r = (r & p.points) + (r >> p.bits);             // <= N
+  return r == p.points ? 0u : r;
 }
 
 // FORMAT.md §7.3: v(m) = phi(u(m)) for a coordinate m < N, operation by operation.
