@@ -1,20 +1,22 @@
 """`hyperonnx bench cuda`: throughput of the DecodeWeights CUDA kernel against a device-to-device
 copy, in one run.
 
-For tensors of 1M .. 512M elements, with the codebooks of the winding presets and each output
-dtype, prints GB/s of *output* written per second:
+For tensors of 1M .. 512M elements, each output dtype, the codebooks of the winding presets and
+the lattice codec at several index widths (group 128), prints GB/s of *output* written per second:
 
 - copy      torch's device-to-device copy of a buffer the size of the output (reads and writes
             it: the memory system's practical ceiling for moving that many bytes);
-- decode    hyperonnx_cuda_decode with a caller's device flag, back to back on one stream: the
-            kernel as onnxruntime would run it in a pipeline (rule 5 still checked by the kernel);
-- checked   the same call letting the library check rule 5 itself: it allocates the flag, waits
-            for the stream and reads it back, every call (what a session pays per decode);
-- direct / table: the two kernel paths forced (decode is the automatic choice of the two).
+- decode    the library's entry point with a caller's device flag, back to back on one stream:
+            the kernel as onnxruntime would run it in a pipeline (the run-time rules still checked
+            by the kernel);
+- checked   the same call letting the library check those rules itself: it allocates the flag,
+            waits for the stream and reads it back, every call (what a session pays per decode);
+- direct / table: the two kernel paths forced (decode is the automatic choice).
 
-The seeds hold random indices over the whole codebook, packed on the GPU (no encoder run); the
-first and last pairs of each decode are checked against the reference decoder. Needs torch with
-CUDA and the library built with the CUDA kernel ($HYPERONNX_LIBRARY or the installed one).
+The seeds hold random indices (winding: over the whole codebook; lattice: every step, with random
+float16 scales), packed on the GPU (no encoder run); the first and last pairs of each decode are
+checked against the reference decoder. Needs torch with CUDA and the library built with the CUDA
+kernel ($HYPERONNX_LIBRARY or the installed one).
 """
 
 from __future__ import annotations
@@ -26,12 +28,14 @@ import sys
 import numpy as np
 
 from .. import codec
-from ..codec import bitpack
+from ..codec import bitpack, lattice
 from ..format import Seed
 from ..runtime import get_library_path
 
 DTYPES = {"float32": (1, 4), "float16": (10, 2), "bfloat16": (16, 2)}
 CHECKED_PAIRS = 1 << 16  # pairs compared with the reference decoder at each end of the tensor
+LATTICE_GROUP = 128  # weights per scale of the lattice rows (the lattice preset's)
+LATTICE_UNIT = 2.0 ** -14  # scale unit of the lattice rows: scales of order 1 give weights of order 1e-4
 
 
 def parse_size(text: str) -> int:
@@ -55,17 +59,28 @@ def preset_codebooks(names=None) -> dict[str, dict]:
     return books
 
 
-def entry_point(path: str):
-    """The library's hyperonnx_cuda_decode (custom_ops/cuda/decode_weights_cuda.cu), or None."""
-    fn = getattr(ctypes.CDLL(path), "hyperonnx_cuda_decode", None)
-    if fn is None:
+def entry_points(path: str):
+    """The library's hyperonnx_cuda_decode and hyperonnx_cuda_decode_lattice
+    (custom_ops/cuda/decode_weights_cuda.cu), or None."""
+    lib = ctypes.CDLL(path)
+    winding = getattr(lib, "hyperonnx_cuda_decode", None)
+    lattice_fn = getattr(lib, "hyperonnx_cuda_decode_lattice", None)
+    if winding is None or lattice_fn is None:
         return None
-    u64, i64, p = ctypes.c_uint64, ctypes.c_int64, ctypes.c_void_p
-    fn.argtypes = [p, u64, ctypes.POINTER(i64), u64, i64, i64, i64, i64, ctypes.POINTER(ctypes.c_float), u64,
-                   ctypes.c_float, ctypes.POINTER(ctypes.c_float), u64, p, p, ctypes.c_int, p,
-                   ctypes.c_char_p, u64]
-    fn.restype = ctypes.c_int
-    return fn
+    u64, i64, p, f32 = ctypes.c_uint64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_float
+    winding.argtypes = [p, u64, ctypes.POINTER(i64), u64, i64, i64, i64, i64, ctypes.POINTER(f32), u64,
+                        f32, ctypes.POINTER(f32), u64, p, p, ctypes.c_int, p, ctypes.c_char_p, u64]
+    lattice_fn.argtypes = [p, u64, p, u64, ctypes.POINTER(i64), u64, i64, i64, i64, i64, f32, f32, f32,
+                           p, p, ctypes.c_int, p, ctypes.c_char_p, u64]
+    winding.restype = lattice_fn.restype = ctypes.c_int
+    return winding, lattice_fn
+
+
+def lattice_attributes(bits: int) -> dict:
+    """The attributes of a lattice row at `bits` index bits: the encoder's generator and companding."""
+    config = codec.LatticeConfig(index_bits=bits, group=LATTICE_GROUP)
+    return {"bits": bits, "generator": lattice.generator(bits), "group": LATTICE_GROUP, "alpha": config.alpha,
+            "beta": config.beta, "scale_unit": LATTICE_UNIT}
 
 
 def pack_on_gpu(torch, indices, bits: int):
@@ -112,10 +127,19 @@ def gpu_time(torch, fn, min_seconds: float = 0.05, max_reps: int = 200) -> float
 
 
 def reference_bytes(indices: np.ndarray, dtype: int, bits: int, book: dict) -> bytes:
-    """The reference decoder's output bytes for these pairs' indices."""
+    """The reference decoder's output bytes for these pairs' indices (winding)."""
     attrs = {"bits": bits, "points": book["points"], "rings": book["rings"], "center": [0.01, -0.02],
              "side": book["side"], "ring_scales": book["ring_scales"]}
     seed = Seed("winding", (2 * indices.size,), dtype, bitpack.pack(indices.astype(np.uint64), bits), attrs)
+    return codec.decode(seed).tobytes()
+
+
+def lattice_reference_bytes(steps: np.ndarray, scales: np.ndarray, dtype: int, attrs: dict) -> bytes:
+    """The reference decoder's output bytes for these pairs' steps, the first pair starting a group
+    and `scales` (float16) those of their groups."""
+    count = 2 * steps.size
+    seed = Seed("lattice", (count,), dtype, bitpack.pack(steps.astype(np.uint64), attrs["bits"]), attrs,
+                scales=scales[:-(-count // attrs["group"])])
     return codec.decode(seed).tobytes()
 
 
@@ -124,7 +148,19 @@ def _error(text: str) -> int:
     return 1
 
 
+def parse_bits(text: str) -> list[int]:
+    bits = [int(b) for b in text.split(",") if b.strip()] if text else []
+    for b in bits:
+        if not lattice.MIN_BITS <= b <= lattice.MAX_BITS:
+            raise ValueError(f"lattice index bits must be in [{lattice.MIN_BITS}, {lattice.MAX_BITS}], not {b}")
+    return bits
+
+
 def main(args) -> int:
+    try:
+        lattice_bits = parse_bits(args.lattice_bits)
+    except ValueError as e:
+        return _error(str(e))
     try:
         import torch
     except ImportError:
@@ -132,9 +168,10 @@ def main(args) -> int:
     if not torch.cuda.is_available():
         return _error("no CUDA GPU (torch.cuda.is_available() is False)")
     library = args.library or get_library_path()
-    fn = entry_point(library)
-    if fn is None:
+    fns = entry_points(library)
+    if fns is None:
         return _error(f"{library} was built without the CUDA kernel")
+    winding_fn, lattice_fn = fns
     books = preset_codebooks(args.presets)
     stream = torch.cuda.current_stream()
     device = torch.cuda.get_device_name()
@@ -142,13 +179,17 @@ def main(args) -> int:
     print(f"GPU: {device} ({props.multi_processor_count} SMs, {props.total_memory / 2**30:.0f} GiB), "
           f"torch {torch.__version__}, CUDA {torch.version.cuda}")
     print("GB/s of output written (copy: a device-to-device copy of the same number of bytes)")
-    header = (f"{'elements':>9} {'dtype':>8} {'preset':>11} {'bits':>4} {'copy':>7} {'decode':>7} {'ratio':>6} "
+    header = (f"{'elements':>9} {'dtype':>8} {'codebook':>11} {'bits':>4} {'copy':>7} {'decode':>7} {'ratio':>6} "
               f"{'checked':>7} {'direct':>7} {'table':>7}")
     print(header)
     print("-" * len(header))
     rows = []
     flag = torch.zeros(1, dtype=torch.int32, device="cuda")
     message = ctypes.create_string_buffer(512)
+    # (label, codec, bits, indices drawn in [0, limit), attributes)
+    setups = [(preset, "winding", ((book["points"] + 1) * (book["rings"] + 1) - 1).bit_length(),
+               (book["points"] + 1) * (book["rings"] + 1), book) for preset, book in books.items()]
+    setups += [(f"lattice-{b}", "lattice", b, (1 << b) - 1, lattice_attributes(b)) for b in lattice_bits]
     for size in [parse_size(s) for s in args.sizes.split(",")]:
         for dtype_name in args.dtypes.split(","):
             dtype, itemsize = DTYPES[dtype_name]
@@ -157,52 +198,73 @@ def main(args) -> int:
             out = torch.empty_like(src)
             copy_s = gpu_time(torch, lambda: out.copy_(src))
             del src
-            for preset, book in books.items():
-                codebook = (book["points"] + 1) * (book["rings"] + 1)
-                bits = (codebook - 1).bit_length()
+            for label, codec_name, bits, limit, attrs in setups:
                 pairs = (size + 1) // 2
-                indices = torch.randint(0, codebook, (pairs,), device="cuda", dtype=torch.int64)
+                indices = torch.randint(0, limit, (pairs,), device="cuda", dtype=torch.int64)
                 seed = pack_on_gpu(torch, indices, bits)
                 ends = min(CHECKED_PAIRS, pairs // 2)
-                head, tail = indices[:ends].cpu().numpy(), indices[pairs - ends:].cpu().numpy()
+                tail_start = pairs - ends
+                scales = None
+                if codec_name == "lattice":
+                    group_pairs = LATTICE_GROUP // 2
+                    tail_start -= tail_start % group_pairs  # the tail starts a group
+                    count = -(-size // LATTICE_GROUP)
+                    scales = (torch.rand(count, device="cuda") * 1.5 + 0.5).to(torch.float16)
+                    host_scales = scales.cpu().numpy()
+                head, tail = indices[:ends].cpu().numpy(), indices[tail_start:].cpu().numpy()
                 del indices
                 shape = (ctypes.c_int64 * 1)(size)
-                center = (ctypes.c_float * 2)(0.01, -0.02)
-                scales = (ctypes.c_float * max(1, book["rings"]))(*book["ring_scales"])
+                if codec_name == "lattice":
+                    def run(mode, own_flag):
+                        return lattice_fn(seed.data_ptr(), seed.numel(), scales.data_ptr(), scales.numel(), shape, 1,
+                                          dtype, bits, attrs["generator"], attrs["group"], attrs["alpha"],
+                                          attrs["beta"], attrs["scale_unit"], out.data_ptr(), stream.cuda_stream,
+                                          mode, None if own_flag else flag.data_ptr(), message, len(message))
 
-                def run(mode, own_flag):
-                    rc = fn(seed.data_ptr(), seed.numel(), shape, 1, dtype, bits, book["points"], book["rings"],
-                            center, 2, book["side"], scales, book["rings"], out.data_ptr(),
-                            stream.cuda_stream, mode, None if own_flag else flag.data_ptr(), message,
-                            len(message))
-                    if rc != 0:
+                    expected_head = lattice_reference_bytes(head, host_scales, dtype, attrs)
+                    expected_tail = lattice_reference_bytes(tail, host_scales[2 * tail_start // LATTICE_GROUP:],
+                                                            dtype, attrs)
+                else:
+                    center = (ctypes.c_float * 2)(0.01, -0.02)
+                    ring_scales = (ctypes.c_float * max(1, attrs["rings"]))(*attrs["ring_scales"])
+
+                    def run(mode, own_flag):
+                        return winding_fn(seed.data_ptr(), seed.numel(), shape, 1, dtype, bits, attrs["points"],
+                                          attrs["rings"], center, 2, attrs["side"], ring_scales, attrs["rings"],
+                                          out.data_ptr(), stream.cuda_stream, mode,
+                                          None if own_flag else flag.data_ptr(), message, len(message))
+
+                    expected_head = reference_bytes(head, dtype, bits, attrs)
+                    expected_tail = reference_bytes(tail, dtype, bits, attrs)
+
+                def checked_run(mode, own_flag):
+                    if run(mode, own_flag) != 0:
                         raise RuntimeError(message.value.decode())
 
                 timings = {}
                 for name, mode, own in (("decode", 0, False), ("checked", 0, True), ("direct", 1, False),
                                         ("table", 2, False)):
-                    timings[name] = gpu_time(torch, lambda: run(mode, own))
+                    timings[name] = gpu_time(torch, lambda: checked_run(mode, own))
                     out.fill_(0xA5)  # poison, decode once more, compare both ends with the reference
-                    run(mode, False)
+                    checked_run(mode, False)
                     got = out.view(-1)
-                    end_bytes = 2 * itemsize * ends
-                    if (got[:end_bytes].cpu().numpy().tobytes() != reference_bytes(head, dtype, bits, book) or
-                            got[nbytes - end_bytes:].cpu().numpy().tobytes() !=
-                            reference_bytes(tail, dtype, bits, book)):
+                    tail_bytes = 2 * itemsize * tail_start
+                    if (got[:len(expected_head)].cpu().numpy().tobytes() != expected_head or
+                            got[tail_bytes:tail_bytes + len(expected_tail)].cpu().numpy().tobytes() != expected_tail):
                         raise AssertionError(f"{name} decode differs from the reference decoder "
-                                             f"({size} elements, {dtype_name}, {preset})")
+                                             f"({size} elements, {dtype_name}, {label})")
                     if int(flag.item()) != 0:
-                        raise AssertionError("an index was reported out of range")
+                        raise AssertionError("the kernel reported a broken rule")
                 gbs = {name: nbytes / t / 1e9 for name, t in timings.items()}
-                row = {"gpu": device, "elements": size, "dtype": dtype_name, "preset": preset, "bits": bits,
-                       "copy_gbs": nbytes / copy_s / 1e9, **{f"{k}_gbs": v for k, v in gbs.items()}}
+                row = {"gpu": device, "elements": size, "dtype": dtype_name, "codebook": label, "codec": codec_name,
+                       "bits": bits, "copy_gbs": nbytes / copy_s / 1e9, **{f"{k}_gbs": v for k, v in gbs.items()}}
                 row["ratio"] = row["decode_gbs"] / row["copy_gbs"]
                 rows.append(row)
-                label = f"{size >> 20}M" if size >= 1 << 20 else str(size)
-                print(f"{label:>9} {dtype_name:>8} {preset:>11} {bits:>4} {row['copy_gbs']:7.0f} "
+                size_label = f"{size >> 20}M" if size >= 1 << 20 else str(size)
+                print(f"{size_label:>9} {dtype_name:>8} {label:>11} {bits:>4} {row['copy_gbs']:7.0f} "
                       f"{gbs['decode']:7.0f} {row['ratio']:6.2f} {gbs['checked']:7.0f} {gbs['direct']:7.0f} "
                       f"{gbs['table']:7.0f}", flush=True)
-                del seed
+                del seed, scales
             del out
             torch.cuda.empty_cache()
     if args.json:
