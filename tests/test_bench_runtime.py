@@ -55,7 +55,23 @@ def test_probe_peak_is_its_own(tmp_path):
     ballast = np.ones(400 << 20, np.uint8)  # 400 MB resident in the parent
     x = {"x": np.zeros((2, 64), np.float32)}
     for mode in ("load", "stream"):
-        result, outputs = probe.measure(model, x, x, mode, runs=2)
+        result, outputs = probe.measure(model, x, x, mode, runs=2, threads=1)
         assert result["peak_rss_mb"] < 350 and result["peak_rss_mb"] >= result["baseline_rss_mb"]
         assert outputs[next(iter(outputs))].shape == (2, 10)
     del ballast
+
+
+def test_session_targets_use_each_rounds_ratio_and_rss_above_baseline():
+    def row(runtime, latency, ratio, rss):
+        return {"model": "digits", "runtime": runtime, "latency_ms": latency, "latency_vs_plain": ratio,
+                "session_rss_mb": rss, "runtime_rss_mb": 20.0}
+    rows = [row("plain", 10.0, 1.0, 120.0), row("load", 11.0, 1.02, 180.0), row("stream", 14.0, 1.4, 70.0)]
+    lines = {line["target"].split(": ")[1]: line for line in runtime.targets([], rows)}
+    load = lines["load latency / original <= 1.03"]
+    assert load["measured"] == 1.02 and load["met"]  # the rounds' ratio, not 11 / 10
+    stream = lines["stream (RSS-base - onnxruntime alone) / original's <= 0.5"]
+    assert stream["measured"] == 0.5 and stream["met"]  # (70 - 20) / (120 - 20)
+
+
+def test_runtime_baseline_is_small_and_positive():
+    assert 0 < runtime.runtime_baseline(1, threads=1) < 200

@@ -1,7 +1,7 @@
 """One measured onnxruntime session, in a process of its own so its peak RSS is its own.
 
 `python -m hyperonnx.bench.probe MODEL QUALITY.npz LATENCY.npz OUT.npz --runtime plain|load|stream
---runs N` creates the session (timed), times --runs runs of LATENCY.npz's inputs (peak RSS is read
+--runs N [--threads T]` creates the session (timed), times --runs runs of LATENCY.npz's inputs (peak RSS is read
 then), runs QUALITY.npz's inputs (arrays named after the model's inputs, split along axis 0 in
 batches of --batch) and saves the outputs, and prints one JSON line: create_s, latency_ms (median),
 peak_rss_mb, baseline_rss_mb (after the imports, before the session).
@@ -32,7 +32,7 @@ def _status_mb(field: str) -> float:
 
 
 def measure(model, quality: dict, latency: dict, runtime: str = "plain", runs: int = 50,
-            batch: int = 64) -> tuple[dict, dict]:
+            batch: int = 64, threads: int = 0) -> tuple[dict, dict]:
     """Run the probe on `model` in a fresh Python process; (its JSON result, the quality outputs).
 
     quality / latency: input arrays by name. Raises RuntimeError with the probe's last error line."""
@@ -41,7 +41,8 @@ def measure(model, quality: dict, latency: dict, runtime: str = "plain", runs: i
         np.savez(paths[0], **quality)
         np.savez(paths[1], **latency)
         result = subprocess.run([sys.executable, "-m", "hyperonnx.bench.probe", str(model), *map(str, paths),
-                                 "--runtime", runtime, "--runs", str(runs), "--batch", str(batch)],
+                                 "--runtime", runtime, "--runs", str(runs), "--batch", str(batch),
+                                 "--threads", str(threads)],
                                 capture_output=True, text=True)
         if result.returncode != 0:
             lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
@@ -59,18 +60,21 @@ def main(argv=None) -> int:
     parser.add_argument("--runtime", choices=["plain", "load", "stream"], default="plain")
     parser.add_argument("--runs", type=int, default=50)
     parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=0, help="intra-op threads (default: onnxruntime's)")
     args = parser.parse_args(argv)
 
     import onnxruntime as ort
     if args.runtime != "plain":
         import hyperonnx  # noqa: F401  (its imports belong to the baseline, not to the session)
     baseline = _status_mb("VmRSS")
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = args.threads
     start = time.perf_counter()
     if args.runtime == "plain":
-        session = ort.InferenceSession(args.model, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(args.model, so, providers=["CPUExecutionProvider"])
     else:
         import hyperonnx
-        session = hyperonnx.InferenceSession(args.model, mode=args.runtime)
+        session = hyperonnx.InferenceSession(args.model, so, mode=args.runtime)
     create_s = time.perf_counter() - start
 
     names = [i.name for i in session.get_inputs()]

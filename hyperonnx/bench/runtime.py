@@ -7,7 +7,10 @@
 2. Sessions on real models (MiniLM-L6 at batch 1, sequence 128; the digits CNN at batch 1): the
    original model in plain onnxruntime and its `paper` compression in load and stream mode, each
    session in a fresh process (hyperonnx.bench.probe): creation time, median latency, peak RSS.
-   The modes are interleaved over --repeat rounds and the medians of the rounds are reported.
+   The runtime's own working set is measured the same way on a weightless model (one Identity).
+   The modes are interleaved over --repeat rounds; the table gives the medians of the rounds, and
+   the latency target the median of each round's load / original ratio (adjacent processes see the
+   same machine load, which matters on a shared machine).
 
 Targets (issue 4) are printed beside the measured ratios.
 """
@@ -168,8 +171,25 @@ def _model_inputs(name: str) -> tuple[Path, dict]:
 MODEL_TITLES = {"minilm": "MiniLM-L6 (1x128)", "digits": "digits CNN (1x1x8x8)"}
 
 
-def measure_sessions(names: list[str], preset: str, repeat: int, runs: int, log=print) -> list[dict]:
+def runtime_baseline(repeat: int, threads: int = 0) -> float:
+    """MB a session of a weightless model (one Identity) adds above the probe's imports: the
+    runtime's own working set, which no weight format can shrink."""
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "empty",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    x = {"x": np.zeros(1, np.float32)}
+    with tempfile.TemporaryDirectory(prefix="hyperonnx-bench-runtime-") as work:
+        path = Path(work) / "empty.onnx"
+        path.write_bytes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString())
+        results = [probe.measure(path, x, x, "plain", runs=1, threads=threads)[0] for _ in range(repeat)]
+    return statistics.median(r["peak_rss_mb"] - r["baseline_rss_mb"] for r in results)
+
+
+def measure_sessions(names: list[str], preset: str, repeat: int, runs: int, threads: int = 0,
+                     log=print) -> list[dict]:
     rows = []
+    empty = runtime_baseline(repeat, threads)
+    log(f"{'onnxruntime alone (an Identity model)':85}{empty:11.0f}")
     for name in names:
         original, inputs = _model_inputs(name)
         with tempfile.TemporaryDirectory(prefix="hyperonnx-bench-runtime-") as work:
@@ -182,14 +202,16 @@ def measure_sessions(names: list[str], preset: str, repeat: int, runs: int, log=
             for _ in range(repeat):  # interleaved, so drifting machine load hits every mode alike
                 for runtime in RUNTIMES:
                     result, outputs[runtime] = probe.measure(original if runtime == "plain" else compressed,
-                                                             inputs, inputs, runtime, runs=runs)
+                                                             inputs, inputs, runtime, runs=runs, threads=threads)
                     samples[runtime].append(result)
             for runtime in RUNTIMES:
-                row = {"model": name, "runtime": runtime, "file_mb": sizes[runtime] / 1e6}
+                row = {"model": name, "runtime": runtime, "file_mb": sizes[runtime] / 1e6, "runtime_rss_mb": empty}
                 for key in ("create_s", "latency_ms", "peak_rss_mb", "baseline_rss_mb"):
                     row[key] = statistics.median(s[key] for s in samples[runtime])
                 row["session_rss_mb"] = statistics.median(s["peak_rss_mb"] - s["baseline_rss_mb"]
                                                           for s in samples[runtime])
+                row["latency_vs_plain"] = statistics.median(
+                    s["latency_ms"] / p["latency_ms"] for s, p in zip(samples[runtime], samples["plain"]))
                 # load and stream decode the same seeds: their outputs must agree
                 row["max_abs_vs_load"] = max(float(np.max(np.abs(outputs[runtime][k] - outputs["load"][k])))
                                              for k in outputs["load"]) if runtime != "plain" else None
@@ -199,12 +221,13 @@ def measure_sessions(names: list[str], preset: str, repeat: int, runs: int, log=
 
 
 SESSION_HEADER = (f"{'model':22} {'runtime':8} {'file MB':>8} {'session s':>9} {'latency ms':>10} "
-                  f"{'peak RSS MB':>11} {'RSS-base MB':>11}")
+                  f"{'x original':>10} {'peak RSS MB':>11} {'RSS-base MB':>11}")
 
 
 def _session_line(row: dict) -> str:
     return (f"{MODEL_TITLES[row['model']]:22} {row['runtime']:8} {row['file_mb']:8.2f} {row['create_s']:9.3f} "
-            f"{row['latency_ms']:10.3f} {row['peak_rss_mb']:11.0f} {row['session_rss_mb']:11.0f}")
+            f"{row['latency_ms']:10.3f} {row['latency_vs_plain']:10.3f} {row['peak_rss_mb']:11.0f} "
+            f"{row['session_rss_mb']:11.0f}")
 
 
 # --- targets -----------------------------------------------------------------------------------
@@ -224,11 +247,14 @@ def targets(decode_rows: list[dict], session_rows: list[dict]) -> list[dict]:
     by = {(r["model"], r["runtime"]): r for r in session_rows}
     for name in dict.fromkeys(r["model"] for r in session_rows):
         plain, load, stream = (by[(name, r)] for r in RUNTIMES)
-        ratio = load["latency_ms"] / plain["latency_ms"]
+        ratio = load["latency_vs_plain"]
         lines.append({"target": f"{MODEL_TITLES[name]}: load latency / original <= {TARGETS['load_latency']}",
                       "measured": ratio, "met": ratio <= TARGETS["load_latency"]})
-        ratio = stream["session_rss_mb"] / max(plain["session_rss_mb"], 1e-9)
-        lines.append({"target": f"{MODEL_TITLES[name]}: stream RSS-base / original's <= {TARGETS['stream_rss']}",
+        # the working set above the runtime's own (onnxruntime with a weightless model)
+        ratio = ((stream["session_rss_mb"] - stream["runtime_rss_mb"])
+                 / max(plain["session_rss_mb"] - plain["runtime_rss_mb"], 1e-9))
+        lines.append({"target": f"{MODEL_TITLES[name]}: stream (RSS-base - onnxruntime alone) / original's "
+                                f"<= {TARGETS['stream_rss']}",
                       "measured": ratio, "met": ratio <= TARGETS["stream_rss"]})
     return lines
 
@@ -236,8 +262,8 @@ def targets(decode_rows: list[dict], session_rows: list[dict]) -> list[dict]:
 def main(args) -> int:
     sizes = [parse_size(s) for s in args.sizes.split(",") if s.strip()] if args.sizes else []
     threads = args.threads or all_cores()
-    if threads < 1 or args.repeat < 1 or args.runs < 1:
-        raise ValueError("--threads, --repeat and --runs must be >= 1")
+    if threads < 1 or args.repeat < 1 or args.runs < 1 or args.session_threads < 0:
+        raise ValueError("--threads, --repeat and --runs must be >= 1, --session-threads >= 0")
     names = [] if args.no_models else list(args.models)
     for name in names:
         if name not in MODEL_TITLES:
@@ -252,10 +278,11 @@ def main(args) -> int:
         print(DECODE_HEADER)
         decode_rows = measure_decode(sizes, threads)
     if names:
-        print(f"\nSessions, each in its own process; preset {args.preset}; median of {args.repeat} interleaved "
-              f"round(s) of {args.runs} timed runs; RSS-base = peak RSS above the process after its imports")
+        threads_text = f"{args.session_threads} intra-op threads" if args.session_threads else "onnxruntime's threads"
+        print(f"\nSessions, each in its own process ({threads_text}); preset {args.preset}; median of {args.repeat} "
+              f"interleaved round(s) of {args.runs} timed runs; RSS-base = peak RSS above the process after its imports")
         print(SESSION_HEADER)
-        session_rows = measure_sessions(names, args.preset, args.repeat, args.runs)
+        session_rows = measure_sessions(names, args.preset, args.repeat, args.runs, args.session_threads)
     lines = targets(decode_rows, session_rows)
     if lines:
         print("\nTargets (issue 4)")
