@@ -34,7 +34,7 @@ def _add_bench(sub) -> None:
     runtime.add_argument("--no-models", action="store_true", help="decode throughput only")
     runtime.add_argument("--preset", default="paper", help="codec preset of the compressed models (default paper)")
     runtime.add_argument("--repeat", type=int, default=5, help="interleaved rounds of the three sessions (default 5)")
-    runtime.add_argument("--runs", type=int, default=50, help="timed runs per session (default 50)")
+    runtime.add_argument("--runs", type=int, default=100, help="timed runs per session (default 100)")
     runtime.add_argument("--session-threads", type=int, default=0,
                          help="intra-op threads of the measured sessions (default 0: onnxruntime's choice)")
     runtime.add_argument("--json", metavar="PATH", help="also write the results as JSON")

@@ -13,7 +13,9 @@ Or `hyperonnx.InferenceSession(path, providers=..., mode=...)`, an `onnxruntime.
   model costs; memory holds the full-size weights.
 - ``mode="stream"``: the DecodeWeights nodes run on every run and their outputs are released
   after their last consumer, so memory holds the seeds plus the weights in flight. Constant
-  folding is switched off so onnxruntime does not expand the weights at load time.
+  folding is switched off so onnxruntime does not expand the weights at load time. A large table
+  read only by a Gather (an embedding) is decoded and gathered in row blocks, so not even it is
+  ever whole in memory.
 """
 
 from __future__ import annotations
