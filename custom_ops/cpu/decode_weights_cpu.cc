@@ -22,8 +22,7 @@
 #include <utility>
 #include <vector>
 
-#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
-#define HYPERONNX_AVX2 1
+#ifdef HYPERONNX_AVX2
 #include <immintrin.h>
 #endif
 
@@ -146,7 +145,11 @@ __attribute__((target("avx2"))) bool UnpackWithTableAvx2(const uint8_t* seed, ui
   return bad;
 }
 
-// HYPERONNX_NO_AVX2=1 forces the scalar loop (tests compare the two; benchmarks time them).
+#endif
+}  // namespace
+
+#ifdef HYPERONNX_AVX2
+// HYPERONNX_NO_AVX2=1 forces the scalar loops (tests compare the two; benchmarks time them).
 bool HasAvx2() {
   static const bool has = [] {
     const char* off = std::getenv("HYPERONNX_NO_AVX2");
@@ -157,6 +160,8 @@ bool HasAvx2() {
   return has;
 }
 #endif
+
+namespace {
 
 template <typename T>
 using UnpackFn = bool (*)(const uint8_t*, uint64_t, const Pair<T>*, uint32_t, Pair<T>*, uint64_t, uint64_t);

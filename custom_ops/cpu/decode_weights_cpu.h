@@ -8,7 +8,15 @@
 #include "hyperonnx/decode_weights_format.h"
 #include "hyperonnx/ort_api.h"
 
+#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
+#define HYPERONNX_AVX2 1  // the hot loops have AVX2 variants, chosen at run time
+#endif
+
 namespace hyperonnx {
+
+#ifdef HYPERONNX_AVX2
+bool HasAvx2();  // this CPU has AVX2 and HYPERONNX_NO_AVX2 is not set
+#endif
 
 class LatticeCpuDecoder;
 
