@@ -21,17 +21,6 @@ void AppendOps(std::vector<const OrtCustomOp*>& ops);
 namespace hyperonnx {
 namespace {
 
-#ifdef HYPERONNX_USE_CUDA
-bool SameInputs(const OrtCustomOp* a, const OrtCustomOp* b) {
-  const size_t count = a->GetInputTypeCount(a);
-  if (count != b->GetInputTypeCount(b)) return false;
-  for (size_t i = 0; i < count; ++i) {
-    if (a->GetInputCharacteristic(a, i) != b->GetInputCharacteristic(b, i)) return false;
-  }
-  return true;
-}
-#endif
-
 // Every op of the ai.hyperonnx domain. The CPU op is always present: a session without the CUDA
 // provider must still find a kernel, and ONNX Runtime falls back to it for unassigned nodes.
 const std::vector<const OrtCustomOp*>& OpTable() {
@@ -39,13 +28,7 @@ const std::vector<const OrtCustomOp*>& OpTable() {
     static const DecodeWeightsCpuOp decode_weights_cpu;
     std::vector<const OrtCustomOp*> all{&decode_weights_cpu};
 #ifdef HYPERONNX_USE_CUDA
-    std::vector<const OrtCustomOp*> cuda_ops;
-    cuda::AppendOps(cuda_ops);
-    // onnxruntime refuses the whole domain when two ops of one name declare different inputs: a
-    // CUDA op that does not yet declare the CPU op's inputs is left out (its nodes run on the CPU).
-    for (const OrtCustomOp* op : cuda_ops) {
-      if (SameInputs(op, &decode_weights_cpu)) all.push_back(op);
-    }
+    cuda::AppendOps(all);  // declares the CPU op's inputs: onnxruntime refuses a domain whose ops differ
 #endif
     return all;
   }();

@@ -460,37 +460,44 @@ static std::string ReadWinding(const Ort::ConstKernelInfo& info, WindingAttribut
   return RefuseForeign(info, a->codec, kLatticeOnly);
 }
 
+std::string ReadNode(const Ort::ConstKernelInfo& info, NodeParams* node) {
+  std::string codec, error;
+  if (!ReadAttribute(info, "codec", &codec, &error, "string")) return error;
+  if (codec != kCodecWinding && codec != kCodecLattice) {
+    return "rule 2: codec '" + Printable(codec) + "' is unknown (this decoder knows 'winding' and 'lattice')";
+  }
+  const size_t inputs = info.GetInputCount();
+  if (codec == kCodecLattice) {
+    if (inputs != 2) return "rule 2: a lattice node has two inputs (seed, scales), not " + std::to_string(inputs);
+    LatticeAttributes attrs;
+    attrs.codec = codec;
+    error = ReadLattice(info, &attrs);
+    if (error.empty()) error = ValidateLattice(attrs, &node->lattice_params);
+    node->lattice = true;
+    node->shape = attrs.shape;
+    return error;
+  }
+  WindingAttributes attrs;
+  attrs.codec = codec;
+  error = ReadWinding(info, &attrs);
+  if (error.empty()) error = ValidateWinding(attrs, &node->winding);
+  if (error.empty() && inputs != 1) error = "rule 2: a winding node has one input (seed), not " + std::to_string(inputs);
+  node->lattice = false;
+  node->shape = attrs.shape;
+  return error;
+}
+
 OrtStatusPtr DecodeWeightsCpuOp::CreateKernelV2(const OrtApi& api, const OrtKernelInfo* raw_info, void** kernel) const {
   *kernel = nullptr;
   std::string name = "?";
   try {
     Ort::ConstKernelInfo info(raw_info);
     name = info.GetNodeName();
-    std::string codec, error;
-    if (!ReadAttribute(info, "codec", &codec, &error, "string")) return Fail(name, error);
-    if (codec != kCodecWinding && codec != kCodecLattice) {
-      return Fail(name, "rule 2: codec '" + Printable(codec) + "' is unknown (this decoder knows 'winding' and 'lattice')");
-    }
-    const size_t inputs = info.GetInputCount();
-    if (codec == kCodecLattice) {
-      if (inputs != 2) return Fail(name, "rule 2: a lattice node has two inputs (seed, scales), not " + std::to_string(inputs));
-      LatticeAttributes attrs;
-      LatticeParams params;
-      attrs.codec = codec;
-      error = ReadLattice(info, &attrs);
-      if (error.empty()) error = ValidateLattice(attrs, &params);
-      if (!error.empty()) return Fail(name, error);
-      *kernel = new DecodeWeightsCpuKernel(name, attrs.shape, params);
-      return nullptr;
-    }
-    WindingAttributes attrs;
-    WindingParams params;
-    attrs.codec = codec;
-    error = ReadWinding(info, &attrs);
-    if (error.empty()) error = ValidateWinding(attrs, &params);
-    if (error.empty() && inputs != 1) error = "rule 2: a winding node has one input (seed), not " + std::to_string(inputs);
+    NodeParams node;
+    const std::string error = ReadNode(info, &node);
     if (!error.empty()) return Fail(name, error);
-    *kernel = new DecodeWeightsCpuKernel(name, attrs.shape, params);
+    *kernel = node.lattice ? new DecodeWeightsCpuKernel(name, node.shape, node.lattice_params)
+                           : new DecodeWeightsCpuKernel(name, node.shape, node.winding);
     return nullptr;
   } catch (const std::bad_alloc&) {
     return api.CreateStatus(ORT_FAIL, ("DecodeWeights node '" + Printable(name) + "': out of memory").c_str());

@@ -20,6 +20,18 @@ bool HasAvx2();  // this CPU has AVX2 and HYPERONNX_NO_AVX2 is not set
 
 class LatticeCpuDecoder;
 
+// A DecodeWeights node's attributes as onnxruntime gives them, read and validated (FORMAT.md §5
+// rules 2-3, §7.1, the input count per codec). The CPU and CUDA ops both create kernels from it.
+struct NodeParams {
+  bool lattice = false;  // codec lattice: lattice_params; else winding
+  std::vector<int64_t> shape;
+  WindingParams winding{};
+  LatticeParams lattice_params{};
+};
+
+// "" and `node` filled, or the message naming the rule broken.
+std::string ReadNode(const Ort::ConstKernelInfo& info, NodeParams* node);
+
 class DecodeWeightsCpuKernel {
  public:
   DecodeWeightsCpuKernel(std::string name, std::vector<int64_t> shape, const WindingParams& params);
@@ -48,12 +60,13 @@ struct DecodeWeightsCpuOp : Ort::CustomOpBase<DecodeWeightsCpuOp, DecodeWeightsC
   OrtStatusPtr CreateKernelV2(const OrtApi& api, const OrtKernelInfo* info, void** kernel) const;
   const char* GetName() const { return kOpName; }
   const char* GetExecutionProviderType() const { return "CPUExecutionProvider"; }
-  // seed, and scales (lattice nodes only): every op of this name must declare the same inputs.
-  size_t GetInputTypeCount() const { return 2; }
-  ONNXTensorElementDataType GetInputType(size_t i) const {
+  // seed, and scales (lattice nodes only): every op of this name must declare the same inputs
+  // (static: the CUDA op declares these).
+  static size_t GetInputTypeCount() { return 2; }
+  static ONNXTensorElementDataType GetInputType(size_t i) {
     return i == 0 ? ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8 : ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16;
   }
-  OrtCustomOpInputOutputCharacteristic GetInputCharacteristic(size_t i) const {
+  static OrtCustomOpInputOutputCharacteristic GetInputCharacteristic(size_t i) {
     return i == 0 ? INPUT_OUTPUT_REQUIRED : INPUT_OUTPUT_OPTIONAL;
   }
   size_t GetOutputTypeCount() const { return 1; }
