@@ -8,9 +8,11 @@ Plain onnxruntime, two lines::
 Or `hyperonnx.InferenceSession(path, providers=..., mode=...)`, an `onnxruntime.InferenceSession`:
 
 - ``mode="load"``: every DecodeWeights node fed by an initializer runs once, when the session is
-  created; onnxruntime then gets the decoded tensors as plain initializers (in place, no copy per
-  run, and its optimisers see them like any other weight). Inference costs what the original
-  model costs; memory holds the full-size weights.
+  created; onnxruntime then gets the decoded tensors as plain initializers (no cost per run, and
+  its optimisers see them like any other weight). Inference costs what the original model costs;
+  memory holds the full-size weights, twice with onnxruntime 1.32, which copies external
+  initializers on the CPU although its API asks the caller to keep them alive (checked: zeroing
+  our buffers after creation leaves the outputs unchanged).
 - ``mode="stream"``: the DecodeWeights nodes run on every run and their outputs are released
   after their last consumer, so memory holds the seeds plus the weights in flight. Constant
   folding is switched off so onnxruntime does not expand the weights at load time. A large table
@@ -192,22 +194,30 @@ def decode_initializers(model: onnx.ModelProto, providers=None, intra_op_num_thr
     if not positions:
         return [], [], []
     nodes = [model.graph.node[i] for i in positions]
-    seeds = {name for node in nodes for name in node.input}
+    feeds: dict[str, np.ndarray] = {}  # the seeds (and scales), read once
     outputs = []
     for node in nodes:
         # FORMAT.md section 5 before any buffer is allocated: a declared shape is then backed by a
         # seed of matching length, so a hostile node cannot make us allocate more than ~64x its seed.
-        fmt.validate(read_seed(node, (model.graph,)))
+        seed = read_seed(node, (model.graph,))
+        fmt.validate(seed)
+        feeds[node.input[0]] = seed.payload
+        if len(node.input) > 1:
+            feeds[node.input[1]] = seed.scales
         outputs.append(helper.make_tensor_value_info(node.output[0], _attribute(node, "dtype"), None))
-    graph = helper.make_graph(nodes, "hyperonnx_decode", [], outputs,
-                              [t for t in model.graph.initializer if t.name in seeds])
+    # The seeds enter as inputs, not initializers: a decoder model holding them would copy every
+    # seed three times more (its proto, its bytes, onnxruntime's copy) at the peak of load mode.
+    inputs = [helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(array.dtype), list(array.shape))
+              for name, array in feeds.items()]
+    graph = helper.make_graph(nodes, "hyperonnx_decode", inputs, outputs)
     decoder = helper.make_model(graph, opset_imports=list(model.opset_import), ir_version=model.ir_version)
     so = session_options("stream")
     so.intra_op_num_threads = intra_op_num_threads
     session = ort.InferenceSession(decoder.SerializeToString(), so, providers=["CPUExecutionProvider"])
-    # The kernel writes straight into buffers we own: onnxruntime only takes user-owned memory as
-    # external initializers, and it then uses that memory in place.
+    # The kernel writes straight into buffers we own, which become the external initializers.
     binding = session.io_binding()
+    for name, array in feeds.items():
+        binding.bind_cpu_input(name, np.ascontiguousarray(array))
     names, values = [], []
     for node, output in zip(nodes, outputs):
         dtype = output.type.tensor_type.elem_type
@@ -377,7 +387,7 @@ def _session_class():
 
         def __init__(self, source, so, providers, provider_options, decoded, mode, **kwargs):
             self.hyperonnx_mode = mode
-            self._hyperonnx_decoded = decoded  # add_external_initializers uses their memory in place
+            self._hyperonnx_decoded = decoded  # add_external_initializers: must outlive the session
             super().__init__(source, so, providers, provider_options, **kwargs)
 
     return HyperonnxSession
@@ -421,9 +431,13 @@ def InferenceSession(path_or_model, sess_options=None, providers: Sequence | Non
         return cls(path, so, providers, provider_options, [], mode, **kwargs)
     serialized = _strip_decoders(model, positions).SerializeToString()
     del model
+    _release_freed_memory()  # the compressed model and the decoder's seeds
     if names:
         so.add_external_initializers(names, values)
-    return cls(serialized, so, providers, provider_options, values, mode, **kwargs)
+    session = cls(serialized, so, providers, provider_options, values, mode, **kwargs)
+    del serialized
+    _release_freed_memory()
+    return session
 
 
 __all__ = ["InferenceSession", "MIN_ORT_VERSION", "decode_initializers", "get_library_path", "register",
