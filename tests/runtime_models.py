@@ -11,6 +11,14 @@ import hyperonnx
 from hyperonnx import format as fmt
 
 ONNX_OPSET = 17
+# IR version of the tests' models: onnx's make_model writes its own newest (onnx 1.23: 14), newer
+# than onnxruntime reads before 1.2x; 10 loads under every onnxruntime >= 1.21 with any onnx.
+IR_VERSION = 10
+
+
+def make_model(graph: onnx.GraphProto, **kwargs) -> onnx.ModelProto:
+    """helper.make_model at IR_VERSION."""
+    return helper.make_model(graph, ir_version=IR_VERSION, **kwargs)
 
 
 def opsets():
@@ -34,8 +42,8 @@ def decode_model(seeds: dict[str, hyperonnx.Seed], version: int = fmt.OP_VERSION
         add_seed(seed, name, nodes, inits)
         outputs.append(helper.make_tensor_value_info(name, seed.dtype, list(seed.shape)))
     graph = helper.make_graph(nodes, "decode", [], outputs, inits)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", ONNX_OPSET),
-                                                   helper.make_opsetid(fmt.OP_DOMAIN, version)])
+    return make_model(graph, opset_imports=[helper.make_opsetid("", ONNX_OPSET),
+                                            helper.make_opsetid(fmt.OP_DOMAIN, version)])
 
 
 def mlp_weights(sizes=(64, 256, 256, 10), seed=0, dtype=np.float32) -> dict[str, np.ndarray]:
@@ -78,7 +86,7 @@ def mlp_model(weights: dict[str, np.ndarray], config="paper", compress: bool = F
     graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", dtype, ["batch", n_in])],
                               [helper.make_tensor_value_info(value, dtype, ["batch", n_out])], inits)
     graph.output[0].name = value
-    model = helper.make_model(graph, opset_imports=opsets() if compress else opsets()[:1])
+    model = make_model(graph, opset_imports=opsets() if compress else opsets()[:1])
     return model
 
 

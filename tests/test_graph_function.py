@@ -12,6 +12,7 @@ import hyperonnx
 from hyperonnx import format as fmt
 from hyperonnx.codec import LatticeConfig, bitpack, lattice
 from hyperonnx.graph.function import LATTICE_MIN_OPSET, build_function, decodes_lattice
+from runtime_models import make_model
 
 ort = pytest.importorskip("onnxruntime")
 
@@ -32,9 +33,9 @@ def decode_model(seeds: dict, opset: int) -> onnx.ModelProto:
         outputs.append(helper.make_tensor_value_info(name, out_type, list(seed.shape)))
     graph = helper.make_graph(nodes, "decode", [], outputs, inits)
     version = max(seed.version for seed in seeds.values())
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset),
-                                                    helper.make_opsetid(fmt.OP_DOMAIN, version)],
-                              functions=[build_function(opset)])
+    model = make_model(graph, opset_imports=[helper.make_opsetid("", opset),
+                                             helper.make_opsetid(fmt.OP_DOMAIN, version)],
+                       functions=[build_function(opset)])
     model.ir_version = 9  # the lattice body's attribute defaults
     return model
 

@@ -26,7 +26,7 @@ from hyperonnx.cli import main as cli_main
 from hyperonnx.codec import winding
 from hyperonnx.graph.decompress import decompress_model
 from hyperonnx.graph.inspect import inspect_model
-from runtime_models import decode_model
+from runtime_models import decode_model, make_model
 
 HERE = pathlib.Path(__file__).parent
 ROOT = HERE.parent
@@ -156,8 +156,8 @@ def hostile_model(name):
     graph = helper.make_graph([node, helper.make_node("Identity", ["w"], ["y"])], "hostile", [],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
                               [numpy_helper.from_array(np.asarray(payload, np.uint8), "w.seed")])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
-                                                    helper.make_opsetid(fmt.OP_DOMAIN, fmt.OP_VERSION)])
+    model = make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                             helper.make_opsetid(fmt.OP_DOMAIN, fmt.OP_VERSION)])
     return model, node, payload
 
 
@@ -306,8 +306,8 @@ def test_pathological_tensors_through_the_graph_pass_and_onnxruntime():
         nodes.append(_output_node(inits[-1], f"y{i}"))
         outputs.append(helper.make_tensor_value_info(f"y{i}", nodes[-1].attribute[0].i if nodes[-1].attribute
                                                      else inits[-1].data_type, [64, 64]))
-    model = helper.make_model(helper.make_graph(nodes, "patho", [], outputs, inits),
-                              opset_imports=[helper.make_opsetid("", 17)])
+    model = make_model(helper.make_graph(nodes, "patho", [], outputs, inits),
+                       opset_imports=[helper.make_opsetid("", 17)])
     compressed, report = hyperonnx.compress(model, min_elements=1, return_report=True)
     kept = {t.name: t for t in compressed.graph.initializer}
     raw_names = {t.name for t in report.tensors if not t.compressed}
@@ -338,8 +338,8 @@ def _determinism_model():
     nodes = [_output_node(t, f"y_{t.name}") for t in inits]
     outputs = [helper.make_tensor_value_info(f"y_{t.name}", TensorProto.FLOAT if t.data_type == TensorProto.BFLOAT16
                                              else t.data_type, None) for t in inits]
-    return helper.make_model(helper.make_graph(nodes, "det", [], outputs, inits),
-                             opset_imports=[helper.make_opsetid("", 17)])
+    return make_model(helper.make_graph(nodes, "det", [], outputs, inits),
+                      opset_imports=[helper.make_opsetid("", 17)])
 
 
 def test_compress_is_deterministic_across_runs_and_threads(monkeypatch, tmp_path):
@@ -380,8 +380,8 @@ def _big_model(path: pathlib.Path, tensors: int = 12, elements: int = 1 << 20):
              for i in range(tensors)]
     nodes = [helper.make_node("Identity", [t.name], [f"y{i}"]) for i, t in enumerate(inits)]
     outputs = [helper.make_tensor_value_info(f"y{i}", TensorProto.FLOAT, None) for i in range(tensors)]
-    hyperonnx.save(helper.make_model(helper.make_graph(nodes, "big", [], outputs, inits),
-                                     opset_imports=[helper.make_opsetid("", 17)]), path)
+    hyperonnx.save(make_model(helper.make_graph(nodes, "big", [], outputs, inits),
+                              opset_imports=[helper.make_opsetid("", 17)]), path)
 
 
 def _digest(path: pathlib.Path) -> str:

@@ -15,7 +15,7 @@ from onnx import TensorProto, helper, numpy_helper
 import hyperonnx
 from hyperonnx import format as fmt
 from hyperonnx import runtime
-from runtime_models import decode_model, decoded_weights, mlp_model, mlp_weights
+from runtime_models import decode_model, decoded_weights, make_model, mlp_model, mlp_weights
 
 X = np.random.default_rng(1).standard_normal((5, 64)).astype(np.float32)
 
@@ -114,7 +114,7 @@ def test_load_mode_keeps_nodes_it_cannot_decode_at_load():
     graph = helper.make_graph([helper.make_node("If", ["c"], ["y"], then_branch=branch, else_branch=other)], "g",
                               [helper.make_tensor_value_info("c", TensorProto.BOOL, [])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [8, 8])])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(fmt.OP_DOMAIN, 1)])
+    model = make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(fmt.OP_DOMAIN, 1)])
     for mode in ("load", "stream"):
         got = hyperonnx.InferenceSession(model, mode=mode).run(None, {"c": np.array(True)})[0]
         assert got.tobytes() == hyperonnx.decode(seed).tobytes()
@@ -129,7 +129,7 @@ def test_load_mode_seed_shared_and_decoded_output_consumed_twice():
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 16]),
                                helper.make_tensor_value_info("s_out", TensorProto.UINT8, None)],
                               [numpy_helper.from_array(seed.payload, "s")])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(fmt.OP_DOMAIN, 1)])
+    model = make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(fmt.OP_DOMAIN, 1)])
     x = np.ones((2, 16), np.float32)
     decoded = hyperonnx.decode(seed)
     y, s = hyperonnx.InferenceSession(model, mode="load").run(None, {"x": x})
@@ -187,8 +187,8 @@ def embedding_model(rows, row, dtype=np.float32, opset=17):
         [helper.make_tensor_value_info("ids", TensorProto.INT64, ["n"])],
         [helper.make_tensor_value_info("y", seed.dtype, ["n", row])],
         [numpy_helper.from_array(np.asarray(seed.payload, np.uint8), "E.seed")])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset),
-                                                    helper.make_opsetid(fmt.OP_DOMAIN, fmt.OP_VERSION)])
+    model = make_model(graph, opset_imports=[helper.make_opsetid("", opset),
+                                             helper.make_opsetid(fmt.OP_DOMAIN, fmt.OP_VERSION)])
     return model, hyperonnx.decode(seed)
 
 
