@@ -173,7 +173,8 @@ def test_lattice_encoded_tensors_and_winding_in_one_model(index_bits, group):
     config = LatticeConfig(index_bits=index_bits, group=group)
     seeds = {}
     for i, (shape, dtype) in enumerate([((1001,), np.float32), ((37, 29), np.float16),
-                                        ((3, 5, 7), ml_dtypes.bfloat16), ((300, 257), np.float32)]):
+                                        ((3, 5, 7), ml_dtypes.bfloat16), ((300, 257), np.float32),
+                                        ((64, 128), np.float32)]):  # pairs fill the last one exactly
         seeds[f"l{i}"] = hyperonnx.encode((rng.standard_normal(shape) * 0.05).astype(dtype), config, min_elements=1)
         assert seeds[f"l{i}"].codec == "lattice"
     seeds["w0"] = hyperonnx.encode((rng.standard_normal((65, 3)) * 0.5).astype(np.float32), "paper", min_elements=1)
@@ -192,10 +193,12 @@ def test_lattice_worked_example_of_format_md():
     assert out.tobytes().hex() == "00000000" "00000000" "710dc23e" "373a1ebe" "94bd8ebf"
 
 
-def test_lattice_decodes_the_same_unoptimised():
-    """Without constant folding (every operation at run time) the bits are the same."""
+def test_decodes_the_same_unoptimised():
+    """Without constant folding (every operation, the If on the codec included, at run time) the
+    bits are the same."""
     rng = np.random.default_rng(7)
-    seeds = {"a": lattice_seed(rng, 9, 999, 64), "b": lattice_seed(rng, 16, 300, 6, TensorProto.FLOAT16)}
+    seeds = {"a": lattice_seed(rng, 9, 999, 64), "b": lattice_seed(rng, 16, 300, 6, TensorProto.FLOAT16),
+             "w": hyperonnx.encode((rng.standard_normal(99) * 0.5).astype(np.float32), "paper", min_elements=1)}
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     out = run_function(seeds, 18, options)

@@ -14,8 +14,10 @@ How the body decodes (every attribute is read through a reference, `ref_attr_nam
      centroid, cx + q*S_k); 8005 rows for the paper preset;
    - lattice: row j = (phi(u(j)), phi(u((j*g + c) mod N))), N = 2^b - 1 rows (at most 65535);
      each group's values are then multiplied by S_q = float32(h_q) * U, one float32 operation.
-   One body serves both codecs: each codec's own attributes have defaults (IR version 9) that
-   give the other codec's table no rows, and a winding node (no `scales`) multiplies by 1.0.
+   One body serves both codecs: an If on `generator > 0` (lattice) picks the codec's branch,
+   which onnxruntime folds away at session creation like every constant. Each codec's own
+   attributes have defaults (IR version 9) under which the other codec's branch stays valid and
+   empty: onnxruntime builds, and folds, the untaken branch's operations too.
 2. Bit unpacking. Indices come in groups of 8 that fill exactly `b` bytes, so the seed is padded
    to whole groups and viewed as a [G, b] byte matrix. Index r of a group reads a few byte
    *segments* (the bits of one byte that belong to it): a Gather of those columns, the bits
@@ -26,10 +28,12 @@ How the body decodes (every attribute is read through a reference, `ref_attr_nam
 
 onnxruntime constant-folds this body when a session is created without the library and keeps
 every intermediate until folding ends (for all tensors together), so each full-size temporary
-costs its bytes once per weight: uint8 bytes, an int32 index per pair, then the gathered and
-scaled float32 values, and the output (flatten, slice off the pad, reshape). Two onnxruntime
-rewrites matter for exactness and memory: DivMulFusion turns Div(1, x) feeding a Mul into one
-Div (so 1/N comes from a table), and Compress is not constant-folded (so the pad is sliced).
+costs its bytes once per weight. The body keeps them few and narrow: uint8 bytes, an int32 index
+per pair (lattice rows of a multiple of 8 pairs come out of the unpacking already in rows), the
+gathered and, for lattice, scaled values, and the output: one Reshape when the pairs fill the
+shape exactly, else flatten, slice off the pad and reshape (If, folded, picks). Two onnxruntime
+behaviours matter: DivMulFusion turns Div(1, x) feeding a Mul into one Div, which rounds
+differently (so 1/N comes from a table), and Compress is never constant-folded (so no Compress).
 
 The body is written for the model's own default-domain opset (a function's opset imports must
 match the model's). Opsets below 13 get no function, and a model with `lattice` nodes below
@@ -39,6 +43,7 @@ opset 17 none either (the model then needs the library).
 from __future__ import annotations
 
 import numpy as np
+import onnx
 from onnx import AttributeProto, FunctionProto, TensorProto, helper, numpy_helper
 
 from .. import format as fmt
@@ -46,9 +51,9 @@ from .. import format as fmt
 MIN_OPSET = 13  # Cast to bfloat16 and the forms of Slice/Pad/Gather used below
 _SEGMENTS = 32  # at most b + 7 <= 31 segments per group of 8 indices
 LATTICE_MIN_OPSET = 17  # LayerNormalization, through which the optional `scales` input enters
-# Each codec's own attributes default so that one body serves both: a lattice node (points 0)
-# gets an empty winding codebook, a winding node (generator 0) an empty lattice table and no
-# scales (pairs per scale group/2 = 8, the unpacking's row).
+# Each codec's own attributes default so that one body serves both: generator 0 marks a winding
+# node (its lattice branch gets an empty table, rows of group/2 = 8 pairs), points 0 a lattice
+# node (its winding branch gets a one-entry codebook).
 _DEFAULTS = {"points": 0, "rings": 0, "center": [0.0, 0.0], "side": 1.0, "ring_scales": [],
              "generator": 0, "group": 16, "alpha": 0.0, "beta": 0.0, "scale_unit": 1.0}
 
@@ -93,7 +98,7 @@ def segment_tables():
 
 
 class _Body:
-    """A tiny builder: nodes with fresh names."""
+    """A tiny builder: nodes with fresh names, and If nodes whose branches it builds."""
 
     def __init__(self):
         self.nodes = []
@@ -121,6 +126,27 @@ class _Body:
         self.nodes.append(node)
         return out
 
+    def cast_to_dtype(self, value):
+        self._n += 1
+        out = f"_dtype{self._n}"
+        node = helper.make_node("Cast", [value], [out])
+        node.attribute.append(helper.make_attribute_ref("to", AttributeProto.INT, ref_attr_name="dtype"))
+        self.nodes.append(node)
+        return out
+
+    def branch(self, build) -> onnx.GraphProto:
+        """A subgraph of the nodes `build()` adds; its one output is what `build` returns. The
+        output's type is left to inference (it follows `dtype`)."""
+        outer, self.nodes = self.nodes, []
+        result = self.op("Identity", build())
+        graph = helper.make_graph(self.nodes, f"_branch{self._n}", [], [helper.make_empty_tensor_value_info(result)])
+        self.nodes = outer
+        return graph
+
+    def if_(self, cond, then, otherwise):
+        """If node; onnxruntime folds it to one branch when `cond` is constant (always here)."""
+        return self.op("If", cond, then_branch=self.branch(then), else_branch=self.branch(otherwise))
+
 
 def build_function(opset: int) -> FunctionProto:
     """FunctionProto `ai.hyperonnx.DecodeWeights` (version fmt.FORMAT_VERSION) for a model whose
@@ -140,127 +166,102 @@ def build_function(opset: int) -> FunctionProto:
     ring_scales = f.attr("ring_scales", AttributeProto.FLOATS)
     one = f.const(np.array([1], I64))
     zero = f.const(np.array([0], I64))
+    eight = f.const(np.array([8], I64))
     col = f.const(np.array([-1, 1], I64))
     bits1 = f.op("Reshape", bits, one)
     elements = f.op("ReduceProd", shape, keepdims=1)  # [1]; reduces all axes in every opset
-
-    # --- 1. the winding codebook [(n+1)*(C+1), 2] float32, FORMAT.md §3 entry by entry --------
-    # (no rows for a lattice node, whose `points` is the default 0)
-    n = f.op("Cast", points, to=TensorProto.INT32)  # scalar
-    n1 = f.op("Add", n, f.const(np.array(1, np.int32)))
-    c1 = f.op("Add", f.op("Cast", rings, to=TensorProto.INT32), f.const(np.array(1, np.int32)))
-    entries = f.op("Mul", f.op("Mul", n1, c1), f.op("Min", n, f.const(np.array(1, np.int32))))
-    t = f.op("Range", f.const(np.array(0, np.int32)), entries, f.const(np.array(1, np.int32)))
-    j = f.op("Mod", t, n1)
-    k = f.op("Div", t, n1)
-    m = f.op("Cast", f.op("Ceil", f.op("Sqrt", f.op("Cast", f.op("Max", n, f.const(np.array(1, np.int32))),
-                                                    to=TensorProto.DOUBLE))), to=TensorProto.INT32)
-    modulus = f.op("Mul", m, m)
-    ux = f.op("Mod", j, modulus)
-    uy = f.op("Mod", f.op("Mul", j, m), modulus)
-    u = f.op("Concat", f.op("Reshape", ux, col), f.op("Reshape", uy, col), axis=1)
-    step = f.op("Div", side, f.op("Cast", modulus, to=TensorProto.FLOAT))
-    offset = f.op("Mul", f.const(np.array(-0.5, np.float32)), side)
-    q = f.op("Add", f.op("Mul", f.op("Cast", u, to=TensorProto.FLOAT), step), offset)
-    on_centroid = f.op("Reshape", f.op("Equal", j, n), col)
-    q = f.op("Where", on_centroid, f.const(np.array(0.0, np.float32)), q)
-    scales = f.op("Concat", f.const(np.array([1.0], np.float32)), ring_scales, axis=0)
-    s = f.op("Reshape", f.op("Gather", scales, k), col)
-    table = f.op("Add", center, f.op("Mul", q, s))
-
     pairs = f.op("Div", f.op("Add", elements, one), f.const(np.array([2], I64)))
+
+    def winding_table():
+        """The winding codebook [(n+1)*(C+1), 2] in `dtype`, FORMAT.md §3 entry by entry."""
+        n = f.op("Cast", points, to=TensorProto.INT32)  # scalar
+        n1 = f.op("Add", n, f.const(np.array(1, np.int32)))
+        c1 = f.op("Add", f.op("Cast", rings, to=TensorProto.INT32), f.const(np.array(1, np.int32)))
+        t = f.op("Range", f.const(np.array(0, np.int32)), f.op("Mul", n1, c1), f.const(np.array(1, np.int32)))
+        j = f.op("Mod", t, n1)
+        k = f.op("Div", t, n1)
+        m = f.op("Cast", f.op("Ceil", f.op("Sqrt", f.op("Cast", f.op("Max", n, f.const(np.array(1, np.int32))),
+                                                        to=TensorProto.DOUBLE))), to=TensorProto.INT32)
+        modulus = f.op("Mul", m, m)
+        ux = f.op("Mod", j, modulus)
+        uy = f.op("Mod", f.op("Mul", j, m), modulus)
+        u = f.op("Concat", f.op("Reshape", ux, col), f.op("Reshape", uy, col), axis=1)
+        step = f.op("Div", side, f.op("Cast", modulus, to=TensorProto.FLOAT))
+        offset = f.op("Mul", f.const(np.array(-0.5, np.float32)), side)
+        q = f.op("Add", f.op("Mul", f.op("Cast", u, to=TensorProto.FLOAT), step), offset)
+        on_centroid = f.op("Reshape", f.op("Equal", j, n), col)
+        q = f.op("Where", on_centroid, f.const(np.array(0.0, np.float32)), q)
+        scales = f.op("Concat", f.const(np.array([1.0], np.float32)), ring_scales, axis=0)
+        s = f.op("Reshape", f.op("Gather", scales, k), col)
+        return f.cast_to_dtype(f.op("Add", center, f.op("Mul", q, s)))
+
     if lattice:
-        # --- 1b. the lattice pair table [N, 2] float32, FORMAT.md §7.3 (no rows for winding) ----
         generator = f.attr("generator", AttributeProto.INT)
         group = f.op("Reshape", f.attr("group", AttributeProto.INT), one)
         alpha = f.attr("alpha", AttributeProto.FLOAT)
         beta = f.attr("beta", AttributeProto.FLOAT)
         unit = f.attr("scale_unit", AttributeProto.FLOAT)
-        is_lattice = f.op("Min", generator, f.const(np.array(1, I64)))  # generator >= 1; winding: 0
-        size = f.op("Gather", f.const(np.array([(1 << b) - 1 for b in range(fmt.MAX_BITS + 1)], I64)), bits)
-        steps = f.op("Range", f.const(np.array(0, I64)), f.op("Mul", size, is_lattice), f.const(np.array(1, I64)))
-        # y = (j*g + c) mod N in int64 (j*g < 2^32); x = j, so the coordinate table v(m) is indexed by j
-        c = f.op("Div", f.op("Sub", generator, f.const(np.array(1, I64))), f.const(np.array(2, I64)))
-        y = f.op("Mod", f.op("Add", f.op("Mul", steps, generator), c), size)
-        # r = 1.0f / float32(N) from a table: onnxruntime's DivMulFusion would turn Div(1, N)
-        # feeding a Mul into one Div, which rounds differently
-        r = f.op("Gather", f.const(_RECIPROCALS), bits)
-        lin = f.op("Sub", f.op("Mul", steps, f.const(np.array(2, I64))), f.op("Sub", size, f.const(np.array(1, I64))))
-        uu = f.op("Mul", f.op("Cast", lin, to=TensorProto.FLOAT), r)
-        tt = f.op("Add", f.op("Mul", f.op("Mul", uu, uu), beta), alpha)
-        v = f.op("Mul", uu, tt)  # phi(u(m)), one float32 operation at a time as §7.3 orders them
-        pair_table = f.op("Concat", f.op("Reshape", v, col), f.op("Reshape", f.op("Gather", v, y), col), axis=1)
-        table = f.op("Concat", table, pair_table, axis=0)
-
-        # --- group scales S_q = float32(h) * U, padded with 1.0 (winding nodes: all 1.0) -------
-        # A winding node has no `scales` input and a function body may not name a missing input
-        # except as an optional one: LayerNormalization's bias B is optional, and normalising
-        # zeros with Scale = -1 gives -0 + B = B bit for bit (B absent: -0, sliced off below).
-        per = f.op("Div", group, f.const(np.array([2], I64)))  # pairs per scale; winding: 8
-        count = f.op("Mul", f.op("Div", f.op("Add", elements, f.op("Sub", group, one)), group), is_lattice)
-        width = f.op("Max", count, one)
-        zeros = f.op("ConstantOfShape", f.op("Concat", one, width, axis=0),
-                     value=numpy_helper.from_array(np.zeros(1, np.float16)))
-        minus = f.op("ConstantOfShape", width, value=numpy_helper.from_array(np.full(1, -1, np.float16)))
-        h = f.op("Slice", f.op("Reshape", f.op("LayerNormalization", zeros, minus, "scales", axis=-1),
-                               f.const(np.array([-1], I64))), zero, count, zero)
-        hf = f.op("Cast", h, to=TensorProto.FLOAT)
-        # rule 6: a NaN or ±Inf scale makes the Gather of U out of range (an error, not output)
-        bad = f.op("ReduceSum", f.op("Cast", f.op("Or", f.op("IsNaN", hf), f.op("IsInf", hf)), to=TensorProto.INT64),
-                   keepdims=0)
-        unit = f.op("Gather", f.op("Reshape", unit, one), f.op("Min", bad, f.const(np.array(1, I64))))
-        scale = f.op("Mul", hf, unit)
-        # the pairs are padded to T, a multiple of 8 (unpacking) and of `per` (one scale per row)
-        gcd = f.op("Gather", f.const(np.array([8, 1, 2, 1, 4, 1, 2, 1], I64)),
-                   f.op("Mod", per, f.const(np.array([8], I64))))
-        lcm = f.op("Mul", per, f.op("Div", f.const(np.array([8], I64)), gcd))
+        is_lattice = f.op("Greater", generator, f.const(np.array(0, I64)))  # winding: the default 0
+        # Pairs come in rows of `per` (one scale each; winding: the default group 16 gives 8),
+        # padded to T pairs, a multiple of 8 (unpacking) and of `per`.
+        per = f.op("Div", group, f.const(np.array([2], I64)))
+        gcd = f.op("Gather", f.const(np.array([8, 1, 2, 1, 4, 1, 2, 1], I64)), f.op("Mod", per, eight))
+        lcm = f.op("Mul", per, f.op("Div", eight, gcd))
         total = f.op("Mul", f.op("Div", f.op("Add", pairs, f.op("Sub", lcm, one)), lcm), lcm)
         rows = f.op("Div", total, per)
-        scale = f.op("Pad", scale, f.op("Concat", zero, f.op("Sub", rows, count), axis=0),
-                     f.const(np.array(1.0, np.float32)))
-        scale = f.op("Reshape", scale, f.const(np.array([-1, 1, 1], I64)))
-        groups = f.op("Div", total, f.const(np.array([8], I64)))
+        groups = f.op("Div", total, eight)
+        # rows of a multiple of 8 pairs are whole groups of b bytes: the seed is viewed as
+        # [rows, per/8, b] and the index comes out in rows, else as [groups, 1, b] (reshaped later)
+        aligned = f.op("Equal", gcd, eight)
+        grid_shape = f.op("Where", aligned, f.op("Concat", rows, f.op("Div", per, eight), bits1, axis=0),
+                          f.op("Concat", groups, one, bits1, axis=0))
     else:
-        groups = f.op("Div", f.op("Add", pairs, f.const(np.array([7], I64))), f.const(np.array([8], I64)))
+        groups = f.op("Div", f.op("Add", pairs, f.const(np.array([7], I64))), eight)
+        grid_shape = f.op("Concat", groups, bits1, axis=0)
 
-    # --- 2. unpack the indices, groups of 8 in b bytes ----------------------------------------
+    # --- unpack the indices, groups of 8 in b bytes --------------------------------------------
     tables = segment_tables()
-    grid_bytes = f.op("Mul", groups, bits1)
-    pad = f.op("Sub", grid_bytes, f.op("Shape", "seed"))
+    pad = f.op("Sub", f.op("Mul", groups, bits1), f.op("Shape", "seed"))
     seed = f.op("Pad", "seed", f.op("Concat", zero, pad, axis=0))
-    grid = f.op("Reshape", seed, f.op("Concat", groups, bits1, axis=0))  # [G, b] uint8
+    grid = f.op("Reshape", seed, grid_shape)  # [..., b] uint8
     nseg = f.op("Gather", f.const(tables["count"]), bits1)  # [1]
 
     def row(name):  # the first nseg entries of row b of a segment table
         return f.op("Slice", f.op("Gather", f.const(tables[name]), bits), zero, nseg, zero)
 
     column = f.op("Cast", row("column"), to=TensorProto.INT64)
-    segs = f.op("Gather", grid, column, axis=1)  # [G, nseg] uint8
+    segs = f.op("Gather", grid, column, axis=-1)  # [..., nseg] uint8
     # weights[s, r] = place[s] if segment s belongs to index r else 0
     onehot = f.op("OneHot", f.op("Cast", row("index"), to=TensorProto.INT64), f.const(np.array(8, I64)),
                   f.const(np.array([0.0, 1.0], np.float32)), axis=-1)  # [nseg, 8]
+    weights = f.op("Mul", onehot, f.op("Reshape", row("place_shifted"), col))
     if opset >= 18:  # int32 MatMul of the segments shifted down: the index comes out as it is
         segs = f.op("BitShift", f.op("BitwiseAnd", segs, row("mask")), row("shift"), direction="RIGHT")
-        segs = f.op("Cast", segs, to=TensorProto.INT32)
-        weights = f.op("Cast", f.op("Mul", onehot, f.op("Reshape", row("place_shifted"), col)), to=TensorProto.INT32)
-        index = f.op("MatMul", segs, weights)  # [G, 8] int32
+        index = f.op("MatMul", f.op("Cast", segs, to=TensorProto.INT32), f.op("Cast", weights, to=TensorProto.INT32))
     else:  # exact float32 bit extraction: floor(byte / 2**lo) mod 2**(hi - lo)
         segf = f.op("Floor", f.op("Mul", f.op("Cast", segs, to=TensorProto.FLOAT), row("low")))
         segf = f.op("Mod", segf, row("width"), fmod=1)
-        weights = f.op("Mul", onehot, f.op("Reshape", row("place_shifted"), col))
-        index = f.op("Cast", f.op("MatMul", segf, weights), to=TensorProto.INT32)  # [G, 8]
+        index = f.op("Cast", f.op("MatMul", segf, weights), to=TensorProto.INT32)  # [..., 8]
 
-    # --- 3. look the pairs up, scale, cast, drop the odd pad, shape --------------------------
-    if lattice:  # rows of one scale each; Gather, then one float32 multiplication per value
-        index = f.op("Reshape", index, f.op("Concat", rows, per, axis=0))
-        decoded = f.op("Mul", f.op("Gather", table, index), scale)  # [rows, per, 2]
+    # --- look the pairs up (and scale them), in `dtype` ----------------------------------------
+    if lattice:
+        decoded = f.if_(is_lattice, lambda: lattice_values(f, index, aligned, rows, per, elements),
+                        lambda: f.op("Gather", winding_table(), index))
     else:
-        decoded = f.op("Gather", table, index)  # [G, 8, 2]
-    cast = helper.make_node("Cast", [decoded], ["_decoded"])  # removed by onnxruntime for float32
-    cast.attribute.append(helper.make_attribute_ref("to", AttributeProto.INT, ref_attr_name="dtype"))
-    f.nodes.append(cast)
-    flat = f.op("Slice", f.op("Reshape", "_decoded", f.const(np.array([-1], I64))), zero, elements, zero)
-    f.nodes.append(helper.make_node("Reshape", [flat, shape], ["output"]))
+        decoded = f.op("Gather", winding_table(), index)  # [groups, 8, 2]
+
+    # --- shape: flatten, slice off the pad, reshape; or, when the pairs fill the shape exactly,
+    # one Reshape (If has bfloat16 outputs from opset 16)
+    def sliced():
+        flat = f.op("Reshape", decoded, f.const(np.array([-1], I64)))
+        return f.op("Reshape", f.op("Slice", flat, zero, elements, zero), shape)
+
+    if opset >= 16:
+        exact = f.op("Equal", f.op("Mul", groups, f.const(np.array([16], I64))), elements)
+        out = f.if_(f.op("Squeeze", exact, zero), lambda: f.op("Reshape", decoded, shape), sliced)
+    else:
+        out = sliced()
+    f.nodes.append(helper.make_node("Identity", [out], ["output"]))
 
     names = dict(fmt.ATTRIBUTE_TYPES, **fmt.LATTICE_ATTRIBUTE_TYPES) if lattice else fmt.ATTRIBUTE_TYPES
     defaults = [helper.make_attribute(name, value, attr_type=names[name])
@@ -271,3 +272,50 @@ def build_function(opset: int) -> FunctionProto:
         attribute_protos=defaults,
         doc_string="DecodeWeights from standard ONNX ops (hyperonnx docs/FORMAT.md version "
                    f"{fmt.FORMAT_VERSION if lattice else 1}); a registered kernel takes precedence.")
+
+
+def lattice_values(f: _Body, index, aligned, rows, per, elements):
+    """The lattice branch: FORMAT.md §7.3 values of the unpacked steps `index` ([rows, per/8, 8]
+    when `aligned`, else [groups, 1, 8]), scaled per row, in `dtype`."""
+    I64 = np.int64
+    one = f.const(np.array([1], I64))
+    col = f.const(np.array([-1, 1], I64))
+    generator = "_attr_generator"
+    bits = "_attr_bits"
+    # the pair table [N, 2] float32: row j = (v(j), v((j*g + c) mod N)), v(m) = phi(u(m)) op by op
+    size = f.op("Gather", f.const(np.array([(1 << b) - 1 for b in range(fmt.MAX_BITS + 1)], I64)), bits)
+    rows_n = f.op("Mul", size, f.op("Min", generator, f.const(np.array(1, I64))))
+    steps = f.op("Range", f.const(np.array(0, I64)), rows_n, f.const(np.array(1, I64)))
+    c = f.op("Div", f.op("Sub", generator, f.const(np.array(1, I64))), f.const(np.array(2, I64)))
+    y = f.op("Mod", f.op("Add", f.op("Mul", steps, generator), c), size)  # int64: j*g < 2^32
+    # r = 1.0f / float32(N) from a table: onnxruntime's DivMulFusion would turn Div(1, N)
+    # feeding a Mul into one Div, which rounds differently
+    r = f.op("Gather", f.const(_RECIPROCALS), bits)
+    lin = f.op("Sub", f.op("Mul", steps, f.const(np.array(2, I64))), f.op("Sub", size, f.const(np.array(1, I64))))
+    u = f.op("Mul", f.op("Cast", lin, to=TensorProto.FLOAT), r)
+    t = f.op("Add", f.op("Mul", f.op("Mul", u, u), "_attr_beta"), "_attr_alpha")
+    v = f.op("Mul", u, t)
+    table = f.op("Concat", f.op("Reshape", v, col), f.op("Reshape", f.op("Gather", v, y), col), axis=1)
+
+    # the group scales S_q = float32(h) * U, one per row (the padding rows: 1.0). A function body
+    # may name an input a node leaves out (winding nodes have no `scales`) only as an optional
+    # input: LayerNormalization's bias B is one, and normalising zeros with Scale = -1 gives
+    # -0 + B = B bit for bit.
+    group = f.op("Mul", per, f.const(np.array([2], I64)))
+    count = f.op("Div", f.op("Add", elements, f.op("Sub", group, one)), group)
+    zeros = f.op("ConstantOfShape", f.op("Concat", one, count, axis=0),
+                 value=numpy_helper.from_array(np.zeros(1, np.float16)))
+    minus = f.op("ConstantOfShape", count, value=numpy_helper.from_array(np.full(1, -1, np.float16)))
+    h = f.op("Cast", f.op("Reshape", f.op("LayerNormalization", zeros, minus, "scales", axis=-1),
+                          f.const(np.array([-1], I64))), to=TensorProto.FLOAT)
+    # rule 6: a NaN or +-Inf scale makes the Gather of U out of range (an error, not output)
+    bad = f.op("ReduceSum", f.op("Cast", f.op("Or", f.op("IsNaN", h), f.op("IsInf", h)), to=TensorProto.INT64),
+               keepdims=0)
+    unit = f.op("Gather", f.op("Reshape", "_attr_scale_unit", one), f.op("Min", bad, f.const(np.array(1, I64))))
+    scale = f.op("Pad", f.op("Mul", h, unit), f.op("Concat", f.const(np.array([0], I64)), f.op("Sub", rows, count), axis=0),
+                 f.const(np.array(1.0, np.float32)))
+    scale = f.op("Reshape", scale, f.const(np.array([-1, 1, 1, 1], I64)))
+    # aligned: [rows, per/8, 8] already; else the int32 steps are reshaped into rows
+    steps_in_rows = f.if_(aligned, lambda: f.op("Identity", index),
+                          lambda: f.op("Reshape", index, f.op("Concat", rows, per, one, axis=0)))
+    return f.cast_to_dtype(f.op("Mul", f.op("Gather", table, steps_in_rows), scale))
