@@ -261,6 +261,7 @@ def _copy(node: onnx.NodeProto) -> onnx.NodeProto:
 
 STREAM_BLOCK_BYTES = 4 << 20  # decoded bytes per row block of a gathered weight in stream mode
 _MIN_OPSET_FOR_BLOCKS = 13  # Unsqueeze with axes as an input
+_BLOCK_DTYPES = (TensorProto.FLOAT, TensorProto.FLOAT16)  # onnxruntime has no bfloat16 Where on the CPU
 
 
 def _release_freed_memory() -> None:
@@ -308,7 +309,7 @@ def _split_gathered(model: onnx.ModelProto) -> int:
         shape, dtype, bits = (_attribute(decode, k) for k in ("shape", "dtype", "bits"))
         users = readers.get(weight, [])
         if (len(users) != 1 or weight in implicit or _attribute(decode, "codec") != fmt.CODEC_WINDING.encode()
-                or not shape or dtype not in fmt.OUTPUT_DTYPES or not isinstance(bits, int)):
+                or not shape or dtype not in _BLOCK_DTYPES or not isinstance(bits, int)):
             continue
         gather = users[0]
         if (gather.op_type != "Gather" or gather.domain not in ("", "ai.onnx") or list(gather.input[:1]) != [weight]

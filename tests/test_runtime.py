@@ -6,6 +6,7 @@ import ctypes
 import os
 
 import ml_dtypes
+import ml_dtypes
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -214,8 +215,18 @@ def test_stream_leaves_small_odd_or_shared_tables_whole(monkeypatch):
     monkeypatch.setattr(runtime, "STREAM_BLOCK_BYTES", 4096)
     for model in (embedding_model(100, 4)[0],        # smaller than two blocks
                   embedding_model(1001, 7)[0],       # rows of an odd length share pairs
-                  embedding_model(1001, 6, opset=11)[0]):  # Unsqueeze's axes input needs opset 13
+                  embedding_model(1001, 6, opset=11)[0],  # Unsqueeze's axes input needs opset 13
+                  embedding_model(700, 64, ml_dtypes.bfloat16)[0]):  # no bfloat16 Where in onnxruntime
         assert runtime._split_gathered(model) == 0
+    model, table = embedding_model(700, 64, ml_dtypes.bfloat16)  # runs whole
+    ids = np.array([0, 5, -1], np.int64)
+    session = hyperonnx.InferenceSession(model, mode="stream")
+    out = np.zeros((3, 64), np.uint16)
+    binding = session.io_binding()
+    binding.bind_cpu_input("ids", ids)
+    binding.bind_ortvalue_output("y", ort.OrtValue.ortvalue_from_numpy_with_onnx_type(out, TensorProto.BFLOAT16))
+    session.run_with_iobinding(binding)
+    assert out.tobytes() == table[ids].tobytes()
     model, _ = embedding_model(1001, 6)
     model.graph.output.append(helper.make_tensor_value_info("E", TensorProto.FLOAT, None))  # read twice
     assert runtime._split_gathered(model) == 0
