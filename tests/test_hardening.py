@@ -104,6 +104,17 @@ def test_fuzz_cli_in_subprocesses(tmp_path):
     assert 2 in exits  # some corruption was refused
 
 
+def test_verify_refuses_to_generate_a_huge_input(tmp_path, capsys):
+    """A corrupted input shape (10^12 elements) is a one-line error, not a 4 TB allocation."""
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1000000, 1000000])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    path = tmp_path / "m.onnx"
+    hyperonnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    assert cli_main(["verify", str(path), str(path)]) == 2
+    assert "too large to generate" in capsys.readouterr().err
+
+
 # --- hostile DecodeWeights nodes ------------------------------------------------------------------
 
 def _base_seed():

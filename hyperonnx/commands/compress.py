@@ -9,7 +9,10 @@ import sys
 import time
 from pathlib import Path
 
+from onnx import TensorProto
+
 from .. import graph
+from ..graph.model_io import SpillFile, all_tensors
 from ._common import Progress, human
 
 
@@ -74,14 +77,19 @@ def run(args) -> int:
     output = Path(args.output) if args.output else default_output(source)
     start = time.perf_counter()
     model = graph.load(source, load_external_data=False)  # tensors are read one at a time
+    # an input stored with external data gives an output stored the same way
+    external = any(t.data_location == TensorProto.EXTERNAL for t in all_tensors(model)) or None
     # refuse before the (possibly long) compression
     if output.exists() and source.exists() and os.path.samefile(source, output):
         raise graph.ModelIOError(f"{output}: output would overwrite the input model; choose another -o")
     progress = Progress("compressing", enabled=not args.quiet)
-    report = graph.compress_model(model, args.preset, bits=args.bits, target_sqnr=args.target_sqnr, min_elements=args.min_elements, include=args.include,
-                                  exclude=args.exclude, function_fallback=not args.no_function,
-                                  progress=progress)
-    graph.save(model, output, source=source)
+    # seeds go to a scratch file beside the output as they are made: memory holds one weight
+    with SpillFile(output.parent if str(output.parent) else ".", prefix=f".{output.name}") as spill:
+        report = graph.compress_model(model, args.preset, bits=args.bits, target_sqnr=args.target_sqnr,
+                                      min_elements=args.min_elements, include=args.include,
+                                      exclude=args.exclude, function_fallback=not args.no_function,
+                                      progress=progress, spill=spill)
+        graph.save(model, output, source=source, external_data=external)
     seconds = time.perf_counter() - start
     before, after = file_size(source), file_size(output)
     if not args.quiet:

@@ -3,6 +3,7 @@ compare every output (max abs / relative difference, cosine); exit 1 beyond the 
 
 from __future__ import annotations
 
+import math
 import sys
 
 import numpy as np
@@ -14,6 +15,9 @@ from ._common import session
 _NP = {TensorProto.FLOAT: np.float32, TensorProto.DOUBLE: np.float64, TensorProto.FLOAT16: np.float16,
        TensorProto.INT64: np.int64, TensorProto.INT32: np.int32, TensorProto.INT8: np.int8,
        TensorProto.UINT8: np.uint8, TensorProto.BOOL: np.bool_, TensorProto.INT16: np.int16}
+
+
+MAX_GENERATED_ELEMENTS = 1 << 28
 
 
 def generate_inputs(model, seed: int = 0, batch: int = 2, sequence: int = 16) -> dict:
@@ -33,6 +37,8 @@ def generate_inputs(model, seed: int = 0, batch: int = 2, sequence: int = 16) ->
                              "give --inputs x.npz")
         shape = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else (batch if i == 0 else sequence)
                  for i, d in enumerate(ttype.shape.dim)]
+        if math.prod(shape) > MAX_GENERATED_ELEMENTS:  # a corrupted or absurd shape: no 100 GB array
+            raise ValueError(f"input {value.name!r}: shape {shape} is too large to generate; give --inputs x.npz")
         lname = value.name.lower()
         if np.issubdtype(dtype, np.floating):
             feeds[value.name] = rng.standard_normal(shape).astype(dtype)

@@ -38,7 +38,7 @@ from onnx import ModelProto, TensorProto, helper, numpy_helper
 from .. import codec
 from .. import format as fmt
 from . import function as function_mod
-from .model_io import tensor_array
+from .model_io import SpillFile, tensor_array
 from .walk import NameMaker, all_names, default_opset, scopes
 
 DEFAULT_MIN_ELEMENTS = 1024
@@ -167,8 +167,10 @@ def compress_model(model: ModelProto, config=None, *, bits: float | None = None,
                    target_sqnr: float | None = None, min_elements: int = DEFAULT_MIN_ELEMENTS,
                    include: Sequence[str] | None = None, exclude: Sequence[str] | None = None,
                    function_fallback: bool = True,
-                   progress: Callable[[int, int, str], None] | None = None) -> CompressReport:
-    """Compress `model` in place (see the module docstring); return the per-tensor report."""
+                   progress: Callable[[int, int, str], None] | None = None,
+                   spill: SpillFile | None = None) -> CompressReport:
+    """Compress `model` in place (see the module docstring); return the per-tensor report.
+    With `spill`, seeds go to that scratch file as they are made, not into memory."""
     start = time.perf_counter()
     config_obj = codec.resolve_config(config, bits=bits, target_sqnr=target_sqnr)
     report = CompressReport(preset=config if isinstance(config, str) else
@@ -214,11 +216,12 @@ def compress_model(model: ModelProto, config=None, *, bits: float | None = None,
             entry.sqnr_db, entry.max_abs_err = _sqnr(array, decoded)
             entry.attrs = {k: v for k, v in seed.attrs.items()}
             seed_name = names(f"{t.name}.seed")
-            graph.initializer.append(numpy_helper.from_array(seed.payload, seed_name))
+            initializer = spill.tensor if spill is not None else numpy_helper.from_array
+            graph.initializer.append(initializer(seed.payload, seed_name))
             scales_name = None
             if seed.scales is not None:
                 scales_name = names(f"{t.name}.scales")
-                graph.initializer.append(numpy_helper.from_array(seed.scales, scales_name))
+                graph.initializer.append(initializer(seed.scales, scales_name))
             node = fmt.make_node(seed, seed_name, t.name, scales_name)
             version = max(version, seed.version)
             first_of[key] = t.name

@@ -3,8 +3,9 @@ beyond protobuf's 2 GB limit. The input file is never written.
 
 Models larger than memory: `load(path, load_external_data=False)` leaves external tensors in
 their files (each marked with onnx's `basepath` key, the folder its location is relative to);
-`tensor_array` reads one such tensor when a pass needs it, and `save` copies them into the output
-one at a time. So `hyperonnx compress` holds one weight at a time, plus the seeds."""
+`tensor_array` reads one such tensor when a pass needs it, new tensors can go to a `SpillFile`,
+and `save` copies them into the output one at a time. So `hyperonnx compress` holds one weight
+at a time (and its encoder's temporaries), whatever the model's size."""
 
 from __future__ import annotations
 
@@ -141,6 +142,41 @@ def tensor_array(t: TensorProto) -> np.ndarray:
     return numpy_helper.to_array(inline)
 
 
+class SpillFile:
+    """A scratch file beside the output for tensors a run creates (the seeds of a model larger
+    than memory): each is written out at once and stands in the model as an external reference,
+    which `save` copies into the output. Removed on exit, an interruption included."""
+
+    def __init__(self, folder: str | os.PathLike, prefix: str = ".hyperonnx"):
+        try:
+            self.folder = Path(tempfile.mkdtemp(prefix=f"{prefix}.spill.", dir=folder))
+            self._file = open(self.folder / "spill.data", "wb")
+        except OSError as e:
+            raise ModelIOError(f"cannot write: {folder}: {e.strerror or e}") from None
+
+    def tensor(self, array: np.ndarray, name: str) -> TensorProto:
+        """An initializer `name` holding `array`, its bytes in the scratch file."""
+        inline = numpy_helper.from_array(array, name)
+        t = TensorProto(name=name, dims=inline.dims, data_type=inline.data_type,
+                        data_location=TensorProto.EXTERNAL)
+        offset = self._file.tell()
+        self._file.write(inline.raw_data)
+        self._file.flush()  # save() reads it through another handle
+        _set_entries(t, {"location": "spill.data", "offset": str(offset), "length": str(self._file.tell() - offset),
+                         "basepath": str(self.folder.resolve())})
+        return t
+
+    def close(self) -> None:
+        self._file.close()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def __enter__(self) -> "SpillFile":
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self.close()
+
+
 def _first_line(e: BaseException) -> str:
     text = str(e).strip() or type(e).__name__
     return text.splitlines()[0]
@@ -188,7 +224,7 @@ def _write_external(t: TensorProto, out, location: str):
     def undo():
         _set_entries(t, old_entries)
         if not was_external:
-            t.data_location = TensorProto.DEFAULT
+            t.ClearField("data_location")
             t.raw_data = data
     return undo
 
@@ -200,7 +236,7 @@ def _write_inline(t: TensorProto):
     with open(file, "rb") as src:
         src.seek(start)
         t.raw_data = src.read(length)
-    t.data_location = TensorProto.DEFAULT
+    t.ClearField("data_location")  # as numpy_helper writes an inline tensor: the same bytes out
     del t.external_data[:]
 
     def undo():
