@@ -5,8 +5,9 @@ Each case corrupts a real model file (the built-in example model and the digits 
 compressed with the winding and lattice codecs, one with external data): byte flips, random overwrites, truncations, cut or repeated
 spans, and structural swaps of protobuf fields (names, dims, data types, tensor bytes, node inputs,
 attributes between nodes, opset versions). The corrupted file goes through every verb of the CLI
-(inspect, compress, decompress, verify: `hyperonnx.cli.main`, in process) and through
-`hyperonnx.InferenceSession` (load mode, the library registered) and one run. Each must give a
+(inspect, compress, decompress, verify: `hyperonnx.cli.main`, in process) and through the Python
+API (load, compress, decompress, inspect_model, and `hyperonnx.InferenceSession` in load mode, the
+library registered, with one run). Each must give a
 clear error or a valid result:
 
 - the CLI: exit 0 (or 1 for verify's "outputs differ"), or exit 2 with exactly one stderr line
@@ -288,17 +289,24 @@ def check_cli(verb: str, argv: list[str], output: Path | None, folder: Path, bef
     return None
 
 
-def check_session(path: Path) -> str | None:
-    """The Python API in load mode, then one run: a clear error or outputs."""
-    try:
-        session = hyperonnx.InferenceSession(str(path), mode="load")
+def check_api(path: Path) -> list[str]:
+    """The Python API: load, compress, decompress, inspect_model, and InferenceSession in load
+    mode with one run: each a clear error or a result."""
+    def session():
         model = onnx.load(str(path), load_external_data=False)
-        session.run(None, generate_inputs(model))
-    except BUG_TYPES as error:
-        return f"InferenceSession: {type(error).__name__}: {str(error)[:200]}"
-    except Exception:  # noqa: BLE001 - onnxruntime's and our own errors: a refusal
-        pass
-    return None
+        hyperonnx.InferenceSession(str(path), mode="load").run(None, generate_inputs(model))
+
+    calls = {"compress": lambda: hyperonnx.compress(path), "decompress": lambda: hyperonnx.decompress(path),
+             "inspect_model": lambda: hyperonnx.inspect_model(hyperonnx.load(path)), "InferenceSession": session}
+    problems = []
+    for name, call in calls.items():
+        try:
+            call()
+        except BUG_TYPES as error:
+            problems.append(f"{name}: {type(error).__name__}: {str(error)[:200]}")
+        except Exception:  # noqa: BLE001 - onnxruntime's and our own errors: a refusal
+            pass
+    return problems
 
 
 def run_case(bases: dict, seed: int, case: int, folder: Path) -> tuple[str, list[str], dict]:
@@ -318,9 +326,7 @@ def run_case(bases: dict, seed: int, case: int, folder: Path) -> tuple[str, list
             output.unlink()
             for extra in folder.glob(output.name + ".*"):
                 extra.unlink()
-    problem = check_session(model)
-    if problem:
-        failures.append(problem)
+    failures.extend(check_api(model))
     return what, failures, outcome
 
 
