@@ -41,7 +41,10 @@ def base_seeds(rng):
             shape = [(5, 7), (33,), (4, 4, 3), (2,), (1,), (300,)][len(seeds) % 6]
             array = rng.standard_normal(shape) * 0.05
             array.flat[0] = 1.5  # an outlier: rings
-            seed = hyperonnx.encode(array.astype(dtype), preset, min_elements=1)
+            try:
+                seed = hyperonnx.encode(array.astype(dtype), preset, min_elements=1)
+            except ValueError:  # a bits/weight target below what one scale costs a tiny tensor
+                continue
             if seed.codec != "raw":
                 seeds.append(seed)
     for bits, group in ((2, 2), (5, 6), (16, 4)):  # lattice seeds at other widths and groups

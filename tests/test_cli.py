@@ -39,7 +39,7 @@ def test_compress_inspect_decompress_verify(tmp_path, model_path, capsys):
 
     assert main(["inspect", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "format version 1" in text and "compressed: 4 tensors" in text
+    assert "format version 2" in text and "compressed: 4 tensors" in text  # the default: lattice
     assert main(["inspect", "--json", str(model_path)]) == 0
     assert json.loads(capsys.readouterr().out)["totals"]["compressed_tensors"] == 0
 
@@ -50,7 +50,7 @@ def test_compress_inspect_decompress_verify(tmp_path, model_path, capsys):
     x = np.random.default_rng(0).standard_normal((2, 32)).astype(np.float32)
     np.savez(tmp_path / "in.npz", x=x, flag=np.array(False))
     capsys.readouterr()
-    # a 6-layer random net at 5.5 bits/weight: loose bounds here; test_models.py holds real models
+    # a 6-layer random net at 4.25 bits/weight: loose bounds here; test_models.py holds real models
     assert main(["verify", str(model_path), str(out), "--inputs", str(tmp_path / "in.npz"), "--no-library",
                  "--tolerance", "0.5", "--min-cosine", "0.9"]) == 0
     text = capsys.readouterr().out
@@ -103,3 +103,14 @@ def test_bad_inputs(tmp_path, model_path, capsys):
     _assert_fails(["inspect", str(text)], capsys, "not", tmp_path, sorted(before_all + ["ext"]))
     assert before  # the fixture's model is still there, unchanged
     onnx.checker.check_model(str(model_path))
+
+
+def test_compress_says_when_the_model_needs_the_library(tmp_path, capsys):
+    """The default (lattice) preset on an opset-13 model: no function fallback, and the CLI says so."""
+    src, out = tmp_path / "m13.onnx", tmp_path / "m13.hc.onnx"
+    hyperonnx.save(graph_models.mlp(opset=13), src)
+    assert main(["compress", str(src), "-o", str(out), "-q"]) == 0
+    assert "runs only with the hyperonnx library" in capsys.readouterr().err
+    assert not onnx.load(str(out)).functions
+    assert main(["compress", str(src), "-o", str(out), "-q", "--preset", "paper"]) == 0
+    assert "hyperonnx library" not in capsys.readouterr().err

@@ -63,7 +63,7 @@ def test_odd_length_drops_the_padding():
 def test_all_zero_and_all_equal_tensors_are_exact(dtype):
     for value in (0.0, 0.3125, -7.5):
         array = np.full((16, 16), value, dtype=dtype)
-        seed = hyperonnx.encode(array)
+        seed = hyperonnx.encode(array, "paper")
         assert seed.codec == "winding"
         assert hyperonnx.decode(seed).tobytes() == array.tobytes()  # every pair is the centroid
 

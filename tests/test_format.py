@@ -90,7 +90,7 @@ def test_node_round_trip_keeps_every_attribute():
 
 
 def test_node_without_rings_keeps_empty_ring_scales():
-    seed = hyperonnx.encode(np.full(64, 0.01, dtype=np.float32))
+    seed = hyperonnx.encode(np.full(64, 0.01, dtype=np.float32), "paper")
     assert seed.attrs["rings"] == 0
     back = fmt.seed_from_node(fmt.make_node(seed, "s", "w"), seed.payload)
     assert back.attrs["ring_scales"] == []
@@ -98,7 +98,7 @@ def test_node_without_rings_keeps_empty_ring_scales():
 
 
 def test_node_with_missing_or_mistyped_attribute_is_rejected():
-    seed = hyperonnx.encode(np.linspace(-1, 1, 64, dtype=np.float32))
+    seed = hyperonnx.encode(np.linspace(-1, 1, 64, dtype=np.float32), "paper")
     node = fmt.make_node(seed, "s", "w")
     del node.attribute[3]
     with pytest.raises(fmt.FormatError, match="lacks"):

@@ -35,7 +35,7 @@ def io_signature(model):
 def test_mlp_checker_io_and_exact_decompression():
     original = graph_models.mlp()
     before = original.SerializeToString()
-    model, report = hyperonnx.compress(original, min_elements=1024, return_report=True)
+    model, report = hyperonnx.compress(original, "paper", min_elements=1024, return_report=True)
     assert original.SerializeToString() == before  # the input model is not modified
     onnx.checker.check_model(model, full_check=True)
     assert io_signature(model) == io_signature(original)
@@ -103,7 +103,7 @@ def test_half_precision_models(dtype):
 
 @pytest.mark.parametrize("opset", [13, 18])
 def test_function_follows_model_opset(opset):
-    model = hyperonnx.compress(graph_models.mlp(opset=opset))
+    model = hyperonnx.compress(graph_models.mlp(opset=opset), "paper")  # lattice bodies need opset 17
     assert model.functions[0].opset_import[0].version == opset
     onnx.checker.check_model(model, full_check=True)
     x = np.ones((1, 64), np.float32)
@@ -143,7 +143,7 @@ def test_lattice_below_opset_17_has_no_function():
 
 def test_nested_subgraphs_constants_and_shared_weights():
     original = graph_models.nested()
-    model, report = hyperonnx.compress(original, return_report=True)
+    model, report = hyperonnx.compress(original, "paper", return_report=True)
     onnx.checker.check_model(model, full_check=True)
     assert io_signature(model) == io_signature(original)
     where = {node.output[0]: path for path, node in decode_nodes(model)}

@@ -213,7 +213,7 @@ def test_cli_compress_with_a_rate_target_and_inspect(tmp_path, capsys):
     assert main(["inspect", str(out)]) == 0
     text = capsys.readouterr().out
     assert "format version 2" in text and "lattice" in text and "group=128" in text
-    assert main(["compress", str(src), "-o", str(tmp_path / "x.onnx"), "--bits", "4", "-q"]) == 2
+    assert main(["compress", str(src), "-o", str(tmp_path / "x.onnx"), "--preset", "paper", "--bits", "4", "-q"]) == 2
     assert "need a lattice preset" in capsys.readouterr().err
 
 

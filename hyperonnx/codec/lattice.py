@@ -325,7 +325,7 @@ def plan(flats: list[np.ndarray], config: LatticeConfig) -> list[int]:
     """Index bits per tensor meeting config.bits (average bits/weight, scales included, at most the
     target) or config.target_sqnr (dB over all tensors, estimated): greedy marginal return, each
     step the upgrade that removes the most squared error per added bit."""
-    if config.fixed:
+    if config.fixed or not flats:
         return [config.index_bits] * len(flats)
     rates = range(config.min_index_bits, config.max_index_bits + 1)
     sizes = np.array([f.size for f in flats], dtype=np.float64)

@@ -11,7 +11,9 @@ from pathlib import Path
 
 from onnx import TensorProto
 
+from .. import format as fmt
 from .. import graph
+from ..graph import function as function_mod
 from ..graph.model_io import SpillFile, all_tensors
 from ._common import Progress, human
 
@@ -103,7 +105,14 @@ def run(args) -> int:
             if t["sqnr_db"] is not None and not math.isfinite(t["sqnr_db"]):
                 t["sqnr_db"] = None
         Path(args.report).write_text(json.dumps(data, indent=2))
-    if not report.compressed and not args.quiet:
-        print("note: no tensor was compressed (nothing eligible: see --min-elements/--include)",
-              file=sys.stderr)
+    if not report.compressed:
+        if not args.quiet:
+            print("note: no tensor was compressed (nothing eligible: see --min-elements/--include)",
+                  file=sys.stderr)
+    elif not args.no_function and not any(f.domain == fmt.OP_DOMAIN and f.name == fmt.OP_TYPE
+                                           for f in model.functions):
+        print(f"note: the model's ONNX opset is too old for the standard-ops DecodeWeights fallback "
+              f"(winding needs >= {function_mod.MIN_OPSET}, lattice >= {function_mod.LATTICE_MIN_OPSET}): "
+              "it runs only with the hyperonnx library registered; `hyperonnx decompress` makes a plain "
+              "copy for other runtimes", file=sys.stderr)
     return 0
