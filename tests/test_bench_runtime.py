@@ -18,21 +18,23 @@ def test_parse_size():
             runtime.parse_size(bad)
 
 
-def test_random_seed_is_valid_and_decodes():
-    seed = runtime.random_seed(1001, 10, np.random.default_rng(0))
+@pytest.mark.parametrize("codec", runtime.CODECS)
+def test_random_seed_is_valid_and_decodes(codec):
+    seed = runtime.random_seed(1001, 10, np.random.default_rng(0), codec)
     hyperonnx.format.validate(seed)
-    assert hyperonnx.decode(seed).shape == (1001,)
+    assert seed.codec == codec and hyperonnx.decode(seed).shape == (1001,)
 
 
 def test_decode_rows_check_the_kernel_against_the_reference(capsys):
     # measure_decode compares the kernel's output with the reference decoder before timing it
     rows = runtime.measure_decode([4099], threads=2, log=lambda line: None)
-    assert [r["dtype"] for r in rows] == ["float32", "float16"]
+    assert [(r["dtype"], r["codec"]) for r in rows] == [("float32", "winding"), ("float32", "lattice"),
+                                                        ("float16", "winding"), ("float16", "lattice")]
     for row in rows:
         assert row["decode_1t_gbs"] > 0 and row["memcpy_gbs"] > 0
         assert row["ratio_1t"] == pytest.approx(row["decode_1t_gbs"] / row["memcpy_gbs"])
     lines = runtime.targets(rows, [])
-    assert len(lines) == 4 and all(isinstance(line["met"], bool) for line in lines)
+    assert len(lines) == 8 and all(isinstance(line["met"], bool) for line in lines)
 
 
 def test_cli_decode_only(capsys):

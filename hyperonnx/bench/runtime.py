@@ -1,7 +1,8 @@
 """`hyperonnx bench runtime`: the custom-op library in onnxruntime, against same-run baselines.
 
-1. Decode throughput of the CPU kernel: a model of one DecodeWeights node (a random seed over the
-   `paper` preset's codebook, 13 bits per pair) runs in onnxruntime with its output bound to a
+1. Decode throughput of the CPU kernel: a model of one DecodeWeights node (a random seed: winding
+   over the `paper` preset's codebook, 13 bits per pair; lattice with 8-bit steps and a scale per
+   128 weights, the default preset's usual width) runs in onnxruntime with its output bound to a
    preallocated buffer, on 1 intra-op thread and on all cores. Figures are GB/s of output written,
    next to a numpy copy into a preallocated array of the same output size (one core).
 2. Sessions on real models (MiniLM-L6 at batch 1, sequence 128; the digits CNN at batch 1): the
@@ -19,6 +20,7 @@ Targets (issue 4) are printed beside the measured ratios.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import statistics
@@ -32,10 +34,11 @@ from onnx import TensorProto, helper, numpy_helper
 import hyperonnx
 from .. import format as fmt
 from .. import models
-from ..codec import bitpack
+from ..codec import bitpack, lattice
 from . import probe
 
 DTYPES = {"float32": TensorProto.FLOAT, "float16": TensorProto.FLOAT16}
+CODECS = (fmt.CODEC_WINDING, fmt.CODEC_LATTICE)  # decode rows of each, measured side by side
 # The paper preset's codebook: n = 1600 points, C = 4 rings -> 8005 indices of 13 bits.
 PAPER_CODEBOOK = dict(points=1600, rings=4, center=[0.0, 0.0], side=0.8, ring_scales=[1.6, 2.2, 2.8, 3.4])
 RUNTIMES = ("plain", "load", "stream")
@@ -64,8 +67,17 @@ def all_cores() -> int:
 
 # --- 1. decode throughput ----------------------------------------------------------------------
 
-def random_seed(count: int, dtype: int, rng: np.random.Generator) -> fmt.Seed:
-    """A valid winding seed of `count` elements with uniformly random indices (no encoder run)."""
+def random_seed(count: int, dtype: int, rng: np.random.Generator, codec: str = fmt.CODEC_WINDING) -> fmt.Seed:
+    """A valid seed of `count` elements with uniformly random indices (no encoder run): winding
+    over the paper preset's codebook, or lattice at the default preset's usual width (8-bit
+    steps, a float16 scale per 128 weights)."""
+    if codec == fmt.CODEC_LATTICE:
+        bits, group = 8, 128
+        steps = rng.integers(0, (1 << bits) - 1, fmt.num_pairs(count), dtype=np.uint32)
+        scales = rng.uniform(2 ** 13, 2 ** 15, fmt.scale_count(count, group)).astype(np.float16)
+        attrs = dict(bits=bits, generator=lattice.generator(bits), group=group, alpha=0.5, beta=0.5,
+                     scale_unit=2.0 ** -20)
+        return fmt.Seed(fmt.CODEC_LATTICE, (count,), dtype, bitpack.pack(steps, bits), attrs, scales=scales)
     points, rings = PAPER_CODEBOOK["points"], PAPER_CODEBOOK["rings"]
     entries = (points + 1) * (rings + 1)
     bits = (entries - 1).bit_length()
@@ -95,10 +107,12 @@ def _decode_runner(seed: fmt.Seed, threads: int):
     """A callable that runs one DecodeWeights node in onnxruntime into a preallocated buffer."""
     import onnxruntime as ort
 
+    inits = [numpy_helper.from_array(seed.payload, "seed")]
+    if seed.scales is not None:
+        inits.append(numpy_helper.from_array(seed.scales, "scales"))
     graph = helper.make_graph(
-        [fmt.make_node(seed, "seed", "w")], "decode", [],
-        [helper.make_tensor_value_info("w", seed.dtype, list(seed.shape))],
-        [numpy_helper.from_array(seed.payload, "seed")])
+        [fmt.make_node(seed, "seed", "w", "scales" if seed.scales is not None else None)], "decode", [],
+        [helper.make_tensor_value_info("w", seed.dtype, list(seed.shape))], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
                                                     helper.make_opsetid(fmt.OP_DOMAIN, fmt.OP_VERSION)])
     so = hyperonnx.session_options("stream")
@@ -114,11 +128,11 @@ def measure_decode(sizes: list[int], threads: int, log=print) -> list[dict]:
     rng = np.random.default_rng(0)
     rows = []
     for count in sizes:
-        for name, dtype in DTYPES.items():
-            seed = random_seed(count, dtype, rng)
+        for (name, dtype), codec in itertools.product(DTYPES.items(), CODECS):
+            seed = random_seed(count, dtype, rng, codec)
             nbytes = count * (4 if dtype == TensorProto.FLOAT else 2)
             src, dst = np.ones(nbytes, np.uint8), np.zeros(nbytes, np.uint8)
-            row = {"elements": count, "dtype": name, "threads": threads,
+            row = {"elements": count, "dtype": name, "codec": codec, "threads": threads,
                    "memcpy_gbs": nbytes / _median_time(lambda: np.copyto(dst, src)) / 1e9}
             del src, dst
             for key, n in (("decode_1t_gbs", 1), ("decode_nt_gbs", threads)):
@@ -127,7 +141,7 @@ def measure_decode(sizes: list[int], threads: int, log=print) -> list[dict]:
                 if n == 1:  # the kernel wrote into our buffer, and wrote the reference decoder's bits
                     expected = hyperonnx.decode(seed).view(buffer.dtype) if count <= 1 << 22 else None
                     if expected is not None and not np.array_equal(buffer, expected):
-                        raise RuntimeError(f"DecodeWeights output differs from the reference ({count}, {name})")
+                        raise RuntimeError(f"DecodeWeights output differs from the reference ({count}, {name}, {codec})")
                 del run, buffer
             row["ratio_1t"] = row["decode_1t_gbs"] / row["memcpy_gbs"]
             row["ratio_nt"] = row["decode_nt_gbs"] / row["memcpy_gbs"]
@@ -137,12 +151,12 @@ def measure_decode(sizes: list[int], threads: int, log=print) -> list[dict]:
     return rows
 
 
-DECODE_HEADER = (f"{'elements':>9} {'dtype':>8} {'memcpy GB/s':>11} {'1 thread':>9} {'x memcpy':>8} "
+DECODE_HEADER = (f"{'elements':>9} {'dtype':>8} {'codec':>8} {'memcpy GB/s':>11} {'1 thread':>9} {'x memcpy':>8} "
                  f"{'N threads':>9} {'x memcpy':>8} {'N/1':>6}")
 
 
 def _decode_line(row: dict) -> str:
-    return (f"{_size_name(row['elements']):>9} {row['dtype']:>8} {row['memcpy_gbs']:11.2f} "
+    return (f"{_size_name(row['elements']):>9} {row['dtype']:>8} {row['codec']:>8} {row['memcpy_gbs']:11.2f} "
             f"{row['decode_1t_gbs']:9.2f} {row['ratio_1t']:8.2f} {row['decode_nt_gbs']:9.2f} "
             f"{row['ratio_nt']:8.2f} {row['speedup']:6.2f}")
 
@@ -265,7 +279,7 @@ def targets(decode_rows: list[dict], session_rows: list[dict]) -> list[dict]:
     """One line per target and measurement: what issue 4 asks, what was measured, met or not."""
     lines = []
     for row in decode_rows:
-        what = f"decode {_size_name(row['elements'])} {row['dtype']}"
+        what = f"decode {_size_name(row['elements'])} {row['dtype']} {row['codec']}"
         lines.append({"target": f"{what}: 1 thread / memcpy >= {TARGETS['decode_1t']}",
                       "measured": row["ratio_1t"], "met": row["ratio_1t"] >= TARGETS["decode_1t"]})
         if row["threads"] > 1:
