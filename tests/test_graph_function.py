@@ -10,7 +10,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import hyperonnx
 from hyperonnx import format as fmt
-from hyperonnx.codec import LatticeConfig, bitpack, lattice
+from hyperonnx.codec import LatticeConfig, bitpack
 from hyperonnx.graph.function import LATTICE_MIN_OPSET, build_function, decodes_lattice
 from runtime_models import make_model
 
@@ -36,7 +36,6 @@ def decode_model(seeds: dict, opset: int) -> onnx.ModelProto:
     model = make_model(graph, opset_imports=[helper.make_opsetid("", opset),
                                              helper.make_opsetid(fmt.OP_DOMAIN, version)],
                        functions=[build_function(opset)])
-    model.ir_version = 9  # the lattice body's attribute defaults
     return model
 
 

@@ -104,11 +104,14 @@ class _Body:
         self.nodes = []
         self._n = 0
 
-    def op(self, op_type, *inputs, **attrs):
-        self._n += 1
-        out = f"_{op_type.lower()}{self._n}"
+    def op(self, op_type, *inputs, out=None, **attrs):
+        out = out or self.op_name(op_type)
         self.nodes.append(helper.make_node(op_type, list(inputs), [out], **attrs))
         return out
+
+    def op_name(self, op_type):
+        self._n += 1
+        return f"_{op_type.lower()}{self._n}"
 
     def const(self, array):
         self._n += 1
@@ -135,17 +138,20 @@ class _Body:
         return out
 
     def branch(self, build) -> onnx.GraphProto:
-        """A subgraph of the nodes `build()` adds; its one output is what `build` returns. The
-        output's type is left to inference (it follows `dtype`)."""
+        """A subgraph of the nodes `build()` adds; its one output is what `build` returns (made
+        in the subgraph: an Identity would be one more copy). Its type is left to inference."""
         outer, self.nodes = self.nodes, []
-        result = self.op("Identity", build())
+        result = build()
         graph = helper.make_graph(self.nodes, f"_branch{self._n}", [], [helper.make_empty_tensor_value_info(result)])
         self.nodes = outer
         return graph
 
-    def if_(self, cond, then, otherwise):
+    def if_(self, cond, then, otherwise, out=None):
         """If node; onnxruntime folds it to one branch when `cond` is constant (always here)."""
-        return self.op("If", cond, then_branch=self.branch(then), else_branch=self.branch(otherwise))
+        node = helper.make_node("If", [cond], [out or self.op_name("If")],
+                                then_branch=self.branch(then), else_branch=self.branch(otherwise))
+        self.nodes.append(node)
+        return node.output[0]
 
 
 def build_function(opset: int) -> FunctionProto:
@@ -224,24 +230,29 @@ def build_function(opset: int) -> FunctionProto:
     pad = f.op("Sub", f.op("Mul", groups, bits1), f.op("Shape", "seed"))
     seed = f.op("Pad", "seed", f.op("Concat", zero, pad, axis=0))
     grid = f.op("Reshape", seed, grid_shape)  # [..., b] uint8
-    nseg = f.op("Gather", f.const(tables["count"]), bits1)  # [1]
+    def unpack():
+        nseg = f.op("Gather", f.const(tables["count"]), bits1)  # [1]
 
-    def row(name):  # the first nseg entries of row b of a segment table
-        return f.op("Slice", f.op("Gather", f.const(tables[name]), bits), zero, nseg, zero)
+        def row(name):  # the first nseg entries of row b of a segment table
+            return f.op("Slice", f.op("Gather", f.const(tables[name]), bits), zero, nseg, zero)
 
-    column = f.op("Cast", row("column"), to=TensorProto.INT64)
-    segs = f.op("Gather", grid, column, axis=-1)  # [..., nseg] uint8
-    # weights[s, r] = place[s] if segment s belongs to index r else 0
-    onehot = f.op("OneHot", f.op("Cast", row("index"), to=TensorProto.INT64), f.const(np.array(8, I64)),
-                  f.const(np.array([0.0, 1.0], np.float32)), axis=-1)  # [nseg, 8]
-    weights = f.op("Mul", onehot, f.op("Reshape", row("place_shifted"), col))
-    if opset >= 18:  # int32 MatMul of the segments shifted down: the index comes out as it is
-        segs = f.op("BitShift", f.op("BitwiseAnd", segs, row("mask")), row("shift"), direction="RIGHT")
-        index = f.op("MatMul", f.op("Cast", segs, to=TensorProto.INT32), f.op("Cast", weights, to=TensorProto.INT32))
-    else:  # exact float32 bit extraction: floor(byte / 2**lo) mod 2**(hi - lo)
+        column = f.op("Cast", row("column"), to=TensorProto.INT64)
+        segs = f.op("Gather", grid, column, axis=-1)  # [..., nseg] uint8
+        # weights[s, r] = place[s] if segment s belongs to index r else 0
+        onehot = f.op("OneHot", f.op("Cast", row("index"), to=TensorProto.INT64), f.const(np.array(8, I64)),
+                      f.const(np.array([0.0, 1.0], np.float32)), axis=-1)  # [nseg, 8]
+        weights = f.op("Mul", onehot, f.op("Reshape", row("place_shifted"), col))
+        if opset >= 18:  # int32 MatMul of the segments shifted down: the index comes out as it is
+            segs = f.op("BitShift", f.op("BitwiseAnd", segs, row("mask")), row("shift"), direction="RIGHT")
+            return f.op("MatMul", f.op("Cast", segs, to=TensorProto.INT32), f.op("Cast", weights, to=TensorProto.INT32))
+        # exact float32 bit extraction: floor(byte / 2**lo) mod 2**(hi - lo)
         segf = f.op("Floor", f.op("Mul", f.op("Cast", segs, to=TensorProto.FLOAT), row("low")))
         segf = f.op("Mod", segf, row("width"), fmod=1)
-        index = f.op("Cast", f.op("MatMul", segf, weights), to=TensorProto.INT32)  # [..., 8]
+        return f.op("Cast", f.op("MatMul", segf, weights), to=TensorProto.INT32)  # [..., 8]
+
+    # 8 bits (the lattice preset's width): every byte is one index, in place
+    index = f.if_(f.op("Equal", bits, f.const(np.array(8, I64))),
+                  lambda: f.op("Cast", grid, to=TensorProto.INT32), unpack)
 
     # --- look the pairs up (and scale them), in `dtype` ----------------------------------------
     if lattice:
@@ -252,16 +263,15 @@ def build_function(opset: int) -> FunctionProto:
 
     # --- shape: flatten, slice off the pad, reshape; or, when the pairs fill the shape exactly,
     # one Reshape (If has bfloat16 outputs from opset 16)
-    def sliced():
+    def sliced(out=None):
         flat = f.op("Reshape", decoded, f.const(np.array([-1], I64)))
-        return f.op("Reshape", f.op("Slice", flat, zero, elements, zero), shape)
+        return f.op("Reshape", f.op("Slice", flat, zero, elements, zero), shape, out=out)
 
     if opset >= 16:
         exact = f.op("Equal", f.op("Mul", groups, f.const(np.array([16], I64))), elements)
-        out = f.if_(f.op("Squeeze", exact, zero), lambda: f.op("Reshape", decoded, shape), sliced)
+        f.if_(f.op("Squeeze", exact, zero), lambda: f.op("Reshape", decoded, shape), sliced, out="output")
     else:
-        out = sliced()
-    f.nodes.append(helper.make_node("Identity", [out], ["output"]))
+        sliced(out="output")
 
     names = dict(fmt.ATTRIBUTE_TYPES, **fmt.LATTICE_ATTRIBUTE_TYPES) if lattice else fmt.ATTRIBUTE_TYPES
     defaults = [helper.make_attribute(name, value, attr_type=names[name])
@@ -316,6 +326,6 @@ def lattice_values(f: _Body, index, aligned, rows, per, elements):
                  f.const(np.array(1.0, np.float32)))
     scale = f.op("Reshape", scale, f.const(np.array([-1, 1, 1, 1], I64)))
     # aligned: [rows, per/8, 8] already; else the int32 steps are reshaped into rows
-    steps_in_rows = f.if_(aligned, lambda: f.op("Identity", index),
-                          lambda: f.op("Reshape", index, f.op("Concat", rows, per, one, axis=0)))
-    return f.cast_to_dtype(f.op("Mul", f.op("Gather", table, steps_in_rows), scale))
+    in_rows = f.op("Concat", rows, per, one, axis=0)
+    return f.if_(aligned, lambda: f.cast_to_dtype(f.op("Mul", f.op("Gather", table, index), scale)),
+                 lambda: f.cast_to_dtype(f.op("Mul", f.op("Gather", table, f.op("Reshape", index, in_rows)), scale)))
