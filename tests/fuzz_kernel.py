@@ -25,6 +25,7 @@ from onnx import AttributeProto, TensorProto, helper, numpy_helper
 
 import hyperonnx
 from hyperonnx import format as fmt
+from runtime_models import make_model
 
 INTS = [-(1 << 63), -(1 << 40), -1, 0, 1, 2, 3, 4, 7, 8, 10, 11, 16, 23, 24, 25, 63, 64, 65, 1000, 1600,
         (1 << 20) - 1, 1 << 20, (1 << 20) + 1, 1 << 24, 1 << 31, (1 << 40) - 1, 1 << 40, (1 << 40) + 1,
@@ -63,8 +64,8 @@ def build(attrs: list[tuple[str, object, int]], payload: np.ndarray, scales: np.
     declared = next((value for name, value, kind in attrs if name == "dtype" and kind == AttributeProto.INT
                      and value in fmt.OUTPUT_DTYPES), TensorProto.FLOAT)
     graph = helper.make_graph([node], "fuzz", [], [helper.make_tensor_value_info("w", declared, None)], inputs)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
-                                                    helper.make_opsetid(fmt.OP_DOMAIN, fmt.OP_VERSION)])
+    model = make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                             helper.make_opsetid(fmt.OP_DOMAIN, fmt.OP_VERSION)])
     return model, node
 
 

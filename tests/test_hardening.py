@@ -110,7 +110,7 @@ def test_verify_refuses_to_generate_a_huge_input(tmp_path, capsys):
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1000000, 1000000])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
     path = tmp_path / "m.onnx"
-    hyperonnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    hyperonnx.save(make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
     assert cli_main(["verify", str(path), str(path)]) == 2
     assert "too large to generate" in capsys.readouterr().err
 

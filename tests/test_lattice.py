@@ -10,6 +10,7 @@ from onnx import TensorProto, helper, numpy_helper
 import hyperonnx
 from hyperonnx import format as fmt
 from hyperonnx.codec import lattice
+from runtime_models import make_model
 
 DTYPES = [np.float32, np.float16, ml_dtypes.bfloat16]
 EXAMPLE_ATTRS = {"bits": 3, "generator": 3, "group": 4, "alpha": 0.5, "beta": 0.5, "scale_unit": 0.5}
@@ -181,7 +182,7 @@ def test_graph_pass_emits_lattice_nodes_with_scales_and_version_2():
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 32])],
         [numpy_helper.from_array(w, n) for n, w in weights.items()])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model = make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     out, report = hyperonnx.compress(model, "lattice", bits=4.5, return_report=True)
     assert [(o.domain, o.version) for o in out.opset_import if o.domain == fmt.OP_DOMAIN] == [(fmt.OP_DOMAIN, 2)]
     assert [f.name for f in out.functions] == [fmt.OP_TYPE]  # the standard-ops function decodes lattice too

@@ -25,6 +25,7 @@ from hyperonnx import codec
 from hyperonnx.cli import main as cli_main
 from hyperonnx.graph import model_io
 from hyperonnx.graph.decompress import read_seed
+from runtime_models import make_model
 
 ROOT = pathlib.Path(__file__).parent.parent
 
@@ -72,7 +73,7 @@ def chain_model(folder: pathlib.Path, layers: int, rows: int, cols: int, name: s
     nodes.append(helper.make_node("Add", [value, "extra"], ["y"]))
     graph = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, rows])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, width])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model = make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     with open(path, "wb") as fh:
         fh.write(model.SerializeToString())
     return path
