@@ -73,6 +73,7 @@ def _command(module: str):
 
 def _add_graph_commands(sub) -> None:
     from .codec import DEFAULT_PRESET, PRESETS
+    from .commands.verify import DEFAULT_MIN_COSINE, DEFAULT_TOLERANCE
     from .graph.compress import DEFAULT_MIN_ELEMENTS
 
     c = sub.add_parser("compress", help="replace a model's float weights by seeds + DecodeWeights",
@@ -114,9 +115,10 @@ def _add_graph_commands(sub) -> None:
     v.add_argument("original")
     v.add_argument("compressed")
     v.add_argument("--inputs", metavar="X.npz", help="inputs by name (default: generated from the input types)")
-    v.add_argument("--tolerance", type=float, default=0.2,
-                   help="largest max|a-b| / max|a| accepted per output (default 0.2)")
-    v.add_argument("--min-cosine", type=float, default=0.98, help="smallest cosine accepted (default 0.98)")
+    v.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
+                   help=f"largest max|a-b| / max|a| accepted per output (default {DEFAULT_TOLERANCE})")
+    v.add_argument("--min-cosine", type=float, default=DEFAULT_MIN_COSINE,
+                   help=f"smallest cosine accepted (default {DEFAULT_MIN_COSINE})")
     v.add_argument("--no-library", action="store_true", help="do not register the hyperonnx library")
     v.set_defaults(run=_command("verify"))
 

@@ -114,3 +114,23 @@ def test_compress_says_when_the_model_needs_the_library(tmp_path, capsys):
     assert not onnx.load(str(out)).functions
     assert main(["compress", str(src), "-o", str(out), "-q", "--preset", "paper"]) == 0
     assert "hyperonnx library" not in capsys.readouterr().err
+
+
+def test_generated_token_ids_cover_the_embedding_table():
+    """verify's generated inputs: an input that indexes a Gather on a weight table (token ids) is drawn
+    over the table's rows, through a Cast too; other integer inputs stay in [0, 100)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from hyperonnx.commands.verify import generate_inputs
+    table = numpy_helper.from_array(np.zeros((5000, 4), np.float32), "table")
+    nodes = [helper.make_node("Cast", ["ids32"], ["ids"], to=TensorProto.INT64),
+             helper.make_node("Gather", ["table", "ids"], ["emb"]),
+             helper.make_node("Cast", ["other"], ["other_f"], to=TensorProto.FLOAT)]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("ids32", TensorProto.INT32, ["b", "s"]),
+                                            helper.make_tensor_value_info("other", TensorProto.INT64, [64])],
+                              [helper.make_tensor_value_info("emb", TensorProto.FLOAT, None),
+                               helper.make_tensor_value_info("other_f", TensorProto.FLOAT, None)], [table])
+    feeds = generate_inputs(helper.make_model(graph), batch=4, sequence=64)
+    assert feeds["ids32"].dtype == np.int32 and feeds["ids32"].shape == (4, 64)
+    assert 0 <= feeds["ids32"].min() and feeds["ids32"].max() < 5000 and feeds["ids32"].max() >= 100
+    assert feeds["other"].max() < 100
