@@ -230,7 +230,10 @@ def _grouped(flat: np.ndarray, group: int) -> np.ndarray:
 
 def _steps(grouped: np.ndarray, scales: np.ndarray, traj: Trajectory) -> np.ndarray:
     """Nearest steps of every pair, the weights divided by their group's scale."""
-    inv = np.divide(1.0, scales, out=np.zeros(scales.shape), where=scales > 0).astype(_F32)
+    inv = np.divide(1.0, scales, out=np.zeros(scales.shape), where=scales > 0)
+    # a subnormal scale's inverse overflows float32: clip it (its weights are as small, so the
+    # targets stay finite) rather than let inf * 0 put NaN into the search
+    inv = np.minimum(inv, np.finfo(_F32).max).astype(_F32)
     targets = (grouped * inv[:, None]).ravel()
     return traj.nearest_all(targets[0::2], targets[1::2])
 
