@@ -209,6 +209,23 @@ def test_hostile_node_load_mode(name):
     assert HOSTILE[name][2] in str(error.value) or "type inference failed" in str(error.value)
 
 
+def test_kernel_messages_are_printable():
+    """A codec string or node name that is not UTF-8 reaches the error message escaped: before,
+    onnxruntime's Python binding failed decoding the message (UnicodeDecodeError)."""
+    model, node, _payload = hostile_model("bits-disagree")
+    for attribute in node.attribute:
+        if attribute.name == "codec":
+            attribute.s = b"wind\xff\xfeing"
+    model.graph.node[0].CopyFrom(node)
+    model.graph.node[0].name = "n\u00e9"
+    so = ort.SessionOptions()
+    so.register_custom_ops_library(hyperonnx.get_library_path())
+    with pytest.raises(Exception) as error:
+        ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"]).run(None, {})
+    assert not isinstance(error.value, UnicodeError)
+    assert "wind\\xff\\xfeing" in str(error.value) and "n\\xc3\\xa9" in str(error.value)
+
+
 def test_malformed_decode_nodes():
     """No seed input, two inputs, a seed that is not uint8 or not rank 1: clear FormatErrors."""
     seed = _base_seed()
