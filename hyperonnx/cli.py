@@ -45,6 +45,8 @@ def _add_bench(sub) -> None:
                         help="models to run: digits, minilm, ppocr (default: all)")
     models.add_argument("--presets", nargs="+", default=None,
                         help="hyperonnx presets to run (default: paper and the default preset)")
+    models.add_argument("--bits", nargs="+", type=float, default=None, metavar="B",
+                        help="also the default codec at these average bits/weight (as compress --bits)")
     models.add_argument("--out", default="bench-results", help="folder for results.md and results.json")
     models.set_defaults(run=lambda args: __import__("hyperonnx.bench.suite", fromlist=["main"]).main(args))
     _add_bench_cuda(targets)

@@ -46,9 +46,9 @@ def _int4(block_size: int) -> Callable[[Path, Path], None]:
     return run
 
 
-def _hyperonnx(preset: str) -> Callable[[Path, Path], None]:
+def _hyperonnx(preset: str, bits: float | None = None) -> Callable[[Path, Path], None]:
     def run(src: Path, dst: Path) -> None:
-        hyperonnx.save(hyperonnx.compress(src, preset), dst)
+        hyperonnx.save(hyperonnx.compress(src, preset, bits=bits), dst)
     return run
 
 
@@ -59,7 +59,7 @@ class Method:
     runtime: str = "plain"  # how probe.py opens the model: plain onnxruntime, or hyperonnx load/stream
 
 
-def methods(presets: list[str]) -> list[Method]:
+def methods(presets: list[str], rates: list[float] = ()) -> list[Method]:
     rows = [Method("float32 (original)", _copy),
             Method("ORT int8 quantize_dynamic", _int8_dynamic),
             Method("ORT int4 MatMulNBits b32", _int4(32)),
@@ -67,6 +67,10 @@ def methods(presets: list[str]) -> list[Method]:
     for preset in presets:
         rows.append(Method(f"hyperonnx {preset} (load)", _hyperonnx(preset), "load"))
         rows.append(Method(f"hyperonnx {preset} (stream)", _hyperonnx(preset), "stream"))
+    for bits in rates:  # the default codec at other average rates, as `compress --bits`
+        make = _hyperonnx(hyperonnx.codec.DEFAULT_PRESET, bits)
+        rows.append(Method(f"hyperonnx --bits {bits:g} (load)", make, "load"))
+        rows.append(Method(f"hyperonnx --bits {bits:g} (stream)", make, "stream"))
     return rows
 
 
@@ -230,7 +234,7 @@ def main(args) -> int:
     for name in args.models:
         task = TASKS[name]()
         with tempfile.TemporaryDirectory(prefix="hyperonnx-bench-") as work:
-            results += run_task(task, methods(presets), Path(work))
+            results += run_task(task, methods(presets, args.bits or []), Path(work))
     (out / "results.json").write_text(json.dumps(results, indent=2))
     (out / "results.md").write_text(markdown(results))
     print(f"wrote {out / 'results.md'} and {out / 'results.json'}")
