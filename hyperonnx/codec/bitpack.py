@@ -15,14 +15,22 @@ def packed_size(count: int, bits: int) -> int:
 def pack(indices: np.ndarray, bits: int) -> np.ndarray:
     """Pack non-negative integers < 2**bits (bits <= 24) into a uint8 stream; padding bits are 0."""
     indices = np.asarray(indices).ravel()
-    out = np.empty(packed_size(indices.size, bits), dtype=np.uint8)
-    shifts = np.arange(bits, dtype=np.uint32)
+    size = packed_size(indices.size, bits)
+    out = np.empty(size, dtype=np.uint8)
+    # Eight indices fill exactly `bits` bytes: OR them into three little-endian 64-bit words
+    # (8 * 24 bits at most) and keep the words' first `bits` bytes.
     for start in range(0, indices.size, _CHUNK):
-        chunk = indices[start:start + _CHUNK].astype(np.uint32)
-        stream = ((chunk[:, None] >> shifts) & 1).astype(np.uint8)  # (count, bits), LSB first
-        packed = np.packbits(stream, bitorder="little")
+        chunk = indices[start:start + _CHUNK].astype(np.uint64)
+        chunk = np.concatenate([chunk, np.zeros(-chunk.size % 8, np.uint64)]).reshape(-1, 8).T.copy()
+        words = np.zeros((3, chunk.shape[1]), dtype=np.uint64)
+        for k in range(8):
+            word, shift = divmod(k * bits, 64)
+            words[word] |= chunk[k] << np.uint64(shift)
+            if shift + bits > 64:
+                words[word + 1] |= chunk[k] >> np.uint64(64 - shift)
+        packed = np.ascontiguousarray(words.T, dtype="<u8").view(np.uint8).reshape(-1, 24)[:, :bits].ravel()
         first = start * bits // 8
-        out[first:first + packed.size] = packed
+        out[first:first + packed.size] = packed[:size - first]
     return out
 
 

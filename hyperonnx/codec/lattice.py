@@ -27,12 +27,25 @@ from .. import format as fmt
 from . import bitpack
 
 _F32 = np.float32
-_CHUNK = 1 << 15  # pairs per nearest-point step: temporaries stay in cache
+_CHUNK = 1 << 12  # pairs per nearest-point step: (9, chunk) temporaries stay in cache and small
+# enough for malloc to reuse them rather than map fresh pages for each (measured 2x faster)
 _FAR = _F32(1e18)  # decoded value of the out-of-range padding columns: never the nearest
+_CANDIDATES = np.arange(9, dtype=np.int32)[:, None]  # the 3x3 neighbourhood, numbered
+_INVERSE_KNOTS = 1 << 14  # phi^-1 table: interpolation error ~1e-7, well inside a lattice cell
 
 
-@functools.lru_cache(maxsize=None)
+# search_generator(b) for b = 2 .. 16, tabulated (the search takes 0.1 s at 16 bits; a test
+# checks the table against it)
+_GENERATORS = {2: 1, 3: 3, 4: 11, 5: 13, 6: 49, 7: 53, 8: 225, 9: 89, 10: 391, 11: 915, 12: 301,
+               13: 6725, 14: 11631, 15: 11933, 16: 19303}
+
+
 def generator(bits: int) -> int:
+    """The encoder's generator for `bits` index bits (see `search_generator`)."""
+    return _GENERATORS[bits] if bits in _GENERATORS else search_generator(bits)
+
+
+def search_generator(bits: int) -> int:
     """The odd g in [1, N) whose lattice {(i, k): k = g*i mod N} has the longest shortest vector
     (ties: the smallest g). Deterministic; the encoder stores g, so decoders never search."""
     n = (1 << bits) - 1
@@ -94,11 +107,15 @@ class Trajectory:
         """phi(u(m)) for m = 0 .. N-1: the decoded coordinate values."""
         return self.coordinate(np.arange(self.size))
 
+    @functools.cached_property
+    def row_table(self) -> np.ndarray:
+        """phi(u(k)) of each step's row k = (j*g + c) mod N, for j = 0 .. N-1."""
+        j = np.arange(self.size, dtype=np.int64)
+        return self.table[(j * self.generator + self.offset) % self.size]
+
     def decode_pairs(self, steps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Normalised (x, y) of trajectory steps j (before the group scale)."""
-        j = steps.astype(np.int64)
-        k = (j * self.generator + self.offset) % self.size
-        return self.table[j], self.table[k]
+        return self.table.take(steps), self.row_table.take(steps)
 
     @functools.cached_property
     def _search(self):
@@ -108,21 +125,39 @@ class Trajectory:
         span = int(np.abs(basis).sum()) + 2  # candidates stray at most this far outside [0, N)
         padded = np.full(n + 2 * span, _FAR, dtype=_F32)
         padded[span:span + n] = self.table
-        deltas = [tuple(int(v) for v in (d1 * basis[0] + d2 * basis[1]))
-                  for d1 in (-1, 0, 1) for d2 in (-1, 0, 1)]
-        return inverse, span, padded, deltas
+        deltas = np.array([d1 * basis[0] + d2 * basis[1] for d1 in (-1, 0, 1) for d2 in (-1, 0, 1)],
+                          dtype=np.int32)[:, :, None]  # (9, 2, 1): column and row offsets
+        return basis.astype(np.int32), inverse, span, padded, deltas
 
-    def invert(self, t: np.ndarray) -> np.ndarray:
-        """float32 u in [-1, 1] with phi(u) close to t (clipped): Newton on the monotone cubic
-        (an approximation is enough: the search compares the neighbourhood exactly)."""
-        a, b = _F32(self.alpha), _F32(self.beta)
+    @functools.cached_property
+    def _inverse(self) -> tuple[np.ndarray, np.ndarray]:
+        """The continuous column m (u = (2m - (N-1)) / N) with phi(u) = t at _INVERSE_KNOTS + 1
+        evenly spaced t in [-top, top] (float64 Newton), and the slope to the next knot."""
+        a, b = float(self.alpha), float(self.beta)
         top = a + b
-        t = np.clip(t, -top, top).astype(_F32)
+        t = np.linspace(-top, top, _INVERSE_KNOTS + 1)
         u = t / top
-        for _ in range(3):
-            u2 = u * u
-            u -= (u * (a + b * u2) - t) / (a + _F32(3) * b * u2)
-        return np.clip(u, _F32(-1), _F32(1))
+        for _ in range(8):
+            u -= (u * (a + b * u * u) - t) / (a + 3 * b * u * u)
+        m = (np.clip(u, -1, 1) * self.size + (self.size - 1)) / 2
+        return m.astype(_F32), np.append(np.diff(m), 0).astype(_F32)
+
+    def column(self, t: np.ndarray) -> np.ndarray:
+        """float32 continuous column m in [-1/2, N - 1/2] whose phi(u(m)) is close to t (clipped),
+        interpolated from a table (an approximation is enough: the search compares the
+        neighbourhood exactly)."""
+        top = float(self.alpha) + float(self.beta)
+        knots, slope = self._inverse
+        pos = np.minimum(t, _F32(top), dtype=_F32)
+        np.maximum(pos, _F32(-top), out=pos)
+        pos += _F32(top)
+        pos *= _F32(_INVERSE_KNOTS / (2 * top))
+        index = pos.astype(np.int32)
+        np.clip(index, 0, _INVERSE_KNOTS - 1, out=index)  # NaN targets (overflowing weights) too
+        pos -= index
+        pos *= slope.take(index)
+        pos += knots.take(index)
+        return pos
 
     def nearest(self, tx: np.ndarray, ty: np.ndarray) -> np.ndarray:
         """Step j of the decoded point nearest to each normalised target (tx, ty).
@@ -131,41 +166,50 @@ class Trajectory:
         uncompanded domain is compared at the exact decoded coordinates; companding makes the
         cells slightly anisotropic, which this neighbourhood covers (tests measure the rate of
         misses against brute force)."""
-        n, c = self.size, self.offset
-        inverse, span, padded, deltas = self._search
-        half = _F32(0.5 * n)
-        px = self.invert(tx) * half + _F32(0.5 * (n - 1))  # continuous column, 0 .. N-1
-        py = self.invert(ty) * half + _F32(0.5 * (n - 1) - c)
+        c = self.offset
+        basis, inverse, span, padded, deltas = self._search
+        tx, ty = np.asarray(tx, dtype=_F32), np.asarray(ty, dtype=_F32)
+        px = self.column(tx)
+        py = self.column(ty)
+        py -= _F32(c)
         z1 = np.rint(px * _F32(inverse[0, 0]) + py * _F32(inverse[1, 0])).astype(np.int32)
         z2 = np.rint(px * _F32(inverse[0, 1]) + py * _F32(inverse[1, 1])).astype(np.int32)
-        basis = _reduced_basis(n, self.generator).astype(np.int32)
         i0 = z1 * basis[0, 0] + z2 * basis[1, 0] + span
         k0 = z1 * basis[0, 1] + z2 * basis[1, 1] + (c + span)
-        tx = tx.astype(_F32)
-        ty = ty.astype(_F32)
-        best_d = np.full(tx.shape, np.inf, dtype=_F32)
-        best_i = np.zeros(tx.shape, dtype=np.int32)
-        for di, dk in deltas:
-            i = i0 + di
-            dx = np.take(padded, i, mode="clip") - tx
-            dy = np.take(padded, k0 + dk, mode="clip") - ty
-            dx *= dx
-            dy *= dy
-            dx += dy
-            closer = dx < best_d
-            np.copyto(best_d, dx, where=closer)
-            np.copyto(best_i, i, where=closer)
-        return (best_i - span).astype(np.int64)
-
+        # All nine candidates at once, (9, n). A non-negative float32's bits order like an int32,
+        # so each squared distance keeps its candidate number in its 4 lowest bits and one min
+        # over the rows picks the nearest (distances equal to 2^-19 relative: the first one).
+        dx = np.take(padded, i0 + deltas[:, 0], mode="clip")
+        dx -= tx
+        dy = np.take(padded, k0 + deltas[:, 1], mode="clip")
+        dy -= ty
+        dx *= dx
+        dy *= dy
+        dx += dy
+        keys = dx.view(np.int32)
+        keys &= ~np.int32(15)
+        keys |= _CANDIDATES
+        best = deltas[np.minimum.reduce(keys, axis=0) & 15, 0, 0]
+        best += i0
+        best -= span
+        np.clip(best, 0, self.size - 1, out=best)  # a NaN target (overflowing weights) gets some step
+        return best.astype(np.int64)
 
     def nearest_all(self, tx: np.ndarray, ty: np.ndarray) -> np.ndarray:
-        """`nearest` over chunks in threads (numpy releases the GIL; the result is the same)."""
-        def run(start: int) -> np.ndarray:
-            return self.nearest(tx[start:start + _CHUNK], ty[start:start + _CHUNK])
-        if tx.size <= _CHUNK:
-            return self.nearest(tx, ty)
-        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-            return np.concatenate(list(pool.map(run, range(0, tx.size, _CHUNK))))
+        """`nearest` chunk by chunk; a large input in one contiguous share of chunks per thread
+        (numpy releases the GIL; every pair's step is the same however the work is split)."""
+        def run(starts) -> list[np.ndarray]:
+            return [self.nearest(tx[s:s + _CHUNK], ty[s:s + _CHUNK]) for s in starts]
+        starts = range(0, tx.size, _CHUNK)
+        workers = min(os.cpu_count() or 1, len(starts) // 16)  # a thread for each 64 K pairs at most
+        if workers <= 1:
+            parts = run(starts)
+        else:
+            share = -(-len(starts) // workers)
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                parts = [p for part in pool.map(run, [starts[k:k + share] for k in range(0, len(starts), share)])
+                         for p in part]
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
 
 MIN_BITS, MAX_BITS = 2, 16  # index bits per pair; 2^16 - 1 points keep j*g below 2^32
@@ -217,7 +261,13 @@ class LatticeConfig:
         return replace(self, index_bits=index_bits, bits=None, target_sqnr=None)
 
     def trajectory(self) -> Trajectory:
-        return Trajectory(self.index_bits, generator(self.index_bits), _F32(self.alpha), _F32(self.beta))
+        return _trajectory(self.index_bits, self.alpha, self.beta)
+
+
+@functools.lru_cache(maxsize=64)
+def _trajectory(bits: int, alpha: float, beta: float) -> Trajectory:
+    """One shared Trajectory per setting, so its tables are built once per process."""
+    return Trajectory(bits, generator(bits), _F32(alpha), _F32(beta))
 
 
 def _grouped(flat: np.ndarray, group: int) -> np.ndarray:
@@ -247,17 +297,27 @@ def _decoded_unit(traj: Trajectory, steps: np.ndarray, shape: tuple) -> np.ndarr
     return out
 
 
-def fit_scales(grouped: np.ndarray, traj: Trajectory, iterations: int, count: int) -> np.ndarray:
+def fit_scales(grouped: np.ndarray, traj: Trajectory, iterations: int,
+               valid: np.ndarray | None = None) -> np.ndarray:
     """Per-group scales minimising squared error: start at max|w| (the outermost point), then
-    Lloyd steps (nearest steps, then the least-squares scale <w,q>/<q,q> of each group)."""
+    Lloyd steps (nearest steps, then the least-squares scale <w,q>/<q,q> of each group).
+    `valid` (bool, shaped like `grouped`) marks the weights; None: every element is one."""
     scales = np.abs(grouped).max(axis=1).astype(np.float64) / float(traj.table[-1])
     for _ in range(iterations):
         q = _decoded_unit(traj, _steps(grouped, scales, traj), grouped.shape)
-        q.ravel()[count:] = 0  # the padding is no weight
+        if valid is not None:
+            q[~valid] = 0  # the padding is no weight
         num = np.einsum("ij,ij->i", grouped, q, dtype=np.float64)
         den = np.einsum("ij,ij->i", q, q, dtype=np.float64)
         scales = np.where(den > 0, np.maximum(num, 0) / np.where(den > 0, den, 1), scales)
     return scales
+
+
+def _valid(count: int, shape: tuple) -> np.ndarray | None:
+    """Mask of the first `count` elements of a (groups, group) array; None when that is all."""
+    if count == shape[0] * shape[1]:
+        return None
+    return (np.arange(shape[0] * shape[1]) < count).reshape(shape)
 
 
 def store_scales(scales: np.ndarray) -> tuple[np.ndarray, float]:
@@ -277,7 +337,7 @@ def quantise(flat: np.ndarray, config: LatticeConfig):
     """(steps, float16 scales, scale unit, trajectory) of a finite float32 vector at config.index_bits."""
     traj = config.trajectory()
     grouped = _grouped(flat, config.group)
-    scales16, unit = store_scales(fit_scales(grouped, traj, config.iterations, flat.size))
+    scales16, unit = store_scales(fit_scales(grouped, traj, config.iterations, _valid(flat.size, grouped.shape)))
     steps = _steps(grouped, decode_scales(scales16, unit).astype(np.float64), traj)
     return steps[:fmt.num_pairs(flat.size)], scales16, unit, traj
 
@@ -287,8 +347,8 @@ def encode(flat: np.ndarray, config: LatticeConfig):
     steps, scales16, unit, traj = quantise(flat, config)
     attrs = {"bits": config.index_bits, "generator": traj.generator, "group": config.group,
              "alpha": float(traj.alpha), "beta": float(traj.beta), "scale_unit": float(_F32(unit))}
-    payload = bitpack.pack(steps, config.index_bits)
-    return payload, scales16, attrs, decode(payload, scales16, attrs, flat.size)
+    # decode(payload, ...) unpacks these same steps: skip the round trip
+    return bitpack.pack(steps, config.index_bits), scales16, attrs, _values(traj, steps, scales16, unit, config.group, flat.size)
 
 
 def decode(payload: np.ndarray, scales16: np.ndarray, attrs: dict, count: int) -> np.ndarray:
@@ -305,8 +365,11 @@ def decode(payload: np.ndarray, scales16: np.ndarray, attrs: dict, count: int) -
 def _values(traj: Trajectory, steps, scales16, unit: float, group: int, count: int) -> np.ndarray:
     """w = phi(u) * S per element (FORMAT.md §7.3), float32."""
     x, y = traj.decode_pairs(steps)
-    values = np.stack([x, y], axis=1).ravel()[:count]
-    return values * np.repeat(decode_scales(scales16, unit), group)[:count]
+    values = np.zeros(scales16.size * group, dtype=_F32)
+    values[0:2 * x.size:2] = x
+    values[1:2 * y.size:2] = y
+    values.reshape(-1, group)[...] *= decode_scales(scales16, unit)[:, None]
+    return values[:count]
 
 
 def _sample(flat: np.ndarray, group: int) -> np.ndarray:
@@ -318,28 +381,47 @@ def _sample(flat: np.ndarray, group: int) -> np.ndarray:
     return flat[:groups // stride * stride * group].reshape(-1, stride * group)[:, :group].ravel()
 
 
-def encode_sample(flat: np.ndarray, config: LatticeConfig) -> np.ndarray:
-    """Decoded values (float32) of `flat` at `config`, without packing."""
-    steps, scales16, unit, traj = quantise(flat, config)
-    return _values(traj, steps, scales16, unit, config.group, flat.size)
+def _group_errors(flats: list[np.ndarray], config: LatticeConfig) -> np.ndarray:
+    """Squared error of each vector of `flats` at config.index_bits, all quantised in one pass
+    (groups are independent; scales unrounded: float16 adds ~-66 dB, nothing a plan sees)."""
+    traj = config.trajectory()
+    grouped = np.concatenate([_grouped(f, config.group) for f in flats])
+    valid = np.concatenate([_grouped(np.ones(f.size, _F32), config.group) for f in flats]) > 0
+    scales = fit_scales(grouped, traj, config.iterations, valid)
+    decoded = _decoded_unit(traj, _steps(grouped, scales, traj), grouped.shape) * scales[:, None].astype(_F32)
+    err = np.where(valid, decoded - grouped, _F32(0)).astype(np.float64)
+    owner = np.repeat(np.arange(len(flats)), [-(-f.size // config.group) for f in flats])
+    return np.bincount(owner, weights=np.einsum("ij,ij->i", err, err), minlength=len(flats))
+
+
+@functools.lru_cache(maxsize=16)
+def _error_curve(config: LatticeConfig) -> np.ndarray:
+    """Squared error at each width min_index_bits..max_index_bits relative to config.index_bits,
+    measured once on a fixed Gaussian sample: about 1/2 per index bit (6.02 dB per bit/weight),
+    with the wobble of each width's lattice (odd and even widths pack differently)."""
+    sample = np.random.default_rng(0).standard_normal(1 << 14).astype(_F32)
+    errors = np.array([_group_errors([sample], config.at(b))[0]
+                       for b in range(config.min_index_bits, config.max_index_bits + 1)])
+    return errors / errors[config.index_bits - config.min_index_bits]
 
 
 def plan(flats: list[np.ndarray], config: LatticeConfig) -> list[int]:
     """Index bits per tensor meeting config.bits (average bits/weight, scales included, at most the
     target) or config.target_sqnr (dB over all tensors, estimated): greedy marginal return, each
-    step the upgrade that removes the most squared error per added bit."""
+    step the upgrade that removes the most squared error per added bit.
+
+    Each tensor's error is measured on a sample at one width (config.index_bits, within the
+    range) and extrapolated to the others along `_error_curve` (measured: the same widths on
+    MiniLM as measuring every width, at a tenth of the time)."""
     if config.fixed or not flats:
         return [config.index_bits] * len(flats)
     rates = range(config.min_index_bits, config.max_index_bits + 1)
+    reference = config.at(min(max(config.index_bits, rates[0]), rates[-1]))
     sizes = np.array([f.size for f in flats], dtype=np.float64)
-    signal, noise = 0.0, []
-    for f in flats:
-        sample = _sample(f, config.group)
-        x = sample.astype(np.float64)
-        weight = f.size / max(1, sample.size)  # sampled sums scaled to the whole tensor
-        signal += weight * float(np.sum(x * x))
-        noise.append([weight * float(np.sum((encode_sample(sample, config.at(b)) - x) ** 2)) for b in rates])
-    noise = np.array(noise)  # (tensors, rates), scaled to whole tensors
+    samples = [_sample(f, config.group) for f in flats]
+    weight = sizes / np.maximum(1, [s.size for s in samples])  # sampled sums scaled to whole tensors
+    signal = float(np.dot(weight, [np.dot(x, x) for x in (s.astype(np.float64) for s in samples)]))
+    noise = (weight * _group_errors(samples, reference))[:, None] * _error_curve(reference)[None, :]
     level = np.zeros(len(flats), dtype=np.int64)
     pairs = np.array([fmt.num_pairs(int(n)) for n in sizes], dtype=np.float64)
     scale_bits = np.array([16 * -(-int(n) // config.group) for n in sizes], dtype=np.float64)
