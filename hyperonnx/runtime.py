@@ -276,9 +276,10 @@ def _onnx_opset(model: onnx.ModelProto) -> int:
     return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
 
 
-def _row_blocks(rows: int, row_pairs: int, bits: int, itemsize: int) -> list[tuple[int, int]]:
-    """Row ranges of about STREAM_BLOCK_BYTES decoded, each starting on a seed byte boundary."""
-    align = 8 // math.gcd(8, (row_pairs * bits) % 8 or 8)
+def _row_blocks(rows: int, row_pairs: int, bits: int, itemsize: int, group: int = 2) -> list[tuple[int, int]]:
+    """Row ranges of about STREAM_BLOCK_BYTES decoded, each starting on a seed byte boundary and
+    (lattice) on a scale group boundary."""
+    align = math.lcm(8 // math.gcd(8, (row_pairs * bits) % 8 or 8), group // math.gcd(group, 2 * row_pairs))
     step = max(align, STREAM_BLOCK_BYTES // (2 * row_pairs * itemsize) // align * align)
     return [(low, min(rows, low + step)) for low in range(0, rows, step)]
 
@@ -308,8 +309,11 @@ def _split_gathered(model: onnx.ModelProto) -> int:
         weight, seed_name = decode.output[0], decode.input[0]
         shape, dtype, bits = (_attribute(decode, k) for k in ("shape", "dtype", "bits"))
         users = readers.get(weight, [])
-        if (len(users) != 1 or weight in implicit or _attribute(decode, "codec") != fmt.CODEC_WINDING.encode()
-                or not shape or dtype not in _BLOCK_DTYPES or not isinstance(bits, int)):
+        codec = _attribute(decode, "codec")
+        group = _attribute(decode, "group") if codec == fmt.CODEC_LATTICE.encode() else 2
+        if (len(users) != 1 or weight in implicit or codec not in (fmt.CODEC_WINDING.encode(), fmt.CODEC_LATTICE.encode())
+                or not shape or dtype not in _BLOCK_DTYPES or not isinstance(bits, int) or not isinstance(group, int)
+                or group < 2 or group % 2):
             continue
         gather = users[0]
         if (gather.op_type != "Gather" or gather.domain not in ("", "ai.onnx") or list(gather.input[:1]) != [weight]
@@ -318,10 +322,13 @@ def _split_gathered(model: onnx.ModelProto) -> int:
         row = math.prod(shape[1:])
         itemsize = np.dtype(fmt.OUTPUT_DTYPES[dtype]).itemsize
         dims = list(initializers[seed_name].dims)
+        scales = initializers.get(decode.input[1]) if len(decode.input) > 1 else None
         if (row % 2 or shape[0] * row * itemsize < 2 * STREAM_BLOCK_BYTES
-                or dims != [(shape[0] * row // 2 * bits + 7) // 8]):
-            continue  # small, odd rows, or a seed the kernel will refuse as it stands
-        nodes, tensors = _gather_in_blocks(decode, gather, shape, dtype, bits, itemsize)
+                or dims != [(shape[0] * row // 2 * bits + 7) // 8]
+                or (codec == fmt.CODEC_LATTICE.encode()
+                    and (scales is None or list(scales.dims) != [-(-shape[0] * row // group)]))):
+            continue  # small, odd rows, or a seed or scales the kernel will refuse as they stand
+        nodes, tensors = _gather_in_blocks(decode, gather, shape, dtype, bits, itemsize, group)
         where = next(i for i, node in enumerate(graph.node) if node is gather)
         for i in sorted((position, where), reverse=True):
             del graph.node[i]
@@ -333,10 +340,11 @@ def _split_gathered(model: onnx.ModelProto) -> int:
     return split
 
 
-def _gather_in_blocks(decode, gather, shape, dtype, bits, itemsize):
+def _gather_in_blocks(decode, gather, shape, dtype, bits, itemsize, group):
     """Nodes and initializers computing gather's output from row blocks of decode's weight. Each
-    block's seed is a Slice of the seed at run time (a small copy; the tensor data is never
-    touched here, so the rewrite costs no memory beyond the graph)."""
+    block's seed (and a lattice node's scales: blocks start on group boundaries) is a Slice of
+    the node's input at run time (a small copy; the tensor data is never touched here, so the
+    rewrite costs no memory beyond the graph)."""
     rows, row = shape[0], math.prod(shape[1:])
     ids, out = gather.input[1], gather.output[0]
     prefix = f"{decode.output[0]}/stream_block"
@@ -353,7 +361,7 @@ def _gather_in_blocks(decode, gather, shape, dtype, bits, itemsize):
              node("Add", [f"{prefix}.ids", f"{prefix}.rows"], [f"{prefix}.wrapped"]),
              node("Where", [f"{prefix}.negative", f"{prefix}.wrapped", f"{prefix}.ids"], [f"{prefix}.row"])]
     accumulated = f"{prefix}.acc"
-    blocks = _row_blocks(rows, row // 2, bits, itemsize)
+    blocks = _row_blocks(rows, row // 2, bits, itemsize, group)
     for b, (low, high) in enumerate(blocks):
         p = f"{prefix}{b}"
         first, last = low * (row // 2) * bits // 8, (high * (row // 2) * bits + 7) // 8
@@ -365,8 +373,13 @@ def _gather_in_blocks(decode, gather, shape, dtype, bits, itemsize):
             if attribute.name == "shape":
                 attribute.ints[:] = [high - low] + list(shape[1:])
         result = out if b == len(blocks) - 1 else f"{p}.acc"
-        nodes += [node("Slice", [decode.input[0], f"{p}.first", f"{p}.last"], [f"{p}.seed"]),
-                  block,
+        nodes.append(node("Slice", [decode.input[0], f"{p}.first", f"{p}.last"], [f"{p}.seed"]))
+        if len(decode.input) > 1:  # lattice: the block's groups of scales (low * row is a group multiple)
+            tensors += [const(np.array([low * row // group], np.int64), f"{p}.scales_first"),
+                        const(np.array([-(-high * row // group)], np.int64), f"{p}.scales_last")]
+            nodes.append(node("Slice", [decode.input[1], f"{p}.scales_first", f"{p}.scales_last"], [f"{p}.scales"]))
+            block.input[1] = f"{p}.scales"
+        nodes += [block,
                   node("Sub", [f"{prefix}.row", f"{p}.low"], [f"{p}.local"]),
                   node("GreaterOrEqual", [f"{p}.local", f"{prefix}.zero"], [f"{p}.above"]),
                   node("Less", [f"{p}.local", f"{p}.rows"], [f"{p}.below"]),

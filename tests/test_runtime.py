@@ -16,6 +16,7 @@ from onnx import TensorProto, helper, numpy_helper
 import hyperonnx
 from hyperonnx import format as fmt
 from hyperonnx import runtime
+from hyperonnx.codec import LatticeConfig
 from runtime_models import decode_model, decoded_weights, make_model, mlp_model, mlp_weights
 
 X = np.random.default_rng(1).standard_normal((5, 64)).astype(np.float32)
@@ -179,25 +180,31 @@ def test_old_onnxruntime_refused(monkeypatch):
         hyperonnx.session_options()
 
 
-def embedding_model(rows, row, dtype=np.float32, opset=17):
+def embedding_model(rows, row, dtype=np.float32, opset=17, preset="paper"):
     """ids -> Gather(DecodeWeights(seed)) -> y: a compressed embedding table and its decoded copy."""
     table = (np.random.default_rng(rows).standard_normal((rows, row)) * 0.1).astype(dtype)
-    seed = hyperonnx.encode(table, "paper")
+    seed = hyperonnx.encode(table, preset)
+    tensors = [numpy_helper.from_array(np.asarray(seed.payload, np.uint8), "E.seed")]
+    if seed.scales is not None:
+        tensors.append(numpy_helper.from_array(seed.scales, "E.scales"))
     graph = helper.make_graph(
-        [fmt.make_node(seed, "E.seed", "E"), helper.make_node("Gather", ["E", "ids"], ["y"])], "embedding",
-        [helper.make_tensor_value_info("ids", TensorProto.INT64, ["n"])],
-        [helper.make_tensor_value_info("y", seed.dtype, ["n", row])],
-        [numpy_helper.from_array(np.asarray(seed.payload, np.uint8), "E.seed")])
+        [fmt.make_node(seed, "E.seed", "E", "E.scales"), helper.make_node("Gather", ["E", "ids"], ["y"])],
+        "embedding", [helper.make_tensor_value_info("ids", TensorProto.INT64, ["n"])],
+        [helper.make_tensor_value_info("y", seed.dtype, ["n", row])], tensors)
     model = make_model(graph, opset_imports=[helper.make_opsetid("", opset),
                                              helper.make_opsetid(fmt.OP_DOMAIN, fmt.OP_VERSION)])
     return model, hyperonnx.decode(seed)
 
 
-@pytest.mark.parametrize("rows, row, dtype", [(1001, 6, np.float32), (700, 64, np.float16), (64, 512, np.float32)])
-def test_stream_gathers_a_large_table_in_row_blocks(monkeypatch, rows, row, dtype):
+@pytest.mark.parametrize("rows, row, dtype, preset", [
+    (1001, 6, np.float32, "paper"), (700, 64, np.float16, "paper"), (64, 512, np.float32, "paper"),
+    # lattice: blocks on group boundaries (6-element rows: 64 rows a group multiple), odd widths
+    (1001, 6, np.float32, LatticeConfig(index_bits=7)), (700, 64, np.float16, LatticeConfig(index_bits=9, group=96)),
+    (64, 512, np.float32, "lattice"), (333, 10, np.float32, LatticeConfig(index_bits=5, group=6))])
+def test_stream_gathers_a_large_table_in_row_blocks(monkeypatch, rows, row, dtype, preset):
     """Stream mode decodes a Gather-only table block by block: same rows, bit for bit, any ids."""
     monkeypatch.setattr(runtime, "STREAM_BLOCK_BYTES", 4096)
-    model, table = embedding_model(rows, row, dtype)
+    model, table = embedding_model(rows, row, dtype, preset=preset)
     rewritten = onnx.ModelProto()
     rewritten.CopyFrom(model)
     assert runtime._split_gathered(rewritten) == 1
