@@ -65,8 +65,15 @@ def plan(arrays: list[np.ndarray], config: str | Config | None = None, *,
     config = resolve_config(config, **targets)
     if not isinstance(config, LatticeConfig) or config.fixed:
         return [config] * len(arrays)
-    chosen = [i for i, a in enumerate(arrays) if _compressible(np.asarray(a), min_elements)]
-    widths = lattice.plan([np.asarray(arrays[i], dtype=np.float32).ravel() for i in chosen], config)
+    chosen, samples, sizes = [], [], []
+    for i, array in enumerate(arrays):  # one tensor at a time (arrays may read each from disk)
+        array = np.asarray(array)
+        if _compressible(array, min_elements):
+            chosen.append(i)
+            samples.append(lattice.sample(array.astype(np.float32).ravel(), config.group))
+            sizes.append(array.size)
+    with np.errstate(over="ignore", invalid="ignore"):  # huge values: see encode
+        widths = lattice.plan_samples(samples, sizes, config)
     configs = [config.at(config.index_bits)] * len(arrays)
     for i, width in zip(chosen, widths):
         configs[i] = config.at(width)

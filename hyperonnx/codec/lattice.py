@@ -413,16 +413,26 @@ def plan(flats: list[np.ndarray], config: LatticeConfig) -> list[int]:
     Each tensor's error is measured on a sample at one width (config.index_bits, within the
     range) and extrapolated to the others along `_error_curve` (measured: the same widths on
     MiniLM as measuring every width, at a tenth of the time)."""
-    if config.fixed or not flats:
-        return [config.index_bits] * len(flats)
+    return plan_samples([sample(f, config.group) for f in flats], [f.size for f in flats], config)
+
+
+def sample(flat: np.ndarray, group: int) -> np.ndarray:
+    """What `plan_samples` needs of a tensor (a copy: the tensor itself can be freed)."""
+    return np.array(_sample(flat, group), dtype=np.float32)
+
+
+def plan_samples(samples: list[np.ndarray], sizes: list[int], config: LatticeConfig) -> list[int]:
+    """`plan` from each tensor's `sample` and element count: a model larger than memory is
+    planned one tensor at a time."""
+    if config.fixed or not samples:
+        return [config.index_bits] * len(samples)
     rates = range(config.min_index_bits, config.max_index_bits + 1)
     reference = config.at(min(max(config.index_bits, rates[0]), rates[-1]))
-    sizes = np.array([f.size for f in flats], dtype=np.float64)
-    samples = [_sample(f, config.group) for f in flats]
+    sizes = np.array(sizes, dtype=np.float64)
     weight = sizes / np.maximum(1, [s.size for s in samples])  # sampled sums scaled to whole tensors
     signal = float(np.dot(weight, [np.dot(x, x) for x in (s.astype(np.float64) for s in samples)]))
     noise = (weight * _group_errors(samples, reference))[:, None] * _error_curve(reference)[None, :]
-    level = np.zeros(len(flats), dtype=np.int64)
+    level = np.zeros(len(samples), dtype=np.int64)
     pairs = np.array([fmt.num_pairs(int(n)) for n in sizes], dtype=np.float64)
     scale_bits = np.array([16 * -(-int(n) // config.group) for n in sizes], dtype=np.float64)
     total_bits = float(np.sum(pairs * rates[0] + scale_bits))
@@ -431,11 +441,11 @@ def plan(flats: list[np.ndarray], config: LatticeConfig) -> list[int]:
         raise ValueError(f"bits={config.bits} is below the least rate of these tensors, "
                          f"{total_bits / sizes.sum():.3f} bits/weight (index_bits={rates[0]}, group={config.group})")
     allowed = signal / 10 ** (config.target_sqnr / 10) if config.target_sqnr is not None else -1.0
-    current = float(noise[np.arange(len(flats)), level].sum())
+    current = float(noise[np.arange(len(samples)), level].sum())
     while current > allowed:
         room = level < len(rates) - 1
-        gain = np.where(room, noise[np.arange(len(flats)), level] -
-                        noise[np.arange(len(flats)), np.minimum(level + 1, len(rates) - 1)], -np.inf)
+        gain = np.where(room, noise[np.arange(len(samples)), level] -
+                        noise[np.arange(len(samples)), np.minimum(level + 1, len(rates) - 1)], -np.inf)
         value = np.where(room & (total_bits + pairs <= budget), gain / pairs, -np.inf)
         best = int(np.argmax(value))
         if not value[best] > 0:
