@@ -245,3 +245,13 @@ def test_subnormal_group_scale_keeps_the_search_finite():
         steps = lattice._steps(grouped, np.array([1e-39, 1.0]), traj)
     origin = (traj.size - 1) // 2  # the step that decodes to (0, 0)
     assert np.all(steps[1:64] == origin) and np.all((0 <= steps) & (steps < traj.size))
+
+
+def test_bits_target_keeps_low_energy_tensors_near_the_average_width():
+    """The rate planner may move bits towards high-energy tensors but starts every tensor one index
+    bit below the average width (9.75 at 5 bits/weight, group 128 -> at least 9)."""
+    rng = np.random.default_rng(0)
+    loud = rng.standard_normal(1 << 16).astype(np.float32)
+    quiet = (1e-3 * rng.standard_normal(1 << 12)).astype(np.float32)
+    widths = lattice.plan([loud, quiet], lattice.LatticeConfig(bits=5))
+    assert min(widths) >= 9

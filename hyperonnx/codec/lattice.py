@@ -432,7 +432,6 @@ def plan_samples(samples: list[np.ndarray], sizes: list[int], config: LatticeCon
     weight = sizes / np.maximum(1, [s.size for s in samples])  # sampled sums scaled to whole tensors
     signal = float(np.dot(weight, [np.dot(x, x) for x in (s.astype(np.float64) for s in samples)]))
     noise = (weight * _group_errors(samples, reference))[:, None] * _error_curve(reference)[None, :]
-    level = np.zeros(len(samples), dtype=np.int64)
     pairs = np.array([fmt.num_pairs(int(n)) for n in sizes], dtype=np.float64)
     scale_bits = np.array([16 * -(-int(n) // config.group) for n in sizes], dtype=np.float64)
     total_bits = float(np.sum(pairs * rates[0] + scale_bits))
@@ -440,6 +439,17 @@ def plan_samples(samples: list[np.ndarray], sizes: list[int], config: LatticeCon
     if total_bits > budget:
         raise ValueError(f"bits={config.bits} is below the least rate of these tensors, "
                          f"{total_bits / sizes.sum():.3f} bits/weight (index_bits={rates[0]}, group={config.group})")
+    # A bits target starts every tensor one index bit below the average width the budget affords
+    # (rounded): the energy-weighted objective would otherwise starve low-energy tensors a network
+    # is sensitive to (PP-OCRv4's recogniser read 0 % of its lines at 5 bits/weight, 79 % with it).
+    start = 0
+    if config.bits is not None:
+        floor = math.floor(2 * (config.bits - 16 / config.group) + 0.5) - 1
+        start = int(np.clip(floor - rates[0], 0, len(rates) - 1))
+        if float(np.sum(pairs * rates[start] + scale_bits)) > budget:
+            start = 0
+    level = np.full(len(samples), start, dtype=np.int64)
+    total_bits = float(np.sum(pairs * rates[start] + scale_bits))
     allowed = signal / 10 ** (config.target_sqnr / 10) if config.target_sqnr is not None else -1.0
     current = float(noise[np.arange(len(samples)), level].sum())
     while current > allowed:
