@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 SOURCES := pyproject.toml CMakeLists.txt $(shell find hyperonnx custom_ops tools -type f -not -path '*/__pycache__/*' 2>/dev/null)
 
-.PHONY: example test bench
+.PHONY: example test bench bench-models
 example: $(VENV)/.installed
 	$(BIN)/hyperonnx example
 
@@ -13,6 +13,9 @@ test: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(BIN)/hyperonnx bench codec
+
+bench-models: $(VENV)/.installed
+	$(BIN)/hyperonnx bench models --bits 5 6
 
 $(VENV)/.deps:
 	$(PYTHON) -m venv $(VENV)
