@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -23,6 +21,7 @@ import onnx
 
 import hyperonnx
 from .. import models
+from .probe import measure
 
 
 # --- methods -----------------------------------------------------------------------------------
@@ -147,20 +146,6 @@ TASKS = {"digits": digits_task, "minilm": minilm_task, "ppocr": ppocr_task}
 
 # --- running -----------------------------------------------------------------------------------
 
-def _probe(model: Path, task: Task, runtime: str, work: Path) -> tuple[dict, dict]:
-    quality, latency, out = work / "quality.npz", work / "latency.npz", work / "out.npz"
-    np.savez(quality, **task.quality_inputs)
-    np.savez(latency, **task.latency_inputs)
-    result = subprocess.run([sys.executable, "-m", "hyperonnx.bench.probe", str(model), str(quality),
-                             str(latency), str(out), "--runtime", runtime, "--runs", str(task.runs)],
-                            capture_output=True, text=True)
-    if result.returncode != 0:
-        lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
-        raise RuntimeError(lines[-1] if lines else f"exit code {result.returncode}")
-    outputs = dict(np.load(out))
-    return json.loads(result.stdout.strip().splitlines()[-1]), outputs
-
-
 def run_task(task: Task, rows: list[Method], work: Path, log=print) -> list[dict]:
     results, reference = [], None
     original_mb = task.model.stat().st_size / 1e6
@@ -178,7 +163,7 @@ def run_task(task: Task, rows: list[Method], work: Path, log=print) -> list[dict
             row.update(size_mb=size_mb, ratio=original_mb / size_mb, compress_s=seconds)
             if method is not rows[0] and row["ratio"] < 1.01:
                 row["note"] = "changed no weight (none in a form this method handles)"
-            probe, outputs = _probe(path, task, method.runtime, work)
+            probe, outputs = measure(path, task.quality_inputs, task.latency_inputs, method.runtime, task.runs)
             reference = outputs if reference is None else reference
             row.update(probe, session_rss_mb=probe["peak_rss_mb"] - probe["baseline_rss_mb"],
                        **task.score(outputs, reference))
