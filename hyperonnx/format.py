@@ -39,6 +39,9 @@ MAX_POINTS = 1 << 20  # largest trajectory length n; keeps m*m <= 2**20, exact i
 MAX_RINGS = 64
 LATTICE_BITS = (2, 16)  # index bits per pair of the lattice codec: N = 2^bits - 1 points
 MAX_GROUP = 1 << 16  # weights per scale of the lattice codec
+# |alpha|, |beta| and scale_unit of the lattice codec: every float32 intermediate of §7.3 stays
+# finite, so no decoder meets 0 * Inf (whose NaN bits differ between CPU and GPU)
+LATTICE_FLOAT_LIMIT = 2.0 ** 100
 
 
 class FormatError(ValueError):
@@ -155,11 +158,12 @@ def _validate_lattice(seed: Seed, count: int) -> None:
     group = _int_in(a, "group", 2, MAX_GROUP)
     if group % 2:
         raise FormatError(f"rule 2: attribute group={group} must be even")
-    _finite(a, "alpha")
-    _finite(a, "beta")
+    for name in ("alpha", "beta"):
+        if abs(_finite(a, name)) > LATTICE_FLOAT_LIMIT:
+            raise FormatError(f"rule 2: attribute {name}={a[name]!r} must be within ±2**100")
     unit = _finite(a, "scale_unit")
-    if not unit > 0:
-        raise FormatError(f"rule 2: attribute scale_unit={unit!r} must be > 0")
+    if not 0 < unit <= LATTICE_FLOAT_LIMIT:
+        raise FormatError(f"rule 2: attribute scale_unit={unit!r} must be > 0 and <= 2**100")
     _check_payload(seed, count, bits)
     scales = seed.scales
     if not isinstance(scales, np.ndarray) or scales.dtype != np.float16 or scales.ndim != 1:

@@ -111,7 +111,7 @@ def make_lattice_cases(rng, np_types):
             alpha, beta, unit = -0.25, 1.5, 2.0 ** -30
         else:  # bfloat16 range (float16 Inf)
             scales = rng.uniform(1000, 60000, groups)
-            alpha, beta, unit = 0.75, 0.25, 1e33
+            alpha, beta, unit = 0.75, 0.25, 2.0 ** 100  # the largest unit rule 2 allows
         seed = _lattice(steps, (count,), dtype, bits, generator, group, scales, alpha, beta, unit)
         cases.append(_case(f"lattice-bits{bits}-{dtype}-{count}-g{group}", seed))
     # The worked example of FORMAT.md section 7.5 and a scalar.
@@ -606,7 +606,7 @@ def test_lattice_caller_flag_bits(gpu):
     ({"generator": 1023}, "rule 2"), ({"generator": -1}, "rule 2"), ({"group": 0}, "rule 2"), ({"group": 3}, "rule 2"),
     ({"group": 65538}, "rule 2"), ({"alpha": float("nan")}, "rule 2"), ({"beta": float("inf")}, "rule 2"),
     ({"scale_unit": 0.0}, "rule 2"), ({"scale_unit": -1.0}, "rule 2"), ({"scale_unit": float("inf")}, "rule 2"),
-    ({"scale_unit": float("nan")}, "rule 2"),
+    ({"scale_unit": float("nan")}, "rule 2"), ({"alpha": 3e38}, "rule 2"), ({"scale_unit": 2.0 ** 101}, "rule 2"),
 ])
 def test_lattice_bad_attributes_refused(gpu, change, rule):
     device, fns = gpu

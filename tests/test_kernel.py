@@ -375,12 +375,14 @@ def test_lattice_large_tensor_multithreaded(threads, dtype):
 @pytest.mark.parametrize("dtype", [TensorProto.FLOAT16, TensorProto.BFLOAT16])
 def test_lattice_conversion_overflow_and_subnormals(dtype):
     """Scales that overflow float16 (to inf), subnormal float16 scales and outputs, zero and
-    negative scales, and a companding whose values overflow float32."""
+    negative scales, and the largest companding and unit rule 2 allows, whose products overflow
+    float32 (to ±Inf, never NaN)."""
     rng = np.random.default_rng(4)
     steps = rng.integers(0, 255, 5000)
     tiny = np.array([1, 2, 0x3FF, 0, 0x8001, 0x8000], np.uint16).view(np.float16)  # subnormals, zeros
     for unit, scales, alpha, beta in ((2.0 ** 4, [60000.0, -3.0, 65504.0], 0.5, 0.5),
-                                      (2.0 ** -10, tiny, 0.5, 0.5), (1.0, [1.0, 0.0, -2.0], 3e38, 3e38)):
+                                      (2.0 ** -10, tiny, 0.5, 0.5),
+                                      (2.0 ** 100, [65504.0, 0.0, -2.0], 2.0 ** 100, -2.0 ** 100)):
         seed = lattice_seed(steps, (10000,), dtype=dtype, bits=8, group=4096, scale_unit=unit, scales=np.resize(
             np.asarray(scales, np.float16), 3), alpha=alpha, beta=beta)
         with np.errstate(over="ignore", invalid="ignore"):
@@ -409,7 +411,10 @@ def test_lattice_empty_and_scalar():
     ({"group": (1 << 16) + 2}, "rule 2: attribute group"),
     ({"alpha": float("nan")}, "rule 2: attribute alpha"),
     ({"beta": float("inf")}, "rule 2: attribute beta"),
+    ({"alpha": 3e38}, "rule 2: attribute alpha"),  # finite, but alpha + beta*u^2 could overflow
+    ({"beta": -2.0 ** 101}, "rule 2: attribute beta"),
     ({"scale_unit": 0.0}, "rule 2: attribute scale_unit"),
+    ({"scale_unit": 2.0 ** 101}, "rule 2: attribute scale_unit"),
     ({"scale_unit": -0.5}, "rule 2: attribute scale_unit"),
     ({"scale_unit": float("inf")}, "rule 2: attribute scale_unit"),
     ({"shape": [-5]}, "rule 2: shape"),

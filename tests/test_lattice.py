@@ -139,7 +139,7 @@ def test_non_finite_and_small_tensors_stay_raw():
 
 
 def test_bad_configs_are_refused():
-    for kwargs in ({"index_bits": 1}, {"index_bits": 17}, {"group": 3}, {"alpha": 0.0},
+    for kwargs in ({"index_bits": 1}, {"index_bits": 17}, {"group": 3}, {"alpha": 0.0}, {"beta": 2.0 ** 101},
                    {"bits": 4.0, "target_sqnr": 20.0}, {"iterations": -1}):
         with pytest.raises(ValueError):
             hyperonnx.LatticeConfig(**kwargs)
@@ -151,6 +151,7 @@ def test_bad_configs_are_refused():
     ({"bits": 1}, "bits"), ({"bits": 17}, "bits"), ({"generator": 2}, "odd"), ({"generator": 7}, "generator"),
     ({"group": 3}, "even"), ({"group": 0}, "group"), ({"alpha": float("nan")}, "alpha"),
     ({"beta": float("inf")}, "beta"), ({"scale_unit": 0.0}, "scale_unit"),
+    ({"alpha": -3e38}, "alpha"), ({"beta": 2.0 ** 101}, "beta"), ({"scale_unit": 1e38}, "scale_unit"),
     ({"payload": (0x2B,)}, "exactly 2"), ({"scales": (2.0,)}, "exactly 2"),
     ({"scales": (2.0, float("inf"))}, "finite"), ({"payload": (0x2F, 0x00)}, "beyond"),
 ])

@@ -127,9 +127,9 @@ __device__ __forceinline__ void DecodePair(const Args& a, const float* scales, u
 // Conversion to the output's bits. float16: the hardware's round-to-nearest-even conversion
 // (overflow to Inf, subnormals kept: what FloatToHalf does for every finite and infinite value).
 // bfloat16: the hardware's on sm_80+, the shared header's FloatToBFloat16 before. NaN is the one
-// value whose bits can differ from the CPU's: winding never makes one from valid attributes; a
-// lattice node only with degenerate ones (alpha + beta*u^2 or scale * U overflowing float32, times
-// a zero coordinate: 0 * Inf is 0x7fffffff here, 0xffc00000 on x86).
+// value whose bits could differ from the CPU's (0 * Inf is 0x7fffffff here, 0xffc00000 on x86):
+// valid attributes never make one (winding: finite centre, side and scales; lattice: the bounds
+// of FORMAT.md §7.1 keep every intermediate finite).
 template <typename T>
 __device__ __forceinline__ T Encode(int64_t dtype, float f);
 

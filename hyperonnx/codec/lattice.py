@@ -242,8 +242,8 @@ class LatticeConfig:
             raise ValueError(f"need {MIN_BITS} <= min_index_bits <= max_index_bits <= {MAX_BITS}")
         if self.group % 2 or not 2 <= self.group <= MAX_GROUP:
             raise ValueError(f"group must be even and in [2, {MAX_GROUP}]")
-        if not (math.isfinite(self.alpha) and math.isfinite(self.beta) and self.alpha > 0 and self.beta >= 0):
-            raise ValueError("companding needs finite alpha > 0 and beta >= 0")
+        if not (0 < self.alpha <= fmt.LATTICE_FLOAT_LIMIT and 0 <= self.beta <= fmt.LATTICE_FLOAT_LIMIT):
+            raise ValueError("companding needs 0 < alpha <= 2**100 and 0 <= beta <= 2**100")
         if self.iterations < 0:
             raise ValueError("iterations must be >= 0")
         if self.bits is not None and self.target_sqnr is not None:
@@ -324,7 +324,7 @@ def store_scales(scales: np.ndarray) -> tuple[np.ndarray, float]:
     """float16 scales and the power-of-two unit they count in (the largest lands in [2^14, 2^15))."""
     top = float(scales.max()) if scales.size else 0.0
     unit = 2.0 ** (math.frexp(top)[1] - 15) if top > 0 else 1.0  # top = f * 2^e, f in [0.5, 1)
-    unit = min(max(unit, 2.0 ** -126), 2.0 ** 100)  # a normal float32
+    unit = min(max(unit, 2.0 ** -126), fmt.LATTICE_FLOAT_LIMIT)  # a normal float32, within rule 2
     return (scales / unit).astype(np.float16), unit
 
 

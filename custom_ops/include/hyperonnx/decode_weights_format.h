@@ -43,6 +43,9 @@ constexpr int64_t kMaxRings = 64;
 constexpr int64_t kLatticeMinBits = 2;
 constexpr int64_t kLatticeMaxBits = 16;  // N = 2^16 - 1 points keep j * g + c below 2^32
 constexpr int64_t kLatticeMaxGroup = int64_t{1} << 16;
+// Bound of |alpha|, |beta| and scale_unit: every float32 intermediate of FORMAT.md §7.3 stays
+// finite, so no decoder meets 0 * Inf, whose NaN bits differ between CPU and GPU.
+constexpr float kLatticeFloatLimit = 0x1p100f;
 
 // ONNX TensorProto data types of the outputs a decoder supports.
 constexpr int64_t kFloat32 = 1;
@@ -343,10 +346,11 @@ inline std::string ValidateLattice(const LatticeAttributes& a, LatticeParams* p)
     return "rule 2: attribute group=" + to_string(a.group) + " must be even and in [2, " +
            to_string(kLatticeMaxGroup) + "]";
   }
-  if (!std::isfinite(a.alpha)) return "rule 2: attribute alpha must be finite";
-  if (!std::isfinite(a.beta)) return "rule 2: attribute beta must be finite";
-  if (!std::isfinite(a.scale_unit) || !(a.scale_unit > 0.0f)) {
-    return "rule 2: attribute scale_unit must be finite and > 0";
+  // written so that NaN fails too
+  if (!(std::fabs(a.alpha) <= kLatticeFloatLimit)) return "rule 2: attribute alpha must be finite, within +-2^100";
+  if (!(std::fabs(a.beta) <= kLatticeFloatLimit)) return "rule 2: attribute beta must be finite, within +-2^100";
+  if (!(a.scale_unit > 0.0f && a.scale_unit <= kLatticeFloatLimit)) {
+    return "rule 2: attribute scale_unit must be > 0 and <= 2^100";
   }
   std::memset(p, 0, sizeof *p);
   p->num_elements = count;
