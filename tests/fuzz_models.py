@@ -289,24 +289,27 @@ def check_cli(verb: str, argv: list[str], output: Path | None, folder: Path, bef
     return None
 
 
-def check_api(path: Path) -> list[str]:
+def check_api(path: Path) -> tuple[list[str], dict]:
     """The Python API: load, compress, decompress, inspect_model, and InferenceSession in load
-    mode with one run: each a clear error or a result."""
+    mode with one run: each a clear error or a result. Returns the problems and each call's
+    outcome ("ok", "refused" or "failed")."""
     def session():
         model = onnx.load(str(path), load_external_data=False)
         hyperonnx.InferenceSession(str(path), mode="load").run(None, generate_inputs(model))
 
     calls = {"compress": lambda: hyperonnx.compress(path), "decompress": lambda: hyperonnx.decompress(path),
              "inspect_model": lambda: hyperonnx.inspect_model(hyperonnx.load(path)), "InferenceSession": session}
-    problems = []
+    problems, outcome = [], {}
     for name, call in calls.items():
         try:
             call()
+            outcome[name] = "ok"
         except BUG_TYPES as error:
             problems.append(f"{name}: {type(error).__name__}: {str(error)[:200]}")
+            outcome[name] = "failed"
         except Exception:  # noqa: BLE001 - onnxruntime's and our own errors: a refusal
-            pass
-    return problems
+            outcome[name] = "refused"
+    return problems, outcome
 
 
 def run_case(bases: dict, seed: int, case: int, folder: Path) -> tuple[str, list[str], dict]:
@@ -326,8 +329,9 @@ def run_case(bases: dict, seed: int, case: int, folder: Path) -> tuple[str, list
             output.unlink()
             for extra in folder.glob(output.name + ".*"):
                 extra.unlink()
-    failures.extend(check_api(model))
-    return what, failures, outcome
+    problems, api_outcome = check_api(model)
+    failures.extend(problems)
+    return what, failures, {**outcome, **api_outcome}
 
 
 def main(argv=None) -> int:
@@ -343,7 +347,8 @@ def main(argv=None) -> int:
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="hyperonnx-fuzz-"))
     bases = base_models(work / "bases")
     cases = [args.only] if args.only is not None else range(args.cases)
-    counts = {"cases": 0, "clean": 0, "failed": 0, "compress_ok": 0, "mutations": {}}
+    # compress_ok / session_ok: cases compressed, and run in onnxruntime with the library
+    counts = {"cases": 0, "clean": 0, "failed": 0, "compress_ok": 0, "session_ok": 0, "mutations": {}}
     failures = []
     start = time.perf_counter()
     for case in cases:
@@ -355,6 +360,7 @@ def main(argv=None) -> int:
         what, problems, outcome = run_case(bases, args.seed, case, folder)
         counts["cases"] += 1
         counts["compress_ok"] += outcome.get("compress") == "ok"
+        counts["session_ok"] += outcome.get("InferenceSession") == "ok"
         for part in what.split(":", 1)[1].split("+"):
             key = part.split("-")[0] if part.startswith(("swap", "extreme", "data")) else part
             counts["mutations"][key] = counts["mutations"].get(key, 0) + 1

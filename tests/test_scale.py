@@ -1,8 +1,10 @@
 """Models larger than memory: `hyperonnx compress` reads external tensors one at a time, sends the
-seeds to a scratch file and copies everything into the output's external data a chunk at a time.
+seeds to a scratch file and copies everything into the output's external data a chunk at a time;
+`hyperonnx decompress` does the same with the decoded weights.
 
-The default run checks the streaming path on a small model (external data forced by a low
-threshold); `test_compress_model_over_2gb` (slow) compresses a 2.4 GB model and checks peak RSS:
+The default run checks the streaming paths on a small model (external data forced by a low
+threshold); `test_compress_model_over_2gb` (slow) compresses a 2.4 GB model, runs it, decompresses
+it again and checks peak RSS:
 
     pytest -m slow tests/test_scale.py -s     # prints the figures
 """
@@ -27,7 +29,7 @@ from hyperonnx.graph import model_io
 from hyperonnx.graph.decompress import read_seed
 from runtime_models import make_model
 
-ROOT = pathlib.Path(__file__).parent.parent
+PACKAGE_ROOT = pathlib.Path(hyperonnx.__file__).parent.parent  # the tests' own hyperonnx, its library beside it
 
 # Runs a command and prints the peak RSS of its process tree's largest member (Linux: KiB).
 PEAK_RSS = ("import resource, subprocess, sys; rc = subprocess.call(sys.argv[1:]); "
@@ -136,6 +138,33 @@ def test_streaming_compress_of_a_model_with_external_data(tmp_path, monkeypatch)
     assert {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()} == before
 
 
+def test_streaming_decompress_of_a_model_with_external_data(tmp_path, monkeypatch):
+    """`hyperonnx decompress` of a model with external data: the decoded weights go through the
+    scratch file into the output's external data; the same model as decompressing in memory, and
+    it computes what the compressed model computes by the reference decoder."""
+    source = chain_model(tmp_path, layers=4, rows=96, cols=64)
+    monkeypatch.setattr(model_io, "EXTERNAL_DATA_THRESHOLD", 1000)
+    packed, plain = tmp_path / "hc.onnx", tmp_path / "plain.onnx"
+    assert cli_main(["compress", str(source), "-o", str(packed), "-q"]) == 0
+    assert cli_main(["decompress", str(packed), "-o", str(plain), "-q"]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.onnx", "big.onnx.data", "hc.onnx", "hc.onnx.data",
+                                                          "plain.onnx", "plain.onnx.data"]
+    stored = onnx.load(str(plain), load_external_data=False)
+    assert {t.name for t in stored.graph.initializer if t.data_location == TensorProto.EXTERNAL} == \
+        {"w0", "w1", "w2", "w3", "extra"}
+    assert {e.value for t in stored.graph.initializer for e in t.external_data if e.key == "location"} == \
+        {"plain.onnx.data"}
+    in_memory, streamed = hyperonnx.decompress(packed), hyperonnx.load(plain)
+    assert [n.op_type for n in streamed.graph.node] == [n.op_type for n in in_memory.graph.node] == \
+        ["MatMul", "Mul"] * 4 + ["Add"]
+    assert not streamed.functions and [o.domain for o in streamed.opset_import] == [""]
+    for a, b in zip(sorted(streamed.graph.initializer, key=lambda t: t.name),
+                    sorted(in_memory.graph.initializer, key=lambda t: t.name)):
+        assert a.name == b.name and numpy_helper.to_array(a).tobytes() == numpy_helper.to_array(b).tobytes()
+    x = np.random.default_rng(1).standard_normal((1, 96)).astype(np.float32)
+    np.testing.assert_array_equal(original_output(plain, x), compressed_output(packed, x))
+
+
 def test_external_input_gives_a_self_contained_external_output(tmp_path):
     """Written elsewhere, the output carries its own data file (seeds and the raw tensors copied
     from the input's); a model without external data stays one file."""
@@ -155,7 +184,7 @@ def test_external_input_gives_a_self_contained_external_output(tmp_path):
 
 def _run_measured(command: list[str]) -> tuple[int, float]:
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_ROOT), env.get("PYTHONPATH")]))
     child = subprocess.run([sys.executable, "-c", PEAK_RSS, *command], capture_output=True, text=True, env=env)
     assert child.returncode == 0, child.stderr[-3000:]
     return int(child.stdout.strip().splitlines()[-1].split()[-1]), child.stdout
@@ -179,26 +208,32 @@ def test_compress_model_over_2gb(tmp_path, preset):
                                                           "big.onnx.data"]
     x = np.random.default_rng(1).standard_normal((1, 4096)).astype(np.float32)
     expected = compressed_output(out, x)
-    run_text = "the kernels do not decode format version 2 yet: reference decoder only"
-    y = expected
-    if preset == "paper":  # the compressed model loads and runs (stream mode: decoded layer by layer)
-        np.save(tmp_path / "x.npy", x)
-        run = ("import sys, numpy as np, hyperonnx; s = hyperonnx.InferenceSession(sys.argv[1], mode='stream'); "
-               "np.save(sys.argv[2], s.run(None, {'x': np.load(sys.argv[3])})[0])")
-        start = time.perf_counter()
-        run_peak, _ = _run_measured([sys.executable, "-c", run, str(out), str(tmp_path / "y.npy"),
-                                     str(tmp_path / "x.npy")])
-        run_text = f"{time.perf_counter() - start:.0f} s, peak RSS {run_peak / 1e9:.3f} GB"
-        y = np.load(tmp_path / "y.npy")
+    # the compressed model loads and runs (stream mode: decoded layer by layer)
+    np.save(tmp_path / "x.npy", x)
+    run = ("import sys, numpy as np, hyperonnx; s = hyperonnx.InferenceSession(sys.argv[1], mode='stream'); "
+           "np.save(sys.argv[2], s.run(None, {'x': np.load(sys.argv[3])})[0])")
+    start = time.perf_counter()
+    run_peak, _ = _run_measured([sys.executable, "-c", run, str(out), str(tmp_path / "y.npy"), str(tmp_path / "x.npy")])
+    run_seconds = time.perf_counter() - start
+    y = np.load(tmp_path / "y.npy")
     assert np.isnan(y[0, 1]) and np.isnan(expected[0, 1])  # the raw tensor's NaN, kept
     finite = np.isfinite(expected)
     np.testing.assert_allclose(y[finite], expected[finite], rtol=1e-3, atol=1e-4 * np.abs(expected[finite]).max())
     reference = original_output(source, x)
     a, b = reference[finite].ravel(), y[finite].astype(np.float64).ravel()
     cosine = float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
+    # and decompresses, one weight at a time, to a plain model of the reference decoder's weights
+    plain = tmp_path / "big.plain.onnx"
+    start = time.perf_counter()
+    plain_peak, _ = _run_measured([sys.executable, "-m", "hyperonnx.cli", "decompress", str(out), "-o", str(plain),
+                                   "-q"])
+    plain_seconds = time.perf_counter() - start
+    np.testing.assert_array_equal(original_output(plain, x), expected)
     print(f"\n{preset}: model {model_bytes / 1e9:.3f} GB (72 x 32 MiB float32 weights, external data; built in {built:.0f} s)"
           f"\ncompress: {seconds:.0f} s, peak RSS {peak / 1e9:.3f} GB = {peak / model_bytes:.1%} of the model; "
           f"output {out_bytes / 1e9:.3f} GB"
-          f"\nrun (onnxruntime, stream mode, one inference): {run_text}; "
-          f"cosine to the original model's output {cosine:.4f}")
-    assert peak < 0.35 * model_bytes
+          f"\nrun (onnxruntime, stream mode, one inference): {run_seconds:.0f} s, peak RSS {run_peak / 1e9:.3f} GB; "
+          f"cosine to the original model's output {cosine:.4f}"
+          f"\ndecompress: {plain_seconds:.0f} s, peak RSS {plain_peak / 1e9:.3f} GB = {plain_peak / model_bytes:.1%} "
+          "of the decoded model")
+    assert peak < 0.35 * model_bytes and plain_peak < 0.35 * model_bytes

@@ -4,16 +4,26 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from onnx import TensorProto
+
 from .. import graph
 from ..graph.decompress import decompress_model
+from ..graph.model_io import SpillFile, all_tensors
+from ._common import Progress
 
 
 def run(args) -> int:
     source = Path(args.model)
     output = Path(args.output) if args.output else source.with_name(source.stem + ".plain.onnx")
-    model = graph.load(source)
-    count = decompress_model(model)
-    graph.save(model, output, source=source)
+    model = graph.load(source, load_external_data=False)  # tensors are read one at a time
+    # an input stored with external data gives an output stored the same way; otherwise the
+    # decoded size decides (save's threshold)
+    external = any(t.data_location == TensorProto.EXTERNAL for t in all_tensors(model)) or None
+    progress = Progress("decompressing", enabled=not args.quiet)
+    # decoded weights go to a scratch file beside the output as they are made: memory holds one
+    with SpillFile(output.parent if str(output.parent) else ".", prefix=f".{output.name}") as spill:
+        count = decompress_model(model, spill=spill, progress=progress)
+        graph.save(model, output, source=source, external_data=external)
     if not args.quiet:
         print(f"decoded {count} tensors; wrote {output}")
     return 0

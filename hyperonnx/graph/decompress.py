@@ -9,34 +9,42 @@ reads any more are removed, and with no DecodeWeights left, the model-local func
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 from onnx import ModelProto, TensorProto, helper, numpy_helper
 
 from .. import codec
 from .. import format as fmt
-from .model_io import tensor_array
+from .model_io import SpillFile, tensor_array
 from .walk import scopes
 
 
-def decompress_model(model: ModelProto) -> int:
-    """Decompress `model` in place; return the number of tensors decoded."""
+def decompress_model(model: ModelProto, *, spill: SpillFile | None = None,
+                     progress: Callable[[int, int, str], None] | None = None) -> int:
+    """Decompress `model` in place; return the number of tensors decoded. With `spill`, each
+    decoded tensor goes to that scratch file at once (memory holds one), not into the model."""
     version = next((o.version for o in model.opset_import if o.domain == fmt.OP_DOMAIN), fmt.OP_VERSION)
     fmt.check_model_version(version, ())
     decoded = 0
     inputs_of_decode: set[str] = set()  # seeds and scales: dropped once nothing reads them
     all_scopes = list(scopes(model))
+    total = sum(_is_decode(n) for s in all_scopes for n in s.graph.node)
+    initializer = spill.tensor if spill is not None else numpy_helper.from_array
     # Deepest graphs first: rewriting a parent's node list re-creates the subgraphs its nodes hold.
     for scope in sorted(all_scopes, key=lambda s: -len(s.parents)):
         graph = scope.graph
         chain = (graph,) + tuple(reversed(scope.parents))  # innermost first: ONNX scoping
         keep, new_inits = [], []
         for node in graph.node:
-            if node.op_type != fmt.OP_TYPE or node.domain != fmt.OP_DOMAIN:
+            if not _is_decode(node):
                 keep.append(node)
                 continue
+            if progress:
+                progress(decoded, total, node.output[0] if node.output else node.name)
             seed = read_seed(node, chain)
             fmt.check_model_version(version, (seed.codec,))
-            new_inits.append(numpy_helper.from_array(codec.decode(seed), node.output[0]))
+            new_inits.append(initializer(codec.decode(seed), node.output[0]))
             inputs_of_decode.update(node.input)
             decoded += 1
         if new_inits:
@@ -62,7 +70,13 @@ def decompress_model(model: ModelProto) -> int:
         opsets = [o for o in model.opset_import if o.domain != fmt.OP_DOMAIN]
         del model.opset_import[:]
         model.opset_import.extend(opsets)
+    if progress:
+        progress(decoded, total, "")
     return decoded
+
+
+def _is_decode(node) -> bool:
+    return node.op_type == fmt.OP_TYPE and node.domain == fmt.OP_DOMAIN
 
 
 def find_initializer(chain, name):
