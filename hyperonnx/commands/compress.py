@@ -14,7 +14,7 @@ from onnx import TensorProto
 from .. import format as fmt
 from .. import graph
 from ..graph import function as function_mod
-from ..graph.model_io import SpillFile, all_tensors
+from ..graph.model_io import SpillFile, all_tensors, writable_folder, write_atomic
 from ._common import Progress, human
 
 
@@ -84,6 +84,9 @@ def run(args) -> int:
     # refuse before the (possibly long) compression
     if output.exists() and source.exists() and os.path.samefile(source, output):
         raise graph.ModelIOError(f"{output}: output would overwrite the input model; choose another -o")
+    writable_folder(output)
+    if args.report:
+        writable_folder(args.report)
     progress = Progress("compressing", enabled=not args.quiet)
     # seeds go to a scratch file beside the output as they are made: memory holds one weight
     with SpillFile(output.parent if str(output.parent) else ".", prefix=f".{output.name}") as spill:
@@ -104,7 +107,7 @@ def run(args) -> int:
         for t in data["tensors"]:
             if t["sqnr_db"] is not None and not math.isfinite(t["sqnr_db"]):
                 t["sqnr_db"] = None
-        Path(args.report).write_text(json.dumps(data, indent=2))
+        write_atomic(args.report, json.dumps(data, indent=2).encode())
     if not report.compressed:
         if not args.quiet:
             print("note: no tensor was compressed (nothing eligible: see --min-elements/--include)",

@@ -246,6 +246,34 @@ def _write_inline(t: TensorProto):
     return undo
 
 
+def writable_folder(path: str | os.PathLike) -> Path:
+    """The folder `path` would be written in; ModelIOError when it is missing (checked before
+    a long run, not after it)."""
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise ModelIOError(f"{path}: cannot write: folder {folder} does not exist")
+    if path.is_dir():
+        raise ModelIOError(f"{path}: is a directory")
+    return folder
+
+
+def write_atomic(path: str | os.PathLike, data: bytes) -> None:
+    """Write a small file (a report) as `save` writes models: a temporary file, then a rename."""
+    folder = writable_folder(path)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{Path(path).name}.", suffix=".tmp", dir=folder)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    except OSError as e:
+        raise ModelIOError(f"{path}: cannot write: {e.strerror or e}") from None
+
+
 def save(model: ModelProto, path: str | os.PathLike, *, source: str | os.PathLike | None = None,
          external_data: bool | None = None) -> Path:
     """Write `model` to `path` atomically: a temporary file in the same folder, then a rename, so
@@ -257,11 +285,7 @@ def save(model: ModelProto, path: str | os.PathLike, *, source: str | os.PathLik
     path = Path(path)
     if source is not None and (Path(source).resolve() == path.resolve() or _same_file(Path(source), path)):
         raise ModelIOError(f"{path}: output would overwrite the input model; choose another -o")
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise ModelIOError(f"{path}: cannot write: folder {folder} does not exist")
-    if path.is_dir():
-        raise ModelIOError(f"{path}: is a directory")
+    folder = writable_folder(path)
     tensors = list(all_tensors(model))
     if external_data is None:
         external_data = sum(_data_bytes(t) for t in tensors) > EXTERNAL_DATA_THRESHOLD
