@@ -138,6 +138,12 @@ def _finite(attrs: dict, name: str) -> float:
     return float(value)
 
 
+def _float32(value: float) -> float:
+    """The value as a node stores it (ONNX float attributes are binary32)."""
+    with np.errstate(over="ignore"):
+        return float(np.float32(value))
+
+
 def _check_payload(seed: Seed, count: int, bits: int) -> None:
     if not isinstance(seed.payload, np.ndarray) or seed.payload.dtype != np.uint8 or seed.payload.ndim != 1:
         raise FormatError("rule 4: seed must be a 1-D uint8 tensor")
@@ -159,9 +165,9 @@ def _validate_lattice(seed: Seed, count: int) -> None:
     if group % 2:
         raise FormatError(f"rule 2: attribute group={group} must be even")
     for name in ("alpha", "beta"):
-        if abs(_finite(a, name)) > LATTICE_FLOAT_LIMIT:
+        if abs(_float32(_finite(a, name))) > LATTICE_FLOAT_LIMIT:
             raise FormatError(f"rule 2: attribute {name}={a[name]!r} must be within ±2**100")
-    unit = _finite(a, "scale_unit")
+    unit = _float32(_finite(a, "scale_unit"))
     if not 0 < unit <= LATTICE_FLOAT_LIMIT:
         raise FormatError(f"rule 2: attribute scale_unit={unit!r} must be > 0 and <= 2**100")
     _check_payload(seed, count, bits)

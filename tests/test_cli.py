@@ -90,8 +90,14 @@ def test_bad_inputs(tmp_path, model_path, capsys):
                   tmp_path, before_all)
     _assert_fails(["compress", str(model_path), "-o", str(tmp_path / "no" / "dir" / "x.onnx")], capsys,
                   "cannot write", tmp_path, before_all)
+    # a report that cannot be written, or would replace the input or the output: refused before
+    # the work, so no output either
     _assert_fails(["compress", str(model_path), "-o", out, "--report", str(tmp_path / "no" / "r.json")], capsys,
-                  "folder", tmp_path, before_all)  # refused before the work: no output either
+                  "folder", tmp_path, before_all)
+    _assert_fails(["compress", str(model_path), "-o", out, "--report", str(model_path)], capsys,
+                  "overwrite the input", tmp_path, before_all)
+    _assert_fails(["compress", str(model_path), "-o", out, "--report", out], capsys, "choose another",
+                  tmp_path, before_all)
     _assert_fails(["decompress", str(model_path), "-o", str(model_path)], capsys, "overwrite the input",
                   tmp_path, before_all)
     # missing external-data file

@@ -122,6 +122,12 @@ def make_lattice_cases(rng, np_types):
     assert case["expected"].tobytes().hex() == "0000000000000000710dc23e373a1ebe94bd8ebf"
     cases.append(case)
     cases.append(_case("lattice-scalar", _lattice([5], (), BFLOAT16, 3, 3, 2, [1.5], unit=0.5)))
+    # the largest companding and unit rule 2 allows: products overflow to +-Inf (never NaN),
+    # zero scales give signed zeros; every step of 8 bits, each dtype
+    for dtype in (FLOAT, FLOAT16, BFLOAT16):
+        extreme = _lattice(np.arange(255), (510,), dtype, 8, 101, 64, [65504.0, 0.0, -2.0, 1e-7, -65504.0, 3.0,
+                                                                       0.5, -0.0], 2.0 ** 100, -2.0 ** 100, 2.0 ** 100)
+        cases.append(_case(f"lattice-extreme-{dtype}", extreme))
     return cases
 
 

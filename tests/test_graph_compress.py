@@ -160,6 +160,10 @@ def test_nested_subgraphs_constants_and_shared_weights():
     assert main["Wc"][0] < main["c"][0]
     plain = hyperonnx.decompress(model)
     onnx.checker.check_model(plain, full_check=True)
+    # decompressed: no seed left in any graph, every weight float32 where it lived
+    stored = {(s.path, t.name): t.data_type for s in scopes(plain) for t in s.graph.initializer}
+    assert TensorProto.UINT8 not in stored.values(), stored
+    assert stored[("If/then_branch", "Wthen")] == stored[("If/else_branch/Loop/body", "Wloop")] == TensorProto.FLOAT
     x = np.random.default_rng(1).standard_normal((3, 32)).astype(np.float32)
     for flag in (True, False):
         feeds = {"x": x, "flag": np.array(flag)}

@@ -218,14 +218,19 @@ def test_body_is_folded_to_constants(tmp_path):
     assert [n.op_type for n in optimized.graph.node] == []  # even the output Casts fold
 
 
-@pytest.mark.parametrize("fault", ["step", "nan", "inf"])
+@pytest.mark.parametrize("fault", ["step", "nan", "inf", "alpha", "beta", "unit", "zero unit", "nan unit"])
 def test_lattice_bad_seed_is_an_error_not_garbage(fault):
-    """Rule 7 (a step >= N) and rule 6 (a NaN or Inf scale) stop the decode."""
+    """Rule 7 (a step >= N), rule 6 (a NaN or Inf scale) and rule 2's bounds of alpha, beta and
+    scale_unit (2^100: every intermediate finite) stop the decode."""
     seed = lattice_seed(np.random.default_rng(0), 4, 10, 4)
     if fault == "step":
         seed.payload[1] |= 0x0F  # step 2 = 15 = N
-    else:
+    elif fault in ("nan", "inf"):
         seed.scales[1] = np.float16(np.nan if fault == "nan" else -np.inf)
+    else:
+        name, value = {"alpha": ("alpha", 3e38), "beta": ("beta", -2.0 ** 101), "unit": ("scale_unit", 2.0 ** 101),
+                       "zero unit": ("scale_unit", 0.0), "nan unit": ("scale_unit", float("nan"))}[fault]
+        seed.attrs[name] = value
     with pytest.raises(Exception, match="out of"):
         run_function({"w": seed}, 18)
 

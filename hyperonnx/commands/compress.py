@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -14,7 +13,7 @@ from onnx import TensorProto
 from .. import format as fmt
 from .. import graph
 from ..graph import function as function_mod
-from ..graph.model_io import SpillFile, all_tensors, writable_folder, write_atomic
+from ..graph.model_io import SpillFile, all_tensors, check_output, write_atomic
 from ._common import Progress, human
 
 
@@ -82,11 +81,9 @@ def run(args) -> int:
     # an input stored with external data gives an output stored the same way
     external = any(t.data_location == TensorProto.EXTERNAL for t in all_tensors(model)) or None
     # refuse before the (possibly long) compression
-    if output.exists() and source.exists() and os.path.samefile(source, output):
-        raise graph.ModelIOError(f"{output}: output would overwrite the input model; choose another -o")
-    writable_folder(output)
+    check_output(output, source)
     if args.report:
-        writable_folder(args.report)
+        check_output(args.report, source, others=[output, output.with_name(output.name + ".data")])
     progress = Progress("compressing", enabled=not args.quiet)
     # seeds go to a scratch file beside the output as they are made: memory holds one weight
     with SpillFile(output.parent if str(output.parent) else ".", prefix=f".{output.name}") as spill:

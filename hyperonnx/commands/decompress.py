@@ -8,13 +8,14 @@ from onnx import TensorProto
 
 from .. import graph
 from ..graph.decompress import decompress_model
-from ..graph.model_io import SpillFile, all_tensors
+from ..graph.model_io import SpillFile, all_tensors, check_output
 from ._common import Progress
 
 
 def run(args) -> int:
     source = Path(args.model)
     output = Path(args.output) if args.output else source.with_name(source.stem + ".plain.onnx")
+    check_output(output, source)  # before the (possibly long) decoding
     model = graph.load(source, load_external_data=False)  # tensors are read one at a time
     # an input stored with external data gives an output stored the same way; otherwise the
     # decoded size decides (save's threshold)

@@ -51,7 +51,9 @@ def decompress_model(model: ModelProto, *, spill: SpillFile | None = None,
             del graph.node[:]
             graph.node.extend(keep)
             graph.initializer.extend(new_inits)
-    # drop seeds nobody reads any more
+    # drop seeds nobody reads any more; from the graphs as they are now (the rewrite above copied
+    # every subgraph of a rewritten graph: the scopes listed before it are detached)
+    all_scopes = list(scopes(model))
     used = set()
     for scope in all_scopes:
         for node in scope.graph.node:

@@ -318,9 +318,16 @@ def lattice_values(f: _Body, index, aligned, rows, per, elements):
     minus = f.op("ConstantOfShape", count, value=numpy_helper.from_array(np.full(1, -1, np.float16)))
     h = f.op("Cast", f.op("Reshape", f.op("LayerNormalization", zeros, minus, "scales", axis=-1),
                           f.const(np.array([-1], I64))), to=TensorProto.FLOAT)
-    # rule 6: a NaN or +-Inf scale makes the Gather of U out of range (an error, not output)
-    bad = f.op("ReduceSum", f.op("Cast", f.op("Or", f.op("IsNaN", h), f.op("IsInf", h)), to=TensorProto.INT64),
-               keepdims=0)
+    # rule 6 (a NaN or +-Inf scale) and rule 2's bounds of alpha, beta and U (LessOrEqual is
+    # false for NaN) make the Gather of U out of range: an error, not output
+    limit = f.const(np.array(fmt.LATTICE_FLOAT_LIMIT, np.float32))
+    within = f.op("And", f.op("LessOrEqual", f.op("Abs", "_attr_alpha"), limit),
+                  f.op("LessOrEqual", f.op("Abs", "_attr_beta"), limit))
+    within = f.op("And", within, f.op("And", f.op("Greater", "_attr_scale_unit", f.const(np.array(0, np.float32))),
+                                      f.op("LessOrEqual", "_attr_scale_unit", limit)))
+    bad = f.op("Add", f.op("ReduceSum", f.op("Cast", f.op("Or", f.op("IsNaN", h), f.op("IsInf", h)),
+                                             to=TensorProto.INT64), keepdims=0),
+               f.op("Cast", f.op("Not", within), to=TensorProto.INT64))
     unit = f.op("Gather", f.op("Reshape", "_attr_scale_unit", one), f.op("Min", bad, f.const(np.array(1, I64))))
     scale = f.op("Pad", f.op("Mul", h, unit), f.op("Concat", f.const(np.array([0], I64)), f.op("Sub", rows, count), axis=0),
                  f.const(np.array(1.0, np.float32)))

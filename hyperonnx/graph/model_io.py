@@ -15,6 +15,7 @@ import shutil
 import tempfile
 import warnings
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import onnx
@@ -247,29 +248,44 @@ def _write_inline(t: TensorProto):
 
 
 def writable_folder(path: str | os.PathLike) -> Path:
-    """The folder `path` would be written in; ModelIOError when it is missing (checked before
-    a long run, not after it)."""
+    """The folder `path` would be written in; ModelIOError when it is missing or read-only, or
+    `path` is a directory (checked before a long run, not after it)."""
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise ModelIOError(f"{path}: cannot write: folder {folder} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ModelIOError(f"{path}: cannot write: folder {folder} is not writable")
     if path.is_dir():
         raise ModelIOError(f"{path}: is a directory")
     return folder
 
 
+def check_output(path: str | os.PathLike, source: str | os.PathLike | None = None,
+                 others: Sequence[str | os.PathLike] = ()) -> Path:
+    """Before a long run: `path` is neither the input model `source` nor one of `others` (files
+    the same run writes), and its folder takes files. Returns the folder; ModelIOError if not."""
+    path = Path(path)
+    if source is not None and (Path(source).resolve() == path.resolve() or _same_file(Path(source), path)):
+        raise ModelIOError(f"{path}: would overwrite the input model; choose another path")
+    for other in others:
+        if Path(other).resolve() == path.resolve():
+            raise ModelIOError(f"{path}: is also {other}; choose another path")
+    return writable_folder(path)
+
+
 def write_atomic(path: str | os.PathLike, data: bytes) -> None:
-    """Write a small file (a report) as `save` writes models: a temporary file, then a rename."""
+    """Write a small file (a report) as `save` writes models: into a temporary folder beside it
+    (the file gets the usual permissions), then a rename."""
+    path = Path(path)
     folder = writable_folder(path)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{Path(path).name}.", suffix=".tmp", dir=folder)
+        tmpdir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder))
         try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-            os.replace(tmp, path)
+            (tmpdir / path.name).write_bytes(data)
+            os.replace(tmpdir / path.name, path)
         finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+            shutil.rmtree(tmpdir, ignore_errors=True)
     except OSError as e:
         raise ModelIOError(f"{path}: cannot write: {e.strerror or e}") from None
 
@@ -283,9 +299,7 @@ def save(model: ModelProto, path: str | os.PathLike, *, source: str | os.PathLik
     it); tensors still in their files (`load(..., load_external_data=False)`) are copied a chunk
     at a time. `model` is left as it was. Returns the path written."""
     path = Path(path)
-    if source is not None and (Path(source).resolve() == path.resolve() or _same_file(Path(source), path)):
-        raise ModelIOError(f"{path}: output would overwrite the input model; choose another -o")
-    folder = writable_folder(path)
+    folder = check_output(path, source)
     tensors = list(all_tensors(model))
     if external_data is None:
         external_data = sum(_data_bytes(t) for t in tensors) > EXTERNAL_DATA_THRESHOLD
