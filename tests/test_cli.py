@@ -21,9 +21,13 @@ def model_path(tmp_path):
 
 
 def error_line(capsys):
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1, err
-    return err[0]
+    return error_line_of(capsys.readouterr().err)
+
+
+def error_line_of(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, lines
+    return lines[0]
 
 
 def test_compress_inspect_decompress_verify(tmp_path, model_path, capsys):
@@ -142,3 +146,27 @@ def test_generated_token_ids_cover_the_embedding_table():
     assert feeds["ids32"].dtype == np.int32 and feeds["ids32"].shape == (4, 64)
     assert 0 <= feeds["ids32"].min() and feeds["ids32"].max() < 5000 and feeds["ids32"].max() >= 100
     assert feeds["other"].max() < 100
+
+
+def test_inspect_lists_a_broken_node_and_exits_2(tmp_path, capsys):
+    """inspect lists every node, marks one that breaks FORMAT.md (here rule 8: a lattice node in a
+    version-1 model, and rule 2: a bound of alpha) and exits 2 with one line naming the rule."""
+    model = hyperonnx.compress(graph_models.mlp())
+    for opset in model.opset_import:
+        if opset.domain == "ai.hyperonnx":
+            opset.version = 1
+    path = tmp_path / "v1.onnx"
+    hyperonnx.save(model, path)
+    assert main(["inspect", str(path)]) == 2
+    captured = capsys.readouterr()
+    assert "INVALID" in captured.out and "rule 8" in error_line_of(captured.err)
+    assert main(["inspect", "--json", str(path)]) == 2
+    info = json.loads(capsys.readouterr().out)
+    assert info["totals"]["invalid_nodes"] == info["totals"]["compressed_tensors"] > 0
+    model = hyperonnx.compress(graph_models.mlp())
+    node = next(n for n in model.graph.node if n.op_type == "DecodeWeights")
+    next(a for a in node.attribute if a.name == "alpha").f = 3e38
+    hyperonnx.save(model, path)
+    assert main(["inspect", str(path)]) == 2
+    assert "rule 2: attribute alpha" in error_line_of(capsys.readouterr().err)
+

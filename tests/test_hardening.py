@@ -188,6 +188,9 @@ def test_hostile_node_graph_passes(name, tmp_path):
         decompress_model(model)
     info = inspect_model(model)  # read-only: reports what the node claims, never decodes it
     assert info["totals"]["compressed_tensors"] == 1
+    # and names the rule it breaks, where that needs no unpacking of indices (rule 5 does)
+    problem = info["compressed"][0]["problem"]
+    assert problem is None if HOSTILE[name][2] == "rule 5" else problem.startswith(HOSTILE[name][2]), problem
     compressed = hyperonnx.compress(model)  # a seed is uint8: never touched
     assert compressed.graph.node[0] == model.graph.node[0]
     path = tmp_path / "hostile.onnx"
@@ -195,6 +198,7 @@ def test_hostile_node_graph_passes(name, tmp_path):
     before = sorted(p.name for p in tmp_path.iterdir())
     assert cli_main(["decompress", str(path), "-o", str(tmp_path / "plain.onnx")]) == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == before
+    assert cli_main(["inspect", str(path)]) == (0 if problem is None else 2)
 
 
 @pytest.mark.parametrize("name", sorted(HOSTILE))

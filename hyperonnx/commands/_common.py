@@ -56,7 +56,7 @@ def session(model_or_path, use_library: bool = True):
     """An onnxruntime CPU session; registers the hyperonnx library when it is built."""
     import onnxruntime as ort
     options = ort.SessionOptions()
-    options.log_severity_level = 3
+    options.log_severity_level = 4  # fatal only: an error reaches the user once, as our one-line message
     lib = library_path() if use_library else None
     if lib:
         options.register_custom_ops_library(lib)

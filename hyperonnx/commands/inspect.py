@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from .. import graph
+from ..format import FormatError
 from ._common import human
 
 
@@ -13,7 +14,17 @@ def run(args) -> int:
     info = graph.inspect_model(model)
     if args.json:
         print(json.dumps(info, indent=2))
-        return 0
+    else:
+        _print(args, info)
+    invalid = [c for c in info["compressed"] if c["problem"]]
+    if invalid:  # listed, and the exit status says the model would be refused
+        first = invalid[0]
+        raise FormatError(f"{len(invalid)} DecodeWeights node(s) break docs/FORMAT.md; first "
+                          f"{(first['graph'] + ':') if first['graph'] else ''}{first['name']}: {first['problem']}")
+    return 0
+
+
+def _print(args, info: dict) -> None:
     t = info["totals"]
     version = info["format_version"]
     print(f"{args.model}: " + (f"hyperonnx format version {version}, function fallback "
@@ -26,7 +37,7 @@ def run(args) -> int:
             name = (f"{c['graph']}:" if c["graph"] else "") + c["name"]
             print(f"{name[:44]:<44} {'x'.join(map(str, c['shape'])):<16} {c['dtype']:<8} "
                   f"{human(c['orig_bytes']):>10} {human(c['seed_bytes']):>10} {c['bits_per_weight']:>6.2f} "
-                  f"{c['codec']:<8} {c['bits']:>3} {_settings(c)}")
+                  f"{c['codec']:<8} {c['bits']:>3} {_settings(c)}" + ("  INVALID" if c["problem"] else ""))
     if info["raw_float"] and args.verbose:
         print(f"\nraw float tensors:")
         for r in info["raw_float"]:
@@ -36,7 +47,6 @@ def run(args) -> int:
           f"{human(t['seed_bytes'])}; raw float: {t['raw_float_tensors']} tensors, {human(t['raw_float_bytes'])}")
     print(f"float weights: {human(t['weight_bytes_before'])} as stored originally -> "
           f"{human(t['weight_bytes_after'])} here")
-    return 0
 
 
 def _settings(c: dict) -> str:
