@@ -293,7 +293,9 @@ def library_path():
 
 def load_entry_points(path):
     """{"winding": hyperonnx_cuda_decode, "lattice": hyperonnx_cuda_decode_lattice}, or None
-    when the library was built without the CUDA kernel."""
+    when the library was built without the CUDA kernel. The same signatures as
+    hyperonnx.bench.cuda.entry_points, declared again: this file runs where hyperonnx cannot be
+    imported (a bare GPU machine)."""
     lib = ctypes.CDLL(path)
     try:
         winding, lattice = lib.hyperonnx_cuda_decode, lib.hyperonnx_cuda_decode_lattice

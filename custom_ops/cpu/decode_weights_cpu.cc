@@ -11,9 +11,9 @@
 #include "decode_weights_cpu.h"
 
 #include "lattice_cpu.h"
+#include "pair_tasks.h"
 
 #include <algorithm>
-#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <exception>
@@ -29,7 +29,6 @@
 namespace hyperonnx {
 namespace {
 
-constexpr uint64_t kPairsPerTask = uint64_t{1} << 16;  // pairs per ParallelFor task (a multiple of 8)
 constexpr uint64_t kMaxTableEntries = uint64_t{1} << 20;  // 8 MiB of float32 pairs at most
 
 template <typename T>
@@ -181,18 +180,6 @@ UnpackFn<T> GetUnpack(uint32_t bits) {
   return SelectUnpack<T>(bits, std::make_integer_sequence<int, kMaxBits>{});
 }
 
-// What one run decodes; shared by the ParallelFor tasks.
-template <typename T>
-struct Job {
-  const WindingParams* params;
-  const uint8_t* seed;
-  const Pair<T>* table;  // null: decode pair by pair
-  uint32_t entries;
-  Pair<T>* out;  // whole pairs: num_elements / 2 of them
-  uint64_t whole_pairs;
-  std::atomic<bool> bad{false};
-};
-
 template <typename T>
 T Encode(int64_t dtype, float f);
 template <>
@@ -214,19 +201,6 @@ bool DecodeDirect(const WindingParams& p, const uint8_t* seed, Pair<T>* out, uin
     out[i] = Pair<T>{Encode<T>(p.dtype, a), Encode<T>(p.dtype, b)};
   }
   return bad;
-}
-
-template <typename T>
-void RunTask(void* data, size_t task) {
-  auto* job = static_cast<Job<T>*>(data);
-  const uint64_t begin = uint64_t{task} * kPairsPerTask;
-  const uint64_t end = std::min<uint64_t>(begin + kPairsPerTask, job->whole_pairs);
-  if (begin >= end) return;
-  const WindingParams& p = *job->params;
-  const bool bad = job->table != nullptr
-                       ? GetUnpack<T>(p.bits)(job->seed, p.seed_bytes, job->table, job->entries, job->out, begin, end)
-                       : DecodeDirect<T>(p, job->seed, job->out, begin, end);
-  if (bad) job->bad.store(true, std::memory_order_relaxed);
 }
 
 // The output type's bits per element: uint32_t holds float32, uint16_t float16 / bfloat16.
@@ -314,20 +288,14 @@ DecodeWeightsCpuKernel::~DecodeWeightsCpuKernel() = default;
 template <typename T>
 static bool Decode(const Ort::KernelContext& context, const WindingParams& p, const uint8_t* seed,
                    const Pair<T>* table, uint32_t entries, T* out) {
-  Job<T> job;
-  job.params = &p;
-  job.seed = seed;
-  job.table = table;
-  job.entries = entries;
-  job.out = reinterpret_cast<Pair<T>*>(out);
-  job.whole_pairs = p.num_elements / 2;
-  const uint64_t tasks = (job.whole_pairs + kPairsPerTask - 1) / kPairsPerTask;
-  if (tasks > 1) {
-    context.ParallelFor(&RunTask<T>, static_cast<size_t>(tasks), 0, &job);
-  } else if (tasks == 1) {
-    RunTask<T>(&job, 0);
-  }
-  bool bad = job.bad.load();
+  Pair<T>* pairs = reinterpret_cast<Pair<T>*>(out);
+  const UnpackFn<T> unpack = table != nullptr ? GetUnpack<T>(p.bits) : nullptr;
+  // the whole pairs, from the table or pair by pair when there is none; the last, half pair of
+  // an odd tensor below
+  bool bad = RunPairTasks(context, p.num_elements / 2, [&](uint64_t begin, uint64_t end) {
+    return unpack != nullptr ? unpack(seed, p.seed_bytes, table, entries, pairs, begin, end)
+                             : DecodeDirect<T>(p, seed, pairs, begin, end);
+  });
   if (p.num_elements % 2) {  // the last pair: its second value is computed and dropped
     const uint64_t i = p.num_pairs - 1;
     uint32_t x = ReadIndex(seed, p.seed_bytes, i, p.bits);

@@ -11,13 +11,13 @@
 #include "lattice_cpu.h"
 
 #include "decode_weights_cpu.h"
+#include "pair_tasks.h"
 
 #ifdef HYPERONNX_AVX2
 #include <immintrin.h>
 #endif
 
 #include <algorithm>
-#include <atomic>
 #include <cstring>
 #include <map>
 #include <mutex>
@@ -26,8 +26,6 @@
 
 namespace hyperonnx {
 namespace {
-
-constexpr uint64_t kPairsPerTask = uint64_t{1} << 16;  // pairs per ParallelFor task
 
 // The output type's bits and the §3 conversion of a float32 value to it.
 template <int64_t D>
@@ -48,14 +46,13 @@ struct Output<kBFloat16> {
   static T Convert(float f) { return FloatToBFloat16(f); }
 };
 
+// What one run decodes; read by every task.
 struct Job {
   const LatticeParams* params;
   const uint8_t* seed;
   const uint16_t* scales;
   const float* table;
   void* out;
-  uint64_t whole_pairs;  // num_elements / 2: the last, half pair of an odd tensor is not in a task
-  std::atomic<bool> bad{false};
 };
 
 // Pairs below this one read their step from one 4-byte window inside the seed.
@@ -205,16 +202,6 @@ RangeFn GetRange(int64_t dtype, uint32_t bits) {
   return SelectRange<kBFloat16>(bits, Widths{});
 }
 
-void RunTask(void* data, size_t task) {
-  auto* job = static_cast<Job*>(data);
-  const uint64_t begin = uint64_t{task} * kPairsPerTask;
-  const uint64_t end = std::min<uint64_t>(begin + kPairsPerTask, job->whole_pairs);
-  if (begin >= end) return;
-  if (GetRange(job->params->dtype, job->params->bits)(*job, begin, end)) {
-    job->bad.store(true, std::memory_order_relaxed);
-  }
-}
-
 // Tables by trajectory, kept while a node uses them.
 std::shared_ptr<const std::vector<float>> SharedTable(const LatticeParams& p) {
   using Key = std::tuple<uint32_t, uint32_t, uint32_t, uint32_t>;
@@ -253,14 +240,10 @@ bool LatticeCpuDecoder::Decode(const Ort::KernelContext& context, const uint8_t*
   job.scales = scales;
   job.table = table_->data();
   job.out = out;
-  job.whole_pairs = p.num_elements / 2;
-  const uint64_t tasks = (job.whole_pairs + kPairsPerTask - 1) / kPairsPerTask;
-  if (tasks > 1) {
-    context.ParallelFor(&RunTask, static_cast<size_t>(tasks), 0, &job);
-  } else if (tasks == 1) {
-    RunTask(&job, 0);
-  }
-  bool bad = job.bad.load();
+  const RangeFn range = GetRange(p.dtype, p.bits);
+  // the whole pairs; the last, half pair of an odd tensor below
+  bool bad = RunPairTasks(context, p.num_elements / 2,
+                          [&](uint64_t begin, uint64_t end) { return range(job, begin, end); });
   if (p.num_elements % 2) {  // the last pair: its second value is computed and dropped
     const uint64_t i = p.num_pairs - 1;
     uint32_t j = ReadIndex(seed, p.seed_bytes, i, p.bits);
