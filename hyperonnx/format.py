@@ -16,15 +16,17 @@ OP_DOMAIN = "ai.hyperonnx"
 OP_TYPE = "DecodeWeights"
 # The opset version of OP_DOMAIN a model imports is the format version (docs/FORMAT.md §1).
 # A model imports the least version that holds all its codecs: models of the `winding` codec only
-# stay at version 1; `lattice` needs 2.
-OP_VERSION = 2  # the newest version the kernels decode (they decode every one of KNOWN_VERSIONS)
-FORMAT_VERSION = 2  # the newest version this Python reference reads and writes
-KNOWN_VERSIONS = (1, 2)
+# stay at version 1; `lattice` needs 2, `trellis` 3.
+OP_VERSION = 3  # the newest version the kernels decode (they decode every one of KNOWN_VERSIONS)
+FORMAT_VERSION = 3  # the newest version this Python reference reads and writes
+KNOWN_VERSIONS = (1, 2, 3)
 
 CODEC_WINDING = "winding"  # docs/FORMAT.md §3, format version 1 and later
 CODEC_LATTICE = "lattice"  # docs/FORMAT.md §7, format version 2 and later
-CODECS = (CODEC_WINDING, CODEC_LATTICE)
-CODEC_VERSION = {CODEC_WINDING: 1, CODEC_LATTICE: 2}  # the least format version holding each codec
+CODEC_TRELLIS = "trellis"  # docs/FORMAT.md §8, format version 3 and later
+CODECS = (CODEC_WINDING, CODEC_LATTICE, CODEC_TRELLIS)
+CODEC_VERSION = {CODEC_WINDING: 1, CODEC_LATTICE: 2, CODEC_TRELLIS: 3}  # the least format version holding each codec
+SCALED_CODECS = (CODEC_LATTICE, CODEC_TRELLIS)  # nodes with a second input, float16 group scales
 
 # Output element types a decoder must support, as ONNX TensorProto data types.
 OUTPUT_DTYPES = {
@@ -42,6 +44,10 @@ MAX_GROUP = 1 << 16  # weights per scale of the lattice codec
 # |alpha|, |beta| and scale_unit of the lattice codec: every float32 intermediate of §7.3 stays
 # finite, so no decoder meets 0 * Inf (whose NaN bits differ between CPU and GPU)
 LATTICE_FLOAT_LIMIT = 2.0 ** 100
+TRELLIS_BITS = (1, 8)  # bits per weight k of the trellis codec
+TRELLIS_MAX_WINDOW = 16  # window L: k <= L <= 16, the decoder's table holds 2^L floats
+TRELLIS_MULTIPLIER = 0x9E3779B1  # the odd multiplier of FORMAT.md §8.3's state permutation
+TRELLIS_MAP = (1.0084383, -0.9740608, 1.4579432, -0.4645949)  # a, b, c, d of §8.3 (float32)
 
 
 class FormatError(ValueError):
@@ -63,7 +69,7 @@ class Seed:
     payload: np.ndarray  # uint8, 1-D
     attrs: dict = field(default_factory=dict)  # codec attributes, exactly as stored on the node
     array: np.ndarray | None = None  # only for codec == "raw"
-    scales: np.ndarray | None = None  # float16, 1-D: the second input of a `lattice` node
+    scales: np.ndarray | None = None  # float16, 1-D: the second input of a `lattice` or `trellis` node
 
     @property
     def num_elements(self) -> int:
@@ -120,6 +126,8 @@ def validate(seed: Seed) -> None:
             raise FormatError(f"rule 3: shape {list(seed.shape)} has more than 2**40 elements")
     if seed.codec == CODEC_LATTICE:
         _validate_lattice(seed, count)
+    elif seed.codec == CODEC_TRELLIS:
+        _validate_trellis(seed, count)
     else:
         _validate_winding(seed, count)
 
@@ -144,10 +152,11 @@ def _float32(value: float) -> float:
         return float(np.float32(value))
 
 
-def _check_payload(seed: Seed, count: int, bits: int) -> None:
+def _check_payload(seed: Seed, count: int, bits: int, indices: int | None = None) -> None:
+    """Rule 4: `indices` packed indices of `bits` bits (default: one per pair)."""
     if not isinstance(seed.payload, np.ndarray) or seed.payload.dtype != np.uint8 or seed.payload.ndim != 1:
         raise FormatError("rule 4: seed must be a 1-D uint8 tensor")
-    expected = (num_pairs(count) * bits + 7) // 8
+    expected = ((num_pairs(count) if indices is None else indices) * bits + 7) // 8
     if seed.payload.size != expected:
         raise FormatError(f"rule 4: seed holds {seed.payload.size} bytes; shape {list(seed.shape)} at "
                           f"{bits} bits per pair needs exactly {expected}")
@@ -171,6 +180,11 @@ def _validate_lattice(seed: Seed, count: int) -> None:
     if not 0 < unit <= LATTICE_FLOAT_LIMIT:
         raise FormatError(f"rule 2: attribute scale_unit={unit!r} must be > 0 and <= 2**100")
     _check_payload(seed, count, bits)
+    _check_scales(seed, count, group)
+
+
+def _check_scales(seed: Seed, count: int, group: int) -> None:
+    """Rule 6: one finite float16 scale per group."""
     scales = seed.scales
     if not isinstance(scales, np.ndarray) or scales.dtype != np.float16 or scales.ndim != 1:
         raise FormatError("rule 6: scales must be a 1-D float16 tensor")
@@ -179,6 +193,23 @@ def _validate_lattice(seed: Seed, count: int) -> None:
                           f"of {group} needs exactly {scale_count(count, group)}")
     if not np.isfinite(scales).all():
         raise FormatError("rule 6: scales must all be finite")
+
+
+def _validate_trellis(seed: Seed, count: int) -> None:
+    """FORMAT.md §5 rules 2-4 and §8.4 for the trellis codec."""
+    a = seed.attrs
+    bits = _int_in(a, "bits", *TRELLIS_BITS)
+    window = _int_in(a, "window", bits, TRELLIS_MAX_WINDOW)
+    group = _int_in(a, "group", 8, MAX_GROUP)
+    if group % 8:
+        raise FormatError(f"rule 2: attribute group={group} must be a multiple of 8")
+    if bits * group < window:
+        raise FormatError(f"rule 2: a group's stream of bits*group = {bits * group} bits is shorter than window={window}")
+    unit = _float32(_finite(a, "scale_unit"))
+    if not 0 < unit <= LATTICE_FLOAT_LIMIT:
+        raise FormatError(f"rule 2: attribute scale_unit={unit!r} must be > 0 and <= 2**100")
+    _check_payload(seed, count, bits, scale_count(count, group) * group)
+    _check_scales(seed, count, group)
 
 
 def _validate_winding(seed: Seed, count: int) -> None:
@@ -213,19 +244,24 @@ LATTICE_ATTRIBUTE_TYPES = {
     "bits": AttributeProto.INT, "generator": AttributeProto.INT, "group": AttributeProto.INT,
     "alpha": AttributeProto.FLOAT, "beta": AttributeProto.FLOAT, "scale_unit": AttributeProto.FLOAT,
 }
+TRELLIS_ATTRIBUTE_TYPES = {
+    "codec": AttributeProto.STRING, "shape": AttributeProto.INTS, "dtype": AttributeProto.INT,
+    "bits": AttributeProto.INT, "window": AttributeProto.INT, "group": AttributeProto.INT,
+    "scale_unit": AttributeProto.FLOAT,
+}
 
 
 def attribute_types(codec: str) -> dict:
-    return LATTICE_ATTRIBUTE_TYPES if codec == CODEC_LATTICE else ATTRIBUTE_TYPES
+    return {CODEC_LATTICE: LATTICE_ATTRIBUTE_TYPES, CODEC_TRELLIS: TRELLIS_ATTRIBUTE_TYPES}.get(codec, ATTRIBUTE_TYPES)
 
 
 def make_node(seed: Seed, seed_name: str, output_name: str, scales_name: str | None = None) -> NodeProto:
     """The DecodeWeights node that turns the uint8 initializer `seed_name` (and, for the lattice
     codec, the float16 initializer `scales_name`) into `output_name`."""
     inputs = [seed_name]
-    if seed.codec == CODEC_LATTICE:
+    if seed.codec in SCALED_CODECS:
         if scales_name is None:
-            raise ValueError("a lattice node needs the name of its scales input")
+            raise ValueError(f"a {seed.codec} node needs the name of its scales input")
         inputs.append(scales_name)
     node = helper.make_node(OP_TYPE, inputs, [output_name], domain=OP_DOMAIN,
                             name=f"DecodeWeights/{output_name}")
@@ -257,9 +293,9 @@ def seed_from_node(node: NodeProto, payload: np.ndarray, scales: np.ndarray | No
     attrs.pop("codec")
     shape = tuple(int(d) for d in attrs.pop("shape"))
     dtype = int(attrs.pop("dtype"))
-    if codec == CODEC_LATTICE:
+    if codec in SCALED_CODECS:
         if len(node.input) != 2 or scales is None:
-            raise FormatError(f"DecodeWeights {node.name!r} (lattice) needs two inputs: seed and scales")
+            raise FormatError(f"DecodeWeights {node.name!r} ({codec}) needs two inputs: seed and scales")
         scales = np.asarray(scales).ravel()
     else:
         if len(node.input) != 1:

@@ -298,7 +298,7 @@ def test_scalar_loop_without_avx2():
 def test_unknown_opset_version_refused():
     """Rule 1. onnxruntime binds every version of a custom domain to the one kernel and a kernel
     cannot see the model's opsets, so hyperonnx.InferenceSession checks it (both modes)."""
-    model = node_model(GOOD, np.array([0x93], np.uint8), version=3)
+    model = node_model(GOOD, np.array([0x93], np.uint8), version=4)
     for mode in ("load", "stream"):
         with pytest.raises(fmt.FormatError, match="rule 1"):
             hyperonnx.InferenceSession(model, mode=mode)

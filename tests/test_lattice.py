@@ -174,8 +174,8 @@ def test_node_round_trip_and_version_rules():
         fmt.seed_from_node(node, seed.payload)
     with pytest.raises(fmt.FormatError, match="version 2"):
         fmt.check_model_version(1, ["lattice"])
-    with pytest.raises(fmt.FormatError, match="version 3"):
-        fmt.check_model_version(3, [])
+    with pytest.raises(fmt.FormatError, match="version 4"):
+        fmt.check_model_version(4, [])
 
 
 def test_graph_pass_emits_lattice_nodes_with_scales_and_version_2():
@@ -220,7 +220,7 @@ def test_cli_compress_with_a_rate_target_and_inspect(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "format version 2" in text and "lattice" in text and "group=128" in text
     assert main(["compress", str(src), "-o", str(tmp_path / "x.onnx"), "--preset", "paper", "--bits", "4", "-q"]) == 2
-    assert "need a lattice preset" in capsys.readouterr().err
+    assert "need a lattice or trellis preset" in capsys.readouterr().err
 
 
 def test_scales_use_the_float16_range_without_overflow():

@@ -11,6 +11,7 @@
 #include "decode_weights_cpu.h"
 
 #include "lattice_cpu.h"
+#include "trellis_cpu.h"
 #include "pair_tasks.h"
 
 #include <algorithm>
@@ -283,6 +284,9 @@ DecodeWeightsCpuKernel::DecodeWeightsCpuKernel(std::string name, std::vector<int
 DecodeWeightsCpuKernel::DecodeWeightsCpuKernel(std::string name, std::vector<int64_t> shape, const LatticeParams& params)
     : name_(std::move(name)), shape_(std::move(shape)), params_{}, lattice_(new LatticeCpuDecoder(params)) {}
 
+DecodeWeightsCpuKernel::DecodeWeightsCpuKernel(std::string name, std::vector<int64_t> shape, const TrellisParams& params)
+    : name_(std::move(name)), shape_(std::move(shape)), params_{}, trellis_(new TrellisCpuDecoder(params)) {}
+
 DecodeWeightsCpuKernel::~DecodeWeightsCpuKernel() = default;
 
 template <typename T>
@@ -342,10 +346,39 @@ OrtStatusPtr DecodeWeightsCpuKernel::ComputeLattice(Ort::KernelContext& context)
   return nullptr;
 }
 
+OrtStatusPtr DecodeWeightsCpuKernel::ComputeTrellis(Ort::KernelContext& context) {
+  const TrellisParams& p = trellis_->params();
+  Ort::ConstValue input = context.GetInput(0);
+  Ort::ConstValue scales = context.GetInput(1);
+  if (!scales) return Fail(name_, "rule 2: a trellis node has two inputs, seed and scales; scales is missing");
+  const Ort::TensorTypeAndShapeInfo seed_info = input.GetTensorTypeAndShapeInfo();
+  if (seed_info.GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8) {
+    return Fail(name_, "rule 4: seed must be a rank-1 uint8 tensor");
+  }
+  const std::vector<int64_t> dims = seed_info.GetShape();
+  const std::string seed_error = ValidateSeed(p, dims.size(), dims.data());
+  if (!seed_error.empty()) return Fail(name_, seed_error);
+  const Ort::TensorTypeAndShapeInfo scales_info = scales.GetTensorTypeAndShapeInfo();
+  if (scales_info.GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16) {
+    return Fail(name_, "rule 6: scales must be a rank-1 float16 tensor");
+  }
+  const std::vector<int64_t> scale_dims = scales_info.GetShape();
+  const std::string scales_error = ValidateScalesShape(p, scale_dims.size(), scale_dims.data());
+  if (!scales_error.empty()) return Fail(name_, scales_error);
+  const auto* scale_bits = static_cast<const uint16_t*>(scales.GetTensorRawData());
+  const uint64_t bad_scale = trellis_->FirstNonFiniteScale(scale_bits);
+  if (bad_scale != p.num_groups) return Fail(name_, "rule 6: scales[" + std::to_string(bad_scale) + "] is Inf or NaN");
+  Ort::UnownedValue output = context.GetOutput(0, shape_.data(), shape_.size());
+  if (p.num_elements == 0) return nullptr;
+  trellis_->Decode(context, input.GetTensorData<uint8_t>(), scale_bits, output.GetTensorMutableRawData());
+  return nullptr;
+}
+
 OrtStatusPtr DecodeWeightsCpuKernel::ComputeV2(OrtKernelContext* raw_context) {
   try {
     Ort::KernelContext context(raw_context);
     if (lattice_) return ComputeLattice(context);
+    if (trellis_) return ComputeTrellis(context);
     Ort::ConstValue input = context.GetInput(0);
     const Ort::TensorTypeAndShapeInfo info = input.GetTensorTypeAndShapeInfo();
     if (info.GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8) {
@@ -394,8 +427,9 @@ static std::string RefuseForeign(const Ort::ConstKernelInfo& info, const std::st
   return "";
 }
 
-constexpr const char* kWindingOnly[] = {"points", "rings", "center", "side", "ring_scales"};
-constexpr const char* kLatticeOnly[] = {"generator", "group", "alpha", "beta", "scale_unit"};
+constexpr const char* kNotLattice[] = {"points", "rings", "center", "side", "ring_scales", "window"};
+constexpr const char* kNotWinding[] = {"generator", "group", "alpha", "beta", "scale_unit", "window"};
+constexpr const char* kNotTrellis[] = {"points", "rings", "center", "side", "ring_scales", "generator", "alpha", "beta"};
 
 // Reads and validates the attributes; "" or the error message.
 static std::string ReadLattice(const Ort::ConstKernelInfo& info, LatticeAttributes* a) {
@@ -410,7 +444,20 @@ static std::string ReadLattice(const Ort::ConstKernelInfo& info, LatticeAttribut
       !ReadAttribute(info, "scale_unit", &a->scale_unit, &error, "float")) {
     return error;
   }
-  return RefuseForeign(info, a->codec, kWindingOnly);
+  return RefuseForeign(info, a->codec, kNotLattice);
+}
+
+static std::string ReadTrellis(const Ort::ConstKernelInfo& info, TrellisAttributes* a) {
+  std::string error;
+  if (!ReadAttribute(info, "shape", &a->shape, &error, "ints") ||
+      !ReadAttribute(info, "dtype", &a->dtype, &error, "int") ||
+      !ReadAttribute(info, "bits", &a->bits, &error, "int") ||
+      !ReadAttribute(info, "window", &a->window, &error, "int") ||
+      !ReadAttribute(info, "group", &a->group, &error, "int") ||
+      !ReadAttribute(info, "scale_unit", &a->scale_unit, &error, "float")) {
+    return error;
+  }
+  return RefuseForeign(info, a->codec, kNotTrellis);
 }
 
 static std::string ReadWinding(const Ort::ConstKernelInfo& info, WindingAttributes* a) {
@@ -425,16 +472,26 @@ static std::string ReadWinding(const Ort::ConstKernelInfo& info, WindingAttribut
       !ReadAttribute(info, "ring_scales", &a->ring_scales, &error, "floats")) {
     return error;
   }
-  return RefuseForeign(info, a->codec, kLatticeOnly);
+  return RefuseForeign(info, a->codec, kNotWinding);
 }
 
 std::string ReadNode(const Ort::ConstKernelInfo& info, NodeParams* node) {
   std::string codec, error;
   if (!ReadAttribute(info, "codec", &codec, &error, "string")) return error;
-  if (codec != kCodecWinding && codec != kCodecLattice) {
-    return "rule 2: codec '" + Printable(codec) + "' is unknown (this decoder knows 'winding' and 'lattice')";
+  if (codec != kCodecWinding && codec != kCodecLattice && codec != kCodecTrellis) {
+    return "rule 2: codec '" + Printable(codec) + "' is unknown (this decoder knows 'winding', 'lattice' and 'trellis')";
   }
   const size_t inputs = info.GetInputCount();
+  if (codec == kCodecTrellis) {
+    if (inputs != 2) return "rule 2: a trellis node has two inputs (seed, scales), not " + std::to_string(inputs);
+    TrellisAttributes attrs;
+    attrs.codec = codec;
+    error = ReadTrellis(info, &attrs);
+    if (error.empty()) error = ValidateTrellis(attrs, &node->trellis_params);
+    node->trellis = true;
+    node->shape = attrs.shape;
+    return error;
+  }
   if (codec == kCodecLattice) {
     if (inputs != 2) return "rule 2: a lattice node has two inputs (seed, scales), not " + std::to_string(inputs);
     LatticeAttributes attrs;
@@ -464,8 +521,9 @@ OrtStatusPtr DecodeWeightsCpuOp::CreateKernelV2(const OrtApi& api, const OrtKern
     NodeParams node;
     const std::string error = ReadNode(info, &node);
     if (!error.empty()) return Fail(name, error);
-    *kernel = node.lattice ? new DecodeWeightsCpuKernel(name, node.shape, node.lattice_params)
-                           : new DecodeWeightsCpuKernel(name, node.shape, node.winding);
+    *kernel = node.lattice   ? new DecodeWeightsCpuKernel(name, node.shape, node.lattice_params)
+              : node.trellis ? new DecodeWeightsCpuKernel(name, node.shape, node.trellis_params)
+                             : new DecodeWeightsCpuKernel(name, node.shape, node.winding);
     return nullptr;
   } catch (const std::bad_alloc&) {
     return api.CreateStatus(ORT_FAIL, ("DecodeWeights node '" + Printable(name) + "': out of memory").c_str());

@@ -19,14 +19,17 @@ bool HasAvx2();  // this CPU has AVX2 and HYPERONNX_NO_AVX2 is not set
 #endif
 
 class LatticeCpuDecoder;
+class TrellisCpuDecoder;
 
 // A DecodeWeights node's attributes as onnxruntime gives them, read and validated (FORMAT.md §5
 // rules 2-3, §7.1, the input count per codec). The CPU and CUDA ops both create kernels from it.
 struct NodeParams {
-  bool lattice = false;  // codec lattice: lattice_params; else winding
+  bool lattice = false;  // codec lattice: lattice_params
+  bool trellis = false;  // codec trellis: trellis_params; neither: winding
   std::vector<int64_t> shape;
   WindingParams winding{};
   LatticeParams lattice_params{};
+  TrellisParams trellis_params{};
 };
 
 // "" and `node` filled, or the message naming the rule broken.
@@ -36,17 +39,20 @@ class DecodeWeightsCpuKernel {
  public:
   DecodeWeightsCpuKernel(std::string name, std::vector<int64_t> shape, const WindingParams& params);
   DecodeWeightsCpuKernel(std::string name, std::vector<int64_t> shape, const LatticeParams& params);
+  DecodeWeightsCpuKernel(std::string name, std::vector<int64_t> shape, const TrellisParams& params);
   ~DecodeWeightsCpuKernel();
   OrtStatusPtr ComputeV2(OrtKernelContext* context);
 
  private:
   OrtStatusPtr ComputeLattice(Ort::KernelContext& context);
+  OrtStatusPtr ComputeTrellis(Ort::KernelContext& context);
   struct Tables;  // the codebook in the output type, when it is small enough to materialise
   std::string name_;
   std::vector<int64_t> shape_;
   WindingParams params_;  // winding nodes
   std::unique_ptr<Tables> tables_;
   std::unique_ptr<LatticeCpuDecoder> lattice_;  // lattice nodes
+  std::unique_ptr<TrellisCpuDecoder> trellis_;  // trellis nodes
 };
 
 struct DecodeWeightsCpuOp : Ort::CustomOpBase<DecodeWeightsCpuOp, DecodeWeightsCpuKernel, /*WithStatus=*/true> {
@@ -60,7 +66,7 @@ struct DecodeWeightsCpuOp : Ort::CustomOpBase<DecodeWeightsCpuOp, DecodeWeightsC
   OrtStatusPtr CreateKernelV2(const OrtApi& api, const OrtKernelInfo* info, void** kernel) const;
   const char* GetName() const { return kOpName; }
   const char* GetExecutionProviderType() const { return "CPUExecutionProvider"; }
-  // seed, and scales (lattice nodes only): every op of this name must declare the same inputs
+  // seed, and scales (lattice and trellis nodes only): every op of this name must declare the same inputs
   // (static: the CUDA op declares these).
   static size_t GetInputTypeCount() { return 2; }
   static ONNXTensorElementDataType GetInputType(size_t i) {

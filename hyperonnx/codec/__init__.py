@@ -10,11 +10,13 @@ from .. import format as fmt
 from ..format import Seed
 import dataclasses
 
-from . import lattice, winding
+from . import lattice, trellis, winding
 from .lattice import LatticeConfig
+from .trellis import TrellisConfig
 from .winding import WindingConfig
 
-Config = WindingConfig | LatticeConfig
+Config = WindingConfig | LatticeConfig | TrellisConfig
+RateConfig = LatticeConfig | TrellisConfig  # configs with a rate target met by per-tensor widths (`plan`)
 
 PRESETS: dict[str, Config] = {
     # The authors' three published settings (DESIGN.md §2); "paper" is their MobileNetV3 one.
@@ -27,6 +29,10 @@ PRESETS: dict[str, Config] = {
     # The default: the lattice codec at 4.25 bits/weight on average over the tensors compressed
     # together (a model), index widths chosen per tensor; the size of onnxruntime's int4 weights.
     "lattice-4.25": LatticeConfig(bits=4.25),
+    # Format version 3 (docs/FORMAT.md §8): a tail-biting bitshift trellis, 4 bits per weight
+    # with a 12-bit window and a float16 scale per 128 (4.125 bits/weight); `bits=` / `target_sqnr=`
+    # pick k per tensor.
+    "trellis": TrellisConfig(),
 }
 DEFAULT_PRESET = "lattice-4.25"
 DEFAULT_MIN_ELEMENTS = 16
@@ -43,12 +49,12 @@ def resolve_config(config: str | Config | None, *, bits: float | None = None,
             config = PRESETS[config]
         except KeyError:
             raise ValueError(f"unknown preset {config!r}; choose one of {', '.join(PRESETS)}") from None
-    elif not isinstance(config, (WindingConfig, LatticeConfig)):
-        raise TypeError(f"config must be a preset name, a WindingConfig or a LatticeConfig, "
-                        f"not {type(config).__name__}")
+    elif not isinstance(config, (WindingConfig, LatticeConfig, TrellisConfig)):
+        raise TypeError(f"config must be a preset name, a WindingConfig, a LatticeConfig or a "
+                        f"TrellisConfig, not {type(config).__name__}")
     if bits is not None or target_sqnr is not None:
-        if not isinstance(config, LatticeConfig):
-            raise ValueError("bits= and target_sqnr= need a lattice preset or config")
+        if not isinstance(config, (LatticeConfig, TrellisConfig)):
+            raise ValueError("bits= and target_sqnr= need a lattice or trellis preset or config")
         config = dataclasses.replace(config, bits=bits, target_sqnr=target_sqnr)
     return config
 
@@ -59,25 +65,32 @@ def _compressible(array: np.ndarray, min_elements: int) -> bool:
 
 def plan(arrays: list[np.ndarray], config: str | Config | None = None, *,
          min_elements: int = DEFAULT_MIN_ELEMENTS, **targets) -> list[Config]:
-    """Per-tensor configs for a set of tensors: a lattice config with a `bits` or `target_sqnr`
-    target gets one index width per tensor, chosen over the whole set (lattice.plan); any other
-    config is returned as is for every tensor."""
+    """Per-tensor configs for a set of tensors: a lattice or trellis config with a `bits` or
+    `target_sqnr` target gets one index width per tensor (`config.at(width)`), chosen over the
+    whole set (the codec module's plan_samples); any other config is returned as is for every
+    tensor."""
     config = resolve_config(config, **targets)
-    if not isinstance(config, LatticeConfig) or config.fixed:
+    if not isinstance(config, (LatticeConfig, TrellisConfig)) or config.fixed:
         return [config] * len(arrays)
+    module = _module(config)
     chosen, samples, sizes = [], [], []
     for i, array in enumerate(arrays):  # one tensor at a time (arrays may read each from disk)
         array = np.asarray(array)
         if _compressible(array, min_elements):
             chosen.append(i)
-            samples.append(lattice.sample(array.astype(np.float32).ravel(), config.group))
+            samples.append(module.sample(array.astype(np.float32).ravel(), config.group))
             sizes.append(array.size)
     with np.errstate(over="ignore", invalid="ignore"):  # huge values: see encode
-        widths = lattice.plan_samples(samples, sizes, config)
+        widths = module.plan_samples(samples, sizes, config)
     configs = [config.at(config.index_bits)] * len(arrays)
     for i, width in zip(chosen, widths):
         configs[i] = config.at(width)
     return configs
+
+
+def _module(config: RateConfig):
+    """The codec module of a rate config (sample, plan_samples, encode)."""
+    return lattice if isinstance(config, LatticeConfig) else trellis
 
 
 def onnx_dtype(dtype: np.dtype) -> int:
@@ -98,8 +111,8 @@ def encode(array: np.ndarray, config: str | Config | None = None, *,
            target_sqnr: float | None = None) -> Seed:
     """Compress a float tensor. Returns a `raw` seed (the tensor kept exactly) when it is smaller
     than `min_elements`, holds NaN or Inf, no setting meets the config's error budget, or its
-    decoded values would overflow its dtype. `bits`/`target_sqnr` (lattice only) pick the index
-    width for this tensor alone; for a whole model, `plan` shares the target across tensors."""
+    decoded values would overflow its dtype. `bits`/`target_sqnr` (lattice and trellis) pick the
+    index width for this tensor alone; for a whole model, `plan` shares the target across tensors."""
     array = np.asarray(array)
     dtype = onnx_dtype(array.dtype)
     config = resolve_config(config, bits=bits, target_sqnr=target_sqnr)
@@ -112,11 +125,13 @@ def encode(array: np.ndarray, config: str | Config | None = None, *,
     # Values near the float32 limit overflow a codec's float32 centre, scales or decoded values
     # to Inf/NaN; that is no error: such a tensor is kept raw below.
     with np.errstate(over="ignore", invalid="ignore"):
-        if isinstance(config, LatticeConfig):
+        if isinstance(config, (LatticeConfig, TrellisConfig)):
+            module = _module(config)
             if not config.fixed:
-                config = config.at(lattice.plan([flat], config)[0])
-            payload, scales, attrs, decoded = lattice.encode(flat, config)
-            seed = Seed(fmt.CODEC_LATTICE, shape, dtype, payload, attrs, scales=scales)
+                config = config.at(module.plan_samples([module.sample(flat, config.group)], [flat.size], config)[0])
+            payload, scales, attrs, decoded = module.encode(flat, config)
+            codec_name = fmt.CODEC_LATTICE if module is lattice else fmt.CODEC_TRELLIS
+            seed = Seed(codec_name, shape, dtype, payload, attrs, scales=scales)
         else:
             result = winding.encode(flat, config)
             if result is None:
@@ -139,11 +154,13 @@ def decode(seed: Seed) -> np.ndarray:
     fmt.validate(seed)
     if seed.codec == fmt.CODEC_LATTICE:
         values = lattice.decode(seed.payload, seed.scales, seed.attrs, seed.num_elements)
+    elif seed.codec == fmt.CODEC_TRELLIS:
+        values = trellis.decode(seed.payload, seed.scales, seed.attrs, seed.num_elements)
     else:
         values = winding.decode(seed.payload, seed.attrs, seed.num_elements)
     with np.errstate(over="ignore"):  # float16 overflows to +-Inf, as FORMAT.md §3 says
         return values.astype(fmt.OUTPUT_DTYPES[seed.dtype]).reshape(seed.shape)
 
 
-__all__ = ["PRESETS", "LatticeConfig", "Seed", "WindingConfig", "decode", "encode", "plan",
+__all__ = ["PRESETS", "LatticeConfig", "Seed", "TrellisConfig", "WindingConfig", "decode", "encode", "plan",
            "resolve_config"]

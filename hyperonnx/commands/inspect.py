@@ -50,7 +50,10 @@ def _print(args, info: dict) -> None:
 
 
 def _settings(c: dict) -> str:
-    """The codec's shape parameters: trajectory length and rings (winding), generator and group (lattice)."""
+    """The codec's shape parameters: trajectory length and rings (winding), generator and group
+    (lattice), window and group (trellis)."""
+    if "window" in c:
+        return f"L={c['window']} group={c['group']}"
     if "generator" in c:
         return f"g={c['generator']} group={c['group']}"
     return f"n={c['points']} C={c['rings']}"

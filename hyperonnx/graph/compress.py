@@ -279,12 +279,14 @@ def _ensure_opset(model: ModelProto, version: int) -> None:
 def _ensure_function(model: ModelProto) -> bool:
     """Give the model the DecodeWeights function that decodes all its codecs, in place of an
     earlier one (a model compressed again may have gained lattice nodes); False, and no function,
-    when the model's opset is too old for it (the model then needs the library)."""
+    when the model's opset is too old for it or it has `trellis` nodes, which standard ops do
+    not decode (the model then needs the library)."""
     opset = default_opset(model)
-    lattice = any(n.op_type == fmt.OP_TYPE and n.domain == fmt.OP_DOMAIN and len(n.input) > 1
-                  for s in scopes(model) for n in s.graph.node)
+    codecs = {next((a.s for a in n.attribute if a.name == "codec"), b"").decode("utf-8", "replace")
+              for s in scopes(model) for n in s.graph.node if n.op_type == fmt.OP_TYPE and n.domain == fmt.OP_DOMAIN}
     ours = next((f for f in model.functions if f.domain == fmt.OP_DOMAIN and f.name == fmt.OP_TYPE), None)
-    if opset < function_mod.MIN_OPSET or (lattice and not function_mod.decodes_lattice(opset)):
+    if (opset < function_mod.MIN_OPSET or fmt.CODEC_TRELLIS in codecs
+            or (fmt.CODEC_LATTICE in codecs and not function_mod.decodes_lattice(opset))):
         if ours is not None:
             model.functions.remove(ours)
         return False

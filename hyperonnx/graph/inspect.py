@@ -34,7 +34,7 @@ def inspect_model(model: ModelProto) -> dict:
                     "orig_bytes": count * _ELEM_BYTES.get(seed.dtype, 4),
                     "seed_bytes": seed.nbytes,
                     "bits_per_weight": 8.0 * seed.nbytes / max(1, count),
-                    **{k: seed.attrs[k] for k in ("bits", "points", "rings", "generator", "group")
+                    **{k: seed.attrs[k] for k in ("bits", "points", "rings", "generator", "group", "window")
                        if k in seed.attrs},
                     "problem": _problem(seed, version, computed=any(
                         find_initializer(chain, name) is None for name in node.input))})

@@ -1,4 +1,4 @@
-// The DecodeWeights contract of docs/FORMAT.md (versions 1 and 2), shared by every backend.
+// The DecodeWeights contract of docs/FORMAT.md (versions 1 to 3), shared by every backend.
 //
 // Host code (the CPU kernel, and the host side of the CUDA kernel) validates a node's attributes
 // with `ValidateWinding` / `ValidateLattice`, which fill a `WindingParams` / `LatticeParams`: plain
@@ -28,13 +28,14 @@ namespace hyperonnx {
 
 constexpr const char* kDomain = "ai.hyperonnx";
 constexpr const char* kOpName = "DecodeWeights";
-// The ai.hyperonnx opset versions (= format versions) the kernels decode: 1 (winding) and 2
-// (winding and lattice). Rule 8 (no lattice node under version 1) is hyperonnx.runtime's: a
-// kernel cannot see the model's opsets.
+// The ai.hyperonnx opset versions (= format versions) the kernels decode: 1 (winding), 2 (and
+// lattice), 3 (and trellis). Rule 8 (no codec under a version older than it) is
+// hyperonnx.runtime's: a kernel cannot see the model's opsets.
 constexpr int kMinFormatVersion = 1;
-constexpr int kFormatVersion = 2;
+constexpr int kFormatVersion = 3;
 constexpr const char* kCodecWinding = "winding";
 constexpr const char* kCodecLattice = "lattice";
+constexpr const char* kCodecTrellis = "trellis";
 
 constexpr uint64_t kMaxElements = uint64_t{1} << 40;
 constexpr int64_t kMaxBits = 24;
@@ -46,6 +47,17 @@ constexpr int64_t kLatticeMaxGroup = int64_t{1} << 16;
 // Bound of |alpha|, |beta| and scale_unit: every float32 intermediate of FORMAT.md §7.3 stays
 // finite, so no decoder meets 0 * Inf, whose NaN bits differ between CPU and GPU.
 constexpr float kLatticeFloatLimit = 0x1p100f;
+
+// The trellis codec (FORMAT.md §8): k bits per weight, a window of L <= 16 bits.
+constexpr int64_t kTrellisMinBits = 1;
+constexpr int64_t kTrellisMaxBits = 8;
+constexpr int64_t kTrellisMaxWindow = 16;
+constexpr uint32_t kTrellisMultiplier = 0x9E3779B1u;  // §8.3's state permutation (odd)
+// a, b, c, d of §8.3's value map, float32
+constexpr float kTrellisA = 1.0084383f;
+constexpr float kTrellisB = -0.9740608f;
+constexpr float kTrellisC = 1.4579432f;
+constexpr float kTrellisD = -0.4645949f;
 
 // ONNX TensorProto data types of the outputs a decoder supports.
 constexpr int64_t kFloat32 = 1;
@@ -88,6 +100,50 @@ struct LatticeParams {
   float scale_unit;       // U
   float r;                // 1.0f / float32(N)
 };
+
+// A trellis node (FORMAT.md §8), validated, with its derived constants.
+struct TrellisParams {
+  uint64_t num_elements;  // N_el = prod(shape)
+  uint64_t num_groups;    // ceil(N_el / G): scales, and walks of G weights
+  uint64_t seed_bytes;    // num_groups * G * k / 8
+  int64_t dtype;          // kFloat32, kFloat16 or kBFloat16
+  uint32_t bits;          // k, 1..8
+  uint32_t window;        // L, k..16
+  uint32_t group;         // G, a multiple of 8, k * G >= L
+  uint32_t group_bytes;   // G * k / 8: a group's stream
+  float scale_unit;       // U
+  float unit_u;           // 2^-L
+};
+
+// FORMAT.md §8.3: h(s), the value of window s < 2^L, operation by operation.
+HYPERONNX_HD float TrellisValue(const TrellisParams& p, uint32_t s) {
+  const uint32_t r = (s * kTrellisMultiplier) & ((uint32_t{1} << p.window) - 1u);
+  const int32_t centred = 2 * static_cast<int32_t>(r) + 1 - (int32_t{1} << p.window);
+  const float u = static_cast<float>(centred) * p.unit_u;  // exact: |centred| < 2^17, unit_u a power of 2
+  const float t = u * u;  // separate statements: no contraction into an FMA
+  float num = t * kTrellisB;
+  num = num + kTrellisA;
+  num = u * num;
+  float den = t * kTrellisD;
+  den = den + kTrellisC;
+  den = den * t;
+  den = 1.0f - den;
+  return num / den;
+}
+
+// FORMAT.md §8.2: the window of weight t < G of group q, read from the circular stream of the
+// group (bytes [q * group_bytes, (q + 1) * group_bytes)), only bytes inside it.
+HYPERONNX_HD uint32_t TrellisWindow(const TrellisParams& p, const uint8_t* seed, uint64_t q, uint32_t t) {
+  const uint8_t* g = seed + q * p.group_bytes;
+  const uint32_t bit = t * p.bits;  // < 2^19
+  uint32_t byte = bit >> 3;
+  uint32_t word = 0;
+  for (uint32_t i = 0; i < 4; ++i) {  // L + 7 <= 23 bits: three bytes, a fourth for simplicity
+    word |= uint32_t{g[byte]} << (8 * i);
+    byte = byte + 1 == p.group_bytes ? 0 : byte + 1;
+  }
+  return (word >> (bit & 7)) & ((uint32_t{1} << p.window) - 1u);
+}
 
 // Index i of a FORMAT.md §4 bit stream, reading only bytes inside [0, seed_bytes).
 HYPERONNX_HD uint32_t ReadIndex(const uint8_t* seed, uint64_t seed_bytes, uint64_t i, uint32_t bits) {
@@ -370,6 +426,56 @@ inline std::string ValidateLattice(const LatticeAttributes& a, LatticeParams* p)
   return "";
 }
 
+// The attributes of a trellis node as read from the model (types already checked).
+struct TrellisAttributes {
+  std::string codec;
+  std::vector<int64_t> shape;
+  int64_t dtype = 0;
+  int64_t bits = 0;
+  int64_t window = 0;
+  int64_t group = 0;
+  float scale_unit = 0.0f;
+};
+
+// FORMAT.md §5 rules 2-3 with §8.1's attributes: returns "" and fills `p`, or the message.
+inline std::string ValidateTrellis(const TrellisAttributes& a, TrellisParams* p) {
+  using std::to_string;
+  if (a.codec != kCodecTrellis) return "rule 2: codec '" + Printable(a.codec) + "' is not 'trellis'";
+  uint64_t count = 0;
+  const std::string output_error = ValidateOutput(a.shape, a.dtype, &count);
+  if (!output_error.empty()) return output_error;
+  if (a.bits < kTrellisMinBits || a.bits > kTrellisMaxBits) {
+    return "rule 2: attribute bits=" + to_string(a.bits) + " is outside [" + to_string(kTrellisMinBits) + ", " +
+           to_string(kTrellisMaxBits) + "]";
+  }
+  if (a.window < a.bits || a.window > kTrellisMaxWindow) {
+    return "rule 2: attribute window=" + to_string(a.window) + " is outside [bits, " + to_string(kTrellisMaxWindow) + "]";
+  }
+  if (a.group < 8 || a.group > kLatticeMaxGroup || a.group % 8 != 0) {
+    return "rule 2: attribute group=" + to_string(a.group) + " must be a multiple of 8 in [8, " +
+           to_string(kLatticeMaxGroup) + "]";
+  }
+  if (a.bits * a.group < a.window) {
+    return "rule 2: a group's stream of bits*group = " + to_string(a.bits * a.group) + " bits is shorter than window=" +
+           to_string(a.window);
+  }
+  if (!(a.scale_unit > 0.0f && a.scale_unit <= kLatticeFloatLimit)) {  // written so that NaN fails too
+    return "rule 2: attribute scale_unit must be > 0 and <= 2^100";
+  }
+  std::memset(p, 0, sizeof *p);
+  p->num_elements = count;
+  p->group = static_cast<uint32_t>(a.group);
+  p->num_groups = (count + p->group - 1) / p->group;
+  p->bits = static_cast<uint32_t>(a.bits);
+  p->window = static_cast<uint32_t>(a.window);
+  p->group_bytes = p->group / 8 * p->bits;
+  p->seed_bytes = p->num_groups * p->group_bytes;  // < (2^40 + 2^16) * 8 / 8: no overflow
+  p->dtype = a.dtype;
+  p->scale_unit = a.scale_unit;
+  p->unit_u = std::ldexp(1.0f, -static_cast<int>(p->window));
+  return "";
+}
+
 // Rule 4 for the seed tensor a kernel receives (any codec: its packed length and width).
 inline std::string ValidateSeedLength(uint64_t seed_bytes, uint32_t bits, size_t rank, const int64_t* dims) {
   if (rank != 1) return "rule 4: seed must be a rank-1 uint8 tensor (it has rank " + std::to_string(rank) + ")";
@@ -394,6 +500,19 @@ inline std::string ValidateScalesShape(const LatticeParams& p, size_t rank, cons
   if (dims[0] < 0 || static_cast<uint64_t>(dims[0]) != p.num_scales) {
     return "rule 6: scales holds " + std::to_string(dims[0]) + " values; shape and group=" +
            std::to_string(p.group) + " need exactly " + std::to_string(p.num_scales);
+  }
+  return "";
+}
+
+inline std::string ValidateSeed(const TrellisParams& p, size_t rank, const int64_t* dims) {
+  return ValidateSeedLength(p.seed_bytes, p.bits, rank, dims);
+}
+
+inline std::string ValidateScalesShape(const TrellisParams& p, size_t rank, const int64_t* dims) {
+  if (rank != 1) return "rule 6: scales must be a rank-1 float16 tensor (it has rank " + std::to_string(rank) + ")";
+  if (dims[0] < 0 || static_cast<uint64_t>(dims[0]) != p.num_groups) {
+    return "rule 6: scales holds " + std::to_string(dims[0]) + " values; shape and group=" +
+           std::to_string(p.group) + " need exactly " + std::to_string(p.num_groups);
   }
   return "";
 }

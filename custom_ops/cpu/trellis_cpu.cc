@@ -1,0 +1,163 @@
+// DecodeWeights, CPU decoder of the `trellis` codec (docs/FORMAT.md §8). Bit-identical to
+// hyperonnx.codec.trellis.decode.
+//
+// Weight t of group q is h(window) * S_q, the window being L bits of the group's circular stream
+// from bit k*t. The hot loop takes 8 weights at a time (t a multiple of 8, so the first window
+// starts on a byte): one 16-byte load, a byte shuffle and variable shifts give the 8 windows, and
+// h is computed in registers with the §8.3 operations (no table: nothing to keep in cache). The
+// last windows of a group, which wrap to its first bits, and ranges that do not start on such a
+// block go through the scalar reference (TrellisWindow, TrellisValue).
+#include "trellis_cpu.h"
+
+#include "decode_weights_cpu.h"
+#include "pair_tasks.h"
+
+#ifdef HYPERONNX_AVX2
+#include <immintrin.h>
+#endif
+
+#include <algorithm>
+#include <cstring>
+
+namespace hyperonnx {
+namespace {
+
+// Weights [t0, t1) of group q (scale s) into out, one by one.
+void DecodeScalar(const TrellisParams& p, const uint8_t* seed, uint64_t q, uint32_t t0, uint32_t t1, float s,
+                  float* out) {
+  for (uint32_t t = t0; t < t1; ++t) *out++ = TrellisValue(p, TrellisWindow(p, seed, q, t)) * s;
+}
+
+#ifdef HYPERONNX_AVX2
+// Per k: the shuffle gathering the 4 bytes of each of 8 windows (window i starts at bit k*i of
+// a 16-byte block) and the shift of each within its first byte.
+struct Gather {
+  __m256i shuffle;
+  __m256i shift;
+};
+
+__attribute__((target("avx2"))) Gather MakeGather(uint32_t k) {
+  alignas(32) uint8_t bytes[32];
+  alignas(32) int32_t shifts[8];
+  for (uint32_t i = 0; i < 8; ++i) {
+    const uint32_t bit = k * i;
+    for (uint32_t b = 0; b < 4; ++b) bytes[4 * i + b] = static_cast<uint8_t>((bit >> 3) + b);  // < 16 for k <= 8
+    shifts[i] = static_cast<int32_t>(bit & 7);
+  }
+  return Gather{_mm256_load_si256(reinterpret_cast<const __m256i*>(bytes)),
+                _mm256_load_si256(reinterpret_cast<const __m256i*>(shifts))};
+}
+
+// h of 8 windows, FORMAT.md §8.3 lane by lane (the operations of TrellisValue, in its order).
+__attribute__((target("avx2"))) inline __m256 Values8(const TrellisParams& p, __m256i w) {
+  const __m256i mask = _mm256_set1_epi32(static_cast<int32_t>((uint32_t{1} << p.window) - 1u));
+  const __m256i r = _mm256_and_si256(_mm256_mullo_epi32(w, _mm256_set1_epi32(static_cast<int32_t>(kTrellisMultiplier))), mask);
+  const __m256i centred = _mm256_sub_epi32(_mm256_add_epi32(_mm256_slli_epi32(r, 1), _mm256_set1_epi32(1)),
+                                           _mm256_set1_epi32(int32_t{1} << p.window));
+  const __m256 u = _mm256_mul_ps(_mm256_cvtepi32_ps(centred), _mm256_set1_ps(p.unit_u));
+  const __m256 t = _mm256_mul_ps(u, u);
+  __m256 num = _mm256_mul_ps(t, _mm256_set1_ps(kTrellisB));
+  num = _mm256_add_ps(num, _mm256_set1_ps(kTrellisA));
+  num = _mm256_mul_ps(u, num);
+  __m256 den = _mm256_mul_ps(t, _mm256_set1_ps(kTrellisD));
+  den = _mm256_add_ps(den, _mm256_set1_ps(kTrellisC));
+  den = _mm256_mul_ps(den, t);
+  den = _mm256_sub_ps(_mm256_set1_ps(1.0f), den);
+  return _mm256_div_ps(num, den);
+}
+
+// Weights [t0, t1) of group q, as DecodeScalar: blocks of 8 from the first multiple of 8 on
+// whose windows stay inside the group and whose 16-byte load stays inside the seed.
+__attribute__((target("avx2"))) void DecodeAvx2(const TrellisParams& p, const Gather& gather, const uint8_t* seed,
+                                                uint64_t q, uint32_t t0, uint32_t t1, float s, float* out) {
+  const uint64_t base = q * p.group_bytes;
+  uint32_t t = t0;
+  const uint32_t head = std::min<uint32_t>(t1, (t0 + 7) & ~7u);
+  DecodeScalar(p, seed, q, t, head, s, out);
+  out += head - t;
+  t = head;
+  const __m256 scale = _mm256_set1_ps(s);
+  const __m256i mask = _mm256_set1_epi32(static_cast<int32_t>((uint32_t{1} << p.window) - 1u));
+  for (; t + 8 <= t1; t += 8, out += 8) {
+    const uint64_t byte = base + (uint64_t{p.bits} * t >> 3);
+    if (uint64_t{p.bits} * (t + 7) + p.window > uint64_t{p.bits} * p.group || byte + 16 > p.seed_bytes) break;
+    __m128i block;
+    std::memcpy(&block, seed + byte, 16);
+    const __m256i bytes = _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(block), gather.shuffle);
+    const __m256i w = _mm256_and_si256(_mm256_srlv_epi32(bytes, gather.shift), mask);
+    _mm256_storeu_ps(out, _mm256_mul_ps(Values8(p, w), scale));
+  }
+  DecodeScalar(p, seed, q, t, t1, s, out);
+}
+
+bool HasAvx2Now() {
+  static const bool has = HasAvx2();
+  return has;
+}
+#endif
+
+}  // namespace
+
+void TrellisDecodeFloats(const TrellisParams& p, const uint8_t* seed, const uint16_t* scales, uint64_t begin,
+                         uint64_t end, float* out) {
+#ifdef HYPERONNX_AVX2
+  static const Gather* gathers = [] {
+    static Gather g[kTrellisMaxBits + 1];
+    if (HasAvx2Now()) for (uint32_t k = 1; k <= kTrellisMaxBits; ++k) g[k] = MakeGather(k);
+    return g;
+  }();
+#endif
+  for (uint64_t e = begin; e < end;) {
+    const uint64_t q = e / p.group;
+    const uint32_t t0 = static_cast<uint32_t>(e - q * p.group);
+    const uint32_t t1 = static_cast<uint32_t>(std::min<uint64_t>(end - q * p.group, p.group));
+    const float s = HalfToFloat(scales[q]) * p.scale_unit;  // FORMAT.md §8.3: S_q
+#ifdef HYPERONNX_AVX2
+    if (HasAvx2Now()) {
+      DecodeAvx2(p, gathers[p.bits], seed, q, t0, t1, s, out);
+    } else {
+      DecodeScalar(p, seed, q, t0, t1, s, out);
+    }
+#else
+    DecodeScalar(p, seed, q, t0, t1, s, out);
+#endif
+    out += t1 - t0;
+    e += t1 - t0;
+  }
+}
+
+uint64_t TrellisCpuDecoder::FirstNonFiniteScale(const uint16_t* scales) const {
+  uint64_t q = 0;
+  while (q < params_.num_groups && HalfIsFinite(scales[q])) ++q;
+  return q;
+}
+
+void TrellisCpuDecoder::Decode(const Ort::KernelContext& context, const uint8_t* seed, const uint16_t* scales,
+                               void* out) const {
+  const TrellisParams& p = params_;
+  // tasks of whole pairs of weights (pair_tasks.h); a float16 / bfloat16 output is decoded in
+  // float32 blocks and converted (FORMAT.md §3)
+  RunPairTasks(context, (p.num_elements + 1) / 2, [&](uint64_t begin, uint64_t end) {
+    const uint64_t first = 2 * begin;
+    const uint64_t last = std::min(2 * end, p.num_elements);
+    if (p.dtype == kFloat32) {
+      TrellisDecodeFloats(p, seed, scales, first, last, static_cast<float*>(out) + first);
+      return false;
+    }
+    constexpr uint64_t kBlock = 1024;
+    float buffer[kBlock];
+    uint16_t* half = static_cast<uint16_t*>(out);
+    for (uint64_t e = first; e < last; e += kBlock) {
+      const uint64_t n = std::min(kBlock, last - e);
+      TrellisDecodeFloats(p, seed, scales, e, e + n, buffer);
+      if (p.dtype == kFloat16) {
+        for (uint64_t i = 0; i < n; ++i) half[e + i] = FloatToHalf(buffer[i]);
+      } else {
+        for (uint64_t i = 0; i < n; ++i) half[e + i] = FloatToBFloat16(buffer[i]);
+      }
+    }
+    return false;
+  });
+}
+
+}  // namespace hyperonnx
