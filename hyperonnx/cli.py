@@ -19,8 +19,9 @@ def _add_bench(sub) -> None:
                        help="elements of the Gaussian test tensor (0 to skip)")
     codec.add_argument("--no-minilm", action="store_true", help="skip the MiniLM-L6 weight matrices")
     codec.add_argument("--ablation", action="store_true",
-                       help="also the lattice codec's ablation, its rate-distortion curve against int RTN "
-                            "and MiniLM-L6 embedding cosine at several rate targets")
+                       help="also the lattice and trellis codecs' ablations, their rate-distortion curves "
+                            "(against int RTN, trellis against lattice) and MiniLM-L6 embedding cosine at "
+                            "several rate targets")
     codec.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     codec.set_defaults(run=lambda args: __import__("hyperonnx.bench.codec", fromlist=["main"]).main(args))
     runtime = targets.add_parser("runtime", help="decode throughput of the CPU kernel; sessions in load / stream mode",

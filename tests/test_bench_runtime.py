@@ -28,13 +28,13 @@ def test_random_seed_is_valid_and_decodes(codec):
 def test_decode_rows_check_the_kernel_against_the_reference(capsys):
     # measure_decode compares the kernel's output with the reference decoder before timing it
     rows = runtime.measure_decode([4099], threads=2, log=lambda line: None)
-    assert [(r["dtype"], r["codec"]) for r in rows] == [("float32", "winding"), ("float32", "lattice"),
-                                                        ("float16", "winding"), ("float16", "lattice")]
+    assert [(r["dtype"], r["codec"]) for r in rows] == [(d, c) for d in ("float32", "float16")
+                                                        for c in ("winding", "lattice", "trellis")]
     for row in rows:
         assert row["decode_1t_gbs"] > 0 and row["memcpy_gbs"] > 0
         assert row["ratio_1t"] == pytest.approx(row["decode_1t_gbs"] / row["memcpy_gbs"])
     lines = runtime.targets(rows, [])
-    assert len(lines) == 8 and all(isinstance(line["met"], bool) for line in lines)
+    assert len(lines) == 12 and all(isinstance(line["met"], bool) for line in lines)
 
 
 def test_cli_decode_only(capsys):

@@ -131,7 +131,7 @@ def test_rate_targets_choose_k_per_tensor():
 
 
 @pytest.mark.parametrize("change", [dict(index_bits=0), dict(index_bits=9), dict(group=12), dict(memory=16),
-                                    dict(iterations=-1), dict(bits=4.0, target_sqnr=20.0),
+                                    dict(scales=()), dict(scales=(1.0, -1.0)), dict(bits=4.0, target_sqnr=20.0),
                                     dict(index_bits=1, memory=15, group=8)])
 def test_bad_configs_are_refused(change):
     with pytest.raises(ValueError):
@@ -258,3 +258,49 @@ def test_scalar_paths_give_the_same_bytes():
                            capture_output=True, text=True, env=env, cwd=os.path.dirname(__file__), timeout=600)
     assert child.returncode == 0, child.stdout[-3000:]
     assert " passed" in child.stdout
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", list(DTYPES))
+def test_cuda_kernel_bytes_equal_the_reference(dtype):
+    """The CUDA kernel through hyperonnx_cuda_decode_trellis (torch device buffers): the reference
+    decoder's bytes for encoded and random seeds; a NaN scale is rule 6."""
+    import ctypes
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU")
+    fn = getattr(ctypes.CDLL(hyperonnx.get_library_path()), "hyperonnx_cuda_decode_trellis", None)
+    if fn is None:
+        pytest.skip("the library was built without CUDA")
+    p, u64, i64 = ctypes.c_void_p, ctypes.c_uint64, ctypes.c_int64
+    fn.argtypes = [p, u64, p, u64, ctypes.POINTER(i64), u64, i64, i64, i64, i64, ctypes.c_float, p, p, p,
+                   ctypes.c_char_p, u64]
+    fn.restype = ctypes.c_int
+
+    def run(seed):
+        payload = torch.from_numpy(seed.payload.copy()).cuda()
+        scales = torch.from_numpy(seed.scales.view(np.int16).copy()).cuda()
+        out = torch.zeros(seed.num_elements * (4 if seed.dtype == TensorProto.FLOAT else 2), dtype=torch.uint8).cuda()
+        shape = (i64 * len(seed.shape))(*seed.shape)
+        message = ctypes.create_string_buffer(512)
+        a = seed.attrs
+        rc = fn(payload.data_ptr(), seed.payload.size, scales.data_ptr(), seed.scales.size, shape, len(seed.shape),
+                seed.dtype, a["bits"], a["window"], a["group"], a["scale_unit"], out.data_ptr(), None, None, message, 512)
+        return rc, out.cpu().numpy(), message.value.decode()
+
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((77, 130)).astype(DTYPES[dtype])
+    seeds = [hyperonnx.encode(w, "trellis"), hyperonnx.encode(w, hyperonnx.TrellisConfig(index_bits=2, group=8))]
+    for k, window, group in ((8, 16, 24), (1, 1, 8)):
+        groups = -(-999 // group)
+        seeds.append(hyperonnx.Seed(fmt.CODEC_TRELLIS, (999,), dtype, rng.integers(0, 256, groups * group * k // 8, dtype=np.uint8),
+                                    {"bits": k, "window": window, "group": group, "scale_unit": 2.0 ** -10},
+                                    scales=rng.standard_normal(groups).astype(np.float16)))
+    for seed in seeds:
+        rc, got, message = run(seed)
+        assert rc == 0, message
+        assert got.tobytes() == hyperonnx.decode(seed).tobytes()
+    bad = seeds[0]
+    bad.scales[1] = np.nan
+    rc, _, message = run(bad)
+    assert rc == 1 and "rule 6" in message

@@ -2,11 +2,11 @@
 // hyperonnx.codec.trellis.decode.
 //
 // Weight t of group q is h(window) * S_q, the window being L bits of the group's circular stream
-// from bit k*t. The hot loop takes 8 weights at a time (t a multiple of 8, so the first window
+// from bit k*t. The AVX2 loop takes 8 weights at a time (t a multiple of 8, so the first window
 // starts on a byte): one 16-byte load, a byte shuffle and variable shifts give the 8 windows, and
-// h is computed in registers with the §8.3 operations (no table: nothing to keep in cache). The
-// last windows of a group, which wrap to its first bits, and ranges that do not start on such a
-// block go through the scalar reference (TrellisWindow, TrellisValue).
+// h is computed in registers with the §8.3 operations (no table: nothing to keep in cache). Ranges
+// that do not start or end on such a block, and CPUs without AVX2, use the scalar reference
+// (TrellisWindow, TrellisValue).
 #include "trellis_cpu.h"
 
 #include "decode_weights_cpu.h"
@@ -66,11 +66,21 @@ __attribute__((target("avx2"))) inline __m256 Values8(const TrellisParams& p, __
   return _mm256_div_ps(num, den);
 }
 
-// Weights [t0, t1) of group q, as DecodeScalar: blocks of 8 from the first multiple of 8 on
-// whose windows stay inside the group and whose 16-byte load stays inside the seed.
-__attribute__((target("avx2"))) void DecodeAvx2(const TrellisParams& p, const Gather& gather, const uint8_t* seed,
-                                                uint64_t q, uint32_t t0, uint32_t t1, float s, float* out) {
-  const uint64_t base = q * p.group_bytes;
+// Weights [t0, t1) of group q, as DecodeScalar, in blocks of 8 from the first multiple of 8 on.
+// A block at byte o of the group reads the 16 bytes from o: from the seed while they lie inside
+// the group, else from `tail`, the group's last 16 bytes followed by its first 16 (the circular
+// stream, so wrapping windows need nothing else; any group size, every read inside the seed).
+__attribute__((target("avx2,f16c"))) void DecodeAvx2(const TrellisParams& p, const Gather& gather, const uint8_t* seed,
+                                                     uint64_t q, uint32_t t0, uint32_t t1, float s, float* out) {
+  const uint8_t* g = seed + q * p.group_bytes;
+  const uint32_t gb = p.group_bytes;
+  alignas(16) uint8_t tail[32];
+  if (gb >= 16) {
+    std::memcpy(tail, g + gb - 16, 16);
+    std::memcpy(tail + 16, g, 16);
+  } else {
+    for (uint32_t i = 0; i < 32; ++i) tail[i] = g[(gb * 16 + i - 16) % gb];  // gb * 16 >= 16: never negative
+  }
   uint32_t t = t0;
   const uint32_t head = std::min<uint32_t>(t1, (t0 + 7) & ~7u);
   DecodeScalar(p, seed, q, t, head, s, out);
@@ -79,10 +89,9 @@ __attribute__((target("avx2"))) void DecodeAvx2(const TrellisParams& p, const Ga
   const __m256 scale = _mm256_set1_ps(s);
   const __m256i mask = _mm256_set1_epi32(static_cast<int32_t>((uint32_t{1} << p.window) - 1u));
   for (; t + 8 <= t1; t += 8, out += 8) {
-    const uint64_t byte = base + (uint64_t{p.bits} * t >> 3);
-    if (uint64_t{p.bits} * (t + 7) + p.window > uint64_t{p.bits} * p.group || byte + 16 > p.seed_bytes) break;
+    const uint32_t o = p.bits * t >> 3;  // t is a multiple of 8: the block starts on a byte
     __m128i block;
-    std::memcpy(&block, seed + byte, 16);
+    std::memcpy(&block, o + 16 <= gb ? g + o : tail + (o + 16 - gb), 16);
     const __m256i bytes = _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(block), gather.shuffle);
     const __m256i w = _mm256_and_si256(_mm256_srlv_epi32(bytes, gather.shift), mask);
     _mm256_storeu_ps(out, _mm256_mul_ps(Values8(p, w), scale));
@@ -90,8 +99,18 @@ __attribute__((target("avx2"))) void DecodeAvx2(const TrellisParams& p, const Ga
   DecodeScalar(p, seed, q, t, t1, s, out);
 }
 
+// float32 -> float16 (FORMAT.md §3; vcvtps2ph rounds to nearest even, keeps subnormals,
+// overflows to Inf, as FloatToHalf does).
+__attribute__((target("avx2,f16c"))) void ToHalfF16c(const float* in, uint64_t n, uint16_t* out) {
+  uint64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i), _mm256_cvtps_ph(_mm256_loadu_ps(in + i), _MM_FROUND_TO_NEAREST_INT));
+  }
+  for (; i < n; ++i) out[i] = FloatToHalf(in[i]);
+}
+
 bool HasAvx2Now() {
-  static const bool has = HasAvx2();
+  static const bool has = HasAvx2() && __builtin_cpu_supports("f16c") != 0;
   return has;
 }
 #endif
@@ -151,6 +170,12 @@ void TrellisCpuDecoder::Decode(const Ort::KernelContext& context, const uint8_t*
       const uint64_t n = std::min(kBlock, last - e);
       TrellisDecodeFloats(p, seed, scales, e, e + n, buffer);
       if (p.dtype == kFloat16) {
+#ifdef HYPERONNX_AVX2
+        if (HasAvx2Now()) {
+          ToHalfF16c(buffer, n, half + e);
+          continue;
+        }
+#endif
         for (uint64_t i = 0; i < n; ++i) half[e + i] = FloatToHalf(buffer[i]);
       } else {
         for (uint64_t i = 0; i < n; ++i) half[e + i] = FloatToBFloat16(buffer[i]);

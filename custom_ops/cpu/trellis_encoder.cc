@@ -5,7 +5,7 @@
 //
 // Backwards in time, window_t = ((window_{t+1} << k) | chunk_t) mod 2^L: the best predecessor of
 // window_t is the least of cost[(j << (L - k)) | (window_t >> k)] over j < 2^k, an elementwise
-// minimum of 2^k contiguous blocks of the cost array (AVX2 when the CPU has it).
+// minimum over 2^k contiguous blocks of states (AVX2 when the CPU has it).
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
@@ -23,77 +23,77 @@ namespace hyperonnx {
 namespace {
 
 constexpr uint32_t kWrap = 16;  // weights each side of the wrap in the first pass (trellis._WRAP)
+constexpr uint32_t kTrellisMaxSearchGroup = 4096;  // a thread keeps (G + 1) * 2^(L-k) floats (trellis.MAX_SEARCH_GROUP)
 
+// The search of one thread. The forward pass keeps only best_t[c] = min over j of
+// cost_t[(j << (L - k)) | c] for every step (cost_t itself is never stored: each candidate is
+// best_{t+1}[state >> k] + (x_t - h[state])^2, computed where the minimum needs it); the
+// traceback recomputes the 2^k candidates of the one state it follows, in the same operations,
+// and takes the first least one, as the reference's argmin does.
 struct Search {
   uint32_t k, window, states, low;
-  const float* h;          // 2^L values
-  std::vector<float> cost;  // 2^L
-  std::vector<float> best;  // 2^(L-k) + 8 (the vector loop reads 8 from any block start)
-  std::vector<uint8_t> back;  // (G) x 2^(L-k)
+  const float* h;            // 2^L values
+  // h again in 2^k rows of 2^(L-k) + 16 (row j: the states (j << (L-k)) | c): the vector loop
+  // reads all rows at once, and rows 2^(L-k) floats apart would share their L1 cache sets
+  std::vector<float> padded;
+  std::vector<float> best;   // (G + 1) rows of 2^(L-k) + 8 floats (vector loads read 8 from any start)
+  std::vector<float> cost;   // 2^L: the first and last steps' costs, materialised
+  size_t row;                // floats per row of best
 
   Search(uint32_t k_, uint32_t window_, const float* h_, uint32_t group)
       : k(k_), window(window_), states(1u << window_), low(1u << (window_ - k_)), h(h_),
-        cost(states), best(low + 8), back(size_t{group} * low) {}
-
-  // cost[s] = best[s >> k] + (x - h[s])^2 over all states
-  void Step(float x) {
-#ifdef HYPERONNX_AVX2
-    if (HasAvx2() && states >= 8) return StepAvx2(x);
-#endif
-    for (uint32_t s = 0; s < states; ++s) {
-      const float d = x - h[s];
-      const float dd = d * d;
-      cost[s] = best[s >> k] + dd;
-    }
+        padded((size_t{1} << k_) * (low + 16)),
+        best((size_t{group} + 1) * ((size_t{1} << (window_ - k_)) + 8)), cost(states),
+        row((size_t{1} << (window_ - k_)) + 8) {
+    for (uint32_t s = 0; s < states; ++s) padded[size_t{s >> (window - k)} * (low + 16) + (s & (low - 1))] = h[s];
   }
 
-  // best[c] = min over j of cost[j * low + c] (first j on ties), back pointers to row
-  void Reduce(uint8_t* row) {
+  float* Best(uint32_t t) { return best.data() + size_t{t} * row; }
+
+  // The candidate cost of `state` at a step whose successor row is `next` (x the step's target).
+  float Candidate(const float* next, float x, uint32_t state) const {
+    const float d = x - h[state];
+    const float dd = d * d;
+    return next[state >> k] + dd;
+  }
+
+  // out[c] = min over j of Candidate(next, x, (j << (L-k)) | c)
+  void Fold(const float* next, float x, float* out) {
 #ifdef HYPERONNX_AVX2
-    if (HasAvx2() && low >= 8) return ReduceAvx2(row);
+    if (HasAvx2() && low >= 8) return FoldAvx2(next, x, out);
 #endif
     const uint32_t blocks = 1u << k;
     for (uint32_t c = 0; c < low; ++c) {
+      float m = Candidate(next, x, c);
+      for (uint32_t j = 1; j < blocks; ++j) m = std::min(m, Candidate(next, x, (j << (window - k)) | c));
+      out[c] = m;
+    }
+  }
+
+  // out[c] = min over j of cost[(j << (L-k)) | c] (the materialised first step)
+  void FoldCost(float* out) {
+    const uint32_t blocks = 1u << k;
+    for (uint32_t c = 0; c < low; ++c) {
       float m = cost[c];
-      uint32_t arg = 0;
-      for (uint32_t j = 1; j < blocks; ++j) {
-        const float v = cost[size_t{j} * low + c];
-        if (v < m) {
-          m = v;
-          arg = j;
-        }
-      }
-      best[c] = m;
-      row[c] = static_cast<uint8_t>(arg);
+      for (uint32_t j = 1; j < blocks; ++j) m = std::min(m, cost[(j << (window - k)) | c]);
+      out[c] = m;
     }
   }
 
 #ifdef HYPERONNX_AVX2
-  __attribute__((target("avx2"))) void StepAvx2(float x) {
+  __attribute__((target("avx2"))) void FoldAvx2(const float* next, float x, float* out) {
+    const uint32_t blocks = 1u << k;
     const __m256 vx = _mm256_set1_ps(x);
     const __m256i lanes = _mm256_srlv_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(static_cast<int>(k)));
-    for (uint32_t s = 0; s < states; s += 8) {
-      const __m256 b = _mm256_permutevar8x32_ps(_mm256_loadu_ps(best.data() + (s >> k)), lanes);
-      const __m256 d = _mm256_sub_ps(vx, _mm256_loadu_ps(h + s));
-      _mm256_storeu_ps(cost.data() + s, _mm256_add_ps(b, _mm256_mul_ps(d, d)));
-    }
-  }
-
-  __attribute__((target("avx2"))) void ReduceAvx2(uint8_t* row) {
-    const uint32_t blocks = 1u << k;
     for (uint32_t c = 0; c < low; c += 8) {
-      __m256 m = _mm256_loadu_ps(cost.data() + c);
-      __m256i arg = _mm256_setzero_si256();
-      for (uint32_t j = 1; j < blocks; ++j) {
-        const __m256 v = _mm256_loadu_ps(cost.data() + size_t{j} * low + c);
-        const __m256 less = _mm256_cmp_ps(v, m, _CMP_LT_OQ);
-        m = _mm256_blendv_ps(m, v, less);
-        arg = _mm256_blendv_epi8(arg, _mm256_set1_epi32(static_cast<int>(j)), _mm256_castps_si256(less));
+      __m256 m = _mm256_set1_ps(std::numeric_limits<float>::infinity());
+      for (uint32_t j = 0; j < blocks; ++j) {
+        const uint32_t s = (j << (window - k)) | c;
+        const __m256 b = _mm256_permutevar8x32_ps(_mm256_loadu_ps(next + (s >> k)), lanes);
+        const __m256 d = _mm256_sub_ps(vx, _mm256_loadu_ps(padded.data() + size_t{j} * (low + 16) + c));
+        m = _mm256_min_ps(m, _mm256_add_ps(b, _mm256_mul_ps(d, d)));  // the value: order-free
       }
-      _mm256_storeu_ps(best.data() + c, m);
-      alignas(32) int32_t args[8];
-      _mm256_store_si256(reinterpret_cast<__m256i*>(args), arg);
-      for (int i = 0; i < 8; ++i) row[c + i] = static_cast<uint8_t>(args[i]);
+      _mm256_storeu_ps(out + c, m);
     }
   }
 #endif
@@ -102,17 +102,15 @@ struct Search {
   // the low L-k bits of window_0 and the high ones of window_{n-1}, or is -1 (free ends).
   void Walk(const float* x, uint32_t n, int64_t shared, uint32_t* out) {
     const float inf = std::numeric_limits<float>::infinity();
-    std::fill(best.begin(), best.end(), 0.0f);
-    Step(x[n - 1]);  // best = 0: cost = (x - h)^2 + 0, the same bits as (x - h)^2
-    if (shared >= 0) {
-      for (uint32_t s = 0; s < states; ++s) {
-        if ((s >> k) != static_cast<uint32_t>(shared)) cost[s] = inf;
-      }
-    }
-    for (uint32_t t = n - 1; t-- > 0;) {
-      Reduce(back.data() + size_t{t} * low);
-      Step(x[t]);
-    }
+    // step n-1: cost = (x - h)^2 (+0: the same bits), masked by the tail-biting constraint
+    std::fill(Best(n), Best(n) + row, 0.0f);
+    const auto first = [&](uint32_t s) {
+      return shared >= 0 && (s >> k) != static_cast<uint32_t>(shared) ? inf : Candidate(Best(n), x[n - 1], s);
+    };
+    for (uint32_t s = 0; s < states; ++s) cost[s] = first(s);
+    FoldCost(Best(n - 1));  // n >= 2 (Group)
+    for (uint32_t t = n - 2; t > 0; --t) Fold(Best(t + 1), x[t], Best(t));
+    for (uint32_t s = 0; s < states; ++s) cost[s] = Candidate(Best(1), x[0], s);
     if (shared >= 0) {
       for (uint32_t s = 0; s < states; ++s) {
         if ((s & (low - 1)) != static_cast<uint32_t>(shared)) cost[s] = inf;
@@ -122,9 +120,23 @@ struct Search {
     for (uint32_t i = 1; i < states; ++i) {
       if (cost[i] < cost[s]) s = i;
     }
+    const uint32_t blocks = 1u << k;
     for (uint32_t t = 0; t < n; ++t) {
       out[t] = s;
-      if (t + 1 < n) s = (uint32_t{back[size_t{t} * low + (s >> k)]} << (window - k)) | (s >> k);
+      if (t + 1 == n) break;
+      // the predecessor of window_t: the first least candidate of step t + 1
+      const uint32_t c = s >> k;
+      uint32_t arg = 0;
+      float m = 0.0f;
+      for (uint32_t j = 0; j < blocks; ++j) {
+        const uint32_t state = (j << (window - k)) | c;
+        const float v = t + 1 == n - 1 ? first(state) : Candidate(Best(t + 2), x[t + 1], state);
+        if (j == 0 || v < m) {
+          m = v;
+          arg = j;
+        }
+      }
+      s = (arg << (window - k)) | c;
     }
   }
 
@@ -152,8 +164,8 @@ extern "C" HYPERONNX_EXPORT const char* HyperonnxTrellisViterbi(const float* tar
   if (k < kTrellisMinBits || k > kTrellisMaxBits || window < k || window > kTrellisMaxWindow) {
     return "trellis search: need 1 <= k <= 8 and k <= window <= 16";
   }
-  if (group < 2 || group > kLatticeMaxGroup || uint64_t{k} * group < window) {
-    return "trellis search: need 2 <= group <= 65536 and k * group >= window";
+  if (group < 2 || group > kTrellisMaxSearchGroup || uint64_t{k} * group < window) {
+    return "trellis search: need 2 <= group <= 4096 and k * group >= window";
   }
   if (threads < 1) return "trellis search: threads must be >= 1";
   if (groups == 0) return nullptr;

@@ -283,6 +283,25 @@ __global__ void __launch_bounds__(kDirectThreads) LatticeKernel(LatticeArgs a, P
   if (bad != 0 && a.flag != nullptr) atomicOr(a.flag, bad);
 }
 
+// Trellis (FORMAT.md §8.3) with the shared header's operations, one element per thread (grid
+// stride): its window, h, the group's scale. A NaN / Inf scale (rule 6) decodes as it is and sets
+// kFlagBadScale; every window is valid.
+template <typename T>
+__global__ void __launch_bounds__(kDirectThreads) TrellisKernel(TrellisParams p, const uint8_t* seed,
+                                                                const uint16_t* scales, T* out, uint32_t* flag) {
+  uint32_t bad = 0;
+  const uint64_t stride = uint64_t{gridDim.x} * blockDim.x;
+  for (uint64_t e = uint64_t{blockIdx.x} * blockDim.x + threadIdx.x; e < p.num_elements; e += stride) {
+    const uint64_t q = e / p.group;
+    const uint32_t t = static_cast<uint32_t>(e - q * p.group);
+    const uint16_t h = __ldg(scales + q);
+    bad |= HalfIsFinite(h) ? 0u : kFlagBadScale;
+    const float scale = __fmul_rn(HalfToFloat(h), p.scale_unit);
+    out[e] = Encode<T>(p.dtype, __fmul_rn(TrellisValue(p, TrellisWindow(p, seed, q, t)), scale));
+  }
+  if (bad != 0 && flag != nullptr) atomicOr(flag, bad);
+}
+
 std::string CudaError(const char* what, cudaError_t e) {
   return std::string(what) + ": " + cudaGetErrorName(e) + " (" + cudaGetErrorString(e) + ")";
 }
@@ -377,6 +396,19 @@ std::string LaunchLattice(const LatticeArgs& a, void* out, cudaStream_t stream, 
   return e == cudaSuccess ? "" : CudaError(kLaunchError, e);
 }
 
+template <typename T>
+std::string LaunchTrellis(const TrellisParams& p, const uint8_t* seed, const uint16_t* scales, void* out,
+                          uint32_t* flag, cudaStream_t stream) {
+  DeviceLimits limits;
+  cudaError_t e = QueryDevice(&limits);
+  if (e != cudaSuccess) return CudaError("querying the device", e);
+  const uint64_t wanted = (p.num_elements + kDirectThreads - 1) / kDirectThreads;
+  const unsigned grid = static_cast<unsigned>(std::max<uint64_t>(1, std::min<uint64_t>(wanted, uint64_t(limits.sms) * 8)));
+  TrellisKernel<T><<<grid, kDirectThreads, 0, stream>>>(p, seed, scales, static_cast<T*>(out), flag);
+  e = cudaGetLastError();
+  return e == cudaSuccess ? "" : CudaError(kLaunchError, e);
+}
+
 cudaError_t ClearFlag(uint32_t* flag, cudaStream_t stream) {
   return flag == nullptr ? cudaSuccess : cudaMemsetAsync(flag, 0, sizeof(uint32_t), stream);
 }
@@ -429,6 +461,16 @@ std::string Launch(const LatticeParams& p, const uint8_t* seed, const uint16_t* 
   a.by_group_pairs = MakeFastDiv64(p.group / 2);
   a.flag = flag;
   return p.dtype == kFloat32 ? LaunchLattice<uint32_t>(a, out, stream, mode) : LaunchLattice<uint16_t>(a, out, stream, mode);
+}
+
+std::string Launch(const TrellisParams& p, const uint8_t* seed, const uint16_t* scales, void* out, uint32_t* flag,
+                   void* raw_stream) {
+  cudaStream_t stream = static_cast<cudaStream_t>(raw_stream);
+  const cudaError_t e = ClearFlag(flag, stream);
+  if (e != cudaSuccess) return CudaError("clearing the range flag", e);
+  if (p.num_elements == 0) return "";
+  return p.dtype == kFloat32 ? LaunchTrellis<uint32_t>(p, seed, scales, out, flag, stream)
+                             : LaunchTrellis<uint16_t>(p, seed, scales, out, flag, stream);
 }
 
 std::string ReadFlag(const uint32_t* flag, void* raw_stream, uint32_t* value) {
@@ -586,6 +628,49 @@ extern "C" __attribute__((visibility("default"))) int hyperonnx_cuda_decode_latt
                                                 : "rule 7: a seed step is >= 2^bits - 1 = " + std::to_string(params.points)) +
                  " (docs/FORMAT.md section 7.4)";
         },
+        message, message_size);
+  } catch (const std::exception& e) {
+    return Report(message, message_size, 2, e.what());
+  }
+}
+
+// Codec trellis (FORMAT.md §8): `scales` holds `scales_count` float16 values (2-byte aligned);
+// no `mode` (one kernel).
+extern "C" __attribute__((visibility("default"))) int hyperonnx_cuda_decode_trellis(
+    const void* seed, uint64_t seed_bytes, const void* scales, uint64_t scales_count, const int64_t* shape,
+    uint64_t rank, int64_t dtype, int64_t bits, int64_t window, int64_t group, float scale_unit, void* output,
+    void* stream, uint32_t* device_flag, char* message, uint64_t message_size) {
+  using namespace hyperonnx;
+  try {
+    if (rank > 0 && shape == nullptr) return Report(message, message_size, 3, "bad argument: null shape");
+    TrellisAttributes attrs;
+    attrs.codec = kCodecTrellis;
+    attrs.shape.assign(shape, shape + rank);
+    attrs.dtype = dtype;
+    attrs.bits = bits;
+    attrs.window = window;
+    attrs.group = group;
+    attrs.scale_unit = scale_unit;
+    TrellisParams params;
+    std::string error = ValidateTrellis(attrs, &params);
+    const int64_t seed_dims[1] = {static_cast<int64_t>(seed_bytes)};
+    const int64_t scale_dims[1] = {static_cast<int64_t>(scales_count)};
+    if (error.empty()) error = ValidateSeed(params, 1, seed_dims);
+    if (error.empty()) error = ValidateScalesShape(params, 1, scale_dims);
+    if (!error.empty()) return Report(message, message_size, 1, error + " (docs/FORMAT.md sections 5, 8.4)");
+    if (params.num_elements == 0) return Report(message, message_size, 0, "");
+    const uintptr_t align = params.dtype == kFloat32 ? 4 : 2;
+    if (seed == nullptr || scales == nullptr || output == nullptr ||
+        (reinterpret_cast<uintptr_t>(output) % align) != 0 || (reinterpret_cast<uintptr_t>(scales) % 2) != 0) {
+      return Report(message, message_size, 3, "bad argument: null seed/scales/output or misaligned output/scales");
+    }
+    return LaunchChecked(
+        true, device_flag, stream,
+        [&](uint32_t* flag) {
+          return cuda::Launch(params, static_cast<const uint8_t*>(seed), static_cast<const uint16_t*>(scales), output,
+                              flag, stream);
+        },
+        [&](uint32_t) { return std::string("rule 6: a scale is Inf or NaN (docs/FORMAT.md section 8.4)"); },
         message, message_size);
   } catch (const std::exception& e) {
     return Report(message, message_size, 2, e.what());

@@ -17,7 +17,7 @@ enum class Mode : int { kAuto = 0, kDirect = 1, kTable = 2 };
 
 // Bits of the device flag a kernel sets for a node's run-time rules.
 constexpr uint32_t kFlagBadIndex = 1;  // winding: an index >= (n+1)(C+1) (rule 5); lattice: a step >= N (rule 7)
-constexpr uint32_t kFlagBadScale = 2;  // lattice: a NaN or +-Inf scale (rule 6)
+constexpr uint32_t kFlagBadScale = 2;  // lattice, trellis: a NaN or +-Inf scale (rule 6)
 
 // True when an index can be out of range (rule 5): (n + 1) * (C + 1) < 2^bits. When false the
 // decoder needs no flag and no synchronisation. (A lattice seed always can: rule 7.)
@@ -36,6 +36,11 @@ std::string Launch(const WindingParams& p, const uint8_t* seed, void* out, uint3
 // scales' values (rule 6, kFlagBadScale) through `flag`.
 std::string Launch(const LatticeParams& p, const uint8_t* seed, const uint16_t* scales, void* out, uint32_t* flag,
                    void* stream, Mode mode = Mode::kAuto);
+
+// The same for a trellis node: p from ValidateTrellis, `scales` of the checked length. Every
+// window is valid; the kernel sets kFlagBadScale for a NaN or +-Inf scale (rule 6).
+std::string Launch(const TrellisParams& p, const uint8_t* seed, const uint16_t* scales, void* out, uint32_t* flag,
+                   void* stream);
 
 // Waits for `stream` and reads `flag` into *value (0: every rule held). "" or the CUDA error.
 std::string ReadFlag(const uint32_t* flag, void* stream, uint32_t* value);

@@ -31,27 +31,29 @@ OrtStatusPtr CudaFail(const std::string& node, const std::string& message) {
   return Ort::GetApi().CreateStatus(ORT_EP_FAIL, text.c_str());
 }
 
-// Rules 4 and 6 for the inputs of one run: "" or the message; `seed` and `scales` (lattice) then
-// point at their device bytes.
+// Rules 4 and 6 for the inputs of one run: "" or the message; `seed` and `scales` (lattice,
+// trellis) then point at their device bytes.
 std::string CheckInputs(Ort::KernelContext& context, const NodeParams& node, const uint8_t** seed,
                         const uint16_t** scales) {
   Ort::ConstValue seed_value = context.GetInput(0);
   const Ort::TensorTypeAndShapeInfo seed_info = seed_value.GetTensorTypeAndShapeInfo();
   if (seed_info.GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8) return "rule 4: seed must be a rank-1 uint8 tensor";
   const std::vector<int64_t> dims = seed_info.GetShape();
-  std::string error = node.lattice ? ValidateSeed(node.lattice_params, dims.size(), dims.data())
-                                   : ValidateSeed(node.winding, dims.size(), dims.data());
+  std::string error = node.lattice   ? ValidateSeed(node.lattice_params, dims.size(), dims.data())
+                      : node.trellis ? ValidateSeed(node.trellis_params, dims.size(), dims.data())
+                                     : ValidateSeed(node.winding, dims.size(), dims.data());
   if (!error.empty()) return error;
   *seed = seed_value.GetTensorData<uint8_t>();
-  if (!node.lattice) return "";
+  if (!node.lattice && !node.trellis) return "";
   Ort::ConstValue scales_value = context.GetInput(1);
-  if (!scales_value) return "rule 2: a lattice node has two inputs, seed and scales; scales is missing";
+  if (!scales_value) return "rule 2: this node has two inputs, seed and scales; scales is missing";
   const Ort::TensorTypeAndShapeInfo scales_info = scales_value.GetTensorTypeAndShapeInfo();
   if (scales_info.GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16) {
     return "rule 6: scales must be a rank-1 float16 tensor";
   }
   const std::vector<int64_t> scale_dims = scales_info.GetShape();
-  error = ValidateScalesShape(node.lattice_params, scale_dims.size(), scale_dims.data());
+  error = node.trellis ? ValidateScalesShape(node.trellis_params, scale_dims.size(), scale_dims.data())
+                       : ValidateScalesShape(node.lattice_params, scale_dims.size(), scale_dims.data());
   *scales = static_cast<const uint16_t*>(scales_value.GetTensorRawData());
   return error;
 }
@@ -69,17 +71,20 @@ class DecodeWeightsCudaKernel {
       const std::string input_error = CheckInputs(context, node_, &seed, &scales);
       if (!input_error.empty()) return Fail(name_, input_error);
       Ort::UnownedValue output = context.GetOutput(0, node_.shape.data(), node_.shape.size());
-      const uint64_t count = node_.lattice ? node_.lattice_params.num_elements : node_.winding.num_elements;
+      const uint64_t count = node_.lattice   ? node_.lattice_params.num_elements
+                             : node_.trellis ? node_.trellis_params.num_elements
+                                             : node_.winding.num_elements;
       if (count == 0) return nullptr;
       void* stream = context.GetGPUComputeStream();
       void* out = output.GetTensorMutableRawData();
       const auto launch = [&](uint32_t* flag) {
-        return node_.lattice ? Launch(node_.lattice_params, seed, scales, out, flag, stream)
-                             : Launch(node_.winding, seed, out, flag, stream);
+        return node_.lattice   ? Launch(node_.lattice_params, seed, scales, out, flag, stream)
+               : node_.trellis ? Launch(node_.trellis_params, seed, scales, out, flag, stream)
+                               : Launch(node_.winding, seed, out, flag, stream);
       };
       // Nothing to wait for when every 2^bits winding index is in the codebook, or these constant
       // inputs already passed the run-time rules.
-      if ((!node_.lattice && !NeedsRangeCheck(node_.winding)) ||
+      if ((!node_.lattice && !node_.trellis && !NeedsRangeCheck(node_.winding)) ||
           (constant_inputs_ && checked_seed_.load() == seed && checked_scales_.load() == scales)) {
         const std::string error = launch(nullptr);
         return error.empty() ? nullptr : CudaFail(name_, error);
@@ -115,6 +120,7 @@ class DecodeWeightsCudaKernel {
   // The CPU kernel's messages (rule 6 first: a decoder checks it before reading the seed; the
   // GPU does not say which scale).
   std::string RuleBroken(uint32_t flag) const {
+    if (node_.trellis) return "rule 6: a scale is Inf or NaN";
     if (!node_.lattice) {
       return "rule 5: a seed index is >= (points + 1) * (rings + 1) = " + std::to_string(node_.winding.codebook_size);
     }
@@ -155,7 +161,7 @@ struct DecodeWeightsCudaOp : Ort::CustomOpBase<DecodeWeightsCudaOp, DecodeWeight
       NodeParams node;
       const std::string error = ReadNode(info, &node);
       if (!error.empty()) return Fail(name, error);
-      const bool constant = ConstantInput(api, raw_info, 0) && (!node.lattice || ConstantInput(api, raw_info, 1));
+      const bool constant = ConstantInput(api, raw_info, 0) && (!(node.lattice || node.trellis) || ConstantInput(api, raw_info, 1));
       *kernel = new DecodeWeightsCudaKernel(name, node, constant);
       return nullptr;
     } catch (const std::bad_alloc&) {

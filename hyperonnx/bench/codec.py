@@ -130,9 +130,38 @@ def _lattice_studies(tensors: dict[str, np.ndarray]) -> None:
         print(f"  lattice b={b:2d} {lat['bits_per_weight']:6.3f} {lat['sqnr_db']:6.2f}", flush=True)
 
 
-def _minilm_end_to_end(targets: list[dict]) -> None:
-    """MiniLM-L6 sentence embeddings (256 sentences) after lattice compression at each rate target,
-    decoded by the reference decoder (decompress) and run in onnxruntime, against the original."""
+def trellis_ablation() -> list[tuple[str, "codec.TrellisConfig"]]:
+    """The trellis codec's steps, each on top of the last (the preset is the fourth)."""
+    T = codec.TrellisConfig
+    return [("trellis L=12 k=4, group 128, rms scale (+ least squares)", T(scales=(1.0,))),
+            ("+ scale 1.25 rms", T(scales=(1.25,))),
+            ("+ best of 1.1 / 1.25 / 1.4 rms (= preset trellis)", T()),
+            ("+ per-tensor k, bits=4.25", T(bits=4.25)),
+            ("  group 64 instead (4.25 b/w)", T(group=64)),
+            ("  L=14 (memory 10)", T(memory=10)),
+            ("  L=14, bits=4.25", T(memory=10, bits=4.25)),
+            ("  L=16 (memory 12)", T(memory=12))]
+
+
+def _trellis_studies(tensors: dict[str, np.ndarray]) -> None:
+    """Ablation of the trellis codec's steps and its rate-distortion curve against lattice."""
+    print("\ntrellis ablation (MiniLM-L6 encoder matrices)")
+    for label, config in trellis_ablation():
+        row = measure(tensors, config)
+        print(f"  {label:56} {row['bits_per_weight']:6.3f} b/w {row['sqnr_db']:7.2f} dB "
+              f"{row['encode_mweights_s']:6.2f} Mw/s enc", flush=True)
+    print("\nrate-distortion: trellis (k bits/weight) vs lattice (index bits 2k) (bits/weight, SQNR dB)")
+    for k in range(2, 9):
+        tre = measure(tensors, codec.TrellisConfig(index_bits=k))
+        lat = measure(tensors, codec.LatticeConfig(index_bits=2 * k))
+        print(f"  k={k}: trellis {tre['bits_per_weight']:6.3f} {tre['sqnr_db']:6.2f} | "
+              f"lattice b={2 * k:2d} {lat['bits_per_weight']:6.3f} {lat['sqnr_db']:6.2f}", flush=True)
+
+
+def _minilm_end_to_end(targets: list[dict], preset: str = "lattice") -> None:
+    """MiniLM-L6 sentence embeddings (256 sentences) after compression with `preset` at each rate
+    target, decoded by the reference decoder (decompress) and run in onnxruntime, against the
+    original."""
     import onnx
     import onnxruntime as ort
 
@@ -149,13 +178,13 @@ def _minilm_end_to_end(targets: list[dict]) -> None:
 
     reference = embed(original)
     size = len(original.SerializeToString())
-    print(f"\nMiniLM-L6 end to end (lattice, reference decoder, onnxruntime; file {size / 1e6:.1f} MB)")
+    print(f"\nMiniLM-L6 end to end ({preset}, reference decoder, onnxruntime; file {size / 1e6:.1f} MB)")
     for target in targets:
-        model, report = compress(original, "lattice", return_report=True, **target)
+        model, report = compress(original, preset, return_report=True, **target)
         done = [t for t in report.tensors if t.compressed]
         rate = sum(8 * t.seed_bytes for t in done) / sum(math.prod(t.shape) for t in done)
         score = task.score(embed(decompress(model)), reference)
-        label = ", ".join(f"{k}={v}" for k, v in target.items()) or "index_bits=8"
+        label = ", ".join(f"{k}={v}" for k, v in target.items()) or "preset"
         print(f"  {label:18} {rate:6.3f} b/w over {len(done)} tensors, file x{size / len(model.SerializeToString()):.2f}, "
               f"cosine mean {score['cosine_mean']:.4f} min {score['cosine_min']:.4f}", flush=True)
 
@@ -187,6 +216,8 @@ def main(args) -> int:
     if args.ablation and not args.no_minilm:
         _lattice_studies(sets["MiniLM-L6 encoder matrices"])
         _minilm_end_to_end([{}, {"bits": 4.25}, {"bits": 4.29}, {"target_sqnr": 25.0}])
+        _trellis_studies(sets["MiniLM-L6 encoder matrices"])
+        _minilm_end_to_end([{}, {"bits": 4.25}], "trellis")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     return 0

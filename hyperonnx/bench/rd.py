@@ -1,11 +1,14 @@
 """`hyperonnx bench rd`: the rate-distortion plot. SQNR (dB) against bits/weight on MiniLM-L6's 36
-encoder weight matrices, for hyperonnx's lattice codec at every index width from 3 to 8 bits/weight
-and the paper presets, against integer round-to-nearest with float16 scales per group of 32 and
-128 weights (int4 and int8 among them). Writes the PNG and the points as JSON."""
+encoder weight matrices, for hyperonnx's lattice codec at every index width from 3 to 8 bits/weight,
+its trellis codec at 2 to 8 bits/weight and the paper presets, against integer round-to-nearest
+with float16 scales per group of 32 and 128 weights (int4 and int8 among them), llama.cpp's
+quantizers (points measured on the same matrices, issue 15) and the Gaussian rate-distortion bound
+(6.02 dB per bit). Writes the PNG and the points as JSON."""
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 from .. import codec
@@ -17,11 +20,20 @@ RATE_TARGETS = (3.25, 4.25, 5.25)  # bits/weight met by per-tensor index widths 
 PAPER_PRESETS = ("paper-unet", "paper")
 LATTICE = "hyperonnx lattice (group 128)"
 TARGETS = "hyperonnx lattice, per-tensor rates (bits=3.25 / 4.25 / 5.25)"
+TRELLIS_BITS = range(2, 9)  # k bits/weight, window L = k + 8 (at most 16)
+TRELLIS = "hyperonnx trellis (group 128)"
+TRELLIS_TARGETS = "hyperonnx trellis, per-tensor k (bits=3.25 / 4.25 / 5.25)"
+# llama.cpp's calibration-free quantizers on the same 36 matrices (no imatrix; idealised 256-wide
+# blocks for the K and IQ4_XS types), as measured for issue 15: (label, bits/weight, SQNR dB)
+LLAMA_CPP = [("IQ4_XS", 4.25, 22.0), ("Q4_K", 4.50, 22.7), ("IQ4_NL", 4.50, 22.1), ("Q3_K", 3.44, 16.2),
+             ("IQ3_S", 3.44, 15.3)]
+LLAMA = "llama.cpp (no imatrix; issue 15's measurements)"
+BOUND = "Gaussian rate-distortion bound (6.02 dB/bit)"
 
 
 def curves(tensors) -> dict[str, list[tuple[float, float]]]:
     """{label: [(bits/weight, SQNR dB), ...]} for every method of the plot."""
-    series = {LATTICE: [], TARGETS: [], "int RTN, group 128, symmetric": [],
+    series = {LATTICE: [], TARGETS: [], TRELLIS: [], TRELLIS_TARGETS: [], "int RTN, group 128, symmetric": [],
               "int RTN, group 128, asymmetric": [], "int RTN, group 32, asymmetric": [],
               "hyperonnx paper presets (authors' algorithm)": []}
     for b in LATTICE_INDEX_BITS:
@@ -30,6 +42,14 @@ def curves(tensors) -> dict[str, list[tuple[float, float]]]:
     for bits in RATE_TARGETS:
         row = measure(tensors, codec.LatticeConfig(bits=bits))
         series[TARGETS].append((row["bits_per_weight"], row["sqnr_db"]))
+    for k in TRELLIS_BITS:
+        row = measure(tensors, codec.TrellisConfig(index_bits=k))
+        series[TRELLIS].append((row["bits_per_weight"], row["sqnr_db"]))
+    for bits in RATE_TARGETS:
+        row = measure(tensors, codec.TrellisConfig(bits=bits))
+        series[TRELLIS_TARGETS].append((row["bits_per_weight"], row["sqnr_db"]))
+    series[LLAMA] = [(bits, sqnr) for _, bits, sqnr in LLAMA_CPP]
+    series[BOUND] = [(bits, 20 * math.log10(2) * bits) for bits in (2, 8)]
     for bits in RTN_BITS:
         series["int RTN, group 128, symmetric"].append(rtn(tensors, bits, 128, True))
         series["int RTN, group 128, asymmetric"].append(rtn(tensors, bits, 128, False))
@@ -52,10 +72,16 @@ def plot(series: dict[str, list[tuple[float, float]]], path: Path) -> None:
               "int RTN, group 128, asymmetric": dict(color="C2", marker="^", linestyle="--"),
               "int RTN, group 32, asymmetric": dict(color="C1", marker="v", linestyle="--"),
               "hyperonnx paper presets (authors' algorithm)": dict(color="C7", marker="x", linestyle="none",
-                                                                   markersize=9, markeredgewidth=2)}
+                                                                   markersize=9, markeredgewidth=2),
+              TRELLIS: dict(color="C5", marker="D", linewidth=2.2),
+              TRELLIS_TARGETS: dict(color="C9", marker="P", linestyle="none", markersize=10),
+              LLAMA: dict(color="k", marker="o", linestyle="none", markerfacecolor="none", markersize=8),
+              BOUND: dict(color="0.5", linestyle=":", linewidth=1.2)}
     for label, points in series.items():
         xs, ys = zip(*sorted(points))
         ax.plot(xs, ys, label=label, **styles.get(label, {}))
+    for (label, _, _), (x, y) in zip(LLAMA_CPP, series[LLAMA]):
+        ax.annotate(label, (x, y), textcoords="offset points", xytext=(5, -10), fontsize=7)
     for x, y in series["int RTN, group 128, symmetric"]:
         bits = round(x - 16 / 128)
         if bits in (4, 8):

@@ -38,7 +38,7 @@ from ..codec import bitpack, lattice
 from . import probe
 
 DTYPES = {"float32": TensorProto.FLOAT, "float16": TensorProto.FLOAT16}
-CODECS = (fmt.CODEC_WINDING, fmt.CODEC_LATTICE)  # decode rows of each, measured side by side
+CODECS = (fmt.CODEC_WINDING, fmt.CODEC_LATTICE, fmt.CODEC_TRELLIS)  # decode rows of each, measured side by side
 # The paper preset's codebook: n = 1600 points, C = 4 rings -> 8005 indices of 13 bits.
 PAPER_CODEBOOK = dict(points=1600, rings=4, center=[0.0, 0.0], side=0.8, ring_scales=[1.6, 2.2, 2.8, 3.4])
 RUNTIMES = ("plain", "load", "stream")
@@ -69,8 +69,15 @@ def all_cores() -> int:
 
 def random_seed(count: int, dtype: int, rng: np.random.Generator, codec: str = fmt.CODEC_WINDING) -> fmt.Seed:
     """A valid seed of `count` elements with uniformly random indices (no encoder run): winding
-    over the paper preset's codebook, or lattice at the default preset's usual width (8-bit
-    steps, a float16 scale per 128 weights)."""
+    over the paper preset's codebook, lattice at the default preset's usual width (8-bit
+    steps, a float16 scale per 128 weights), or trellis as its preset (k = 4, L = 12, groups of 128)."""
+    if codec == fmt.CODEC_TRELLIS:
+        k, window, group = 4, 12, 128
+        groups = fmt.scale_count(count, group)
+        payload = rng.integers(0, 256, groups * group * k // 8, dtype=np.uint8)
+        scales = rng.uniform(2 ** 13, 2 ** 15, groups).astype(np.float16)
+        attrs = dict(bits=k, window=window, group=group, scale_unit=2.0 ** -20)
+        return fmt.Seed(fmt.CODEC_TRELLIS, (count,), dtype, payload, attrs, scales=scales)
     if codec == fmt.CODEC_LATTICE:
         bits, group = 8, 128
         steps = rng.integers(0, (1 << bits) - 1, fmt.num_pairs(count), dtype=np.uint32)

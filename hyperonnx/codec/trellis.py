@@ -36,6 +36,7 @@ _F32 = np.float32
 MIN_BITS, MAX_BITS = fmt.TRELLIS_BITS
 MAX_WINDOW = fmt.TRELLIS_MAX_WINDOW
 _WRAP = 16  # weights on each side of the wrap in the first tail-biting pass
+MAX_SEARCH_GROUP = 4096  # the encoder's largest group (its search keeps G * 2^(L-k) values)
 _BATCH = 256  # groups per numpy Viterbi batch (the back pointers: batch * group * 2^(L-k) bytes)
 
 
@@ -51,7 +52,9 @@ class TrellisConfig:
     index_bits: int = 4
     memory: int = 8  # L - k: the bits a window shares with the next one
     group: int = 128  # weights per float16 scale and per tail-biting walk (a multiple of 8)
-    iterations: int = 1  # Viterbi passes at a least-squares refitted scale after the first
+    # a walk at each of these multiples of the group's root-mean-square, then the least-squares
+    # scale of each walk; the best per group is kept (each one costs a search)
+    scales: tuple[float, ...] = (1.1, 1.25, 1.4)
     bits: float | None = None
     target_sqnr: float | None = None
     min_index_bits: int = 1  # range the rate allocation chooses from
@@ -64,12 +67,12 @@ class TrellisConfig:
             raise ValueError(f"need {MIN_BITS} <= min_index_bits <= max_index_bits <= {MAX_BITS}")
         if not 0 <= self.memory <= MAX_WINDOW - 1:
             raise ValueError(f"memory must be in [0, {MAX_WINDOW - 1}]")
-        if self.group % 8 or not 8 <= self.group <= fmt.MAX_GROUP:
-            raise ValueError(f"group must be a multiple of 8 in [8, {fmt.MAX_GROUP}]")
+        if self.group % 8 or not 8 <= self.group <= MAX_SEARCH_GROUP:
+            raise ValueError(f"group must be a multiple of 8 in [8, {MAX_SEARCH_GROUP}]")
         if self.index_bits * self.group < self.window:
             raise ValueError(f"a group's stream (index_bits * group bits) must hold a window of {self.window} bits")
-        if self.iterations < 0:
-            raise ValueError("iterations must be >= 0")
+        if not self.scales or not all(math.isfinite(m) and m > 0 for m in self.scales):
+            raise ValueError("scales must be one or more finite multiples > 0")
         if self.bits is not None and self.target_sqnr is not None:
             raise ValueError("give bits or target_sqnr, not both")
         if self.bits is not None and not (math.isfinite(self.bits) and self.bits > 0):
@@ -209,18 +212,21 @@ def _rms_scales(grouped: np.ndarray) -> np.ndarray:
 
 
 def _fit(grouped: np.ndarray, config: TrellisConfig) -> tuple[np.ndarray, np.ndarray]:
-    """(windows, scales float64) per group: a walk at the rms scale, the least-squares scale of
-    that walk, and `iterations` more walks at the refitted scale (each kept where it is better)."""
+    """(windows, scales float64) per group: a walk at each of config.scales times the group's
+    root-mean-square, each with its least-squares scale; the one of least error per group (the
+    first on ties)."""
     k, window = config.index_bits, config.window
     h = values(window).astype(np.float64)
-    scales = _rms_scales(grouped)
-    windows = _walks(grouped, scales, k, window)
-    scales, error = _refit(grouped, h[windows], scales)
-    for _ in range(config.iterations):
-        again = _walks(grouped, scales, k, window)
-        new_scales, new_error = _refit(grouped, h[again], scales)
-        better = new_error < error
-        windows[better], scales[better], error[better] = again[better], new_scales[better], new_error[better]
+    rms = _rms_scales(grouped)
+    windows = scales = error = None
+    for multiple in config.scales:
+        walk = _walks(grouped, rms * multiple, k, window)
+        fitted, err = _refit(grouped, h[walk], rms * multiple)
+        if windows is None:
+            windows, scales, error = walk, fitted, err
+        else:
+            better = err < error
+            windows[better], scales[better], error[better] = walk[better], fitted[better], err[better]
     return windows, scales
 
 
