@@ -125,14 +125,15 @@ def test_rate_targets_choose_k_per_tensor():
     assert bits <= 4.25 * sum(a.size for a in arrays)
     assert len({c.index_bits for c in configs}) > 1
     assert hyperonnx.TrellisConfig().at(6) == hyperonnx.TrellisConfig(index_bits=6)
-    assert hyperonnx.TrellisConfig(index_bits=6).window == 14
+    assert hyperonnx.TrellisConfig(index_bits=6).effective_window == 14
+    assert hyperonnx.TrellisConfig(index_bits=2).effective_window == 12
     with pytest.raises(ValueError, match="below the least rate"):
         hyperonnx.codec.plan(arrays, "trellis", bits=1.0)
 
 
 @pytest.mark.parametrize("change", [dict(index_bits=0), dict(index_bits=9), dict(group=12), dict(memory=16),
                                     dict(scales=()), dict(scales=(1.0, -1.0)), dict(bits=4.0, target_sqnr=20.0),
-                                    dict(index_bits=1, memory=15, group=8)])
+                                    dict(index_bits=1, window=9, group=8), dict(window=0), dict(window=17)])
 def test_bad_configs_are_refused(change):
     with pytest.raises(ValueError):
         hyperonnx.TrellisConfig(**change)
@@ -195,11 +196,11 @@ def kernel_decode(seed: hyperonnx.Seed, threads: int = 0) -> np.ndarray:
 
 
 @pytest.mark.parametrize("dtype", list(DTYPES))
-@pytest.mark.parametrize("k,memory,group,shape", [(4, 8, 128, (300, 7)), (1, 7, 8, (77,)), (2, 14, 64, (5, 64)),
-                                                  (8, 8, 8, (1000,)), (3, 0, 16, (3, 3, 3)), (5, 9, 256, (70000,))])
-def test_kernel_bytes_equal_the_reference(dtype, k, memory, group, shape):
+@pytest.mark.parametrize("k,window,group,shape", [(4, 12, 128, (300, 7)), (1, 8, 8, (77,)), (2, 16, 64, (5, 64)),
+                                                  (8, 16, 8, (1000,)), (3, 3, 16, (3, 3, 3)), (5, 14, 256, (70000,))])
+def test_kernel_bytes_equal_the_reference(dtype, k, window, group, shape):
     w = np.random.default_rng(k).standard_normal(shape).astype(DTYPES[dtype])
-    seed = hyperonnx.encode(w, hyperonnx.TrellisConfig(index_bits=k, memory=memory, group=group))
+    seed = hyperonnx.encode(w, hyperonnx.TrellisConfig(index_bits=k, window=window, memory=0, group=group))
     assert seed.codec == fmt.CODEC_TRELLIS
     expected = hyperonnx.decode(seed)
     for threads in (1, 2):
@@ -290,7 +291,7 @@ def test_cuda_kernel_bytes_equal_the_reference(dtype):
 
     rng = np.random.default_rng(0)
     w = rng.standard_normal((77, 130)).astype(DTYPES[dtype])
-    seeds = [hyperonnx.encode(w, "trellis"), hyperonnx.encode(w, hyperonnx.TrellisConfig(index_bits=2, group=8))]
+    seeds = [hyperonnx.encode(w, "trellis"), hyperonnx.encode(w, hyperonnx.TrellisConfig(index_bits=2, window=10, group=8))]
     for k, window, group in ((8, 16, 24), (1, 1, 8)):
         groups = -(-999 // group)
         seeds.append(hyperonnx.Seed(fmt.CODEC_TRELLIS, (999,), dtype, rng.integers(0, 256, groups * group * k // 8, dtype=np.uint8),

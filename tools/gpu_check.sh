@@ -46,6 +46,7 @@ export HYPERONNX_LIBRARY=$(find "$build" -name libhyperonnx_ops.so | head -n 1)
 export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
 cd "$root/tests" || exit 1
 step test_cuda "$python" -m pytest -q -rs -p no:cacheprovider test_cuda.py
+step test_trellis_cuda "$python" -m pytest -q -rs -p no:cacheprovider -m cuda test_trellis.py
 for archs in "${arch_sets[@]:1}"; do
   tag=${archs//[^0-9a-z]/_}
   step "build_$tag" build_library "$build-$tag" "$archs"

@@ -138,9 +138,9 @@ def trellis_ablation() -> list[tuple[str, "codec.TrellisConfig"]]:
             ("+ best of 1.1 / 1.25 / 1.4 rms (= preset trellis)", T()),
             ("+ per-tensor k, bits=4.25", T(bits=4.25)),
             ("  group 64 instead (4.25 b/w)", T(group=64)),
-            ("  L=14 (memory 10)", T(memory=10)),
-            ("  L=14, bits=4.25", T(memory=10, bits=4.25)),
-            ("  L=16 (memory 12)", T(memory=12))]
+            ("  L=14", T(window=14)),
+            ("  L=14, bits=4.25", T(window=14, bits=4.25)),
+            ("  L=16", T(window=16))]
 
 
 def _trellis_studies(tensors: dict[str, np.ndarray]) -> None:

@@ -20,7 +20,7 @@ RATE_TARGETS = (3.25, 4.25, 5.25)  # bits/weight met by per-tensor index widths 
 PAPER_PRESETS = ("paper-unet", "paper")
 LATTICE = "hyperonnx lattice (group 128)"
 TARGETS = "hyperonnx lattice, per-tensor rates (bits=3.25 / 4.25 / 5.25)"
-TRELLIS_BITS = range(2, 9)  # k bits/weight, window L = k + 8 (at most 16)
+TRELLIS_BITS = range(2, 9)  # k bits/weight, window L = max(12, k + 8) (at most 16)
 TRELLIS = "hyperonnx trellis (group 128)"
 TRELLIS_TARGETS = "hyperonnx trellis, per-tensor k (bits=3.25 / 4.25 / 5.25)"
 # llama.cpp's calibration-free quantizers on the same 36 matrices (no imatrix; idealised 256-wide

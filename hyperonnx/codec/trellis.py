@@ -46,11 +46,13 @@ class TrellisConfig:
 
     Rate: `index_bits` k per weight plus 16/group for the scales, or a target over a set of
     tensors, `bits` (average bits/weight) or `target_sqnr` (dB), met by per-tensor k (`plan`).
-    The window is L = k + `memory` bits (at most 16): the encoder's work grows as 2^L per weight.
+    The window is L = max(`window`, k + `memory`) bits, at most 16: the encoder's work grows as
+    2^L per weight, whatever k.
     """
 
     index_bits: int = 4
-    memory: int = 8  # L - k: the bits a window shares with the next one
+    window: int = 12  # the least L
+    memory: int = 8  # the least L - k: the bits a window shares with the next one
     group: int = 128  # weights per float16 scale and per tail-biting walk (a multiple of 8)
     # a walk at each of these multiples of the group's root-mean-square, then the least-squares
     # scale of each walk; the best per group is kept (each one costs a search)
@@ -67,10 +69,12 @@ class TrellisConfig:
             raise ValueError(f"need {MIN_BITS} <= min_index_bits <= max_index_bits <= {MAX_BITS}")
         if not 0 <= self.memory <= MAX_WINDOW - 1:
             raise ValueError(f"memory must be in [0, {MAX_WINDOW - 1}]")
+        if not 1 <= self.window <= MAX_WINDOW:
+            raise ValueError(f"window must be in [1, {MAX_WINDOW}]")
         if self.group % 8 or not 8 <= self.group <= MAX_SEARCH_GROUP:
             raise ValueError(f"group must be a multiple of 8 in [8, {MAX_SEARCH_GROUP}]")
-        if self.index_bits * self.group < self.window:
-            raise ValueError(f"a group's stream (index_bits * group bits) must hold a window of {self.window} bits")
+        if self.index_bits * self.group < self.effective_window:
+            raise ValueError(f"a group's stream (index_bits * group bits) must hold a window of {self.effective_window} bits")
         if not self.scales or not all(math.isfinite(m) and m > 0 for m in self.scales):
             raise ValueError("scales must be one or more finite multiples > 0")
         if self.bits is not None and self.target_sqnr is not None:
@@ -85,9 +89,9 @@ class TrellisConfig:
         return self.bits is None and self.target_sqnr is None
 
     @property
-    def window(self) -> int:
-        """L at this config's k: k + memory, at most MAX_WINDOW."""
-        return min(self.index_bits + self.memory, MAX_WINDOW)
+    def effective_window(self) -> int:
+        """L at this config's k: max(window, k + memory), at most MAX_WINDOW."""
+        return min(max(self.window, self.index_bits + self.memory), MAX_WINDOW)
 
     def at(self, index_bits: int) -> "TrellisConfig":
         """This setting at k = index_bits bits per weight, without a rate target (the planner's
@@ -215,7 +219,7 @@ def _fit(grouped: np.ndarray, config: TrellisConfig) -> tuple[np.ndarray, np.nda
     """(windows, scales float64) per group: a walk at each of config.scales times the group's
     root-mean-square, each with its least-squares scale; the one of least error per group (the
     first on ties)."""
-    k, window = config.index_bits, config.window
+    k, window = config.index_bits, config.effective_window
     h = values(window).astype(np.float64)
     rms = _rms_scales(grouped)
     windows = scales = error = None
@@ -271,7 +275,7 @@ def unpack_windows(payload: np.ndarray, k: int, window: int, groups: int, group:
 
 def encode(flat: np.ndarray, config: TrellisConfig):
     """Encode a finite float32 vector; return (payload, scales16, attrs, decoded)."""
-    k, window = config.index_bits, config.window
+    k, window = config.index_bits, config.effective_window
     grouped = _grouped(flat, config.group)
     windows, scales = _fit(grouped, config)
     scales16, unit = store_scales(scales)
@@ -307,7 +311,7 @@ def _errors(samples: list[np.ndarray], config: TrellisConfig) -> np.ndarray:
     """Squared error of each sample at config.index_bits (scales unrounded)."""
     grouped = np.concatenate([_grouped(s, config.group) for s in samples])
     windows, scales = _fit(grouped, config)
-    err = (values(config.window)[windows] * scales[:, None] - grouped).astype(np.float64)
+    err = (values(config.effective_window)[windows] * scales[:, None] - grouped).astype(np.float64)
     # zero padding decodes near zero, not exactly: count only the weights
     valid = np.concatenate([_grouped(np.ones(s.size, _F32), config.group) for s in samples]) > 0
     per_group = np.einsum("ij,ij->i", np.where(valid, err, 0), np.where(valid, err, 0))
