@@ -1,8 +1,8 @@
 """Differential fuzzer of the DecodeWeights CPU kernel, run in a child process by
 tests/test_kernel_fuzz.py (a crash or hang there is a test failure, not a dead pytest).
 
-Each case corrupts a valid node of either codec (seed bytes, seed length, the lattice codec's
-scales, attribute values, attribute types, missing attributes, the input count), runs it through
+Each case corrupts a valid node of any codec (seed bytes, seed length, the lattice and trellis
+codecs' scales, attribute values, attribute types, missing attributes, the input count), runs it through
 onnxruntime with the library, and compares with the
 reference decoder: when onnxruntime succeeds the reference must accept the node and produce the
 same bytes; when onnxruntime fails the reference must reject it too.
@@ -50,6 +50,9 @@ def base_seeds(rng):
                 seeds.append(seed)
     for bits, group in ((2, 2), (5, 6), (16, 4)):  # lattice seeds at other widths and groups
         config = hyperonnx.LatticeConfig(index_bits=bits, group=group)
+        seeds.append(hyperonnx.encode((rng.standard_normal(41) * 0.05).astype(np.float32), config, min_elements=1))
+    for k, window, group in ((1, 8, 8), (3, 16, 16), (8, 8, 8)):  # trellis seeds at other widths and groups
+        config = hyperonnx.TrellisConfig(index_bits=k, window=window, memory=0, group=group)
         seeds.append(hyperonnx.encode((rng.standard_normal(41) * 0.05).astype(np.float32), config, min_elements=1))
     return seeds
 

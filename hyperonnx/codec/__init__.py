@@ -33,6 +33,9 @@ PRESETS: dict[str, Config] = {
     # with a 12-bit window and a float16 scale per 128 (4.125 bits/weight); `bits=` / `target_sqnr=`
     # pick k per tensor.
     "trellis": TrellisConfig(),
+    # the trellis codec at 4.25 bits/weight on average over the tensors compressed together, k
+    # chosen per tensor (as lattice-4.25)
+    "trellis-4.25": TrellisConfig(bits=4.25),
 }
 DEFAULT_PRESET = "lattice-4.25"
 DEFAULT_MIN_ELEMENTS = 16
