@@ -278,7 +278,7 @@ def _onnx_opset(model: onnx.ModelProto) -> int:
 
 def _row_blocks(rows: int, row_pairs: int, bits: int, itemsize: int, group: int = 2) -> list[tuple[int, int]]:
     """Row ranges of about STREAM_BLOCK_BYTES decoded, each starting on a seed byte boundary and
-    (lattice) on a scale group boundary."""
+    (lattice, trellis) on a scale group boundary."""
     align = math.lcm(8 // math.gcd(8, (row_pairs * bits) % 8 or 8), group // math.gcd(group, 2 * row_pairs))
     step = max(align, STREAM_BLOCK_BYTES // (2 * row_pairs * itemsize) // align * align)
     return [(low, min(rows, low + step)) for low in range(0, rows, step)]
@@ -310,10 +310,12 @@ def _split_gathered(model: onnx.ModelProto) -> int:
         shape, dtype, bits = (_attribute(decode, k) for k in ("shape", "dtype", "bits"))
         users = readers.get(weight, [])
         codec = _attribute(decode, "codec")
-        group = _attribute(decode, "group") if codec == fmt.CODEC_LATTICE.encode() else 2
-        if (len(users) != 1 or weight in implicit or codec not in (fmt.CODEC_WINDING.encode(), fmt.CODEC_LATTICE.encode())
+        scaled = codec in (fmt.CODEC_LATTICE.encode(), fmt.CODEC_TRELLIS.encode())
+        trellis = codec == fmt.CODEC_TRELLIS.encode()
+        group = _attribute(decode, "group") if scaled else 2
+        if (len(users) != 1 or weight in implicit or codec not in (fmt.CODEC_WINDING.encode(), *(c.encode() for c in fmt.SCALED_CODECS))
                 or not shape or dtype not in _BLOCK_DTYPES or not isinstance(bits, int) or not isinstance(group, int)
-                or group < 2 or group % 2):
+                or group < 2 or group % 2 or bits < 1):
             continue
         gather = users[0]
         if (gather.op_type != "Gather" or gather.domain not in ("", "ai.onnx") or list(gather.input[:1]) != [weight]
@@ -323,12 +325,14 @@ def _split_gathered(model: onnx.ModelProto) -> int:
         itemsize = np.dtype(fmt.OUTPUT_DTYPES[dtype]).itemsize
         dims = list(initializers[seed_name].dims)
         scales = initializers.get(decode.input[1]) if len(decode.input) > 1 else None
-        if (row % 2 or shape[0] * row * itemsize < 2 * STREAM_BLOCK_BYTES
-                or dims != [(shape[0] * row // 2 * bits + 7) // 8]
-                or (codec == fmt.CODEC_LATTICE.encode()
-                    and (scales is None or list(scales.dims) != [-(-shape[0] * row // group)]))):
+        # bits per pair of weights: a trellis group of G weights is G*k/8 bytes, 2k bits a pair
+        pair_bits = 2 * bits if trellis else bits
+        seed_bytes = (-(-shape[0] * row // group) * group * bits // 8 if trellis
+                      else (shape[0] * row // 2 * bits + 7) // 8)
+        if (row % 2 or shape[0] * row * itemsize < 2 * STREAM_BLOCK_BYTES or dims != [seed_bytes]
+                or (scaled and (scales is None or list(scales.dims) != [-(-shape[0] * row // group)]))):
             continue  # small, odd rows, or a seed or scales the kernel will refuse as they stand
-        nodes, tensors = _gather_in_blocks(decode, gather, shape, dtype, bits, itemsize, group)
+        nodes, tensors = _gather_in_blocks(decode, gather, shape, dtype, pair_bits, itemsize, group, seed_bytes)
         where = next(i for i, node in enumerate(graph.node) if node is gather)
         for i in sorted((position, where), reverse=True):
             del graph.node[i]
@@ -340,9 +344,11 @@ def _split_gathered(model: onnx.ModelProto) -> int:
     return split
 
 
-def _gather_in_blocks(decode, gather, shape, dtype, bits, itemsize, group):
-    """Nodes and initializers computing gather's output from row blocks of decode's weight. Each
-    block's seed (and a lattice node's scales: blocks start on group boundaries) is a Slice of
+def _gather_in_blocks(decode, gather, shape, dtype, bits, itemsize, group, seed_bytes):
+    """Nodes and initializers computing gather's output from row blocks of decode's weight (`bits`
+    per pair of weights; the last block's seed ends at `seed_bytes`: a trellis seed holds its
+    last group whole). Each block's seed (and the scales of a lattice or trellis node: blocks
+    start on group boundaries) is a Slice of
     the node's input at run time (a small copy; the tensor data is never touched here, so the
     rewrite costs no memory beyond the graph)."""
     rows, row = shape[0], math.prod(shape[1:])
@@ -364,7 +370,8 @@ def _gather_in_blocks(decode, gather, shape, dtype, bits, itemsize, group):
     blocks = _row_blocks(rows, row // 2, bits, itemsize, group)
     for b, (low, high) in enumerate(blocks):
         p = f"{prefix}{b}"
-        first, last = low * (row // 2) * bits // 8, (high * (row // 2) * bits + 7) // 8
+        first = low * (row // 2) * bits // 8
+        last = seed_bytes if high == rows else (high * (row // 2) * bits + 7) // 8
         tensors += [const(np.array([first], np.int64), f"{p}.first"), const(np.array([last], np.int64), f"{p}.last"),
                     const(np.array(low, np.int64), f"{p}.low"), const(np.array(high - low, np.int64), f"{p}.rows")]
         block = _copy(decode)
@@ -374,7 +381,7 @@ def _gather_in_blocks(decode, gather, shape, dtype, bits, itemsize, group):
                 attribute.ints[:] = [high - low] + list(shape[1:])
         result = out if b == len(blocks) - 1 else f"{p}.acc"
         nodes.append(node("Slice", [decode.input[0], f"{p}.first", f"{p}.last"], [f"{p}.seed"]))
-        if len(decode.input) > 1:  # lattice: the block's groups of scales (low * row is a group multiple)
+        if len(decode.input) > 1:  # lattice, trellis: the block's groups of scales (low * row is a group multiple)
             tensors += [const(np.array([low * row // group], np.int64), f"{p}.scales_first"),
                         const(np.array([-(-high * row // group)], np.int64), f"{p}.scales_last")]
             nodes.append(node("Slice", [decode.input[1], f"{p}.scales_first", f"{p}.scales_last"], [f"{p}.scales"]))

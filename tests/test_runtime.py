@@ -200,7 +200,9 @@ def embedding_model(rows, row, dtype=np.float32, opset=17, preset="paper"):
     (1001, 6, np.float32, "paper"), (700, 64, np.float16, "paper"), (64, 512, np.float32, "paper"),
     # lattice: blocks on group boundaries (6-element rows: 64 rows a group multiple), odd widths
     (1001, 6, np.float32, LatticeConfig(index_bits=7)), (700, 64, np.float16, LatticeConfig(index_bits=9, group=96)),
-    (64, 512, np.float32, "lattice"), (333, 10, np.float32, LatticeConfig(index_bits=5, group=6))])
+    (64, 512, np.float32, "lattice"), (333, 10, np.float32, LatticeConfig(index_bits=5, group=6)),
+    # trellis: whole groups per block, the last group partial
+    (1001, 6, np.float32, "trellis"), (700, 64, np.float16, hyperonnx.TrellisConfig(index_bits=3, group=24))])
 def test_stream_gathers_a_large_table_in_row_blocks(monkeypatch, rows, row, dtype, preset):
     """Stream mode decodes a Gather-only table block by block: same rows, bit for bit, any ids."""
     monkeypatch.setattr(runtime, "STREAM_BLOCK_BYTES", 4096)
