@@ -79,17 +79,25 @@ struct Search {
     }
   }
 
-  // out[c] = min over j of cost[(j << (L-k)) | c] (the materialised first step)
-  void FoldCost(float* out) {
-    const uint32_t blocks = 1u << k;
-    for (uint32_t c = 0; c < low; ++c) {
-      float m = cost[c];
-      for (uint32_t j = 1; j < blocks; ++j) m = std::min(m, cost[(j << (window - k)) | c]);
-      out[c] = m;
-    }
+  // cost[s] = Candidate(next, x, s) for every state
+  void Costs(const float* next, float x) {
+#ifdef HYPERONNX_AVX2
+    if (HasAvx2() && states >= 8) return CostsAvx2(next, x);
+#endif
+    for (uint32_t state = 0; state < states; ++state) cost[state] = Candidate(next, x, state);
   }
 
 #ifdef HYPERONNX_AVX2
+  __attribute__((target("avx2"))) void CostsAvx2(const float* next, float x) {
+    const __m256 vx = _mm256_set1_ps(x);
+    const __m256i lanes = _mm256_srlv_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(static_cast<int>(k)));
+    for (uint32_t state = 0; state < states; state += 8) {
+      const __m256 b = _mm256_permutevar8x32_ps(_mm256_loadu_ps(next + (state >> k)), lanes);
+      const __m256 d = _mm256_sub_ps(vx, _mm256_loadu_ps(h + state));
+      _mm256_storeu_ps(cost.data() + state, _mm256_add_ps(b, _mm256_mul_ps(d, d)));
+    }
+  }
+
   __attribute__((target("avx2"))) void FoldAvx2(const float* next, float x, float* out) {
     const uint32_t blocks = 1u << k;
     const __m256 vx = _mm256_set1_ps(x);
@@ -134,25 +142,47 @@ struct Search {
   // the low L-k bits of window_0 and the high ones of window_{n-1}, or is -1 (free ends).
   void Walk(const float* x, uint32_t n, int64_t shared, uint32_t* out) {
     const float inf = std::numeric_limits<float>::infinity();
-    // step n-1: cost = (x - h)^2 (+0: the same bits), masked by the tail-biting constraint
+    const uint32_t blocks = 1u << k;
+    // step n-1: cost = (x - h)^2 (+0 from a zero row: the same bits), masked by the tail-biting
+    // constraint to the 2^k states (shared << k) | e
     std::fill(Best(n), Best(n) + row, 0.0f);
-    const auto first = [&](uint32_t s) {
-      return shared >= 0 && (s >> k) != static_cast<uint32_t>(shared) ? inf : Candidate(Best(n), x[n - 1], s);
+    const auto first = [&](uint32_t state) {
+      return shared >= 0 && (state >> k) != static_cast<uint32_t>(shared) ? inf : Candidate(Best(n), x[n - 1], state);
     };
-    for (uint32_t s = 0; s < states; ++s) cost[s] = first(s);
-    FoldCost(Best(n - 1));  // n >= 2 (Group)
-    for (uint32_t t = n - 2; t > 0; --t) Fold(Best(t + 1), x[t], Best(t));
-    for (uint32_t s = 0; s < states; ++s) cost[s] = Candidate(Best(1), x[0], s);
-    if (shared >= 0) {
-      for (uint32_t s = 0; s < states; ++s) {
-        if ((s & (low - 1)) != static_cast<uint32_t>(shared)) cost[s] = inf;
+    if (shared < 0) {
+      Fold(Best(n), x[n - 1], Best(n - 1));
+    } else {
+      std::fill(Best(n - 1), Best(n - 1) + row, inf);
+      for (uint32_t e = 0; e < blocks; ++e) {
+        const uint32_t state = (static_cast<uint32_t>(shared) << k) | e;
+        float& b = Best(n - 1)[state & (low - 1)];
+        b = std::min(b, Candidate(Best(n), x[n - 1], state));
       }
     }
+    for (uint32_t t = n - 2; t > 0; --t) Fold(Best(t + 1), x[t], Best(t));  // n >= 2 (Group)
+    // step 0: the first least state; tail-biting: among the states (j << (L-k)) | shared
     uint32_t s = 0;
-    for (uint32_t i = 1; i < states; ++i) {
-      if (cost[i] < cost[s]) s = i;
+    if (shared >= 0) {
+      s = static_cast<uint32_t>(shared);
+      float m = Candidate(Best(1), x[0], s);
+      for (uint32_t j = 1; j < blocks; ++j) {
+        const uint32_t state = (j << (window - k)) | static_cast<uint32_t>(shared);
+        const float v = Candidate(Best(1), x[0], state);
+        if (v < m) {
+          m = v;
+          s = state;
+        }
+      }
+    } else {
+      Costs(Best(1), x[0]);
+      float m = cost[0];
+      for (uint32_t i = 1; i < states; ++i) {
+        if (cost[i] < m) {
+          m = cost[i];
+          s = i;
+        }
+      }
     }
-    const uint32_t blocks = 1u << k;
     for (uint32_t t = 0; t < n; ++t) {
       out[t] = s;
       if (t + 1 == n) break;
