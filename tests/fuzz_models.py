@@ -2,7 +2,7 @@
 is a test failure, not a dead pytest).
 
 Each case corrupts a real model file (the built-in example model and the digits CNN, plain and
-compressed with the winding and lattice codecs, one with external data): byte flips, random overwrites, truncations, cut or repeated
+compressed with the winding, lattice and trellis codecs, one with external data): byte flips, random overwrites, truncations, cut or repeated
 spans, and structural swaps of protobuf fields (names, dims, data types, tensor bytes, node inputs,
 attributes between nodes, opset versions). The corrupted file goes through every verb of the CLI
 (inspect, compress, decompress, verify: `hyperonnx.cli.main`, in process) and through the Python
@@ -66,6 +66,9 @@ def base_models(folder: Path) -> dict[str, tuple[Path, Path]]:
     lattice = folder / "digits.lattice.onnx"  # format version 2: seeds and float16 scales
     hyperonnx.save(hyperonnx.compress(digits, "lattice"), lattice)
     bases["digits.lattice"] = (lattice, digits)
+    trellis = folder / "digits.trellis.onnx"  # format version 3: trellis streams and float16 scales
+    hyperonnx.save(hyperonnx.compress(digits, "trellis"), trellis)
+    bases["digits.trellis"] = (trellis, digits)
     # a compressed model whose seeds live in an external-data file (the mutations hit that file)
     ext = folder / "ext" / "example.hc.onnx"
     ext.parent.mkdir()

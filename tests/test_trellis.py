@@ -84,7 +84,8 @@ def test_the_search_is_optimal_on_a_short_walk():
     assert (trellis.unpack_windows(trellis.pack(found[None], k), k, window, 1, group)[0] == found).all()
 
 
-@pytest.mark.parametrize("k,window,group", [(4, 12, 128), (2, 10, 64), (1, 8, 16), (3, 9, 8), (8, 16, 8), (4, 4, 32)])
+@pytest.mark.parametrize("k,window,group", [(4, 12, 128), (2, 10, 64), (1, 8, 16), (3, 9, 8), (8, 16, 8), (4, 4, 32),
+                                            (8, 12, 8), (6, 9, 16), (7, 8, 8), (2, 3, 8)])
 def test_native_search_equals_the_reference_for_any_thread_count(k, window, group):
     x = np.random.default_rng(k * 100 + window).standard_normal((5, group)).astype(np.float32)
     x[0] = 0

@@ -36,6 +36,8 @@ PRESETS: dict[str, Config] = {
     # the trellis codec at 4.25 bits/weight on average over the tensors compressed together, k
     # chosen per tensor (as lattice-4.25)
     "trellis-4.25": TrellisConfig(bits=4.25),
+    # the same with a 14-bit window: +0.15 dB, encoding 4x slower
+    "trellis-4.25-l14": TrellisConfig(window=14, bits=4.25),
 }
 DEFAULT_PRESET = "lattice-4.25"
 DEFAULT_MIN_ELEMENTS = 16
