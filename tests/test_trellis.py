@@ -133,7 +133,7 @@ def test_rate_targets_choose_k_per_tensor():
 
 
 @pytest.mark.parametrize("change", [dict(index_bits=0), dict(index_bits=9), dict(group=12), dict(memory=16),
-                                    dict(scales=()), dict(scales=(1.0, -1.0)), dict(bits=4.0, target_sqnr=20.0),
+                                    dict(scales=()), dict(scales=(1.0, -1.0)), dict(wide_scales=(float("nan"),)), dict(bits=4.0, target_sqnr=20.0),
                                     dict(index_bits=1, window=9, group=8), dict(window=0), dict(window=17)])
 def test_bad_configs_are_refused(change):
     with pytest.raises(ValueError):
