@@ -75,7 +75,7 @@ class Allocation:
     inputs: str  # where the sample inputs came from
     target: str  # "max_output_error 0.05" or "bits 4.25"
     outputs: list[dict] = field(default_factory=list)  # per output: name, kind, measured, budget
-    tensors: dict[str, dict] = field(default_factory=dict)  # name -> width, sensitivity, predicted, measured
+    tensors: dict[str, dict] = field(default_factory=dict)  # name -> width, sensitivity, predicted share
     rounds: int = 0
     seconds: float = 0.0
     met: bool = True
@@ -90,7 +90,7 @@ class Allocation:
                     parts.append(f"{o['name']} argmax agreement {o['argmax_agreement']:.4f}")
             else:
                 parts.append(f"{o['name']} {o['measured']:.2%} changed")
-        verdict = "within" if self.met else "MISSES"
+        verdict = "at" if self.target.startswith("bits") else "within" if self.met else "MISSES"
         return (f"outputs on {self.inputs}: {', '.join(parts)} ({verdict} {self.target}; "
                 f"{self.rounds} round{'s' if self.rounds != 1 else ''}, {self.seconds:.1f} s)")
 
@@ -158,7 +158,9 @@ class Probe:
     def measure(self, overrides: dict) -> tuple[np.ndarray, np.ndarray]:
         """(squared relative error of each float output, argmax agreement of each class output on
         the decisive positions) with these weights replaced."""
-        got = self.run(overrides)
+        return self._compare(self.run(overrides))
+
+    def _compare(self, got: list[list[np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
         noise = np.array([[_energy(g[i].astype(np.float64) - r[i]) for i in self.float_outputs]
                           for g, r in zip(got, self.reference)])
         # the worst feed: a feed whose outputs are small (another branch taken) is not outweighed
@@ -179,8 +181,8 @@ class Probe:
     def describe(self, overrides: dict, budget: float | None) -> list[dict]:
         """Per output: kind, measured error (relative for floats, share of elements changed
         otherwise), the budget, and argmax agreement for class probabilities."""
-        error, agreement = self.measure(overrides)
         got = self.run(overrides)
+        error, agreement = self._compare(got)
         rows = []
         for i, name in enumerate(self.outputs):
             if i in self.float_outputs:
@@ -261,9 +263,7 @@ def _expose(model: ModelProto, names: set[str]) -> set[str]:
                 moved.add(t.name)
             else:
                 keep_nodes.append(node)
-        if len(keep_nodes) != len(graph.node):
-            del graph.node[:]
-            graph.node.extend(keep_nodes)
+        _retain(graph.node, keep_nodes)
         if not scope.is_main:
             stay = []
             for t in graph.initializer:
@@ -272,9 +272,7 @@ def _expose(model: ModelProto, names: set[str]) -> set[str]:
                     moved.add(t.name)
                 else:
                     stay.append(t)
-            if len(stay) != len(graph.initializer):
-                del graph.initializer[:]
-                graph.initializer.extend(stay)
+            _retain(graph.initializer, stay)
         else:
             moved.update(t.name for t in graph.initializer if t.name in names)
     for t in main.initializer:
@@ -284,6 +282,13 @@ def _expose(model: ModelProto, names: set[str]) -> set[str]:
     if model.ir_version < 4:
         model.ir_version = 4  # initializers need not be inputs from IR 4 on; as inputs they override
     return moved
+
+
+def _retain(field, keep: list) -> None:
+    """Set a repeated protobuf field to `keep` (untouched when nothing was taken out)."""
+    if len(keep) != len(field):
+        del field[:]
+        field.extend(keep)
 
 
 @dataclass
