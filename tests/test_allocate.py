@@ -200,3 +200,15 @@ def test_open_image_sizes_are_tried_until_the_model_runs():
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     feeds = samples.generate(model, 2, run)
     assert len(feeds) == 2 and all(f["x"].shape[2] == 64 for f in feeds)
+
+
+def test_bad_targets_are_refused_before_any_work(tmp_path, capsys):
+    src, out = tmp_path / "m.onnx", tmp_path / "m.hc.onnx"
+    onnx.save(sensitive_model(), src)
+    for argv, expect in ((["--max-output-error", "0"], "max_output_error must be a positive"),
+                         (["--max-output-error", "0.1", "--preset", "paper"], "needs a lattice preset"),
+                         (["--inputs", str(tmp_path / "missing.npz")], "no such file or folder")):
+        assert main(["compress", str(src), "-o", str(out), "-q", *argv]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and expect in err[0], err
+        assert not out.exists()
