@@ -17,9 +17,17 @@ OP_TYPE = "DecodeWeights"
 # The opset version of OP_DOMAIN a model imports is the format version (docs/FORMAT.md §1).
 # A model imports the least version that holds all its codecs: models of the `winding` codec only
 # stay at version 1; `lattice` needs 2.
-OP_VERSION = 2  # the newest version the kernels decode (they decode every one of KNOWN_VERSIONS)
-FORMAT_VERSION = 2  # the newest version this Python reference reads and writes
-KNOWN_VERSIONS = (1, 2)
+OP_VERSION = 3  # the newest version the kernels decode (they decode every one of KNOWN_VERSIONS)
+FORMAT_VERSION = 3  # the newest version this Python reference reads and writes
+KNOWN_VERSIONS = (1, 2, 3)
+# The fused operators (docs/FORMAT.md §8, version 3 and later): DecodeWeights + the standard op
+# named by the value, the weight as that op's input at the position given.
+FUSED_VERSION = 3
+FUSED_OPS = {"DecodeMatMul": ("MatMul", 1), "DecodeGemm": ("Gemm", 1), "DecodeGather": ("Gather", 0),
+             "DecodeConv": ("Conv", 1)}
+# A fused node carries the standard op's attributes under this prefix (op_transB, op_group, ...):
+# codecs have attributes of the same names (lattice: alpha, beta, group).
+FUSED_ATTRIBUTE_PREFIX = "op_"
 
 CODEC_WINDING = "winding"  # docs/FORMAT.md §3, format version 1 and later
 CODEC_LATTICE = "lattice"  # docs/FORMAT.md §7, format version 2 and later

@@ -11,7 +11,6 @@
 #include "lattice_cpu.h"
 
 #include "decode_weights_cpu.h"
-#include "pair_tasks.h"
 
 #ifdef HYPERONNX_AVX2
 #include <immintrin.h>
@@ -52,7 +51,8 @@ struct Job {
   const uint8_t* seed;
   const uint16_t* scales;
   const float* table;
-  void* out;
+  void* out;      // pair `base` lands at out[2 * 0]
+  uint64_t base;  // the first pair of this call
 };
 
 // Pairs below this one read their step from one 4-byte window inside the seed.
@@ -63,7 +63,7 @@ uint64_t Windowed(const LatticeParams& p) {
 
 // Pairs [i, stop) of one group (scale s); `bad` collects steps >= N.
 template <int B, int64_t D>
-inline void DecodePairs(const Job& job, uint64_t i, uint64_t stop, uint64_t windowed, float s, uint32_t* bad) {
+inline void DecodeGroupPairs(const Job& job, uint64_t i, uint64_t stop, uint64_t windowed, float s, uint32_t* bad) {
   using T = typename Output<D>::T;
   constexpr uint32_t kMask = (uint32_t{1} << B) - 1;
   const LatticeParams& p = *job.params;
@@ -82,8 +82,8 @@ inline void DecodePairs(const Job& job, uint64_t i, uint64_t stop, uint64_t wind
     j = ok ? j : 0;
     const float x = job.table[2 * j] * s;
     const float y = job.table[2 * j + 1] * s;
-    out[2 * i] = Output<D>::Convert(x);
-    out[2 * i + 1] = Output<D>::Convert(y);
+    out[2 * (i - job.base)] = Output<D>::Convert(x);
+    out[2 * (i - job.base) + 1] = Output<D>::Convert(y);
   }
 }
 
@@ -97,7 +97,7 @@ bool DecodeRange(const Job& job, uint64_t begin, uint64_t end) {
   for (uint64_t i = begin; i < end;) {
     const uint64_t q = i / pairs_per_group;
     const uint64_t stop = std::min(end, (q + 1) * pairs_per_group);
-    DecodePairs<B, D>(job, i, stop, windowed, LatticeScale(p, job.scales[q]), &bad);
+    DecodeGroupPairs<B, D>(job, i, stop, windowed, LatticeScale(p, job.scales[q]), &bad);
     i = stop;
   }
   return bad != 0;
@@ -140,7 +140,7 @@ __attribute__((target("avx2,f16c"))) inline void Store16<kBFloat16>(__m256 low, 
 }
 
 // DecodeRange with AVX2 and F16C, same contract: within a group, 8 pairs at a time are unpacked
-// and looked up as in DecodePairs into 16 floats, then scaled, converted and stored as vectors.
+// and looked up as in DecodeGroupPairs into 16 floats, then scaled, converted and stored as vectors.
 // (Unpacking and looking up with gathers measured slower on AMD EPYC than these scalar loads.)
 template <int B, int64_t D>
 __attribute__((target("avx2,f16c"))) bool DecodeRangeAvx2(const Job& job, uint64_t begin, uint64_t end) {
@@ -169,9 +169,9 @@ __attribute__((target("avx2,f16c"))) bool DecodeRangeAvx2(const Job& job, uint64
       }
       const __m256 low = _mm256_castsi256_ps(_mm256_set_epi64x(pairs[3], pairs[2], pairs[1], pairs[0]));
       const __m256 high = _mm256_castsi256_ps(_mm256_set_epi64x(pairs[7], pairs[6], pairs[5], pairs[4]));
-      Store16<D>(_mm256_mul_ps(low, scale), _mm256_mul_ps(high, scale), out + 2 * i);
+      Store16<D>(_mm256_mul_ps(low, scale), _mm256_mul_ps(high, scale), out + 2 * (i - job.base));
     }
-    DecodePairs<B, D>(job, i, stop, windowed, s, &bad);
+    DecodeGroupPairs<B, D>(job, i, stop, windowed, s, &bad);
     i = stop;
   }
   return bad != 0;
@@ -223,42 +223,20 @@ std::shared_ptr<const std::vector<float>> SharedTable(const LatticeParams& p) {
 
 }  // namespace
 
-LatticeCpuDecoder::LatticeCpuDecoder(const LatticeParams& params) : params_(params), table_(SharedTable(params)) {}
+LatticeCpuDecoder::LatticeCpuDecoder(const LatticeParams& params)
+    : params_(params), table_(SharedTable(params)) {}
 
-uint64_t LatticeCpuDecoder::FirstNonFiniteScale(const uint16_t* scales) const {
-  uint64_t q = 0;
-  while (q < params_.num_scales && HalfIsFinite(scales[q])) ++q;
-  return q;
-}
-
-bool LatticeCpuDecoder::Decode(const Ort::KernelContext& context, const uint8_t* seed, const uint16_t* scales,
-                               void* out) const {
-  const LatticeParams& p = params_;
+bool LatticeCpuDecoder::DecodePairs(const uint8_t* seed, const uint16_t* scales, uint64_t begin, uint64_t end,
+                                    void* out) const {
+  if (begin >= end) return false;
   Job job;
-  job.params = &p;
+  job.params = &params_;
   job.seed = seed;
   job.scales = scales;
   job.table = table_->data();
   job.out = out;
-  const RangeFn range = GetRange(p.dtype, p.bits);
-  // the whole pairs; the last, half pair of an odd tensor below
-  bool bad = RunPairTasks(context, p.num_elements / 2,
-                          [&](uint64_t begin, uint64_t end) { return range(job, begin, end); });
-  if (p.num_elements % 2) {  // the last pair: its second value is computed and dropped
-    const uint64_t i = p.num_pairs - 1;
-    uint32_t j = ReadIndex(seed, p.seed_bytes, i, p.bits);
-    if (j >= p.points) {
-      bad = true;
-      j = 0;
-    }
-    const float x = job.table[2 * j] * LatticeScale(p, scales[(2 * i) / p.group]);
-    if (p.dtype == kFloat32) {
-      static_cast<uint32_t*>(out)[2 * i] = FloatBits(x);
-    } else {
-      static_cast<uint16_t*>(out)[2 * i] = p.dtype == kFloat16 ? FloatToHalf(x) : FloatToBFloat16(x);
-    }
-  }
-  return !bad;
+  job.base = begin;
+  return GetRange(params_.dtype, params_.bits)(job, begin, end);
 }
 
 }  // namespace hyperonnx

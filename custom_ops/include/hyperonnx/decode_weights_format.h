@@ -28,11 +28,12 @@ namespace hyperonnx {
 
 constexpr const char* kDomain = "ai.hyperonnx";
 constexpr const char* kOpName = "DecodeWeights";
-// The ai.hyperonnx opset versions (= format versions) the kernels decode: 1 (winding) and 2
-// (winding and lattice). Rule 8 (no lattice node under version 1) is hyperonnx.runtime's: a
-// kernel cannot see the model's opsets.
+// The ai.hyperonnx opset versions (= format versions) the kernels decode: 1 (winding), 2
+// (winding and lattice), 3 (the fused operators, FORMAT.md §8). Rule 8 (no lattice node under
+// version 1) is hyperonnx.runtime's: a kernel cannot see the model's opsets.
 constexpr int kMinFormatVersion = 1;
-constexpr int kFormatVersion = 2;
+constexpr int kFusedFormatVersion = 3;
+constexpr int kFormatVersion = 3;
 constexpr const char* kCodecWinding = "winding";
 constexpr const char* kCodecLattice = "lattice";
 
