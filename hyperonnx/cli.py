@@ -97,6 +97,9 @@ def _add_graph_commands(sub) -> None:
                    help="never compress tensors whose name matches this glob (repeatable)")
     c.add_argument("--no-function", action="store_true",
                    help="omit the standard-ops DecodeWeights function (the model then needs the library)")
+    c.add_argument("--no-fuse", action="store_true",
+                   help="keep plain DecodeWeights nodes (default: weights read only by MatMul / Gemm / Gather / "
+                        "Conv become fused operators that compute from the seed, docs/FORMAT.md section 8)")
     c.add_argument("--report", metavar="PATH", help="also write the report as JSON")
     c.add_argument("-q", "--quiet", action="store_true", help="no table, no progress bar")
     c.set_defaults(run=_command("compress"))

@@ -98,6 +98,15 @@ class Seed:
         return {"codec": self.codec, "shape": list(self.shape), "dtype": self.dtype, **self.attrs}
 
 
+def seed_inputs(node: NodeProto) -> list[str]:
+    """The seed (and scales) input names of a DecodeWeights or fused node; [] for other nodes."""
+    if node.domain != OP_DOMAIN:
+        return []
+    if node.op_type == OP_TYPE:
+        return list(node.input)
+    return [name for name in node.input[1:3] if name] if node.op_type in FUSED_OPS else []
+
+
 def scale_count(num_elements: int, group: int) -> int:
     """Elements of a lattice node's `scales` input: one per group of `group` weights."""
     return -(-num_elements // group)

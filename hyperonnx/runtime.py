@@ -158,7 +158,7 @@ def _check_opset(model: onnx.ModelProto) -> None:
                                   f"decodes versions {', '.join(map(str, fmt.KNOWN_VERSIONS))} "
                                   "(docs/FORMAT.md section 5, rule 1)")
         codecs = {_attribute(node, "codec") for scope in scopes(model) for node in scope.graph.node
-                  if node.domain == fmt.OP_DOMAIN and node.op_type == fmt.OP_TYPE}
+                  if node.domain == fmt.OP_DOMAIN and (node.op_type == fmt.OP_TYPE or node.op_type in fmt.FUSED_OPS)}
         for codec in codecs:
             name = codec.decode("utf-8", "replace") if isinstance(codec, bytes) else codec
             if fmt.CODEC_VERSION.get(name, 1) > opset.version:

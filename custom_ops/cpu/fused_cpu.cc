@@ -153,32 +153,43 @@ __attribute__((target("avx2,fma"))) float DotAvx2(const float* a, const float* b
   return sum;
 }
 
+// The accumulators live in named registers (an array indexed in the epilogue would be kept on
+// the stack and stored every iteration).
+__attribute__((target("avx2,fma"))) inline void AddRow(float* c, __m256 x0, __m256 x1, size_t cols) {
+  if (cols == kNr) {
+    _mm256_storeu_ps(c, _mm256_add_ps(_mm256_loadu_ps(c), x0));
+    _mm256_storeu_ps(c + 8, _mm256_add_ps(_mm256_loadu_ps(c + 8), x1));
+    return;
+  }
+  alignas(32) float tmp[kNr];
+  _mm256_store_ps(tmp, x0);
+  _mm256_store_ps(tmp + 8, x1);
+  for (size_t j = 0; j < cols; ++j) c[j] += tmp[j];
+}
+
 template <size_t R>
 __attribute__((target("avx2,fma"))) void MicroAvx2(const float* a, size_t lda, const float* b, size_t ldb, size_t depth,
                                                    float* c, size_t ldc, size_t cols) {
-  __m256 acc0[R], acc1[R];
-  for (size_t i = 0; i < R; ++i) acc0[i] = acc1[i] = _mm256_setzero_ps();
+  __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00,
+         c40 = c00, c41 = c00, c50 = c00, c51 = c00;
   for (size_t k = 0; k < depth; ++k) {
     const __m256 b0 = _mm256_loadu_ps(b + k * ldb);
     const __m256 b1 = _mm256_loadu_ps(b + k * ldb + 8);
-    for (size_t i = 0; i < R; ++i) {
-      const __m256 s = _mm256_broadcast_ss(a + i * lda + k);
-      acc0[i] = _mm256_fmadd_ps(s, b0, acc0[i]);
-      acc1[i] = _mm256_fmadd_ps(s, b1, acc1[i]);
-    }
+#define HYPERONNX_ROW(i)                                                  \
+  if constexpr (R > i) {                                                  \
+    const __m256 s = _mm256_broadcast_ss(a + i * lda + k);                \
+    c##i##0 = _mm256_fmadd_ps(s, b0, c##i##0);                            \
+    c##i##1 = _mm256_fmadd_ps(s, b1, c##i##1);                            \
   }
-  for (size_t i = 0; i < R; ++i) {
-    float* ci = c + i * ldc;
-    if (cols == kNr) {
-      _mm256_storeu_ps(ci, _mm256_add_ps(_mm256_loadu_ps(ci), acc0[i]));
-      _mm256_storeu_ps(ci + 8, _mm256_add_ps(_mm256_loadu_ps(ci + 8), acc1[i]));
-    } else {
-      alignas(32) float tmp[kNr];
-      _mm256_store_ps(tmp, acc0[i]);
-      _mm256_store_ps(tmp + 8, acc1[i]);
-      for (size_t j = 0; j < cols; ++j) ci[j] += tmp[j];
-    }
+    HYPERONNX_ROW(0) HYPERONNX_ROW(1) HYPERONNX_ROW(2) HYPERONNX_ROW(3) HYPERONNX_ROW(4) HYPERONNX_ROW(5)
+#undef HYPERONNX_ROW
   }
+  AddRow(c, c00, c01, cols);
+  if constexpr (R > 1) AddRow(c + ldc, c10, c11, cols);
+  if constexpr (R > 2) AddRow(c + 2 * ldc, c20, c21, cols);
+  if constexpr (R > 3) AddRow(c + 3 * ldc, c30, c31, cols);
+  if constexpr (R > 4) AddRow(c + 4 * ldc, c40, c41, cols);
+  if constexpr (R > 5) AddRow(c + 5 * ldc, c50, c51, cols);
 }
 
 using MicroFn = void (*)(const float*, size_t, const float*, size_t, size_t, float*, size_t, size_t);
@@ -199,20 +210,23 @@ struct Loops {
     }
 #endif
   }
-  // C += A * B over rows x cols (any sizes; B rows padded to a multiple of kNr columns).
-  void Gemm(const float* a, size_t lda, const float* b, size_t ldb, size_t depth, float* c, size_t ldc, size_t rows,
+  // C[rows x cols] += A[rows x depth] * B, B packed in strips of kNr columns: strip s holds
+  // columns [s * kNr, s * kNr + kNr) as depth rows of kNr floats (zero past cols). Each strip
+  // (L1-resident) is run against every row block in turn.
+  void Gemm(const float* a, size_t lda, const float* strips, size_t depth, float* c, size_t ldc, size_t rows,
             size_t cols) const {
-    for (size_t r = 0; r < rows; r += kMr) {
-      const size_t rr = std::min(kMr, rows - r);
-      for (size_t j = 0; j < cols; j += kNr) {
-        const size_t cc = std::min(kNr, cols - j);
+    for (size_t j = 0; j < cols; j += kNr) {
+      const float* b = strips + (j / kNr) * depth * kNr;
+      const size_t cc = std::min(kNr, cols - j);
+      for (size_t r = 0; r < rows; r += kMr) {
+        const size_t rr = std::min(kMr, rows - r);
 #ifdef HYPERONNX_AVX2
         if (avx2) {
-          kMicroAvx2[rr](a + r * lda, lda, b + j, ldb, depth, c + r * ldc + j, ldc, cc);
+          kMicroAvx2[rr](a + r * lda, lda, b, kNr, depth, c + r * ldc + j, ldc, cc);
           continue;
         }
 #endif
-        Micro(rr, a + r * lda, lda, b + j, ldb, depth, c + r * ldc + j, ldc, cc);
+        Micro(rr, a + r * lda, lda, b, kNr, depth, c + r * ldc + j, ldc, cc);
       }
     }
   }
@@ -258,20 +272,27 @@ bool GemmEncoded(const Ort::KernelContext& context, const EncodedWeight& w, bool
   }
   const size_t tasks = (n + kNb - 1) / kNb;
   return ParallelTasks(context, tasks, [&](size_t t) {
-    const size_t n0 = t * kNb, nb = std::min(kNb, n - n0), ldp = RoundUp(nb, kNr);
-    std::vector<float> panel(kKc * ldp, 0.0f);  // columns past nb stay 0
-    std::vector<float> row(trans ? kKc : 0);
+    const size_t n0 = t * kNb, nb = std::min(kNb, n - n0), strips = (nb + kNr - 1) / kNr;
+    std::vector<float> panel(strips * kKc * kNr, 0.0f);  // columns past nb stay 0
+    std::vector<float> row(trans ? kKc : nb);
     for (size_t k0 = 0; k0 < depth; k0 += kKc) {
       const size_t kc = std::min(kKc, depth - k0);
+      // strip s, row k at panel[(s * kc + k) * kNr]
       if (!trans) {
-        for (size_t k = 0; k < kc; ++k) w.Decode(uint64_t{k0 + k} * n + n0, nb, panel.data() + k * ldp);
+        for (size_t k = 0; k < kc; ++k) {
+          w.Decode(uint64_t{k0 + k} * n + n0, nb, row.data());
+          for (size_t s = 0; s < strips; ++s) {
+            std::memcpy(&panel[(s * kc + k) * kNr], row.data() + s * kNr, 4 * std::min(kNr, nb - s * kNr));
+          }
+        }
       } else {
         for (size_t j = 0; j < nb; ++j) {
           w.Decode(uint64_t{n0 + j} * depth + k0, kc, row.data());
-          for (size_t k = 0; k < kc; ++k) panel[k * ldp + j] = row[k];
+          float* column = &panel[(j / kNr) * kc * kNr + j % kNr];
+          for (size_t k = 0; k < kc; ++k) column[k * kNr] = row[k];
         }
       }
-      loops.Gemm(a + k0, lda, panel.data(), ldp, kc, y + n0, n, rows, nb);
+      loops.Gemm(a + k0, lda, panel.data(), kc, y + n0, n, rows, nb);
     }
   });
 }
@@ -525,17 +546,19 @@ OrtStatusPtr FusedCpuKernel::Conv(Ort::KernelContext& context) {
         float* out = y + (n * channels + g * mg) * positions;
         ok = ParallelTasks(context, tiles, [&](size_t t) {
           const size_t p0 = t * tile, pc = std::min(tile, positions - p0);
+          // im2col in strips of kNr positions (Loops::Gemm's layout): position p, row k at
+          // col[((p / kNr) * depth + k) * kNr + p % kNr]
           std::vector<float> col(depth * tile, 0.0f);
           for (size_t k = 0; k < depth; ++k) {
             const int64_t c = k / (kh * kw), i = (k / kw) % kh, j = k % kw;
-            float* dst = col.data() + k * tile;
             for (size_t p = 0; p < pc; ++p) {
               const int64_t r = (p0 + p) / ow, q = (p0 + p) % ow;
               const int64_t ih = r * sh - pt + i * dh, iw = q * sw - pl + j * dw;
-              dst[p] = (ih >= 0 && ih < height && iw >= 0 && iw < width) ? in[c * plane + ih * width + iw] : 0.0f;
+              col[((p / kNr) * depth + k) * kNr + p % kNr] =
+                  (ih >= 0 && ih < height && iw >= 0 && iw < width) ? in[c * plane + ih * width + iw] : 0.0f;
             }
           }
-          loops.Gemm(wg.data(), depth, col.data(), tile, depth, out + p0, positions, mg, pc);
+          loops.Gemm(wg.data(), depth, col.data(), depth, out + p0, positions, mg, pc);
         });
       }
     }

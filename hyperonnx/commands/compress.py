@@ -90,7 +90,7 @@ def run(args) -> int:
         report = graph.compress_model(model, args.preset, bits=args.bits, target_sqnr=args.target_sqnr,
                                       min_elements=args.min_elements, include=args.include,
                                       exclude=args.exclude, function_fallback=not args.no_function,
-                                      progress=progress, spill=spill)
+                                      progress=progress, spill=spill, fuse=not args.no_fuse)
         graph.save(model, output, source=source, external_data=external)
     seconds = time.perf_counter() - start
     before, after = file_size(source), file_size(output)
