@@ -12,6 +12,7 @@
 
 #include "lattice_cpu.h"
 #include "pair_tasks.h"
+#include "unpack_avx2.h"
 
 #include <algorithm>
 #include <cstdlib>
@@ -80,25 +81,6 @@ bool UnpackWithTable(const uint8_t* seed, uint64_t seed_bytes, const Pair<T>* ta
 }
 
 #ifdef HYPERONNX_AVX2
-// Where the 8 indices of a byte-aligned group of B-bit indices sit: indices 0-3 are read from a
-// 16-byte load at the group's start, 4-7 from one at byte kHigh = 4B/8; the shuffle puts each
-// index's 4-byte window in its 32-bit lane (within its 128-bit half), the shift aligns it.
-struct Avx2Layout {
-  int8_t shuffle[32];
-  int32_t shift[8];
-};
-
-constexpr Avx2Layout MakeAvx2Layout(int b) {
-  Avx2Layout layout{};
-  for (int k = 0; k < 8; ++k) {
-    const int bit = k * b;
-    const int byte = bit / 8 - (k < 4 ? 0 : (4 * b) / 8);  // <= 12 for b <= 24: inside the load
-    for (int t = 0; t < 4; ++t) layout.shuffle[4 * k + t] = static_cast<int8_t>(byte + t);
-    layout.shift[k] = bit % 8;
-  }
-  return layout;
-}
-
 template <typename T>
 __attribute__((target("avx2"))) inline void GatherPairs(const Pair<T>* table, __m256i x, Pair<T>* out);
 
@@ -126,20 +108,12 @@ template <int B, typename T>
 __attribute__((target("avx2"))) bool UnpackWithTableAvx2(const uint8_t* seed, uint64_t seed_bytes,
                                                          const Pair<T>* table, uint32_t entries, Pair<T>* out,
                                                          uint64_t base, uint64_t begin, uint64_t end) {
-  static constexpr Avx2Layout kLayout = MakeAvx2Layout(B);
-  constexpr uint64_t kHigh = (4 * B) / 8;
-  const __m256i shuffle = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(kLayout.shuffle));
-  const __m256i shift = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(kLayout.shift));
-  const __m256i mask = _mm256_set1_epi32(static_cast<int>((uint32_t{1} << B) - 1));
+  const Unpack8Avx2<B> unpack;
   const __m256i last = _mm256_set1_epi32(static_cast<int>(entries - 1));
   __m256i largest = _mm256_setzero_si256();
   uint64_t i = begin;
-  for (; i + 8 <= end && (i / 8) * B + kHigh + 16 <= seed_bytes; i += 8) {
-    const uint8_t* group = seed + (i / 8) * B;
-    const __m256i bytes = _mm256_inserti128_si256(
-        _mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(group))),
-        _mm_loadu_si128(reinterpret_cast<const __m128i*>(group + kHigh)), 1);
-    const __m256i x = _mm256_and_si256(_mm256_srlv_epi32(_mm256_shuffle_epi8(bytes, shuffle), shift), mask);
+  for (; i + 8 <= end && (i / 8) * B + Unpack8Avx2<B>::kReach <= seed_bytes; i += 8) {
+    const __m256i x = unpack(seed + (i / 8) * B);
     largest = _mm256_max_epu32(largest, x);
     GatherPairs<T>(table, _mm256_min_epu32(x, last), out + (i - base));
   }

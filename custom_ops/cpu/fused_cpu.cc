@@ -42,7 +42,10 @@ void EncodedWeight::Decode(uint64_t first, uint64_t count, float* out) const {
 namespace {
 
 constexpr uint64_t kFewRows = 8;    // up to this many rows: decode inside the row loop, no panel
-constexpr size_t kFewCols = 256;    // output columns per task, few rows (W not transposed)
+constexpr size_t kFewCols = 256;    // weight row segment decoded at a time, few rows (W not transposed)
+constexpr size_t kFewTasks = 8;     // tasks (ranges of weight rows) of a few-row product, at most
+constexpr size_t kFewMinRows = 32;  // weight rows per task, at least
+constexpr size_t kFewAccumulatorBytes = 16 << 20;  // partial outputs of a few-row product, at most
 constexpr size_t kFewUnroll = 4;    // weight rows decoded per pass over the outputs
 constexpr size_t kDotChunk = 1024;  // weight row segment per dot product, few rows (W transposed)
 constexpr size_t kTransRows = 32;   // weight rows (output columns) per task, few rows, transposed
@@ -245,16 +248,30 @@ bool GemmEncoded(const Ort::KernelContext& context, const EncodedWeight& w, bool
   if (rows == 0 || n == 0 || depth == 0) return true;
   const Loops& loops = GetLoops();
   if (rows <= kFewRows && !trans) {
-    const size_t tasks = (n + kFewCols - 1) / kFewCols;
-    return ParallelTasks(context, tasks, [&](size_t t) {
-      const size_t n0 = t * kFewCols, nb = std::min(kFewCols, n - n0);
-      std::vector<float> buf(kFewUnroll * nb);
-      for (size_t k0 = 0; k0 < depth; k0 += kFewUnroll) {
-        const size_t u = std::min(kFewUnroll, depth - k0);
-        for (size_t i = 0; i < u; ++i) w.Decode((k0 + i) * n + n0, nb, buf.data() + i * nb);
-        for (size_t r = 0; r < rows; ++r) loops.axpy(u, a + r * lda + k0, buf.data(), nb, y + r * n + n0);
+    // tasks own ranges of weight rows, so each reads its part of the seed front to back, and
+    // accumulate into partial outputs summed at the end
+    const size_t tasks = std::max<size_t>(1, std::min({kFewTasks, depth / kFewMinRows,
+                                                        kFewAccumulatorBytes / (4 * rows * n)}));
+    std::vector<float> partial((tasks - 1) * rows * n);
+    const bool ok = ParallelTasks(context, tasks, [&](size_t t) {
+      const size_t k_begin = depth * t / tasks, k_end = depth * (t + 1) / tasks;
+      float* acc = t == 0 ? y : partial.data() + (t - 1) * rows * n;
+      std::fill(acc, acc + rows * n, 0.0f);
+      std::vector<float> buf(kFewUnroll * std::min(kFewCols, n));
+      for (size_t k0 = k_begin; k0 < k_end; k0 += kFewUnroll) {
+        const size_t u = std::min(kFewUnroll, k_end - k0);
+        for (size_t n0 = 0; n0 < n; n0 += kFewCols) {
+          const size_t nb = std::min(kFewCols, n - n0);
+          for (size_t i = 0; i < u; ++i) w.Decode((k0 + i) * n + n0, nb, buf.data() + i * nb);
+          for (size_t r = 0; r < rows; ++r) loops.axpy(u, a + r * lda + k0, buf.data(), nb, acc + r * n + n0);
+        }
       }
     });
+    for (size_t t = 1; t < tasks; ++t) {
+      const float* part = partial.data() + (t - 1) * rows * n;
+      for (size_t e = 0; e < rows * n; ++e) y[e] += part[e];
+    }
+    return ok;
   }
   if (rows <= kFewRows) {  // trans: each output column is a dot product with one weight row
     const size_t tasks = (n + kTransRows - 1) / kTransRows;
