@@ -5,7 +5,11 @@ Plain onnxruntime, two lines::
     so = onnxruntime.SessionOptions()
     so.register_custom_ops_library(hyperonnx.get_library_path())
 
-Or `hyperonnx.InferenceSession(path, providers=..., mode=...)`, an `onnxruntime.InferenceSession`:
+Or `hyperonnx.InferenceSession(path, providers=..., mode=...)`, an `onnxruntime.InferenceSession`.
+Fused operators (docs/FORMAT.md §8, what `compress` makes by default) need nothing from either mode:
+their kernels read the seed once when the session is created and keep it encoded, decoding only
+what each run computes with (no per-run decode of whole weights). The modes are for the
+DecodeWeights nodes a model still has (all of them with `compress --no-fuse`):
 
 - ``mode="load"``: every DecodeWeights node fed by an initializer runs once, when the session is
   created; onnxruntime then gets the decoded tensors as plain initializers (no cost per run, and

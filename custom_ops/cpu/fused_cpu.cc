@@ -54,6 +54,7 @@ constexpr size_t kNb = 64;          // panel width (output columns per task), ma
 constexpr size_t kMr = 6;           // micro-kernel rows
 constexpr size_t kNr = 16;          // micro-kernel columns (two AVX registers)
 constexpr size_t kTileBytes = 256 << 10;  // Conv: an im2col tile's budget (L2)
+constexpr uint64_t kMinParallelWork = 1 << 18;  // multiply-adds (or decoded weights) worth the thread pool
 
 size_t RoundUp(size_t x, size_t to) { return (x + to - 1) / to * to; }
 
@@ -64,9 +65,11 @@ bool HasAvx2Fma() {
 }
 #endif
 
-// Runs f(task) for task < tasks on onnxruntime's pool; false when a task threw (out of memory).
+// Runs f(task) for task < tasks on onnxruntime's pool, or in this thread when the whole call does
+// less than kMinParallelWork multiply-adds (a pool dispatch costs more than such small work);
+// false when a task threw (out of memory).
 template <typename F>
-bool ParallelTasks(const Ort::KernelContext& context, size_t tasks, const F& f) {
+bool ParallelTasks(const Ort::KernelContext& context, size_t tasks, uint64_t work, const F& f) {
   struct Shared {
     const F* f;
     std::atomic<bool> failed{false};
@@ -80,10 +83,10 @@ bool ParallelTasks(const Ort::KernelContext& context, size_t tasks, const F& f) 
       s->failed.store(true);
     }
   };
-  if (tasks > 1) {
+  if (tasks > 1 && work >= kMinParallelWork) {
     context.ParallelFor(run, tasks, 0, &shared);
-  } else if (tasks == 1) {
-    run(&shared, 0);
+  } else {
+    for (size_t t = 0; t < tasks; ++t) run(&shared, t);
   }
   return !shared.failed.load();
 }
@@ -253,7 +256,7 @@ bool GemmEncoded(const Ort::KernelContext& context, const EncodedWeight& w, bool
     const size_t tasks = std::max<size_t>(1, std::min({kFewTasks, depth / kFewMinRows,
                                                         kFewAccumulatorBytes / (4 * rows * n)}));
     std::vector<float> partial((tasks - 1) * rows * n);
-    const bool ok = ParallelTasks(context, tasks, [&](size_t t) {
+    const bool ok = ParallelTasks(context, tasks, uint64_t{rows} * depth * n, [&](size_t t) {
       const size_t k_begin = depth * t / tasks, k_end = depth * (t + 1) / tasks;
       float* acc = t == 0 ? y : partial.data() + (t - 1) * rows * n;
       std::fill(acc, acc + rows * n, 0.0f);
@@ -275,7 +278,7 @@ bool GemmEncoded(const Ort::KernelContext& context, const EncodedWeight& w, bool
   }
   if (rows <= kFewRows) {  // trans: each output column is a dot product with one weight row
     const size_t tasks = (n + kTransRows - 1) / kTransRows;
-    return ParallelTasks(context, tasks, [&](size_t t) {
+    return ParallelTasks(context, tasks, uint64_t{rows} * depth * n, [&](size_t t) {
       const size_t n0 = t * kTransRows, nb = std::min(kTransRows, n - n0);
       std::vector<float> buf(std::min(kDotChunk, depth));
       for (size_t j = n0; j < n0 + nb; ++j) {
@@ -288,7 +291,7 @@ bool GemmEncoded(const Ort::KernelContext& context, const EncodedWeight& w, bool
     });
   }
   const size_t tasks = (n + kNb - 1) / kNb;
-  return ParallelTasks(context, tasks, [&](size_t t) {
+  return ParallelTasks(context, tasks, uint64_t{rows} * depth * n, [&](size_t t) {
     const size_t n0 = t * kNb, nb = std::min(kNb, n - n0), strips = (nb + kNr - 1) / kNr;
     std::vector<float> panel(strips * kKc * kNr, 0.0f);  // columns past nb stay 0
     std::vector<float> row(trans ? kKc : nb);
@@ -468,7 +471,7 @@ OrtStatusPtr FusedCpuKernel::Gather(Ort::KernelContext& context) {
   float* y = y_value.GetTensorMutableData<float>();
   constexpr uint64_t kRowsPerTask = 16;
   const size_t tasks = static_cast<size_t>((count + kRowsPerTask - 1) / kRowsPerTask);
-  if (!ParallelTasks(context, tasks, [&](size_t t) {
+  if (!ParallelTasks(context, tasks, count * row, [&](size_t t) {
         for (uint64_t i = t * kRowsPerTask; i < std::min(count, (t + 1) * kRowsPerTask); ++i) {
           weight_->Decode(static_cast<uint64_t>(index[i]) * row, row, y + i * row);
         }
@@ -528,7 +531,7 @@ OrtStatusPtr FusedCpuKernel::Conv(Ort::KernelContext& context) {
   bool ok = true;
   if (cg == 1) {  // depthwise-like: one input channel per group; direct loop per output channel
     const size_t tasks = static_cast<size_t>(batch * channels);
-    ok = ParallelTasks(context, tasks, [&](size_t t) {
+    ok = ParallelTasks(context, tasks, uint64_t(batch * channels) * positions * depth, [&](size_t t) {
       const size_t n = t / channels, m = t % channels, c = m / mg;
       std::vector<float> taps(depth);
       weight_->Decode(uint64_t{m} * depth, depth, taps.data());
@@ -561,7 +564,7 @@ OrtStatusPtr FusedCpuKernel::Conv(Ort::KernelContext& context) {
         weight_->Decode(uint64_t(g) * mg * depth, mg * depth, wg.data());
         const float* in = x + (n * w[1] * group + g * cg) * plane;
         float* out = y + (n * channels + g * mg) * positions;
-        ok = ParallelTasks(context, tiles, [&](size_t t) {
+        ok = ParallelTasks(context, tiles, uint64_t{mg} * positions * depth, [&](size_t t) {
           const size_t p0 = t * tile, pc = std::min(tile, positions - p0);
           // im2col in strips of kNr positions (Loops::Gemm's layout): position p, row k at
           // col[((p / kNr) * depth + k) * kNr + p % kNr]
