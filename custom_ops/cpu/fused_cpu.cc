@@ -317,6 +317,20 @@ bool GemmEncoded(const Ort::KernelContext& context, const EncodedWeight& w, bool
   });
 }
 
+// Depthwise convolution, one tap over one output row: dst[q] += s * src[q * stride + off] for q
+// in [lo, hi). The stride-1 loop is contiguous, so the compiler vectorises it: with AVX2 where the
+// CPU has it (target_clones picks at load time), SSE2 otherwise.
+#ifdef HYPERONNX_AVX2
+__attribute__((target_clones("avx2", "default")))
+#endif
+void AccumulateTap(float* dst, const float* src, float s, int64_t lo, int64_t hi, int64_t stride, int64_t off) {
+  if (stride == 1) {
+    for (int64_t q = lo; q < hi; ++q) dst[q] += s * src[q + off];
+  } else {
+    for (int64_t q = lo; q < hi; ++q) dst[q] += s * src[q * stride + off];
+  }
+}
+
 std::string ShapeText(const std::vector<int64_t>& shape) {
   std::string text = "[";
   for (size_t i = 0; i < shape.size(); ++i) text += (i ? ", " : "") + std::to_string(shape[i]);
@@ -549,19 +563,20 @@ OrtStatusPtr FusedCpuKernel::Conv(Ort::KernelContext& context) {
             if (ih < 0 || ih >= height) continue;
             const float* src = in + ih * width;
             float* dst = out + r * ow;
-            for (int64_t q = lo; q < hi; ++q) dst[q] += s * src[q * sw + off];
+            AccumulateTap(dst, src, s, lo, hi, sw, off);
           }
         }
       }
     });
   } else {
     // im2col tiles of `tile` output positions (a multiple of kNr, zero padded), kTileBytes each
+    const bool pointwise = kh == 1 && kw == 1 && sh == 1 && sw == 1 && pt == 0 && pl == 0 && pb == 0 && pr == 0;
     const size_t tile = std::max(kNr, std::min(RoundUp(positions, kNr), kTileBytes / (4 * depth) / kNr * kNr));
     const size_t tiles = (positions + tile - 1) / tile;
     std::vector<float> wg(mg * depth);  // one group's weights at a time: one layer's block, transient
-    for (int64_t n = 0; n < batch && ok; ++n) {
-      for (int64_t g = 0; g < group && ok; ++g) {
-        weight_->Decode(uint64_t(g) * mg * depth, mg * depth, wg.data());
+    for (int64_t g = 0; g < group && ok; ++g) {
+      weight_->Decode(uint64_t(g) * mg * depth, mg * depth, wg.data());
+      for (int64_t n = 0; n < batch && ok; ++n) {
         const float* in = x + (n * w[1] * group + g * cg) * plane;
         float* out = y + (n * channels + g * mg) * positions;
         ok = ParallelTasks(context, tiles, uint64_t{mg} * positions * depth, [&](size_t t) {
@@ -569,13 +584,25 @@ OrtStatusPtr FusedCpuKernel::Conv(Ort::KernelContext& context) {
           // im2col in strips of kNr positions (Loops::Gemm's layout): position p, row k at
           // col[((p / kNr) * depth + k) * kNr + p % kNr]
           std::vector<float> col(depth * tile, 0.0f);
-          for (size_t k = 0; k < depth; ++k) {
-            const int64_t c = k / (kh * kw), i = (k / kw) % kh, j = k % kw;
+          if (pointwise) {  // 1x1, stride 1, no padding: the input rows as they are
+            for (size_t k = 0; k < depth; ++k) {
+              for (size_t p = 0; p < pc; p += kNr) {
+                std::memcpy(&col[((p / kNr) * depth + k) * kNr], in + k * plane + p0 + p, 4 * std::min(kNr, pc - p));
+              }
+            }
+          } else {
+            std::vector<int64_t> top(pc), left(pc);  // each position's input corner
             for (size_t p = 0; p < pc; ++p) {
-              const int64_t r = (p0 + p) / ow, q = (p0 + p) % ow;
-              const int64_t ih = r * sh - pt + i * dh, iw = q * sw - pl + j * dw;
-              col[((p / kNr) * depth + k) * kNr + p % kNr] =
-                  (ih >= 0 && ih < height && iw >= 0 && iw < width) ? in[c * plane + ih * width + iw] : 0.0f;
+              top[p] = static_cast<int64_t>((p0 + p) / ow) * sh - pt;
+              left[p] = static_cast<int64_t>((p0 + p) % ow) * sw - pl;
+            }
+            for (size_t k = 0; k < depth; ++k) {
+              const int64_t c = k / (kh * kw), i = (k / kw) % kh, j = k % kw;
+              for (size_t p = 0; p < pc; ++p) {
+                const int64_t ih = top[p] + i * dh, iw = left[p] + j * dw;
+                col[((p / kNr) * depth + k) * kNr + p % kNr] =
+                    (ih >= 0 && ih < height && iw >= 0 && iw < width) ? in[c * plane + ih * width + iw] : 0.0f;
+              }
             }
           }
           loops.Gemm(wg.data(), depth, col.data(), depth, out + p0, positions, mg, pc);
