@@ -90,6 +90,8 @@ def test_gather_bit_exact(config, ids, shape):
     dict(w=(5, 4, 3, 3), x=(1, 4, 8, 7), attrs={"strides": [2, 2], "auto_pad": "SAME_LOWER"}),
     dict(w=(40, 30, 3, 3), x=(1, 30, 20, 40), attrs={"pads": [1, 1, 1, 1]}),
     dict(w=(4, 2, 2, 2), x=(1, 2, 3, 3), attrs={"auto_pad": "VALID"}),
+    dict(w=(130, 16, 1, 1), x=(2, 16, 4, 5), attrs={}),  # one tile: output channels split into blocks
+    dict(w=(200, 24, 3, 1), x=(1, 48, 5, 4), attrs={"group": 2, "pads": [1, 0, 1, 0]}),
 ])
 @pytest.mark.parametrize("bias", [False, True])
 def test_conv(config, case, bias):

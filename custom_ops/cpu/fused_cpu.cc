@@ -54,6 +54,7 @@ constexpr size_t kNb = 64;          // panel width (output columns per task), ma
 constexpr size_t kMr = 6;           // micro-kernel rows
 constexpr size_t kNr = 16;          // micro-kernel columns (two AVX registers)
 constexpr size_t kTileBytes = 256 << 10;  // Conv: an im2col tile's budget (L2)
+constexpr size_t kConvTasks = 8;  // Conv: split output channels until a group has this many tasks
 constexpr uint64_t kMinParallelWork = 1 << 18;  // multiply-adds (or decoded weights) worth the thread pool
 
 size_t RoundUp(size_t x, size_t to) { return (x + to - 1) / to * to; }
@@ -573,13 +574,19 @@ OrtStatusPtr FusedCpuKernel::Conv(Ort::KernelContext& context) {
     const bool pointwise = kh == 1 && kw == 1 && sh == 1 && sw == 1 && pt == 0 && pl == 0 && pb == 0 && pr == 0;
     const size_t tile = std::max(kNr, std::min(RoundUp(positions, kNr), kTileBytes / (4 * depth) / kNr * kNr));
     const size_t tiles = (positions + tile - 1) / tile;
+    // few tiles (small feature maps): output channels are split too, so every thread has work
+    // (each block of channels packs its own copy of the tile)
+    const size_t blocks = std::max<size_t>(1, std::min((kConvTasks + tiles - 1) / tiles, mg / (8 * kMr)));
+    const size_t block_rows = RoundUp((mg + blocks - 1) / blocks, kMr);
     std::vector<float> wg(mg * depth);  // one group's weights at a time: one layer's block, transient
     for (int64_t g = 0; g < group && ok; ++g) {
       weight_->Decode(uint64_t(g) * mg * depth, mg * depth, wg.data());
       for (int64_t n = 0; n < batch && ok; ++n) {
         const float* in = x + (n * w[1] * group + g * cg) * plane;
         float* out = y + (n * channels + g * mg) * positions;
-        ok = ParallelTasks(context, tiles, uint64_t{mg} * positions * depth, [&](size_t t) {
+        ok = ParallelTasks(context, tiles * blocks, uint64_t{mg} * positions * depth, [&](size_t task) {
+          const size_t t = task / blocks, m0 = (task % blocks) * block_rows;
+          if (m0 >= mg) return;
           const size_t p0 = t * tile, pc = std::min(tile, positions - p0);
           // im2col in strips of kNr positions (Loops::Gemm's layout): position p, row k at
           // col[((p / kNr) * depth + k) * kNr + p % kNr]
@@ -605,7 +612,8 @@ OrtStatusPtr FusedCpuKernel::Conv(Ort::KernelContext& context) {
               }
             }
           }
-          loops.Gemm(wg.data(), depth, col.data(), depth, out + p0, positions, mg, pc);
+          loops.Gemm(wg.data() + m0 * depth, depth, col.data(), depth, out + m0 * positions + p0, positions,
+                     std::min(block_rows, mg - m0), pc);
         });
       }
     }

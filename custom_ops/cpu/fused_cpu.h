@@ -5,15 +5,16 @@
 // seed is scanned once, so a run never meets a bad index), and keeps onnxruntime's buffers (the
 // "pre-packed" form is the seed itself plus the codec's small pair table). A run decodes only
 // what it computes with, through the codec's one decode primitive (codec_cpu.h):
-// - MatMul / Gemm, few rows (<= kFewRows): each task owns a block of output columns and decodes
-//   the weight's rows segment by segment into an L1-sized buffer, consumed at once by an AXPY
-//   (or dot products, for transB) over every row: the weight is read once, encoded;
+// - MatMul / Gemm, few rows (<= kFewRows): each task owns a range of the weight's rows and
+//   decodes them front to back, segment by segment, into an L1-sized buffer consumed at once by
+//   an AXPY over every activation row into the task's partial output (summed at the end); for
+//   transB each task owns output columns and takes dot products. The seed is read once per call;
 // - MatMul / Gemm, many rows: each task decodes a kKc x kNb panel into an L2-resident buffer once
 //   per call and runs a 6 x 16 register-blocked FMA micro-kernel over all rows;
 // - Gather: only the rows asked for, straight into the output;
-// - Conv: a block of output channels decoded once per call (one layer's block, never the
-//   model's weights), then im2col tiles (1x1 stride-1 convolutions read the input in place) and
-//   the same micro-kernel; a direct loop for depthwise-like groups (one input channel).
+// - Conv: one group's weights decoded once per call (one layer's block, never the model's
+//   weights), then im2col tiles (1x1 stride-1 convolutions copy input rows) and the same
+//   micro-kernel; a direct, vectorised loop for depthwise-like groups (one input channel).
 // Threads: onnxruntime's intra-op pool (KernelContext_ParallelFor). AVX2+FMA chosen at run time
 // (HYPERONNX_NO_AVX2=1 forces the portable loops). Products and sums are float32 in an order of
 // their own (FMA), so outputs agree with DecodeWeights + the standard op within float32
