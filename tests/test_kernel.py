@@ -283,13 +283,15 @@ def test_out_of_range_index_in_long_seed(dtype, where):
         kernel_decode(seed)
 
 
-def test_scalar_loop_without_avx2():
-    """HYPERONNX_NO_AVX2=1 forces the portable loop: the same tests pass through it."""
-    if os.environ.get("HYPERONNX_NO_AVX2"):
-        pytest.skip("this run is the scalar run")
-    env = {**os.environ, "HYPERONNX_NO_AVX2": "1"}
+@pytest.mark.parametrize("switch", ["HYPERONNX_NO_AVX2", "HYPERONNX_NO_AVX512"])
+def test_other_loops(switch):
+    """HYPERONNX_NO_AVX2=1 forces the portable loops, HYPERONNX_NO_AVX512=1 the AVX2 ones (on a CPU
+    with AVX-512): the same tests pass through them."""
+    if os.environ.get("HYPERONNX_NO_AVX2") or os.environ.get("HYPERONNX_NO_AVX512"):
+        pytest.skip("this run is the child run")
+    env = {**os.environ, switch: "1"}
     child = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k",
-                            "every_bit_width or large_tensor or out_of_range or presets_bytes_equal"],
+                            "every_bit_width or large_tensor or out_of_range or presets_bytes_equal or lattice"],
                            capture_output=True, text=True, env=env, cwd=os.path.dirname(__file__), timeout=600)
     assert child.returncode == 0, child.stdout[-3000:]
     assert " passed" in child.stdout
