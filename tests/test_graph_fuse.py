@@ -74,9 +74,12 @@ def ops(model):
 def test_fuses_what_only_a_fusable_op_reads(preset):
     model = hyperonnx.compress(mixed(), preset, min_elements=16)
     onnx.checker.check_model(model, full_check=True)
-    # V (read by an Add too) and C (Gemm's bias, not its weight) stay DecodeWeights
-    assert ops(model) == ["Add", "DecodeConv", "DecodeConv", "DecodeGather", "DecodeGemm", "DecodeMatMul",
-                          "DecodeMatMul", "DecodeWeights", "DecodeWeights", "If", "MatMul"]
+    # V (read by an Add too) stays DecodeWeights, and C (Gemm's bias, not its weight) where the
+    # rate allocation compresses it
+    kinds = ops(model)
+    assert [k for k in kinds if k != "DecodeWeights"] == ["Add", "DecodeConv", "DecodeConv", "DecodeGather",
+                                                          "DecodeGemm", "DecodeMatMul", "DecodeMatMul", "If", "MatMul"]
+    assert "DecodeWeights" in kinds
     assert next(o.version for o in model.opset_import if o.domain == fmt.OP_DOMAIN) == fmt.FUSED_VERSION
     shared = [n for n in model.graph.node if n.op_type == "DecodeMatMul"]
     assert shared[0].input[1] == shared[1].input[1]  # the shared weight: one seed, two readers
