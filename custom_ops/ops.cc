@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "cpu/decode_weights_cpu.h"
+#include "cpu/fused_cpu.h"
 #include "hyperonnx/decode_weights_format.h"
 #include "hyperonnx/ort_api.h"
 
@@ -26,7 +27,9 @@ namespace {
 const std::vector<const OrtCustomOp*>& OpTable() {
   static const std::vector<const OrtCustomOp*> ops = [] {
     static const DecodeWeightsCpuOp decode_weights_cpu;
-    std::vector<const OrtCustomOp*> all{&decode_weights_cpu};
+    static const FusedCpuOp matmul_cpu(FusedKind::kMatMul), gemm_cpu(FusedKind::kGemm), gather_cpu(FusedKind::kGather),
+        conv_cpu(FusedKind::kConv);
+    std::vector<const OrtCustomOp*> all{&decode_weights_cpu, &matmul_cpu, &gemm_cpu, &gather_cpu, &conv_cpu};
 #ifdef HYPERONNX_USE_CUDA
     cuda::AppendOps(all);  // declares the CPU op's inputs: onnxruntime refuses a domain whose ops differ
 #endif

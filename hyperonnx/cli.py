@@ -24,17 +24,23 @@ def _add_bench(sub) -> None:
                             "several rate targets")
     codec.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     codec.set_defaults(run=lambda args: __import__("hyperonnx.bench.codec", fromlist=["main"]).main(args))
-    runtime = targets.add_parser("runtime", help="decode throughput of the CPU kernel; sessions in load / stream mode",
+    runtime = targets.add_parser("runtime", help="decode throughput of the CPU kernels; sessions: fused, load, stream, baselines",
                                  description="Decode GB/s against memcpy (1 thread, all cores), and session "
                                              "creation, latency and peak RSS of MiniLM-L6 and the digits CNN: "
                                              "original vs load vs stream, each session in its own process.")
     runtime.add_argument("--sizes", default="1M,4M,16M,64M",
                          help="decode tensor sizes in elements, comma-separated (default 1M,4M,16M,64M; '' to skip)")
     runtime.add_argument("--threads", type=int, default=0, help="threads of the all-cores decode (default: all)")
-    runtime.add_argument("--models", nargs="+", default=["minilm", "digits"], help="minilm, digits (default both)")
+    runtime.add_argument("--models", nargs="+", default=["minilm", "digits"],
+                         help="minilm, digits, ppocr, llama (default minilm digits)")
     runtime.add_argument("--no-models", action="store_true", help="decode throughput only")
-    runtime.add_argument("--preset", default="paper", help="codec preset of the compressed models (default paper)")
-    runtime.add_argument("--repeat", type=int, default=5, help="interleaved rounds of the three sessions (default 5)")
+    runtime.add_argument("--methods", nargs="+", default=None,
+                         help="float32 (always), fused, load, stream, int8, nbits-b32-a0, nbits-b128-a0, nbits-b32-a4, "
+                              "nbits-b128-a4 (default: all that apply to the model)")
+    runtime.add_argument("--fused", action="store_true", help="also the fused kernel against MatMul, one thread")
+    runtime.add_argument("--preset", default="lattice-4.25",
+                         help="codec preset of the compressed models (default lattice-4.25)")
+    runtime.add_argument("--repeat", type=int, default=5, help="interleaved rounds of the sessions (default 5)")
     runtime.add_argument("--runs", type=int, default=100, help="timed runs per session (default 100)")
     runtime.add_argument("--session-threads", type=int, default=0,
                          help="intra-op threads of the measured sessions (default 0: onnxruntime's choice)")
@@ -112,6 +118,9 @@ def _add_graph_commands(sub) -> None:
                    help="never compress tensors whose name matches this glob (repeatable)")
     c.add_argument("--no-function", action="store_true",
                    help="omit the standard-ops DecodeWeights function (the model then needs the library)")
+    c.add_argument("--no-fuse", action="store_true",
+                   help="keep plain DecodeWeights nodes (default: weights read only by MatMul / Gemm / Gather / "
+                        "Conv become fused operators that compute from the seed, docs/FORMAT.md section 8)")
     c.add_argument("--report", metavar="PATH", help="also write the report as JSON")
     c.add_argument("-q", "--quiet", action="store_true", help="no table, no progress bar")
     c.set_defaults(run=_command("compress"))

@@ -16,16 +16,24 @@ OP_DOMAIN = "ai.hyperonnx"
 OP_TYPE = "DecodeWeights"
 # The opset version of OP_DOMAIN a model imports is the format version (docs/FORMAT.md §1).
 # A model imports the least version that holds all its codecs: models of the `winding` codec only
-# stay at version 1; `lattice` needs 2, `trellis` 3.
-OP_VERSION = 3  # the newest version the kernels decode (they decode every one of KNOWN_VERSIONS)
-FORMAT_VERSION = 3  # the newest version this Python reference reads and writes
-KNOWN_VERSIONS = (1, 2, 3)
+# stay at version 1; `lattice` needs 2, the fused operators 3, `trellis` 4.
+OP_VERSION = 4  # the newest version the kernels decode (they decode every one of KNOWN_VERSIONS)
+FORMAT_VERSION = 4  # the newest version this Python reference reads and writes
+KNOWN_VERSIONS = (1, 2, 3, 4)
+# The fused operators (docs/FORMAT.md §8, version 3 and later): DecodeWeights + the standard op
+# named by the value, the weight as that op's input at the position given.
+FUSED_VERSION = 3
+FUSED_OPS = {"DecodeMatMul": ("MatMul", 1), "DecodeGemm": ("Gemm", 1), "DecodeGather": ("Gather", 0),
+             "DecodeConv": ("Conv", 1)}
+# A fused node carries the standard op's attributes under this prefix (op_transB, op_group, ...):
+# codecs have attributes of the same names (lattice: alpha, beta, group).
+FUSED_ATTRIBUTE_PREFIX = "op_"
 
 CODEC_WINDING = "winding"  # docs/FORMAT.md §3, format version 1 and later
 CODEC_LATTICE = "lattice"  # docs/FORMAT.md §7, format version 2 and later
-CODEC_TRELLIS = "trellis"  # docs/FORMAT.md §8, format version 3 and later
+CODEC_TRELLIS = "trellis"  # docs/FORMAT.md §9, format version 4 and later
 CODECS = (CODEC_WINDING, CODEC_LATTICE, CODEC_TRELLIS)
-CODEC_VERSION = {CODEC_WINDING: 1, CODEC_LATTICE: 2, CODEC_TRELLIS: 3}  # the least format version holding each codec
+CODEC_VERSION = {CODEC_WINDING: 1, CODEC_LATTICE: 2, CODEC_TRELLIS: 4}  # the least format version holding each codec
 SCALED_CODECS = (CODEC_LATTICE, CODEC_TRELLIS)  # nodes with a second input, float16 group scales
 
 # Output element types a decoder must support, as ONNX TensorProto data types.
@@ -46,8 +54,8 @@ MAX_GROUP = 1 << 16  # weights per scale of the lattice codec
 LATTICE_FLOAT_LIMIT = 2.0 ** 100
 TRELLIS_BITS = (1, 8)  # bits per weight k of the trellis codec
 TRELLIS_MAX_WINDOW = 16  # window L: k <= L <= 16, the decoder's table holds 2^L floats
-TRELLIS_MULTIPLIER = 0x9E3779B1  # the odd multiplier of FORMAT.md §8.3's state permutation
-TRELLIS_MAP = (1.0084383, -0.9740608, 1.4579432, -0.4645949)  # a, b, c, d of §8.3 (float32)
+TRELLIS_MULTIPLIER = 0x9E3779B1  # the odd multiplier of FORMAT.md §9.3's state permutation
+TRELLIS_MAP = (1.0084383, -0.9740608, 1.4579432, -0.4645949)  # a, b, c, d of §9.3 (float32)
 
 
 class FormatError(ValueError):
@@ -94,6 +102,15 @@ class Seed:
     def node_attributes(self) -> dict:
         """All DecodeWeights attributes, in the order FORMAT.md lists them."""
         return {"codec": self.codec, "shape": list(self.shape), "dtype": self.dtype, **self.attrs}
+
+
+def seed_inputs(node: NodeProto) -> list[str]:
+    """The seed (and scales) input names of a DecodeWeights or fused node; [] for other nodes."""
+    if node.domain != OP_DOMAIN:
+        return []
+    if node.op_type == OP_TYPE:
+        return list(node.input)
+    return [name for name in node.input[1:3] if name] if node.op_type in FUSED_OPS else []
 
 
 def scale_count(num_elements: int, group: int) -> int:
@@ -196,7 +213,7 @@ def _check_scales(seed: Seed, count: int, group: int) -> None:
 
 
 def _validate_trellis(seed: Seed, count: int) -> None:
-    """FORMAT.md §5 rules 2-4 and §8.4 for the trellis codec."""
+    """FORMAT.md §5 rules 2-4 and §9.4 for the trellis codec."""
     a = seed.attrs
     bits = _int_in(a, "bits", *TRELLIS_BITS)
     window = _int_in(a, "window", bits, TRELLIS_MAX_WINDOW)

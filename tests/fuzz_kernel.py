@@ -7,7 +7,13 @@ onnxruntime with the library, and compares with the
 reference decoder: when onnxruntime succeeds the reference must accept the node and produce the
 same bytes; when onnxruntime fails the reference must reject it too.
 
-    python tests/fuzz_kernel.py --cases 2000 --seed 0
+Fused cases (--fused-cases) put such a node's seed and attributes in a fused operator
+(docs/FORMAT.md §8: DecodeMatMul, DecodeGemm, DecodeGather, DecodeConv) fed an activation that
+fits the weight or not: onnxruntime must succeed exactly when the reference accepts the seed, the
+weight is float32 of a rank the operator takes and the activation fits it, and then agree with
+DecodeWeights' weight + the standard operator (tests/fused_models.py's bound; Gather bit for bit).
+
+    python tests/fuzz_kernel.py --cases 2000 --fused-cases 600 --seed 0
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from onnx import AttributeProto, TensorProto, helper, numpy_helper
 
 import hyperonnx
 from hyperonnx import format as fmt
+from fused_models import reference as fused_reference, run as fused_run
 from runtime_models import make_model
 
 INTS = [-(1 << 63), -(1 << 40), -1, 0, 1, 2, 3, 4, 7, 8, 10, 11, 16, 23, 24, 25, 63, 64, 65, 1000, 1600,
@@ -48,6 +55,9 @@ def base_seeds(rng):
                 continue
             if seed.codec != "raw":
                 seeds.append(seed)
+    for shape in ((16, 12), (4, 2, 3, 3)):  # matrices and a convolution kernel, for the fused operators
+        for preset in ("paper", "lattice"):
+            seeds.append(hyperonnx.encode((rng.standard_normal(shape) * 0.05).astype(np.float32), preset, min_elements=1))
     for bits, group in ((2, 2), (5, 6), (16, 4)):  # lattice seeds at other widths and groups
         config = hyperonnx.LatticeConfig(index_bits=bits, group=group)
         seeds.append(hyperonnx.encode((rng.standard_normal(41) * 0.05).astype(np.float32), config, min_elements=1))
@@ -165,9 +175,85 @@ def empty_list_type_confusion(node) -> bool:
                and types.get(a.name) != a.type for a in node.attribute)
 
 
+FUSED_RANKS = {"DecodeMatMul": (2,), "DecodeGemm": (2,), "DecodeConv": (4,), "DecodeGather": (1, 2, 3, 4)}
+
+
+def fused_case(seed, rng):
+    """(op, op attributes, activation, whether it fits the declared weight, mutation) for a fused case."""
+    attrs, payload, scales, what = mutate(seed, rng) if rng.random() < 0.5 else (
+        [[n, seed.node_attributes()[n], k] for n, k in fmt.attribute_types(seed.codec).items()],
+        np.array(seed.payload, np.uint8), None if seed.scales is None else np.array(seed.scales, np.float16), "valid")
+    op = str(rng.choice(list(FUSED_RANKS)))
+    shape = next((v for n, v, k in attrs if n == "shape" and k == AttributeProto.INTS), [])
+    usable = bool(shape) and all(0 < int(d) <= 4096 for d in shape)  # else an activation that fits nothing
+    shape = [int(d) for d in shape] if usable else [3, 3]
+    fits = usable and len(shape) in FUSED_RANKS[op]
+    wrong = rng.random() < 0.25  # an activation that does not fit
+    op_attrs = {}
+    if op == "DecodeMatMul":
+        k = shape[0] + (1 if wrong else 0) if fits else 3
+        x = rng.standard_normal((int(rng.integers(1, 12)), k)).astype(np.float32)
+    elif op == "DecodeGemm":
+        op_attrs["transB"] = int(rng.integers(0, 2))
+        k = (shape[1 if op_attrs["transB"] else 0] if fits else 3) + (1 if wrong else 0)
+        x = rng.standard_normal((int(rng.integers(1, 12)), k)).astype(np.float32)
+    elif op == "DecodeGather":
+        rows = shape[0]
+        x = rng.integers(-rows, rows, int(rng.integers(1, 6))).astype(np.int64)
+        if wrong:
+            x[0] = rows if rng.random() < 0.5 else -rows - 1
+    else:
+        channels = shape[1] if fits else 2
+        side = (max(shape[2:]) if fits else 3) + int(rng.integers(0, 3))
+        x = rng.standard_normal((1, channels + (1 if wrong else 0), side, side)).astype(np.float32)
+        op_attrs["pads"] = [int(v) for v in rng.integers(0, 2, 4)]
+    return op, op_attrs, attrs, payload, scales, x, fits and not wrong, f"{op}:{what}{':wrong' if wrong else ''}"
+
+
+def run_fused(seed, rng, so):
+    """None when onnxruntime and the reference agree, else a failure record."""
+    op, op_attrs, attrs, payload, scales, x, fits, what = fused_case(seed, rng)
+    _, node = build(attrs, payload, scales)
+    _, reference_error = reference(node, payload, scales)
+    valid = reference_error is None and fits
+    if valid:
+        ref_seed = fmt.seed_from_node(node, payload, scales)
+        valid = ref_seed.dtype == TensorProto.FLOAT and len(ref_seed.shape) in FUSED_RANKS[op]
+    inits = [numpy_helper.from_array(payload, "s")]
+    if scales is not None:
+        inits.append(numpy_helper.from_array(scales, "c"))
+    fused_node = helper.make_node(op, ["x", "s"] + (["c"] if scales is not None else []), ["y"], domain=fmt.OP_DOMAIN)
+    for name, value, kind in attrs:
+        fused_node.attribute.append(helper.make_attribute(name, value, attr_type=kind))
+    for name, value in op_attrs.items():
+        fused_node.attribute.append(helper.make_attribute(fmt.FUSED_ATTRIBUTE_PREFIX + name, value))
+    x_type = TensorProto.FLOAT if x.dtype == np.float32 else TensorProto.INT64
+    fused = make_model(helper.make_graph([fused_node], "fuzz", [helper.make_tensor_value_info("x", x_type, list(x.shape))],
+                                         [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits),
+                       opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(fmt.OP_DOMAIN, fmt.FUSED_VERSION)])
+    try:
+        got, kernel_error = fused_run(fused, x, threads=1), None
+    except Exception as error:  # onnxruntime's errors: allowed, the comparison judges them
+        got, kernel_error = None, str(error).splitlines()[0][:300]
+    if not valid:
+        if got is None or empty_list_type_confusion(node):
+            return None, kernel_error is None
+        return {"mutation": what, "kernel": "ok", "reference": reference_error or "activation does not fit"}, True
+    if got is None:
+        return {"mutation": what, "kernel": kernel_error, "reference": "ok"}, False
+    want, bound = fused_reference(op, ref_seed, x, op_attrs)
+    # the bound holds where the sums are finite (a weight decoded to +-Inf may sum to Inf or NaN
+    # in either order)
+    finite = np.isfinite(want) & np.isfinite(bound) if got.shape == want.shape else False
+    same = got.tobytes() == want.tobytes() if op == "DecodeGather" else \
+        got.shape == want.shape and bool(np.all(np.abs(got - want)[finite] <= bound[finite]))
+    return (None if same else {"mutation": what, "kernel": "ok", "reference": "ok", "same": False}), True
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--cases", type=int, default=2000)
+    parser.add_argument("--fused-cases", type=int, default=600)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     rng = np.random.default_rng(args.seed)
@@ -195,6 +281,14 @@ def main(argv=None) -> int:
             counts["disagreements"] += 1
             failures.append({"case": case, "mutation": what, "kernel": kernel_error or "ok",
                              "reference": reference_error or "ok", "same_bytes": got == expected})
+    counts.update(fused_cases=0, fused_ok=0, fused_refused=0)
+    for case in range(args.fused_cases):
+        failure, ran = run_fused(seeds[case % len(seeds)], rng, so)
+        counts["fused_cases"] += 1
+        counts["fused_ok" if ran else "fused_refused"] += 1
+        if failure is not None:
+            counts["disagreements"] += 1
+            failures.append({"case": f"fused {case}", **failure})
     counts["seconds"] = round(time.perf_counter() - start, 2)
     print(json.dumps({**counts, "failures": failures[:20]}, indent=1))
     return 1 if failures else 0

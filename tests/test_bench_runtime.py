@@ -40,7 +40,7 @@ def test_decode_rows_check_the_kernel_against_the_reference(capsys):
 def test_cli_decode_only(capsys):
     assert main(["bench", "runtime", "--sizes", "2K", "--no-models", "--threads", "1"]) == 0
     out = capsys.readouterr().out
-    assert "memcpy GB/s" in out and "Targets (issue 4)" in out and "1 thread / memcpy" in out
+    assert "memcpy GB/s" in out and "Targets (issues 4 and 14)" in out and "1 thread / memcpy" in out
 
 
 def test_cli_bad_arguments(capsys):
@@ -64,15 +64,23 @@ def test_probe_peak_is_its_own(tmp_path):
 
 
 def test_session_targets_use_alternating_latency_and_rss_above_the_runtime():
-    def row(runtime, latency, ratio, rss):
-        return {"model": "digits", "runtime": runtime, "latency_ms": latency, "latency_vs_plain": 9.0,
-                "latency_alternating": ratio, "session_rss_mb": rss, "runtime_rss_mb": 20.0}
-    rows = [row("plain", 10.0, 1.0, 120.0), row("load", 11.0, 1.02, 180.0), row("stream", 14.0, 1.4, 70.0)]
+    def row(method, latency, ratio, rss, model="digits"):
+        return {"model": model, "method": method, "latency_ms": latency, "latency_alternating": ratio,
+                "session_rss_mb": rss, "runtime_rss_mb": 20.0}
+    rows = [row("float32", 10.0, 1.0, 120.0), row("fused", 11.0, 1.2, 40.0), row("load", 11.0, 1.02, 180.0),
+            row("stream", 14.0, 1.4, 70.0)]
     lines = {line["target"].split(": ")[1]: line for line in runtime.targets([], rows)}
-    load = lines["load latency / original <= 1.03"]
-    assert load["measured"] == 1.02 and load["met"]  # the alternating runs' ratio, not 11 / 10
-    stream = lines["stream (RSS-base - onnxruntime alone) / original's <= 0.5"]
-    assert stream["measured"] == 0.5 and stream["met"]  # (70 - 20) / (120 - 20)
+    fused = lines["fused latency / float32 (alt.) <= 1.3"]
+    assert fused["measured"] == 1.2 and fused["met"]  # the alternating runs' ratio, not 11 / 10
+    load = lines["load (RSS-base - onnxruntime alone) / float32's <= 1"]
+    assert load["measured"] == 1.6 and not load["met"]  # (180 - 20) / (120 - 20)
+    stream = lines["stream (RSS-base - onnxruntime alone) / float32's <= 0.5"]
+    assert stream["measured"] == 0.5 and stream["met"]
+    llama = [row("float32", 10.0, 1.0, 600.0, "llama"), row("fused", 5.0, 0.5, 100.0, "llama"),
+             row("nbits-b128-a4", 4.0, 0.4, 100.0, "llama")]
+    lines = {line["target"].split(": ")[1]: line for line in runtime.targets([], llama)}
+    assert lines["fused latency / float32 (alt.) <= 0.6"]["met"]
+    assert lines["fused latency / MatMulNBits b128 a4 (alt.) <= 1.5"]["measured"] == pytest.approx(1.25)
 
 
 def test_runtime_baseline_is_small_and_positive():
@@ -84,7 +92,9 @@ def test_alternating_latency_ratios(tmp_path):
     original, compressed = tmp_path / "o.onnx", tmp_path / "c.onnx"
     original.write_bytes(mlp_model(weights).SerializeToString())
     compressed.write_bytes(mlp_model(weights, compress=True).SerializeToString())
-    ratios = runtime.alternating_latency(original, compressed, {"x": np.zeros((1, 64), np.float32)}, runs=5,
-                                         threads=1)
-    assert set(ratios) == {"plain", "load", "stream"} and ratios["plain"] == 1.0
+    fused = tmp_path / "f.onnx"
+    hyperonnx.save(hyperonnx.compress(original), fused)
+    paths = {"float32": original, "load": compressed, "stream": compressed, "fused": fused}
+    ratios = runtime.alternating_latency(paths, {"x": np.zeros((1, 64), np.float32)}, runs=5, threads=1)
+    assert set(ratios) == set(paths) and ratios["float32"] == 1.0
     assert all(r > 0 for r in ratios.values())

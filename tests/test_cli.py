@@ -43,7 +43,7 @@ def test_compress_inspect_decompress_verify(tmp_path, model_path, capsys):
 
     assert main(["inspect", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "format version 2" in text and "compressed: 4 tensors" in text  # the default: lattice
+    assert "format version 3" in text and "compressed: 4 tensors" in text  # the default: lattice, fused
     assert main(["inspect", "--json", str(model_path)]) == 0
     assert json.loads(capsys.readouterr().out)["totals"]["compressed_tensors"] == 0
 
@@ -163,7 +163,7 @@ def test_inspect_lists_a_broken_node_and_exits_2(tmp_path, capsys):
     assert main(["inspect", "--json", str(path)]) == 2
     info = json.loads(capsys.readouterr().out)
     assert info["totals"]["invalid_nodes"] == info["totals"]["compressed_tensors"] > 0
-    model = hyperonnx.compress(graph_models.mlp())
+    model = hyperonnx.compress(graph_models.mlp(), fuse=False)
     node = next(n for n in model.graph.node if n.op_type == "DecodeWeights")
     next(a for a in node.attribute if a.name == "alpha").f = 3e38
     hyperonnx.save(model, path)

@@ -35,7 +35,7 @@ def io_signature(model):
 def test_mlp_checker_io_and_exact_decompression():
     original = graph_models.mlp()
     before = original.SerializeToString()
-    model, report = hyperonnx.compress(original, "paper", min_elements=1024, return_report=True)
+    model, report = hyperonnx.compress(original, "paper", min_elements=1024, return_report=True, fuse=False)
     assert original.SerializeToString() == before  # the input model is not modified
     onnx.checker.check_model(model, full_check=True)
     assert io_signature(model) == io_signature(original)
@@ -113,7 +113,7 @@ def test_function_follows_model_opset(opset):
 def test_lattice_model_runs_without_the_library():
     """A lattice-compressed model carries the function (version 2), passes the full checker and
     runs in plain onnxruntime exactly as its decompressed twin; --no-function leaves it out."""
-    model = hyperonnx.compress(graph_models.mlp(opset=18), "lattice", min_elements=1024)
+    model = hyperonnx.compress(graph_models.mlp(opset=18), "lattice", min_elements=1024, fuse=False)
     assert [(o.domain, o.version) for o in model.opset_import if o.domain == fmt.OP_DOMAIN] == [(fmt.OP_DOMAIN, 2)]
     assert [f.name for f in model.functions] == [fmt.OP_TYPE] and model.ir_version >= 9
     onnx.checker.check_model(model, full_check=True)
@@ -124,8 +124,8 @@ def test_lattice_model_runs_without_the_library():
 
 def test_mixed_winding_and_lattice_model():
     """Winding seeds from a first pass, lattice seeds from a second: one function decodes both."""
-    first = hyperonnx.compress(graph_models.mlp(opset=17), "paper", exclude=["W2"])
-    mixed = hyperonnx.compress(first, "lattice", min_elements=1024)
+    first = hyperonnx.compress(graph_models.mlp(opset=17), "paper", exclude=["W2"], fuse=False)
+    mixed = hyperonnx.compress(first, "lattice", min_elements=1024, fuse=False)
     codecs = sorted(helper.get_attribute_value(a).decode() for _p, n in decode_nodes(mixed)
                     for a in n.attribute if a.name == "codec")
     assert codecs == ["lattice", "winding"]
@@ -136,14 +136,14 @@ def test_mixed_winding_and_lattice_model():
 
 
 def test_lattice_below_opset_17_has_no_function():
-    model = hyperonnx.compress(graph_models.mlp(opset=16), "lattice", min_elements=1024)
+    model = hyperonnx.compress(graph_models.mlp(opset=16), "lattice", min_elements=1024, fuse=False)
     assert decode_nodes(model) and not model.functions
     onnx.checker.check_model(model, full_check=True)
 
 
 def test_nested_subgraphs_constants_and_shared_weights():
     original = graph_models.nested()
-    model, report = hyperonnx.compress(original, "paper", return_report=True)
+    model, report = hyperonnx.compress(original, "paper", return_report=True, fuse=False)
     onnx.checker.check_model(model, full_check=True)
     assert io_signature(model) == io_signature(original)
     where = {node.output[0]: path for path, node in decode_nodes(model)}
@@ -177,7 +177,7 @@ def test_external_data_models(tmp_path):
     path = tmp_path / "ext.onnx"
     onnx.save_model(original, str(path), save_as_external_data=True, location="ext.weights",
                     size_threshold=0)
-    model = hyperonnx.compress(path)
+    model = hyperonnx.compress(path, fuse=False)
     assert len(decode_nodes(model)) == 2
     out = hyperonnx.save(model, tmp_path / "out.onnx", external_data=True)
     reloaded = hyperonnx.load(out)

@@ -23,6 +23,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import hyperonnx
+from hyperonnx.graph.fuse import unfuse_model
 from hyperonnx import codec
 from hyperonnx.cli import main as cli_main
 from hyperonnx.graph import model_io
@@ -96,8 +97,10 @@ def _apply(op_type: str, y: np.ndarray, operand: np.ndarray) -> np.ndarray:
 
 
 def compressed_output(path: pathlib.Path, x: np.ndarray) -> np.ndarray:
-    """What the compressed model computes by the reference decoder, one weight at a time."""
+    """What the compressed model computes by the reference decoder, one weight at a time (fused
+    operators split back into DecodeWeights and their standard op)."""
     model = hyperonnx.load(path, load_external_data=False)
+    unfuse_model(model)
     inits = {t.name: t for t in model.graph.initializer}
     weights = {}
     y = x.astype(np.float64)

@@ -1,4 +1,4 @@
-"""The trellis codec (docs/FORMAT.md §8): reference encoder and decoder, the library's native
+"""The trellis codec (docs/FORMAT.md §9): reference encoder and decoder, the library's native
 search against the numpy reference, the CPU kernel against the reference decoder, validation."""
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ def sqnr_db(x, y):
 
 
 def example_seed(**changes) -> hyperonnx.Seed:
-    """FORMAT.md §8.5: k = 2, L = 4, G = 8, 10 weights in two groups."""
+    """FORMAT.md §9.5: k = 2, L = 4, G = 8, 10 weights in two groups."""
     attrs = {"bits": 2, "window": 4, "group": 8, "scale_unit": 0.5}
     attrs.update(changes.pop("attrs", {}))
     payload = np.array(changes.pop("payload", (0x1B, 0xE4, 0xFF, 0x00)), np.uint8)
@@ -56,7 +56,7 @@ def test_value_map_is_odd_and_bounded():
 def test_round_trip_keeps_shape_dtype_and_quality(shape, dtype):
     w = (0.05 * np.random.default_rng(0).standard_normal(shape)).astype(dtype)
     seed = hyperonnx.encode(w, "trellis")
-    assert seed.codec == fmt.CODEC_TRELLIS and seed.version == 3
+    assert seed.codec == fmt.CODEC_TRELLIS and seed.version == 4
     out = hyperonnx.decode(seed)
     assert out.shape == w.shape and out.dtype == w.dtype
     assert sqnr_db(w, out) > 21
@@ -162,11 +162,11 @@ def test_node_round_trip_and_version_rules():
     assert [a.name for a in node.attribute] == list(fmt.TRELLIS_ATTRIBUTE_TYPES)
     back = fmt.seed_from_node(node, seed.payload, seed.scales)
     assert hyperonnx.decode(back).tobytes() == hyperonnx.decode(seed).tobytes()
-    with pytest.raises(fmt.FormatError, match="version 3"):
-        fmt.check_model_version(2, ["trellis"])
+    with pytest.raises(fmt.FormatError, match="version 4"):
+        fmt.check_model_version(3, ["trellis"])
 
 
-def test_graph_pass_needs_the_library_and_imports_version_3():
+def test_graph_pass_needs_the_library_and_imports_version_4():
     rng = np.random.default_rng(5)
     w = (0.05 * rng.standard_normal((64, 128))).astype(np.float32)
     graph = helper.make_graph([helper.make_node("MatMul", ["x", "W"], ["y"])], "g",
@@ -175,13 +175,13 @@ def test_graph_pass_needs_the_library_and_imports_version_3():
                               [numpy_helper.from_array(w, "W")])
     model = make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     out = hyperonnx.compress(model, "trellis")
-    assert [(o.domain, o.version) for o in out.opset_import if o.domain == fmt.OP_DOMAIN] == [(fmt.OP_DOMAIN, 3)]
+    assert [(o.domain, o.version) for o in out.opset_import if o.domain == fmt.OP_DOMAIN] == [(fmt.OP_DOMAIN, 4)]
     assert not out.functions  # no standard-ops fallback: the model needs the library
     x = rng.standard_normal((1, 64)).astype(np.float32)
     got = hyperonnx.InferenceSession(out, mode="load").run(None, {"x": x})[0]
     plain = ort.InferenceSession(hyperonnx.decompress(out).SerializeToString(), providers=["CPUExecutionProvider"])
     assert np.array_equal(got, plain.run(None, {"x": x})[0])
-    assert hyperonnx.inspect_model(out)["format_version"] == 3
+    assert hyperonnx.inspect_model(out)["format_version"] == 4
 
 
 def kernel_decode(seed: hyperonnx.Seed, threads: int = 0) -> np.ndarray:
@@ -232,7 +232,7 @@ def test_kernel_refuses_bad_nodes(attrs, message):
         node.attribute.extend(kept + [helper.make_attribute(name, value)])
     graph = helper.make_graph([node], "g", [], [helper.make_tensor_value_info("w", TensorProto.FLOAT, [10])],
                               [numpy_helper.from_array(seed.payload, "w.seed"), numpy_helper.from_array(seed.scales, "w.scales")])
-    model = make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(fmt.OP_DOMAIN, 3)])
+    model = make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(fmt.OP_DOMAIN, 4)])
     so = ort.SessionOptions()
     so.register_custom_ops_library(hyperonnx.get_library_path())
     with pytest.raises(Exception, match=message):

@@ -13,6 +13,7 @@
 #include "lattice_cpu.h"
 #include "trellis_cpu.h"
 #include "pair_tasks.h"
+#include "unpack_avx2.h"
 
 #include <algorithm>
 #include <cstdlib>
@@ -28,6 +29,11 @@
 #endif
 
 namespace hyperonnx {
+OrtStatusPtr FailNode(const char* op, const std::string& node, const std::string& message) {
+  const std::string text = std::string(op) + " node '" + Printable(node) + "': " + message + " (docs/FORMAT.md)";
+  return Ort::GetApi().CreateStatus(ORT_INVALID_ARGUMENT, text.c_str());
+}
+
 namespace {
 
 constexpr uint64_t kMaxTableEntries = uint64_t{1} << 20;  // 8 MiB of float32 pairs at most
@@ -41,12 +47,13 @@ uint16_t ConvertTo(int64_t dtype, float f) {
   return dtype == kFloat16 ? FloatToHalf(f) : FloatToBFloat16(f);
 }
 
-// Unpacks pairs [begin, end) through the table. `begin` is a multiple of 8, so each group of 8
-// indices starts on a byte boundary: group g's bytes are [g * B, g * B + B). Returns true when an
-// index was out of range (the output of that pair is then table[0]).
+// Unpacks pairs [begin, end) through the table; pair i lands at out[i - base]. `begin` is a
+// multiple of 8, so each group of 8 indices starts on a byte boundary: group g's bytes are
+// [g * B, g * B + B). Returns true when an index was out of range (the output of that pair is
+// then table[0]).
 template <int B, typename T>
 bool UnpackWithTable(const uint8_t* seed, uint64_t seed_bytes, const Pair<T>* table, uint32_t entries,
-                     Pair<T>* out, uint64_t begin, uint64_t end) {
+                     Pair<T>* out, uint64_t base, uint64_t begin, uint64_t end) {
   constexpr uint32_t kMask = (uint32_t{1} << B) - 1;
   uint32_t bad = 0;
   uint64_t i = begin;
@@ -61,7 +68,7 @@ bool UnpackWithTable(const uint8_t* seed, uint64_t seed_bytes, const Pair<T>* ta
       const uint32_t ok = x < entries;
       bad |= ok ^ 1u;
       x = ok ? x : 0;
-      out[i + k] = table[x];
+      out[i + k - base] = table[x];
     }
   }
   for (; i < end; ++i) {  // the tail: byte-wise reads that stop at the seed's end
@@ -69,31 +76,12 @@ bool UnpackWithTable(const uint8_t* seed, uint64_t seed_bytes, const Pair<T>* ta
     const uint32_t ok = x < entries;
     bad |= ok ^ 1u;
     x = ok ? x : 0;
-    out[i] = table[x];
+    out[i - base] = table[x];
   }
   return bad != 0;
 }
 
 #ifdef HYPERONNX_AVX2
-// Where the 8 indices of a byte-aligned group of B-bit indices sit: indices 0-3 are read from a
-// 16-byte load at the group's start, 4-7 from one at byte kHigh = 4B/8; the shuffle puts each
-// index's 4-byte window in its 32-bit lane (within its 128-bit half), the shift aligns it.
-struct Avx2Layout {
-  int8_t shuffle[32];
-  int32_t shift[8];
-};
-
-constexpr Avx2Layout MakeAvx2Layout(int b) {
-  Avx2Layout layout{};
-  for (int k = 0; k < 8; ++k) {
-    const int bit = k * b;
-    const int byte = bit / 8 - (k < 4 ? 0 : (4 * b) / 8);  // <= 12 for b <= 24: inside the load
-    for (int t = 0; t < 4; ++t) layout.shuffle[4 * k + t] = static_cast<int8_t>(byte + t);
-    layout.shift[k] = bit % 8;
-  }
-  return layout;
-}
-
 template <typename T>
 __attribute__((target("avx2"))) inline void GatherPairs(const Pair<T>* table, __m256i x, Pair<T>* out);
 
@@ -120,28 +108,20 @@ __attribute__((target("avx2"))) inline void GatherPairs<uint32_t>(const Pair<uin
 template <int B, typename T>
 __attribute__((target("avx2"))) bool UnpackWithTableAvx2(const uint8_t* seed, uint64_t seed_bytes,
                                                          const Pair<T>* table, uint32_t entries, Pair<T>* out,
-                                                         uint64_t begin, uint64_t end) {
-  static constexpr Avx2Layout kLayout = MakeAvx2Layout(B);
-  constexpr uint64_t kHigh = (4 * B) / 8;
-  const __m256i shuffle = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(kLayout.shuffle));
-  const __m256i shift = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(kLayout.shift));
-  const __m256i mask = _mm256_set1_epi32(static_cast<int>((uint32_t{1} << B) - 1));
+                                                         uint64_t base, uint64_t begin, uint64_t end) {
+  const Unpack8Avx2<B> unpack;
   const __m256i last = _mm256_set1_epi32(static_cast<int>(entries - 1));
   __m256i largest = _mm256_setzero_si256();
   uint64_t i = begin;
-  for (; i + 8 <= end && (i / 8) * B + kHigh + 16 <= seed_bytes; i += 8) {
-    const uint8_t* group = seed + (i / 8) * B;
-    const __m256i bytes = _mm256_inserti128_si256(
-        _mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(group))),
-        _mm_loadu_si128(reinterpret_cast<const __m128i*>(group + kHigh)), 1);
-    const __m256i x = _mm256_and_si256(_mm256_srlv_epi32(_mm256_shuffle_epi8(bytes, shuffle), shift), mask);
+  for (; i + 8 <= end && (i / 8) * B + Unpack8Avx2<B>::kReach <= seed_bytes; i += 8) {
+    const __m256i x = unpack(seed + (i / 8) * B);
     largest = _mm256_max_epu32(largest, x);
-    GatherPairs<T>(table, _mm256_min_epu32(x, last), out + i);
+    GatherPairs<T>(table, _mm256_min_epu32(x, last), out + (i - base));
   }
   alignas(32) uint32_t lanes[8];
   _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), largest);
   bool bad = *std::max_element(lanes, lanes + 8) >= entries;
-  if (i < end) bad |= UnpackWithTable<B, T>(seed, seed_bytes, table, entries, out, i, end);  // i % 8 == 0
+  if (i < end) bad |= UnpackWithTable<B, T>(seed, seed_bytes, table, entries, out, base, i, end);  // i % 8 == 0
   return bad;
 }
 
@@ -164,7 +144,7 @@ bool HasAvx2() {
 namespace {
 
 template <typename T>
-using UnpackFn = bool (*)(const uint8_t*, uint64_t, const Pair<T>*, uint32_t, Pair<T>*, uint64_t, uint64_t);
+using UnpackFn = bool (*)(const uint8_t*, uint64_t, const Pair<T>*, uint32_t, Pair<T>*, uint64_t, uint64_t, uint64_t);
 
 template <typename T, int... Bs>
 UnpackFn<T> SelectUnpack(uint32_t bits, std::integer_sequence<int, Bs...>) {
@@ -188,8 +168,11 @@ inline uint32_t Encode<uint32_t>(int64_t, float f) { return FloatBits(f); }
 template <>
 inline uint16_t Encode<uint16_t>(int64_t dtype, float f) { return ConvertTo(dtype, f); }
 
+// Pairs [begin, end) without a table (pair i at out[i - begin]), or, given one, through it one
+// index at a time.
 template <typename T>
-bool DecodeDirect(const WindingParams& p, const uint8_t* seed, Pair<T>* out, uint64_t begin, uint64_t end) {
+bool DecodeDirect(const WindingParams& p, const uint8_t* seed, const Pair<T>* table, Pair<T>* out, uint64_t begin,
+                  uint64_t end) {
   bool bad = false;
   for (uint64_t i = begin; i < end; ++i) {
     uint32_t x = ReadIndex(seed, p.seed_bytes, i, p.bits);
@@ -197,9 +180,13 @@ bool DecodeDirect(const WindingParams& p, const uint8_t* seed, Pair<T>* out, uin
       bad = true;
       x = 0;
     }
+    if (table != nullptr) {
+      out[i - begin] = table[x];  // x < codebook_size and < 2^bits: inside the table
+      continue;
+    }
     float a, b;
     DecodeIndex(p, x, &a, &b);
-    out[i] = Pair<T>{Encode<T>(p.dtype, a), Encode<T>(p.dtype, b)};
+    out[i - begin] = Pair<T>{Encode<T>(p.dtype, a), Encode<T>(p.dtype, b)};
   }
   return bad;
 }
@@ -216,10 +203,7 @@ std::vector<Pair<T>> BuildTable(const WindingParams& p, uint32_t entries) {
   return table;
 }
 
-OrtStatusPtr Fail(const std::string& node, const std::string& message) {
-  const std::string text = "DecodeWeights node '" + Printable(node) + "': " + message + " (docs/FORMAT.md section 5)";
-  return Ort::GetApi().CreateStatus(ORT_INVALID_ARGUMENT, text.c_str());
-}
+OrtStatusPtr Fail(const std::string& node, const std::string& message) { return FailNode(kOpName, node, message); }
 
 template <typename F>
 bool Succeeds(F&& read) {
@@ -260,145 +244,132 @@ bool ReadAttribute(const Ort::ConstKernelInfo& info, const char* name, R* out, s
 
 }  // namespace
 
-struct DecodeWeightsCpuKernel::Tables {
-  std::vector<Pair<uint32_t>> f32;
-  std::vector<Pair<uint16_t>> f16;
-  uint32_t entries = 0;
-};
+namespace {
 
-DecodeWeightsCpuKernel::DecodeWeightsCpuKernel(std::string name, std::vector<int64_t> shape, const WindingParams& params)
-    : name_(std::move(name)), shape_(std::move(shape)), params_(params), tables_(new Tables) {
-  // Indices are < 2^bits, so entries past it can never be read.
-  const uint64_t reachable = std::min<uint64_t>(params_.codebook_size, uint64_t{1} << params_.bits);
-  // A table pays off when building it costs no more than the pairs it serves.
-  if (reachable <= kMaxTableEntries && reachable <= std::max<uint64_t>(params_.num_pairs, 4096)) {
-    tables_->entries = static_cast<uint32_t>(reachable);
-    if (params_.dtype == kFloat32) {
-      tables_->f32 = BuildTable<uint32_t>(params_, tables_->entries);
-    } else {
-      tables_->f16 = BuildTable<uint16_t>(params_, tables_->entries);
+// The winding codec's decode primitive (codec_cpu.h): the codebook materialised in the output
+// type when it is small enough (indices are < 2^bits, so entries past it can never be read),
+// else pair by pair with DecodeIndex.
+template <typename T>
+class WindingCpuDecoder final : public PairDecoder {
+ public:
+  explicit WindingCpuDecoder(const WindingParams& p) : p_(p) {
+    const uint64_t reachable = std::min<uint64_t>(p.codebook_size, uint64_t{1} << p.bits);
+    // A table pays off when building it costs no more than the pairs it serves.
+    if (reachable <= kMaxTableEntries && reachable <= std::max<uint64_t>(p.num_pairs, 4096)) {
+      table_ = BuildTable<T>(p, static_cast<uint32_t>(reachable));
+      unpack_ = GetUnpack<T>(p.bits);
     }
   }
+  bool DecodePairs(const uint8_t* seed, const uint16_t*, uint64_t begin, uint64_t end, void* raw) const override {
+    auto* out = static_cast<Pair<T>*>(raw);
+    const Pair<T>* table = table_.empty() ? nullptr : table_.data();
+    if (table == nullptr) return DecodeDirect<T>(p_, seed, nullptr, out, begin, end);
+    // the unpack loops start on a group of 8 pairs (a whole byte at any width)
+    const uint64_t aligned = std::min(end, (begin + 7) / 8 * 8);
+    bool bad = DecodeDirect<T>(p_, seed, table, out, begin, aligned);
+    if (aligned < end) {
+      bad |= unpack_(seed, p_.seed_bytes, table, static_cast<uint32_t>(table_.size()), out, begin, aligned, end);
+    }
+    return bad;
+  }
+  uint64_t num_elements() const override { return p_.num_elements; }
+  int64_t dtype() const override { return p_.dtype; }
+
+ private:
+  WindingParams p_;
+  std::vector<Pair<T>> table_;
+  UnpackFn<T> unpack_ = nullptr;
+};
+
+}  // namespace
+
+std::unique_ptr<PairDecoder> MakePairDecoder(const NodeParams& node) {
+  if (node.lattice) return std::make_unique<LatticeCpuDecoder>(node.lattice_params);
+  if (node.trellis) return std::make_unique<TrellisCpuDecoder>(node.trellis_params);
+  if (node.winding.dtype == kFloat32) return std::make_unique<WindingCpuDecoder<uint32_t>>(node.winding);
+  return std::make_unique<WindingCpuDecoder<uint16_t>>(node.winding);
 }
 
-DecodeWeightsCpuKernel::DecodeWeightsCpuKernel(std::string name, std::vector<int64_t> shape, const LatticeParams& params)
-    : name_(std::move(name)), shape_(std::move(shape)), params_{}, lattice_(new LatticeCpuDecoder(params)) {}
-
-DecodeWeightsCpuKernel::DecodeWeightsCpuKernel(std::string name, std::vector<int64_t> shape, const TrellisParams& params)
-    : name_(std::move(name)), shape_(std::move(shape)), params_{}, trellis_(new TrellisCpuDecoder(params)) {}
-
-DecodeWeightsCpuKernel::~DecodeWeightsCpuKernel() = default;
-
-template <typename T>
-static bool Decode(const Ort::KernelContext& context, const WindingParams& p, const uint8_t* seed,
-                   const Pair<T>* table, uint32_t entries, T* out) {
-  Pair<T>* pairs = reinterpret_cast<Pair<T>*>(out);
-  const UnpackFn<T> unpack = table != nullptr ? GetUnpack<T>(p.bits) : nullptr;
-  // the whole pairs, from the table or pair by pair when there is none; the last, half pair of
-  // an odd tensor below
-  bool bad = RunPairTasks(context, p.num_elements / 2, [&](uint64_t begin, uint64_t end) {
-    return unpack != nullptr ? unpack(seed, p.seed_bytes, table, entries, pairs, begin, end)
-                             : DecodeDirect<T>(p, seed, pairs, begin, end);
-  });
-  if (p.num_elements % 2) {  // the last pair: its second value is computed and dropped
-    const uint64_t i = p.num_pairs - 1;
-    uint32_t x = ReadIndex(seed, p.seed_bytes, i, p.bits);
-    if (x >= p.codebook_size) {
-      bad = true;
-      x = 0;
+std::string ValidateInputs(const NodeParams& node, const Ort::ConstValue& seed, const Ort::ConstValue& scales) {
+  if (!seed) return "rule 4: the seed input is missing";
+  const Ort::TensorTypeAndShapeInfo seed_info = seed.GetTensorTypeAndShapeInfo();
+  if (seed_info.GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8) return "rule 4: seed must be a rank-1 uint8 tensor";
+  const std::vector<int64_t> dims = seed_info.GetShape();
+  if (node.trellis) {
+    const TrellisParams& p = node.trellis_params;
+    if (!scales) return "rule 2: a trellis node has two inputs, seed and scales; scales is missing";
+    std::string error = ValidateSeed(p, dims.size(), dims.data());
+    if (!error.empty()) return error;
+    const Ort::TensorTypeAndShapeInfo scales_info = scales.GetTensorTypeAndShapeInfo();
+    if (scales_info.GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16) return "rule 6: scales must be a rank-1 float16 tensor";
+    const std::vector<int64_t> scale_dims = scales_info.GetShape();
+    error = ValidateScalesShape(p, scale_dims.size(), scale_dims.data());
+    if (!error.empty()) return error;
+    const auto* bits = static_cast<const uint16_t*>(scales.GetTensorRawData());
+    for (uint64_t q = 0; q < p.num_groups; ++q) {
+      if (!HalfIsFinite(bits[q])) return "rule 6: scales[" + std::to_string(q) + "] is Inf or NaN";
     }
-    float a, b;
-    DecodeIndex(p, x, &a, &b);
-    out[2 * i] = Encode<T>(p.dtype, a);
+    return "";
+  }
+  if (!node.lattice) {
+    if (scales) return "rule 2: a winding node has one input (seed), not scales too";
+    return ValidateSeed(node.winding, dims.size(), dims.data());
+  }
+  const LatticeParams& p = node.lattice_params;
+  if (!scales) return "rule 2: a lattice node has two inputs, seed and scales; scales is missing";
+  std::string error = ValidateSeed(p, dims.size(), dims.data());
+  if (!error.empty()) return error;
+  const Ort::TensorTypeAndShapeInfo scales_info = scales.GetTensorTypeAndShapeInfo();
+  if (scales_info.GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16) return "rule 6: scales must be a rank-1 float16 tensor";
+  const std::vector<int64_t> scale_dims = scales_info.GetShape();
+  error = ValidateScalesShape(p, scale_dims.size(), scale_dims.data());
+  if (!error.empty()) return error;
+  const auto* bits = static_cast<const uint16_t*>(scales.GetTensorRawData());
+  for (uint64_t q = 0; q < p.num_scales; ++q) {
+    if (!HalfIsFinite(bits[q])) return "rule 6: scales[" + std::to_string(q) + "] is Inf or NaN";
+  }
+  return "";
+}
+
+std::string IndexRuleError(const NodeParams& node) {
+  if (node.lattice) return "rule 7: a seed step is >= 2^bits - 1 = " + std::to_string(node.lattice_params.points);
+  return "rule 5: a seed index is >= (points + 1) * (rings + 1) = " + std::to_string(node.winding.codebook_size);
+}
+
+bool DecodeTensor(const Ort::KernelContext& context, const PairDecoder& decoder, const uint8_t* seed,
+                  const uint16_t* scales, void* out) {
+  const uint64_t elements = decoder.num_elements();
+  const size_t item = decoder.dtype() == kFloat32 ? 4 : 2;
+  auto* bytes = static_cast<uint8_t*>(out);
+  // the whole pairs; the last, half pair of an odd tensor below
+  bool bad = RunPairTasks(context, elements / 2, [&](uint64_t begin, uint64_t end) {
+    return decoder.DecodePairs(seed, scales, begin, end, bytes + 2 * begin * item);
+  });
+  if (elements % 2) {  // the last pair: its second value is computed and dropped
+    uint32_t pair[2];
+    bad |= decoder.DecodePairs(seed, scales, elements / 2, elements / 2 + 1, pair);
+    std::memcpy(bytes + (elements - 1) * item, pair, item);  // little-endian: the first value's bytes
   }
   return bad;
 }
 
-OrtStatusPtr DecodeWeightsCpuKernel::ComputeLattice(Ort::KernelContext& context) {
-  const LatticeParams& p = lattice_->params();
-  Ort::ConstValue input = context.GetInput(0);
-  Ort::ConstValue scales = context.GetInput(1);
-  if (!scales) return Fail(name_, "rule 2: a lattice node has two inputs, seed and scales; scales is missing");
-  const Ort::TensorTypeAndShapeInfo seed_info = input.GetTensorTypeAndShapeInfo();
-  if (seed_info.GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8) {
-    return Fail(name_, "rule 4: seed must be a rank-1 uint8 tensor");
-  }
-  const std::vector<int64_t> dims = seed_info.GetShape();
-  const std::string seed_error = ValidateSeed(p, dims.size(), dims.data());
-  if (!seed_error.empty()) return Fail(name_, seed_error);
-  const Ort::TensorTypeAndShapeInfo scales_info = scales.GetTensorTypeAndShapeInfo();
-  if (scales_info.GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16) {
-    return Fail(name_, "rule 6: scales must be a rank-1 float16 tensor");
-  }
-  const std::vector<int64_t> scale_dims = scales_info.GetShape();
-  const std::string scales_error = ValidateScalesShape(p, scale_dims.size(), scale_dims.data());
-  if (!scales_error.empty()) return Fail(name_, scales_error);
-  const auto* scale_bits = static_cast<const uint16_t*>(scales.GetTensorRawData());
-  const uint64_t bad_scale = lattice_->FirstNonFiniteScale(scale_bits);
-  if (bad_scale != p.num_scales) {
-    return Fail(name_, "rule 6: scales[" + std::to_string(bad_scale) + "] is Inf or NaN");
-  }
-  Ort::UnownedValue output = context.GetOutput(0, shape_.data(), shape_.size());
-  if (p.num_elements == 0) return nullptr;
-  if (!lattice_->Decode(context, input.GetTensorData<uint8_t>(), scale_bits, output.GetTensorMutableRawData())) {
-    return Fail(name_, "rule 7: a seed step is >= 2^bits - 1 = " + std::to_string(p.points));
-  }
-  return nullptr;
-}
+DecodeWeightsCpuKernel::DecodeWeightsCpuKernel(std::string name, NodeParams node)
+    : name_(std::move(name)), node_(std::move(node)), decoder_(MakePairDecoder(node_)) {}
 
-OrtStatusPtr DecodeWeightsCpuKernel::ComputeTrellis(Ort::KernelContext& context) {
-  const TrellisParams& p = trellis_->params();
-  Ort::ConstValue input = context.GetInput(0);
-  Ort::ConstValue scales = context.GetInput(1);
-  if (!scales) return Fail(name_, "rule 2: a trellis node has two inputs, seed and scales; scales is missing");
-  const Ort::TensorTypeAndShapeInfo seed_info = input.GetTensorTypeAndShapeInfo();
-  if (seed_info.GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8) {
-    return Fail(name_, "rule 4: seed must be a rank-1 uint8 tensor");
-  }
-  const std::vector<int64_t> dims = seed_info.GetShape();
-  const std::string seed_error = ValidateSeed(p, dims.size(), dims.data());
-  if (!seed_error.empty()) return Fail(name_, seed_error);
-  const Ort::TensorTypeAndShapeInfo scales_info = scales.GetTensorTypeAndShapeInfo();
-  if (scales_info.GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16) {
-    return Fail(name_, "rule 6: scales must be a rank-1 float16 tensor");
-  }
-  const std::vector<int64_t> scale_dims = scales_info.GetShape();
-  const std::string scales_error = ValidateScalesShape(p, scale_dims.size(), scale_dims.data());
-  if (!scales_error.empty()) return Fail(name_, scales_error);
-  const auto* scale_bits = static_cast<const uint16_t*>(scales.GetTensorRawData());
-  const uint64_t bad_scale = trellis_->FirstNonFiniteScale(scale_bits);
-  if (bad_scale != p.num_groups) return Fail(name_, "rule 6: scales[" + std::to_string(bad_scale) + "] is Inf or NaN");
-  Ort::UnownedValue output = context.GetOutput(0, shape_.data(), shape_.size());
-  if (p.num_elements == 0) return nullptr;
-  trellis_->Decode(context, input.GetTensorData<uint8_t>(), scale_bits, output.GetTensorMutableRawData());
-  return nullptr;
-}
+DecodeWeightsCpuKernel::~DecodeWeightsCpuKernel() = default;
 
 OrtStatusPtr DecodeWeightsCpuKernel::ComputeV2(OrtKernelContext* raw_context) {
   try {
     Ort::KernelContext context(raw_context);
-    if (lattice_) return ComputeLattice(context);
-    if (trellis_) return ComputeTrellis(context);
-    Ort::ConstValue input = context.GetInput(0);
-    const Ort::TensorTypeAndShapeInfo info = input.GetTensorTypeAndShapeInfo();
-    if (info.GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8) {
-      return Fail(name_, "rule 4: seed must be a rank-1 uint8 tensor");
-    }
-    const std::vector<int64_t> dims = info.GetShape();
-    const std::string seed_error = ValidateSeed(params_, dims.size(), dims.data());
-    if (!seed_error.empty()) return Fail(name_, seed_error);
-    Ort::UnownedValue output = context.GetOutput(0, shape_.data(), shape_.size());
-    if (params_.num_elements == 0) return nullptr;
-    const uint8_t* seed = input.GetTensorData<uint8_t>();
-    void* out = output.GetTensorMutableRawData();
-    const bool bad = params_.dtype == kFloat32
-                         ? Decode<uint32_t>(context, params_, seed, tables_->f32.empty() ? nullptr : tables_->f32.data(),
-                                            tables_->entries, static_cast<uint32_t*>(out))
-                         : Decode<uint16_t>(context, params_, seed, tables_->f16.empty() ? nullptr : tables_->f16.data(),
-                                            tables_->entries, static_cast<uint16_t*>(out));
-    if (bad) {
-      return Fail(name_, "rule 5: a seed index is >= (points + 1) * (rings + 1) = " +
-                             std::to_string(params_.codebook_size));
+    Ort::ConstValue seed = context.GetInput(0);
+    Ort::ConstValue scales = context.GetInputCount() > 1 ? context.GetInput(1) : Ort::ConstValue{nullptr};
+    const std::string error = ValidateInputs(node_, seed, scales);
+    if (!error.empty()) return Fail(name_, error);
+    Ort::UnownedValue output = context.GetOutput(0, node_.shape.data(), node_.shape.size());
+    if (decoder_->num_elements() == 0) return nullptr;
+    const auto* scale_bits = scales ? static_cast<const uint16_t*>(scales.GetTensorRawData()) : nullptr;
+    if (DecodeTensor(context, *decoder_, seed.GetTensorData<uint8_t>(), scale_bits, output.GetTensorMutableRawData())) {
+      return Fail(name_, IndexRuleError(node_));
     }
     return nullptr;
   } catch (const Ort::Exception& e) {
@@ -475,7 +446,7 @@ static std::string ReadWinding(const Ort::ConstKernelInfo& info, WindingAttribut
   return RefuseForeign(info, a->codec, kNotWinding);
 }
 
-std::string ReadNode(const Ort::ConstKernelInfo& info, NodeParams* node) {
+std::string ReadNode(const Ort::ConstKernelInfo& info, NodeParams* node, bool count_inputs) {
   std::string codec, error;
   if (!ReadAttribute(info, "codec", &codec, &error, "string")) return error;
   if (codec != kCodecWinding && codec != kCodecLattice && codec != kCodecTrellis) {
@@ -483,7 +454,7 @@ std::string ReadNode(const Ort::ConstKernelInfo& info, NodeParams* node) {
   }
   const size_t inputs = info.GetInputCount();
   if (codec == kCodecTrellis) {
-    if (inputs != 2) return "rule 2: a trellis node has two inputs (seed, scales), not " + std::to_string(inputs);
+    if (count_inputs && inputs != 2) return "rule 2: a trellis node has two inputs (seed, scales), not " + std::to_string(inputs);
     TrellisAttributes attrs;
     attrs.codec = codec;
     error = ReadTrellis(info, &attrs);
@@ -493,7 +464,7 @@ std::string ReadNode(const Ort::ConstKernelInfo& info, NodeParams* node) {
     return error;
   }
   if (codec == kCodecLattice) {
-    if (inputs != 2) return "rule 2: a lattice node has two inputs (seed, scales), not " + std::to_string(inputs);
+    if (count_inputs && inputs != 2) return "rule 2: a lattice node has two inputs (seed, scales), not " + std::to_string(inputs);
     LatticeAttributes attrs;
     attrs.codec = codec;
     error = ReadLattice(info, &attrs);
@@ -506,7 +477,7 @@ std::string ReadNode(const Ort::ConstKernelInfo& info, NodeParams* node) {
   attrs.codec = codec;
   error = ReadWinding(info, &attrs);
   if (error.empty()) error = ValidateWinding(attrs, &node->winding);
-  if (error.empty() && inputs != 1) error = "rule 2: a winding node has one input (seed), not " + std::to_string(inputs);
+  if (error.empty() && count_inputs && inputs != 1) error = "rule 2: a winding node has one input (seed), not " + std::to_string(inputs);
   node->lattice = false;
   node->shape = attrs.shape;
   return error;
@@ -521,9 +492,7 @@ OrtStatusPtr DecodeWeightsCpuOp::CreateKernelV2(const OrtApi& api, const OrtKern
     NodeParams node;
     const std::string error = ReadNode(info, &node);
     if (!error.empty()) return Fail(name, error);
-    *kernel = node.lattice   ? new DecodeWeightsCpuKernel(name, node.shape, node.lattice_params)
-              : node.trellis ? new DecodeWeightsCpuKernel(name, node.shape, node.trellis_params)
-                             : new DecodeWeightsCpuKernel(name, node.shape, node.winding);
+    *kernel = new DecodeWeightsCpuKernel(name, std::move(node));
     return nullptr;
   } catch (const std::bad_alloc&) {
     return api.CreateStatus(ORT_FAIL, ("DecodeWeights node '" + Printable(name) + "': out of memory").c_str());

@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "codec_cpu.h"
 #include "hyperonnx/decode_weights_format.h"
 #include "hyperonnx/ort_api.h"
 
@@ -18,9 +19,6 @@ namespace hyperonnx {
 bool HasAvx2();  // this CPU has AVX2 and HYPERONNX_NO_AVX2 is not set
 #endif
 
-class LatticeCpuDecoder;
-class TrellisCpuDecoder;
-
 // A DecodeWeights node's attributes as onnxruntime gives them, read and validated (FORMAT.md §5
 // rules 2-3, §7.1, the input count per codec). The CPU and CUDA ops both create kernels from it.
 struct NodeParams {
@@ -32,27 +30,36 @@ struct NodeParams {
   TrellisParams trellis_params{};
 };
 
-// "" and `node` filled, or the message naming the rule broken.
-std::string ReadNode(const Ort::ConstKernelInfo& info, NodeParams* node);
+// "" and `node` filled, or the message naming the rule broken. `count_inputs`: check the
+// DecodeWeights input count per codec (the fused operators check their seed inputs themselves).
+std::string ReadNode(const Ort::ConstKernelInfo& info, NodeParams* node, bool count_inputs = true);
+
+// The codec's decode primitive for a validated node (codec_cpu.h).
+std::unique_ptr<PairDecoder> MakePairDecoder(const NodeParams& node);
+
+// FORMAT.md rules 2 (scales present exactly for lattice and trellis), 4 and 6 on the seed and scales a kernel
+// receives (`scales` empty when absent): "" or the message naming the rule. Rules 5 and 7 (the
+// indices) are the decoder's: IndexRuleError is their message.
+std::string ValidateInputs(const NodeParams& node, const Ort::ConstValue& seed, const Ort::ConstValue& scales);
+std::string IndexRuleError(const NodeParams& node);
+
+// The whole tensor, in tasks on onnxruntime's thread pool; true when an index broke rule 5 / 7.
+bool DecodeTensor(const Ort::KernelContext& context, const PairDecoder& decoder, const uint8_t* seed,
+                  const uint16_t* scales, void* out);
+
+// An INVALID_ARGUMENT status "<op> node '<node>': <message> (docs/FORMAT.md)".
+OrtStatusPtr FailNode(const char* op, const std::string& node, const std::string& message);
 
 class DecodeWeightsCpuKernel {
  public:
-  DecodeWeightsCpuKernel(std::string name, std::vector<int64_t> shape, const WindingParams& params);
-  DecodeWeightsCpuKernel(std::string name, std::vector<int64_t> shape, const LatticeParams& params);
-  DecodeWeightsCpuKernel(std::string name, std::vector<int64_t> shape, const TrellisParams& params);
+  DecodeWeightsCpuKernel(std::string name, NodeParams node);
   ~DecodeWeightsCpuKernel();
   OrtStatusPtr ComputeV2(OrtKernelContext* context);
 
  private:
-  OrtStatusPtr ComputeLattice(Ort::KernelContext& context);
-  OrtStatusPtr ComputeTrellis(Ort::KernelContext& context);
-  struct Tables;  // the codebook in the output type, when it is small enough to materialise
   std::string name_;
-  std::vector<int64_t> shape_;
-  WindingParams params_;  // winding nodes
-  std::unique_ptr<Tables> tables_;
-  std::unique_ptr<LatticeCpuDecoder> lattice_;  // lattice nodes
-  std::unique_ptr<TrellisCpuDecoder> trellis_;  // trellis nodes
+  NodeParams node_;
+  std::unique_ptr<PairDecoder> decoder_;
 };
 
 struct DecodeWeightsCpuOp : Ort::CustomOpBase<DecodeWeightsCpuOp, DecodeWeightsCpuKernel, /*WithStatus=*/true> {
@@ -66,7 +73,7 @@ struct DecodeWeightsCpuOp : Ort::CustomOpBase<DecodeWeightsCpuOp, DecodeWeightsC
   OrtStatusPtr CreateKernelV2(const OrtApi& api, const OrtKernelInfo* info, void** kernel) const;
   const char* GetName() const { return kOpName; }
   const char* GetExecutionProviderType() const { return "CPUExecutionProvider"; }
-  // seed, and scales (lattice and trellis nodes only): every op of this name must declare the same inputs
+  // seed, and scales (lattice nodes only): every op of this name must declare the same inputs
   // (static: the CUDA op declares these).
   static size_t GetInputTypeCount() { return 2; }
   static ONNXTensorElementDataType GetInputType(size_t i) {

@@ -5,20 +5,21 @@
 #include <memory>
 #include <vector>
 
+#include "codec_cpu.h"
 #include "hyperonnx/decode_weights_format.h"
-#include "hyperonnx/ort_api.h"
 
 namespace hyperonnx {
 
-class LatticeCpuDecoder {
+// The lattice codec's decode primitive (codec_cpu.h).
+class LatticeCpuDecoder final : public PairDecoder {
  public:
   explicit LatticeCpuDecoder(const LatticeParams& params);
   const LatticeParams& params() const { return params_; }
-  // Rule 6's values: the index of the first scale that is Inf or NaN, or num_scales.
-  uint64_t FirstNonFiniteScale(const uint16_t* scales) const;
-  // Writes the node's num_elements values (dtype) to `out`; the seed and scales are validated
-  // (rules 4 and 6). Returns false when a step is >= N (rule 7: the output is then not valid).
-  bool Decode(const Ort::KernelContext& context, const uint8_t* seed, const uint16_t* scales, void* out) const;
+  // A step >= N (rule 7) returns true.
+  bool DecodePairs(const uint8_t* seed, const uint16_t* scales, uint64_t begin, uint64_t end,
+                   void* out) const override;
+  uint64_t num_elements() const override { return params_.num_elements; }
+  int64_t dtype() const override { return params_.dtype; }
 
  private:
   LatticeParams params_;

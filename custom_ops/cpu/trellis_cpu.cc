@@ -1,16 +1,15 @@
-// DecodeWeights, CPU decoder of the `trellis` codec (docs/FORMAT.md §8). Bit-identical to
+// DecodeWeights, CPU decoder of the `trellis` codec (docs/FORMAT.md §9). Bit-identical to
 // hyperonnx.codec.trellis.decode.
 //
 // Weight t of group q is h(window) * S_q, the window being L bits of the group's circular stream
 // from bit k*t. The AVX2 loop takes 8 weights at a time (t a multiple of 8, so the first window
 // starts on a byte): one 16-byte load, a byte shuffle and variable shifts give the 8 windows, and
-// h is computed in registers with the §8.3 operations (no table: nothing to keep in cache). Ranges
+// h is computed in registers with the §9.3 operations (no table: nothing to keep in cache). Ranges
 // that do not start or end on such a block, and CPUs without AVX2, use the scalar reference
 // (TrellisWindow, TrellisValue).
 #include "trellis_cpu.h"
 
 #include "decode_weights_cpu.h"
-#include "pair_tasks.h"
 
 #ifdef HYPERONNX_AVX2
 #include <immintrin.h>
@@ -48,7 +47,7 @@ __attribute__((target("avx2"))) Gather MakeGather(uint32_t k) {
                 _mm256_load_si256(reinterpret_cast<const __m256i*>(shifts))};
 }
 
-// h of 8 windows, FORMAT.md §8.3 lane by lane (the operations of TrellisValue, in its order).
+// h of 8 windows, FORMAT.md §9.3 lane by lane (the operations of TrellisValue, in its order).
 __attribute__((target("avx2"))) inline __m256 Values8(const TrellisParams& p, __m256i w) {
   const __m256i mask = _mm256_set1_epi32(static_cast<int32_t>((uint32_t{1} << p.window) - 1u));
   const __m256i r = _mm256_and_si256(_mm256_mullo_epi32(w, _mm256_set1_epi32(static_cast<int32_t>(kTrellisMultiplier))), mask);
@@ -130,7 +129,7 @@ void TrellisDecodeFloats(const TrellisParams& p, const uint8_t* seed, const uint
     const uint64_t q = e / p.group;
     const uint32_t t0 = static_cast<uint32_t>(e - q * p.group);
     const uint32_t t1 = static_cast<uint32_t>(std::min<uint64_t>(end - q * p.group, p.group));
-    const float s = HalfToFloat(scales[q]) * p.scale_unit;  // FORMAT.md §8.3: S_q
+    const float s = HalfToFloat(scales[q]) * p.scale_unit;  // FORMAT.md §9.3: S_q
 #ifdef HYPERONNX_AVX2
     if (HasAvx2Now()) {
       DecodeAvx2(p, gathers[p.bits], seed, q, t0, t1, s, out);
@@ -145,44 +144,36 @@ void TrellisDecodeFloats(const TrellisParams& p, const uint8_t* seed, const uint
   }
 }
 
-uint64_t TrellisCpuDecoder::FirstNonFiniteScale(const uint16_t* scales) const {
-  uint64_t q = 0;
-  while (q < params_.num_groups && HalfIsFinite(scales[q])) ++q;
-  return q;
-}
-
-void TrellisCpuDecoder::Decode(const Ort::KernelContext& context, const uint8_t* seed, const uint16_t* scales,
-                               void* out) const {
+bool TrellisCpuDecoder::DecodePairs(const uint8_t* seed, const uint16_t* scales, uint64_t begin, uint64_t end,
+                                    void* out) const {
   const TrellisParams& p = params_;
-  // tasks of whole pairs of weights (pair_tasks.h); a float16 / bfloat16 output is decoded in
-  // float32 blocks and converted (FORMAT.md §3)
-  RunPairTasks(context, (p.num_elements + 1) / 2, [&](uint64_t begin, uint64_t end) {
-    const uint64_t first = 2 * begin;
-    const uint64_t last = std::min(2 * end, p.num_elements);
-    if (p.dtype == kFloat32) {
-      TrellisDecodeFloats(p, seed, scales, first, last, static_cast<float*>(out) + first);
-      return false;
-    }
-    constexpr uint64_t kBlock = 1024;
-    float buffer[kBlock];
-    uint16_t* half = static_cast<uint16_t*>(out);
-    for (uint64_t e = first; e < last; e += kBlock) {
-      const uint64_t n = std::min(kBlock, last - e);
-      TrellisDecodeFloats(p, seed, scales, e, e + n, buffer);
-      if (p.dtype == kFloat16) {
-#ifdef HYPERONNX_AVX2
-        if (HasAvx2Now()) {
-          ToHalfF16c(buffer, n, half + e);
-          continue;
-        }
-#endif
-        for (uint64_t i = 0; i < n; ++i) half[e + i] = FloatToHalf(buffer[i]);
-      } else {
-        for (uint64_t i = 0; i < n; ++i) half[e + i] = FloatToBFloat16(buffer[i]);
-      }
-    }
+  const uint64_t first = 2 * begin;  // a half last pair's second weight is group padding: in the seed
+  const uint64_t last = 2 * end;
+  if (p.dtype == kFloat32) {
+    TrellisDecodeFloats(p, seed, scales, first, last, static_cast<float*>(out));
     return false;
-  });
+  }
+  // float16 / bfloat16: float32 blocks, converted (FORMAT.md §3)
+  constexpr uint64_t kBlock = 1024;
+  float buffer[kBlock];
+  uint16_t* half = static_cast<uint16_t*>(out);
+  for (uint64_t e = first; e < last; e += kBlock) {
+    const uint64_t n = std::min(kBlock, last - e);
+    uint16_t* to = half + (e - first);
+    TrellisDecodeFloats(p, seed, scales, e, e + n, buffer);
+    if (p.dtype == kFloat16) {
+#ifdef HYPERONNX_AVX2
+      if (HasAvx2Now()) {
+        ToHalfF16c(buffer, n, to);
+        continue;
+      }
+#endif
+      for (uint64_t i = 0; i < n; ++i) to[i] = FloatToHalf(buffer[i]);
+    } else {
+      for (uint64_t i = 0; i < n; ++i) to[i] = FloatToBFloat16(buffer[i]);
+    }
+  }
+  return false;
 }
 
 }  // namespace hyperonnx

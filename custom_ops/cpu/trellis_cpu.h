@@ -1,27 +1,29 @@
-// DecodeWeights, CPU decoder of the `trellis` codec (docs/FORMAT.md §8), used by the CPU kernel.
+// DecodeWeights, CPU decoder of the `trellis` codec (docs/FORMAT.md §9), used by the CPU kernel.
 #pragma once
 
 #include <cstdint>
 
+#include "codec_cpu.h"
 #include "hyperonnx/decode_weights_format.h"
-#include "hyperonnx/ort_api.h"
 
 namespace hyperonnx {
 
-// THE trellis decode primitive: weights [begin, end) of a validated node (seed and scales of the
-// checked lengths, scales finite) as float32 into out[0, end - begin). Any range; AVX2 when the
-// CPU has it, else scalar, the same bits. Kernels that fuse decoding with another op call this.
+// The trellis decoding itself: weights [begin, end) of a validated node (seed and scales of the
+// checked lengths; end <= num_groups * G, the last group's padding included) as float32 into
+// out[0, end - begin). Any range; AVX2 when the CPU has it, else scalar, the same bits.
 void TrellisDecodeFloats(const TrellisParams& p, const uint8_t* seed, const uint16_t* scales, uint64_t begin,
                          uint64_t end, float* out);
 
-class TrellisCpuDecoder {
+// The trellis codec's decode primitive (codec_cpu.h): TrellisDecodeFloats, converted to the
+// output dtype. Every window is valid: DecodePairs never reports an index rule.
+class TrellisCpuDecoder final : public PairDecoder {
  public:
   explicit TrellisCpuDecoder(const TrellisParams& params) : params_(params) {}
   const TrellisParams& params() const { return params_; }
-  // Rule 6's values: the index of the first scale that is Inf or NaN, or num_groups.
-  uint64_t FirstNonFiniteScale(const uint16_t* scales) const;
-  // Writes the node's num_elements values (dtype) to `out`, on onnxruntime's thread pool.
-  void Decode(const Ort::KernelContext& context, const uint8_t* seed, const uint16_t* scales, void* out) const;
+  bool DecodePairs(const uint8_t* seed, const uint16_t* scales, uint64_t begin, uint64_t end,
+                   void* out) const override;
+  uint64_t num_elements() const override { return params_.num_elements; }
+  int64_t dtype() const override { return params_.dtype; }
 
  private:
   TrellisParams params_;

@@ -283,7 +283,7 @@ __global__ void __launch_bounds__(kDirectThreads) LatticeKernel(LatticeArgs a, P
   if (bad != 0 && a.flag != nullptr) atomicOr(a.flag, bad);
 }
 
-// Trellis (FORMAT.md §8.3) with the shared header's operations, one element per thread (grid
+// Trellis (FORMAT.md §9.3) with the shared header's operations, one element per thread (grid
 // stride): its window, h, the group's scale. A NaN / Inf scale (rule 6) decodes as it is and sets
 // kFlagBadScale; every window is valid.
 template <typename T>
@@ -634,7 +634,7 @@ extern "C" __attribute__((visibility("default"))) int hyperonnx_cuda_decode_latt
   }
 }
 
-// Codec trellis (FORMAT.md §8): `scales` holds `scales_count` float16 values (2-byte aligned);
+// Codec trellis (FORMAT.md §9): `scales` holds `scales_count` float16 values (2-byte aligned);
 // no `mode` (one kernel).
 extern "C" __attribute__((visibility("default"))) int hyperonnx_cuda_decode_trellis(
     const void* seed, uint64_t seed_bytes, const void* scales, uint64_t scales_count, const int64_t* shape,
@@ -657,7 +657,7 @@ extern "C" __attribute__((visibility("default"))) int hyperonnx_cuda_decode_trel
     const int64_t scale_dims[1] = {static_cast<int64_t>(scales_count)};
     if (error.empty()) error = ValidateSeed(params, 1, seed_dims);
     if (error.empty()) error = ValidateScalesShape(params, 1, scale_dims);
-    if (!error.empty()) return Report(message, message_size, 1, error + " (docs/FORMAT.md sections 5, 8.4)");
+    if (!error.empty()) return Report(message, message_size, 1, error + " (docs/FORMAT.md sections 5, 9.4)");
     if (params.num_elements == 0) return Report(message, message_size, 0, "");
     const uintptr_t align = params.dtype == kFloat32 ? 4 : 2;
     if (seed == nullptr || scales == nullptr || output == nullptr ||
@@ -670,7 +670,7 @@ extern "C" __attribute__((visibility("default"))) int hyperonnx_cuda_decode_trel
           return cuda::Launch(params, static_cast<const uint8_t*>(seed), static_cast<const uint16_t*>(scales), output,
                               flag, stream);
         },
-        [&](uint32_t) { return std::string("rule 6: a scale is Inf or NaN (docs/FORMAT.md section 8.4)"); },
+        [&](uint32_t) { return std::string("rule 6: a scale is Inf or NaN (docs/FORMAT.md section 9.4)"); },
         message, message_size);
   } catch (const std::exception& e) {
     return Report(message, message_size, 2, e.what());

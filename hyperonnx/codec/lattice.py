@@ -378,7 +378,8 @@ def _sample(flat: np.ndarray, group: int) -> np.ndarray:
     stride = max(1, groups // 64)
     if stride == 1:
         return flat
-    return flat[:groups // stride * stride * group].reshape(-1, stride * group)[:, :group].ravel()
+    # whole strides only (a tensor whose size is not a multiple of the group ends in a partial one)
+    return flat[:flat.size // (stride * group) * stride * group].reshape(-1, stride * group)[:, :group].ravel()
 
 
 def _group_errors(flats: list[np.ndarray], config: LatticeConfig) -> np.ndarray:

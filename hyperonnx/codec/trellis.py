@@ -1,4 +1,4 @@
-"""The `trellis` codec (docs/FORMAT.md §8): weights as a function of a sliding window of the seed.
+"""The `trellis` codec (docs/FORMAT.md §9): weights as a function of a sliding window of the seed.
 
 Every `group` consecutive weights share one float16 scale and one circular bit stream of
 k * group bits (k = `index_bits`, the bits per weight). Weight t of a group is
@@ -7,7 +7,7 @@ k * group bits (k = `index_bits`, the bits per weight). Weight t of a group is
 
 so neighbouring weights share L - k bits: the stream is a walk on a bitshift trellis of 2^L states,
 and h (a Gaussian-like value of each state, through a fixed permutation of the states: FORMAT.md
-§8.3) is computed, never stored. Decoding a weight needs its window only (random access).
+§9.3) is computed, never stored. Decoding a weight needs its window only (random access).
 
 Encoding picks the walk of least squared error: a Viterbi search over the 2^L states, O(2^L) per
 weight. It runs backwards in time, so that the states a step minimises over are 2^k contiguous
@@ -105,7 +105,7 @@ class TrellisConfig:
 
 @functools.lru_cache(maxsize=32)
 def values(window: int) -> np.ndarray:
-    """h(s) for every state s < 2^L, float32: FORMAT.md §8.3 operation by operation."""
+    """h(s) for every state s < 2^L, float32: FORMAT.md §9.3 operation by operation."""
     size = 1 << window
     s = np.arange(size, dtype=np.uint64)
     r = ((s * np.uint64(fmt.TRELLIS_MULTIPLIER)) & np.uint64(size - 1)).astype(np.int64)
@@ -288,7 +288,7 @@ def encode(flat: np.ndarray, config: TrellisConfig):
 
 
 def decode(payload: np.ndarray, scales16: np.ndarray, attrs: dict, count: int) -> np.ndarray:
-    """Reference decoder (FORMAT.md §8.3): float32 vector of `count` elements (attributes and
+    """Reference decoder (FORMAT.md §9.3): float32 vector of `count` elements (attributes and
     input sizes already validated)."""
     k, window, group = attrs["bits"], attrs["window"], attrs["group"]
     scales16 = np.asarray(scales16, dtype=np.float16)

@@ -98,7 +98,7 @@ def run(args) -> int:
                                       max_output_error=args.max_output_error, inputs=feeds,
                                       allocation=args.allocation, min_elements=args.min_elements, include=args.include,
                                       exclude=args.exclude, function_fallback=not args.no_function,
-                                      progress=progress, spill=spill)
+                                      progress=progress, spill=spill, fuse=not args.no_fuse)
         graph.save(model, output, source=source, external_data=external)
     seconds = time.perf_counter() - start
     before, after = file_size(source), file_size(output)

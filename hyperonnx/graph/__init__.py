@@ -1,6 +1,7 @@
 """Graph passes over ONNX models, one per module, each stating what it ensures:
 
 - compress.py   — eligible float weights -> uint8 seeds + DecodeWeights nodes (+ function fallback)
+- fuse.py       — DecodeWeights read only by MatMul / Gemm / Gather / Conv -> fused operators (and back)
 - function.py   — the DecodeWeights FunctionProto from standard ops (runs without the library)
 - decompress.py — DecodeWeights nodes -> plain initializers (the reference decoder's output)
 - inspect.py    — a read-only summary of what a model holds

@@ -40,6 +40,7 @@ from .. import codec
 from .. import format as fmt
 from . import allocate, samples
 from . import function as function_mod
+from .fuse import fuse_model
 from .model_io import SpillFile, tensor_array
 from .walk import NameMaker, all_names, default_opset, scopes
 
@@ -117,8 +118,7 @@ def find_candidates(model: ModelProto, *, min_elements: int = DEFAULT_MIN_ELEMEN
     Constant values with >= min_elements elements, not graph inputs, passing include/exclude."""
     eligible, skipped = [], []
     # a lattice node's float16 scales are part of a seed, never a weight
-    decode_inputs = {name for s in scopes(model) for n in s.graph.node
-                     if n.op_type == fmt.OP_TYPE and n.domain == fmt.OP_DOMAIN for name in n.input}
+    decode_inputs = {name for s in scopes(model) for n in s.graph.node for name in fmt.seed_inputs(n)}
     for scope in scopes(model):
         graph = scope.graph
         inputs = {v.name for v in graph.input}
@@ -180,9 +180,10 @@ def compress_model(model: ModelProto, config=None, *, bits: float | None = None,
                    include: Sequence[str] | None = None, exclude: Sequence[str] | None = None,
                    function_fallback: bool = True,
                    progress: Callable[[int, int, str], None] | None = None,
-                   spill: SpillFile | None = None) -> CompressReport:
+                   spill: SpillFile | None = None, fuse: bool = True) -> CompressReport:
     """Compress `model` in place (see the module docstring); return the per-tensor report.
-    With `spill`, seeds go to that scratch file as they are made, not into memory.
+    With `spill`, seeds go to that scratch file as they are made, not into memory. With `fuse`,
+    weights read only by MatMul / Gemm / Gather / Conv then become fused operators (fuse.py).
 
     Rates (see `compress`): no preset and no target -> the default output budget; `bits` or
     `max_output_error` -> widths chosen on the model's outputs (allocate.py) on `inputs` (feeds)
@@ -326,6 +327,8 @@ def compress_model(model: ModelProto, config=None, *, bits: float | None = None,
         _ensure_opset(model, version)
         if function_fallback:
             _ensure_function(model)
+    if fuse:
+        fuse_model(model, function_fallback)
     report.seconds = time.perf_counter() - start
     return report
 
@@ -374,7 +377,7 @@ def compress(model_or_path, config=None, *, bits: float | None = None,
              include: Sequence[str] | None = None, exclude: Sequence[str] | None = None,
              function_fallback: bool = True,
              progress: Callable[[int, int, str], None] | None = None,
-             return_report: bool = False):
+             return_report: bool = False, fuse: bool = True):
     """Compress an ONNX model (a ModelProto, left unmodified, or a path, external data included).
 
     Returns the compressed onnx.ModelProto, or (model, CompressReport) with return_report=True.
@@ -387,7 +390,9 @@ def compress(model_or_path, config=None, *, bits: float | None = None,
     generated from the graph's input specs). `allocation="weights"` uses the weight-error planner
     for `bits` too. `include`/`exclude` are
     fnmatch-style name patterns; `function_fallback` adds the standard-ops DecodeWeights function
-    so the model runs without the hyperonnx library.
+    so the model runs without the hyperonnx library; `fuse` turns weights read only by MatMul / Gemm /
+    Gather / Conv into fused operators (docs/FORMAT.md §8: computed from the seed, never decoded
+    whole; fuse=False keeps plain DecodeWeights nodes).
     """
     from .model_io import load
     if isinstance(model_or_path, ModelProto):
@@ -398,5 +403,5 @@ def compress(model_or_path, config=None, *, bits: float | None = None,
     report = compress_model(model, config, bits=bits, target_sqnr=target_sqnr,
                             max_output_error=max_output_error, inputs=inputs, allocation=allocation,
                             min_elements=min_elements, include=include,
-                            exclude=exclude, function_fallback=function_fallback, progress=progress)
+                            exclude=exclude, function_fallback=function_fallback, progress=progress, fuse=fuse)
     return (model, report) if return_report else model

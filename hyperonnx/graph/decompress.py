@@ -1,6 +1,7 @@
 """The decompression pass: a plain ONNX model for runtimes without the hyperonnx library.
 
-What this pass ensures: every DecodeWeights node (in any graph) is replaced by an initializer of
+What this pass ensures: every DecodeWeights node (in any graph; fused operators are first split
+into DecodeWeights and their standard op) is replaced by an initializer of
 the same graph, with the node's output name and the reference decoder's output (docs/FORMAT.md),
 so the model computes exactly what the compressed model computes with the library; seeds no node
 reads any more are removed, and with no DecodeWeights left, the model-local function and the
@@ -16,6 +17,7 @@ from onnx import ModelProto, TensorProto, helper, numpy_helper
 
 from .. import codec
 from .. import format as fmt
+from .fuse import unfuse_model
 from .model_io import SpillFile, tensor_array
 from .walk import scopes
 
@@ -26,6 +28,7 @@ def decompress_model(model: ModelProto, *, spill: SpillFile | None = None,
     decoded tensor goes to that scratch file at once (memory holds one), not into the model."""
     version = next((o.version for o in model.opset_import if o.domain == fmt.OP_DOMAIN), fmt.OP_VERSION)
     fmt.check_model_version(version, ())
+    unfuse_model(model)  # fused operators: DecodeWeights + the standard op, decoded below
     decoded = 0
     inputs_of_decode: set[str] = set()  # seeds and scales: dropped once nothing reads them
     all_scopes = list(scopes(model))

@@ -155,7 +155,7 @@ class _Body:
 
 
 def build_function(opset: int) -> FunctionProto:
-    """FunctionProto `ai.hyperonnx.DecodeWeights` (version fmt.FORMAT_VERSION) for a model whose
+    """FunctionProto `ai.hyperonnx.DecodeWeights` for a model whose
     default-domain opset is `opset` (>= MIN_OPSET); it decodes `lattice` nodes too from
     LATTICE_MIN_OPSET on (`decodes_lattice`)."""
     if opset < MIN_OPSET:
@@ -281,7 +281,7 @@ def build_function(opset: int) -> FunctionProto:
         [helper.make_opsetid("", opset)], attributes=[a for a in names if a not in _DEFAULTS or not lattice],
         attribute_protos=defaults,
         doc_string="DecodeWeights from standard ONNX ops (hyperonnx docs/FORMAT.md version "
-                   f"{fmt.FORMAT_VERSION if lattice else 1}); a registered kernel takes precedence.")
+                   f"{fmt.CODEC_VERSION[fmt.CODEC_LATTICE] if lattice else 1}); a registered kernel takes precedence.")
 
 
 def lattice_values(f: _Body, index, aligned, rows, per, elements):

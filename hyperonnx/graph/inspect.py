@@ -1,4 +1,5 @@
-"""Inspection (read-only): what a model holds, compressed or not — per DecodeWeights node its
+"""Inspection (read-only): what a model holds, compressed or not — per DecodeWeights node (and
+per seed of fused nodes, named after the seed) its
 shape, dtype and codec settings and seed size, and the float tensors still stored raw. Each node is
 checked against the FORMAT.md rules that need no unpacking (1-4, 6, 8); the first one it breaks
 is its `problem`. Indices (rules 5 and 7) are checked when a decoder reads them."""
@@ -12,6 +13,7 @@ from onnx import ModelProto, TensorProto
 from .. import format as fmt
 from .compress import DTYPE_NAMES, FLOAT_TYPES
 from .decompress import find_initializer, read_seed
+from .fuse import decode_view
 from .walk import scopes
 
 _ELEM_BYTES = {TensorProto.FLOAT: 4, TensorProto.FLOAT16: 2, TensorProto.BFLOAT16: 2}
@@ -23,8 +25,12 @@ def inspect_model(model: ModelProto) -> dict:
     version = next((o.version for o in model.opset_import if o.domain == fmt.OP_DOMAIN), None)
     for scope in scopes(model):
         graph = scope.graph
+        seen = set()  # the seeds of a graph's fused nodes: a shared weight counts once
         for node in graph.node:
-            if node.op_type == fmt.OP_TYPE and node.domain == fmt.OP_DOMAIN:
+            decode = decode_view(node)
+            if decode is not None and tuple(decode.input) not in seen:
+                seen.add(tuple(decode.input))
+                node = decode
                 chain = (graph,) + tuple(reversed(scope.parents))
                 seed = read_seed(node, chain, missing_ok=True)
                 count = seed.num_elements
@@ -42,8 +48,7 @@ def inspect_model(model: ModelProto) -> dict:
                 for a in node.attribute:
                     if a.name == "value" and a.HasField("t") and a.t.data_type in FLOAT_TYPES:
                         raw.append(_raw_entry(node.output[0], scope.path, "Constant", a.t))
-        decode_inputs = {name for n in graph.node if n.op_type == fmt.OP_TYPE and n.domain == fmt.OP_DOMAIN
-                         for name in n.input}
+        decode_inputs = {name for n in graph.node for name in fmt.seed_inputs(n)}
         for t in graph.initializer:
             if t.data_type in FLOAT_TYPES and t.name not in decode_inputs:
                 raw.append(_raw_entry(t.name, scope.path, "initializer", t))

@@ -28,11 +28,13 @@ namespace hyperonnx {
 
 constexpr const char* kDomain = "ai.hyperonnx";
 constexpr const char* kOpName = "DecodeWeights";
-// The ai.hyperonnx opset versions (= format versions) the kernels decode: 1 (winding), 2 (and
-// lattice), 3 (and trellis). Rule 8 (no codec under a version older than it) is
-// hyperonnx.runtime's: a kernel cannot see the model's opsets.
+// The ai.hyperonnx opset versions (= format versions) the kernels decode: 1 (winding), 2
+// (winding and lattice), 3 (the fused operators, FORMAT.md §9), 4 (the trellis codec, §9).
+// Rule 8 (no codec or operator under a version older than it) is hyperonnx.runtime's: a kernel
+// cannot see the model's opsets.
 constexpr int kMinFormatVersion = 1;
-constexpr int kFormatVersion = 3;
+constexpr int kFusedFormatVersion = 3;
+constexpr int kFormatVersion = 4;
 constexpr const char* kCodecWinding = "winding";
 constexpr const char* kCodecLattice = "lattice";
 constexpr const char* kCodecTrellis = "trellis";
@@ -48,12 +50,12 @@ constexpr int64_t kLatticeMaxGroup = int64_t{1} << 16;
 // finite, so no decoder meets 0 * Inf, whose NaN bits differ between CPU and GPU.
 constexpr float kLatticeFloatLimit = 0x1p100f;
 
-// The trellis codec (FORMAT.md §8): k bits per weight, a window of L <= 16 bits.
+// The trellis codec (FORMAT.md §9): k bits per weight, a window of L <= 16 bits.
 constexpr int64_t kTrellisMinBits = 1;
 constexpr int64_t kTrellisMaxBits = 8;
 constexpr int64_t kTrellisMaxWindow = 16;
-constexpr uint32_t kTrellisMultiplier = 0x9E3779B1u;  // §8.3's state permutation (odd)
-// a, b, c, d of §8.3's value map, float32
+constexpr uint32_t kTrellisMultiplier = 0x9E3779B1u;  // §9.3's state permutation (odd)
+// a, b, c, d of §9.3's value map, float32
 constexpr float kTrellisA = 1.0084383f;
 constexpr float kTrellisB = -0.9740608f;
 constexpr float kTrellisC = 1.4579432f;
@@ -101,7 +103,7 @@ struct LatticeParams {
   float r;                // 1.0f / float32(N)
 };
 
-// A trellis node (FORMAT.md §8), validated, with its derived constants.
+// A trellis node (FORMAT.md §9), validated, with its derived constants.
 struct TrellisParams {
   uint64_t num_elements;  // N_el = prod(shape)
   uint64_t num_groups;    // ceil(N_el / G): scales, and walks of G weights
@@ -115,7 +117,7 @@ struct TrellisParams {
   float unit_u;           // 2^-L
 };
 
-// FORMAT.md §8.3: h(s), the value of window s < 2^L, operation by operation.
+// FORMAT.md §9.3: h(s), the value of window s < 2^L, operation by operation.
 HYPERONNX_HD float TrellisValue(const TrellisParams& p, uint32_t s) {
   const uint32_t r = (s * kTrellisMultiplier) & ((uint32_t{1} << p.window) - 1u);
   const int32_t centred = 2 * static_cast<int32_t>(r) + 1 - (int32_t{1} << p.window);
@@ -131,7 +133,7 @@ HYPERONNX_HD float TrellisValue(const TrellisParams& p, uint32_t s) {
   return num / den;
 }
 
-// FORMAT.md §8.2: the window of weight t < G of group q, read from the circular stream of the
+// FORMAT.md §9.2: the window of weight t < G of group q, read from the circular stream of the
 // group (bytes [q * group_bytes, (q + 1) * group_bytes)), only bytes inside it.
 HYPERONNX_HD uint32_t TrellisWindow(const TrellisParams& p, const uint8_t* seed, uint64_t q, uint32_t t) {
   const uint8_t* g = seed + q * p.group_bytes;
@@ -437,7 +439,7 @@ struct TrellisAttributes {
   float scale_unit = 0.0f;
 };
 
-// FORMAT.md §5 rules 2-3 with §8.1's attributes: returns "" and fills `p`, or the message.
+// FORMAT.md §5 rules 2-3 with §9.1's attributes: returns "" and fills `p`, or the message.
 inline std::string ValidateTrellis(const TrellisAttributes& a, TrellisParams* p) {
   using std::to_string;
   if (a.codec != kCodecTrellis) return "rule 2: codec '" + Printable(a.codec) + "' is not 'trellis'";

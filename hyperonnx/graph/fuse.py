@@ -1,0 +1,272 @@
+"""The fusion pass: a weight read only as the weight of MatMul / Gemm / Gather / Conv is computed
+with straight from its seed (docs/FORMAT.md §8), so a runtime never holds it decoded.
+
+What this pass ensures:
+- a float32 DecodeWeights node whose seed (and scales) are initializers of its own graph, whose
+  output is no graph output, is read by no subgraph, and whose every reader in that graph takes
+  it only as the weight of a standard MatMul (rank 2), Gemm (rank 2, transA 0), Gather (axis 0)
+  or 2-D Conv (rank 4), is removed, and each reader becomes the fused operator: same name and
+  output, inputs (activation, seed, scales or "", [C / B]), the codec attributes plus the
+  reader's own attributes prefixed `op_`. A weight with several readers (shared weights) keeps
+  one seed that every fused node reads;
+- anything else (float16 / bfloat16 weights, other readers, weights in an enclosing graph's
+  initializers) stays DecodeWeights, exactly as it was;
+- with a fused node, the model imports `ai.hyperonnx` at version 3 and, where it carries the
+  DecodeWeights function, one model-local function per fused operator used (DecodeWeights + the
+  standard operator), so it still runs without the library.
+
+`unfuse_model` undoes it (DecodeWeights + the standard op again; the weight named after its seed):
+decompress and inspect read fused models through it. Plain protobuf edits, like compress.py (and
+for its reason: a graphsurgeon round trip rebuilds every graph).
+"""
+
+from __future__ import annotations
+
+from onnx import AttributeProto, FunctionProto, ModelProto, NodeProto, TensorProto, helper
+
+from .. import format as fmt
+from . import function as function_mod
+from .walk import NameMaker, all_names, default_opset, scopes
+
+# The standard operators' attributes a fused node carries (prefixed op_), with their types.
+OP_ATTRIBUTES = {
+    "DecodeMatMul": {},
+    "DecodeGemm": {"transA": AttributeProto.INT, "transB": AttributeProto.INT, "alpha": AttributeProto.FLOAT,
+                   "beta": AttributeProto.FLOAT},
+    "DecodeGather": {"axis": AttributeProto.INT},
+    "DecodeConv": {"auto_pad": AttributeProto.STRING, "dilations": AttributeProto.INTS, "group": AttributeProto.INT,
+                   "kernel_shape": AttributeProto.INTS, "pads": AttributeProto.INTS, "strides": AttributeProto.INTS},
+}
+_FUSED_BY_STANDARD = {standard: op for op, (standard, _position) in fmt.FUSED_OPS.items()}
+_RANKS = {"DecodeMatMul": (2,), "DecodeGemm": (2,), "DecodeConv": (4,)}  # Gather: any rank >= 1
+
+
+def is_fused(node: NodeProto) -> bool:
+    return node.domain == fmt.OP_DOMAIN and node.op_type in fmt.FUSED_OPS
+
+
+def _attribute(node: NodeProto, name: str, default=None):
+    for a in node.attribute:
+        if a.name == name:
+            return helper.get_attribute_value(a)
+    return default
+
+
+def _fusable(reader: NodeProto, weight: str, rank: int) -> str | None:
+    """The fused operator `reader` becomes when it reads `weight` only as its weight, else None."""
+    if reader.domain not in ("", "ai.onnx") or reader.op_type not in _FUSED_BY_STANDARD:
+        return None
+    op = _FUSED_BY_STANDARD[reader.op_type]
+    position = fmt.FUSED_OPS[op][1]
+    if list(reader.input).count(weight) != 1 or len(reader.input) <= position or reader.input[position] != weight:
+        return None
+    if rank not in _RANKS.get(op, (rank,)) or rank < 1 or len(reader.output) != 1:
+        return None
+    known = OP_ATTRIBUTES[op]
+    if any(a.name not in known or a.type != known[a.name] for a in reader.attribute):
+        return None  # an attribute the fused operator does not carry (or mistyped): leave it alone
+    if op == "DecodeGemm" and (_attribute(reader, "transA", 0) != 0 or _attribute(reader, "transB", 0) not in (0, 1)):
+        return None
+    if op == "DecodeGather" and _attribute(reader, "axis", 0) != 0:
+        return None
+    if op == "DecodeConv":
+        pad = _attribute(reader, "auto_pad", b"NOTSET")
+        if pad not in (b"NOTSET", b"VALID", b"SAME_UPPER", b"SAME_LOWER") or _attribute(reader, "group", 1) < 1:
+            return None
+    return op
+
+
+def fused_node(op: str, reader: NodeProto, decode: NodeProto) -> NodeProto:
+    """`reader` (a standard op) as the fused operator `op` computing from `decode`'s seed."""
+    standard, position = fmt.FUSED_OPS[op]
+    others = [name for i, name in enumerate(reader.input) if i != position]  # activation, [C / B]
+    seed_inputs = list(decode.input) + ([""] if len(decode.input) == 1 else [])
+    inputs = others[:1] + seed_inputs + others[1:]
+    while inputs and inputs[-1] == "":
+        inputs.pop()
+    node = helper.make_node(op, inputs, list(reader.output), name=reader.name, domain=fmt.OP_DOMAIN)
+    node.attribute.extend(a for a in decode.attribute)
+    for a in reader.attribute:
+        copy = AttributeProto()
+        copy.CopyFrom(a)
+        copy.name = fmt.FUSED_ATTRIBUTE_PREFIX + a.name
+        node.attribute.append(copy)
+    return node
+
+
+def split_fused(node: NodeProto, weight: str) -> tuple[NodeProto, NodeProto]:
+    """A fused node as (DecodeWeights -> `weight`, the standard op reading `weight`)."""
+    standard, position = fmt.FUSED_OPS[node.op_type]
+    inputs = list(node.input) + [""] * (3 - len(node.input))
+    seed_inputs = [inputs[1]] + ([inputs[2]] if inputs[2] else [])
+    codec = {a.name for a in node.attribute if not a.name.startswith(fmt.FUSED_ATTRIBUTE_PREFIX)}
+    decode = helper.make_node(fmt.OP_TYPE, seed_inputs, [weight], name=f"DecodeWeights/{weight}", domain=fmt.OP_DOMAIN)
+    decode.attribute.extend(a for a in node.attribute if a.name in codec)
+    others = [inputs[0]] + list(node.input[3:])
+    others.insert(position, weight)
+    while others and others[-1] == "":
+        others.pop()
+    reader = helper.make_node(standard, others, list(node.output), name=node.name)
+    for a in node.attribute:
+        if a.name.startswith(fmt.FUSED_ATTRIBUTE_PREFIX):
+            copy = AttributeProto()
+            copy.CopyFrom(a)
+            copy.name = a.name[len(fmt.FUSED_ATTRIBUTE_PREFIX):]
+            reader.attribute.append(copy)
+    return decode, reader
+
+
+def weight_name(node: NodeProto) -> str:
+    """The name a fused node's weight gets when split off: its seed's, less ".seed"."""
+    seed = node.input[1] if len(node.input) > 1 and node.input[1] else node.name
+    return seed[:-len(".seed")] if seed.endswith(".seed") else f"{seed}.weight"
+
+
+def decode_view(node: NodeProto) -> NodeProto | None:
+    """The DecodeWeights node a DecodeWeights or fused node decodes with; None for other nodes."""
+    if node.domain == fmt.OP_DOMAIN and node.op_type == fmt.OP_TYPE:
+        return node
+    return split_fused(node, weight_name(node))[0] if is_fused(node) else None
+
+
+def fuse_model(model: ModelProto, function_fallback: bool = True) -> int:
+    """Fuse `model` in place (see the module docstring); returns the number of fused nodes."""
+    fused = 0
+    # deepest graphs first: rewriting a parent's node list re-creates the subgraphs its nodes hold
+    for scope in sorted(scopes(model), key=lambda s: -len(s.parents)):
+        graph = scope.graph
+        initializers = {t.name for t in graph.initializer}
+        outputs = {o.name for o in graph.output}
+        implicit = set()  # names read inside subgraphs of this graph's nodes
+        for node in graph.node:
+            for a in node.attribute:
+                for sub in ([a.g] if a.type == AttributeProto.GRAPH else list(a.graphs)):
+                    implicit |= _names_read(sub)
+        readers: dict[str, list[int]] = {}
+        for i, node in enumerate(graph.node):
+            for name in set(node.input):
+                readers.setdefault(name, []).append(i)
+        replace: dict[int, NodeProto] = {}
+        drop: set[int] = set()
+        for i, node in enumerate(graph.node):
+            if node.op_type != fmt.OP_TYPE or node.domain != fmt.OP_DOMAIN or len(node.output) != 1:
+                continue
+            weight = node.output[0]
+            shape = _attribute(node, "shape")
+            # trellis nodes are not fused yet: the fused kernels' dtype check and the fused
+            # functions' attribute lists know winding and lattice only
+            if (_attribute(node, "dtype") != TensorProto.FLOAT or shape is None or weight in outputs
+                    or _attribute(node, "codec") == fmt.CODEC_TRELLIS.encode()
+                    or weight in implicit or not 1 <= len(node.input) <= 2
+                    or not all(name in initializers for name in node.input)):
+                continue
+            users = readers.get(weight, [])
+            ops = [_fusable(graph.node[j], weight, len(shape)) for j in users]
+            if not users or any(op is None for op in ops) or any(j in replace for j in users):
+                continue
+            for j, op in zip(users, ops):
+                replace[j] = fused_node(op, graph.node[j], node)
+            drop.add(i)
+            fused += len(users)
+        if replace:
+            nodes = [replace.get(i, n) for i, n in enumerate(graph.node) if i not in drop]
+            del graph.node[:]
+            graph.node.extend(nodes)
+    if fused:
+        _ensure_version(model)
+        if function_fallback:
+            ensure_functions(model)
+    return fused
+
+
+def unfuse_model(model: ModelProto) -> int:
+    """Every fused node back to DecodeWeights + the standard op, in place (one DecodeWeights per
+    seed and attributes in a graph); returns the number of fused nodes split."""
+    names = NameMaker(all_names(model))
+    split = 0
+    for scope in sorted(scopes(model), key=lambda s: -len(s.parents)):
+        graph = scope.graph
+        if not any(is_fused(n) for n in graph.node):
+            continue
+        decoded: dict[tuple, str] = {}  # (inputs, attributes) -> weight name
+        nodes = []
+        for node in graph.node:
+            if not is_fused(node):
+                nodes.append(node)
+                continue
+            codec_attrs = tuple(a.SerializeToString() for a in node.attribute
+                                if not a.name.startswith(fmt.FUSED_ATTRIBUTE_PREFIX))
+            key = (tuple(node.input[1:3]), codec_attrs)
+            weight = decoded.get(key) or names(weight_name(node))
+            decode, reader = split_fused(node, weight)
+            if key not in decoded:
+                decoded[key] = weight
+                nodes.append(decode)
+            nodes.append(reader)
+            split += 1
+        del graph.node[:]
+        graph.node.extend(nodes)
+    if split:
+        used = {n.op_type for s in scopes(model) for n in s.graph.node if n.domain == fmt.OP_DOMAIN}
+        keep = [f for f in model.functions if not (f.domain == fmt.OP_DOMAIN and f.name in fmt.FUSED_OPS
+                                                   and f.name not in used)]
+        del model.functions[:]
+        model.functions.extend(keep)
+    return split
+
+
+def _names_read(graph) -> set[str]:
+    names = set()
+    for node in graph.node:
+        names.update(node.input)
+        for a in node.attribute:
+            for sub in ([a.g] if a.type == AttributeProto.GRAPH else list(a.graphs)):
+                names |= _names_read(sub)
+    names.update(o.name for o in graph.output)
+    return names
+
+
+def _ensure_version(model: ModelProto) -> None:
+    for opset in model.opset_import:
+        if opset.domain == fmt.OP_DOMAIN:
+            opset.version = max(opset.version, fmt.FUSED_VERSION)
+            return
+    model.opset_import.append(helper.make_opsetid(fmt.OP_DOMAIN, fmt.FUSED_VERSION))
+
+
+def ensure_functions(model: ModelProto) -> None:
+    """One function per fused operator the model uses, where it carries the DecodeWeights function
+    (else the model needs the library, as its DecodeWeights nodes do)."""
+    used = {n.op_type for s in scopes(model) for n in s.graph.node if is_fused(n)}
+    have = {f.name for f in model.functions if f.domain == fmt.OP_DOMAIN}
+    if fmt.OP_TYPE not in have:
+        return
+    opset = default_opset(model)
+    for op in sorted(used - have):
+        model.functions.append(build_fused_function(op, opset))
+
+
+def build_fused_function(op: str, opset: int) -> FunctionProto:
+    """FunctionProto `ai.hyperonnx.<op>`: DecodeWeights (the model's own function or the library)
+    and the standard operator, every attribute passed through by reference."""
+    standard, position = fmt.FUSED_OPS[op]
+    lattice = function_mod.decodes_lattice(opset)
+    codec_types = dict(fmt.ATTRIBUTE_TYPES, **fmt.LATTICE_ATTRIBUTE_TYPES) if lattice else dict(fmt.ATTRIBUTE_TYPES)
+    decode = helper.make_node(fmt.OP_TYPE, ["seed", "scales"] if lattice else ["seed"], ["weight"], domain=fmt.OP_DOMAIN)
+    for name, kind in codec_types.items():
+        decode.attribute.append(helper.make_attribute_ref(name, kind, ref_attr_name=name))
+    has_extra = op in ("DecodeGemm", "DecodeConv")
+    inputs = ["x"] + (["extra"] if has_extra else [])
+    inputs.insert(position, "weight")
+    standard_node = helper.make_node(standard, inputs, ["y"])
+    op_attrs = {k: v for k, v in OP_ATTRIBUTES[op].items() if not (op == "DecodeGemm" and k == "transA")}
+    for name, kind in op_attrs.items():
+        standard_node.attribute.append(helper.make_attribute_ref(name, kind,
+                                                                 ref_attr_name=fmt.FUSED_ATTRIBUTE_PREFIX + name))
+    attributes = list(codec_types) + [fmt.FUSED_ATTRIBUTE_PREFIX + name for name in op_attrs]
+    return helper.make_function(
+        fmt.OP_DOMAIN, op, ["x", "seed", "scales"] + (["extra"] if has_extra else []), ["y"],
+        [decode, standard_node], [helper.make_opsetid("", opset), helper.make_opsetid(fmt.OP_DOMAIN, fmt.FUSED_VERSION)],
+        attributes=attributes,
+        doc_string=f"{op} from DecodeWeights and {standard} (hyperonnx docs/FORMAT.md §8); a registered kernel "
+                   "takes precedence.")

@@ -1,0 +1,183 @@
+"""The fused CPU kernels (docs/FORMAT.md §8) through onnxruntime against DecodeWeights' weight +
+the standard op: every path (few rows / panel, transB, odd sizes, groups, depthwise, padding,
+strides, dilations, both codecs), outputs within K * 2^-23 * (|x| op |W|) (float32 summation
+error; Gather: bit for bit); and every bad input refused with a clear error."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper
+
+import hyperonnx
+from hyperonnx import format as fmt
+from fused_models import fused_model, reference, run
+
+CONFIGS = {"lattice": "lattice-4.25", "winding": "paper", "lattice-5b": hyperonnx.LatticeConfig(index_bits=5, group=6)}
+
+
+def encode(shape, config, seed=0):
+    rng = np.random.default_rng(seed)
+    w = (rng.standard_normal(shape) * 0.05).astype(np.float32)
+    try:
+        return hyperonnx.encode(w, CONFIGS[config], min_elements=1)
+    except ValueError:  # a tensor too small for the rate target: the fixed-width preset
+        return hyperonnx.encode(w, "lattice", min_elements=1)
+
+
+def check(op, seed, x, attrs=None, extra=None, threads=0):
+    got = run(fused_model(op, seed, x.shape, attrs, extra, TensorProto.FLOAT if x.dtype == np.float32
+                          else TensorProto.INT64), x, threads)
+    want, bound = reference(op, seed, x, attrs, extra)
+    assert got.shape == want.shape
+    if op == "DecodeGather":
+        assert got.tobytes() == want.tobytes()
+    else:
+        excess = np.abs(got - want) - bound
+        assert excess.max(initial=-1) <= 0, f"max error above the bound: {excess.max()}"
+
+
+@pytest.mark.parametrize("config", list(CONFIGS))
+@pytest.mark.parametrize("rows,k,n", [(1, 64, 48), (3, 33, 17), (8, 300, 520), (9, 64, 48), (40, 301, 129),
+                                      (1, 1, 1), (7, 5, 1)])
+def test_matmul(config, rows, k, n):
+    seed = encode((k, n), config)
+    x = np.random.default_rng(1).standard_normal((rows, k)).astype(np.float32)
+    check("DecodeMatMul", seed, x)
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 64), (64,), (1, 1, 5, 64)])
+def test_matmul_batched_and_vector(shape):
+    seed = encode((64, 40), "lattice")
+    check("DecodeMatMul", seed, np.random.default_rng(2).standard_normal(shape).astype(np.float32))
+
+
+@pytest.mark.parametrize("config", ["lattice", "winding"])
+@pytest.mark.parametrize("rows", [1, 5, 30])
+@pytest.mark.parametrize("trans_b", [0, 1])
+@pytest.mark.parametrize("c_shape", [None, (1,), (37,), (1, 37), (None, 1), (None, 37)])
+def test_gemm(config, rows, trans_b, c_shape):
+    k, n = 70, 37
+    seed = encode((n, k) if trans_b else (k, n), config)
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((rows, k)).astype(np.float32)
+    c = None if c_shape is None else rng.standard_normal([rows if d is None else d for d in c_shape]).astype(np.float32)
+    check("DecodeGemm", seed, x, {"transB": trans_b, "alpha": 0.5, "beta": 2.0}, c)
+
+
+@pytest.mark.parametrize("config", list(CONFIGS))
+@pytest.mark.parametrize("ids", [[0, 5, -1, 3, 3], [[1, 2], [0, 99]], [7]])
+@pytest.mark.parametrize("shape", [(100, 24), (100, 3, 3), (100, 1)])
+def test_gather_bit_exact(config, ids, shape):
+    seed = encode(shape, config)
+    check("DecodeGather", seed, np.array(ids, np.int64))
+
+
+@pytest.mark.parametrize("config", ["lattice", "winding"])
+@pytest.mark.parametrize("case", [
+    dict(w=(8, 3, 3, 3), x=(1, 3, 10, 12), attrs={"pads": [1, 1, 1, 1]}),
+    dict(w=(16, 8, 1, 1), x=(2, 8, 7, 5), attrs={}),
+    dict(w=(12, 2, 3, 3), x=(1, 6, 9, 9), attrs={"group": 3, "strides": [2, 1], "pads": [0, 2, 1, 0]}),
+    dict(w=(6, 1, 3, 3), x=(1, 6, 11, 8), attrs={"group": 6, "pads": [1, 1, 1, 1]}),  # depthwise
+    dict(w=(12, 1, 5, 3), x=(2, 6, 13, 9), attrs={"group": 6, "strides": [2, 3], "dilations": [2, 1],
+                                                  "pads": [2, 0, 1, 3]}),  # depthwise, multiplier 2
+    dict(w=(5, 4, 3, 2), x=(1, 4, 8, 6), attrs={"auto_pad": "SAME_UPPER"}),
+    dict(w=(5, 4, 3, 3), x=(1, 4, 8, 7), attrs={"strides": [2, 2], "auto_pad": "SAME_LOWER"}),
+    dict(w=(40, 30, 3, 3), x=(1, 30, 20, 40), attrs={"pads": [1, 1, 1, 1]}),
+    dict(w=(4, 2, 2, 2), x=(1, 2, 3, 3), attrs={"auto_pad": "VALID"}),
+    dict(w=(130, 16, 1, 1), x=(2, 16, 4, 5), attrs={}),  # one tile: output channels split into blocks
+    dict(w=(200, 24, 3, 1), x=(1, 48, 5, 4), attrs={"group": 2, "pads": [1, 0, 1, 0]}),
+])
+@pytest.mark.parametrize("bias", [False, True])
+def test_conv(config, case, bias):
+    seed = encode(case["w"], config)
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal(case["x"]).astype(np.float32)
+    b = rng.standard_normal(case["w"][0]).astype(np.float32) if bias else None
+    check("DecodeConv", seed, x, case["attrs"], b)
+
+
+def test_threads_agree():
+    seed = encode((257, 300), "lattice")
+    x = np.random.default_rng(5).standard_normal((33, 257)).astype(np.float32)
+    model = fused_model("DecodeMatMul", seed, x.shape)
+    assert np.array_equal(run(model, x, threads=1), run(model, x, threads=2))
+
+
+def test_portable_loops_in_child():
+    """HYPERONNX_NO_AVX2=1 forces the portable loops: the same tests pass through them."""
+    if os.environ.get("HYPERONNX_NO_AVX2"):
+        pytest.skip("already in the child")
+    env = {**os.environ, "HYPERONNX_NO_AVX2": "1"}
+    child = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k",
+                            "matmul or gemm or conv or gather"],
+                           capture_output=True, text=True, env=env, cwd=os.path.dirname(__file__), timeout=600)
+    assert child.returncode == 0, child.stdout[-3000:]
+
+
+# --- bad input: a clear error, never a crash -----------------------------------------------------
+
+def refused(model, x, match):
+    with pytest.raises((ort.capi.onnxruntime_pybind11_state.Fail, ort.capi.onnxruntime_pybind11_state.InvalidArgument,
+                        ort.capi.onnxruntime_pybind11_state.RuntimeException), match=match):
+        run(model, x)
+
+
+def test_activation_shape_mismatch():
+    seed = encode((64, 40), "lattice")
+    refused(fused_model("DecodeMatMul", seed, [None, None]), np.zeros((2, 63), np.float32), "last dimension")
+    refused(fused_model("DecodeGemm", seed, [None] * 3), np.zeros((2, 3, 64), np.float32), "must be")
+    conv = encode((4, 2, 3, 3), "lattice")
+    refused(fused_model("DecodeConv", conv, [None] * 4), np.zeros((1, 3, 5, 5), np.float32), "must be")
+    refused(fused_model("DecodeConv", conv, [None] * 4), np.zeros((1, 2, 2, 2), np.float32), "smaller than the kernel")
+
+
+def test_gather_index_out_of_range():
+    seed = encode((10, 4), "winding")
+    refused(fused_model("DecodeGather", seed, [None], x_type=TensorProto.INT64), np.array([3, 10], np.int64),
+            "outside")
+    refused(fused_model("DecodeGather", seed, [None], x_type=TensorProto.INT64), np.array([-11], np.int64), "outside")
+
+
+@pytest.mark.parametrize("fault", ["seed_length", "bad_index", "scale_nan", "dtype", "rank", "conv_attr", "trans_a"])
+def test_bad_node_refused_at_creation(fault):
+    seed = encode((16, 8), "lattice")
+    op, attrs, match = "DecodeMatMul", {}, ""
+    payload, scales, dtype, shape = seed.payload.copy(), seed.scales.copy(), seed.dtype, seed.shape
+    if fault == "seed_length":
+        payload, match = payload[:-1], "rule 4"
+    elif fault == "bad_index":
+        payload[:] = 0xFF
+        match = "rule 7"
+    elif fault == "scale_nan":
+        scales[0], match = np.float16("nan"), "rule 6"
+    elif fault == "dtype":
+        dtype, match = TensorProto.FLOAT16, "float32"
+    elif fault == "rank":
+        shape, match = (128,), "matrix"
+    elif fault == "conv_attr":
+        op, shape, attrs, match = "DecodeConv", (2, 4, 4, 4), {"group": 3}, "group"
+    elif fault == "trans_a":
+        op, attrs, match = "DecodeGemm", {"transA": 1}, "transA"
+    bad = hyperonnx.Seed(seed.codec, shape, dtype, payload, seed.attrs, scales=scales)
+    refused(fused_model(op, bad, [None, None], attrs), np.zeros((1, 16), np.float32), match)
+
+
+def test_seed_must_be_constant():
+    seed = encode((16, 8), "lattice")
+    model = fused_model("DecodeMatMul", seed, [1, 16])
+    model.graph.input.append(helper.make_tensor_value_info("w.seed", TensorProto.UINT8, [len(seed.payload)]))
+    del model.graph.initializer[0]
+    so = ort.SessionOptions()
+    so.register_custom_ops_library(hyperonnx.get_library_path())
+    with pytest.raises(Exception, match="constant initializer"):
+        ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+
+
+def test_fused_needs_version_3():
+    assert fmt.FUSED_VERSION == 3 and fmt.FUSED_VERSION in fmt.KNOWN_VERSIONS
