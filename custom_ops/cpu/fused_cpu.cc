@@ -720,7 +720,8 @@ OrtStatusPtr FusedCpuOp::CreateKernelV2(const OrtApi& api, const OrtKernelInfo* 
     NodeParams node;
     std::string error = ReadNode(info, &node, /*count_inputs=*/false);
     if (!error.empty()) return fail(error);
-    if ((node.lattice ? node.lattice_params.dtype : node.winding.dtype) != kFloat32) {
+    const int64_t dtype = node.lattice ? node.lattice_params.dtype : node.trellis ? node.trellis_params.dtype : node.winding.dtype;
+    if (dtype != kFloat32) {
       return fail("rule 9: a fused operator's weight must be float32 (dtype 1)");
     }
     FusedAttributes attrs;

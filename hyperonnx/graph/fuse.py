@@ -153,8 +153,8 @@ def fuse_model(model: ModelProto, function_fallback: bool = True) -> int:
                 continue
             weight = node.output[0]
             shape = _attribute(node, "shape")
-            # trellis nodes are not fused yet: the fused kernels' dtype check and the fused
-            # functions' attribute lists know winding and lattice only
+            # trellis nodes are not fused yet: the fused CPU kernels decode them, but the fused
+            # functions' attribute lists (and a trellis standard-ops body) do not exist
             if (_attribute(node, "dtype") != TensorProto.FLOAT or shape is None or weight in outputs
                     or _attribute(node, "codec") == fmt.CODEC_TRELLIS.encode()
                     or weight in implicit or not 1 <= len(node.input) <= 2
