@@ -54,7 +54,8 @@ DEFAULT_MAX_OUTPUT_ERROR = 0.1  # relative error of each float output (cosine ~0
 DEFAULT_SAMPLES = 4  # generated feeds when the user gives none
 MEASURE_BITS = (6, 10, 14)  # lattice widths at which each tensor's output error is measured (interpolated between)
 FALLBACK_SQNR = 40.0  # dB: weights the sample inputs never reach (and the weight planner's default)
-MAX_PROBE_BYTES = 1 << 30  # candidate weights beyond this: the weight planner (memory)
+MAX_PROBE_BYTES = 1 << 29  # candidate weights beyond this: the weight planner (memory: compress peaks near
+# 11x the weights with the probe session, e.g. 1.0 GB for MiniLM-L6's 90 MB)
 TARGET_MARGIN = 0.8  # plan for this share of the budget (squared): prediction error
 MAX_ROUNDS = 8
 CLASS_START = 0.2  # relative error of class probabilities the first plan aims at
