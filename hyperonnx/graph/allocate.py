@@ -54,8 +54,9 @@ DEFAULT_MAX_OUTPUT_ERROR = 0.1  # relative error of each float output (cosine ~0
 DEFAULT_SAMPLES = 4  # generated feeds when the user gives none
 MEASURE_BITS = (6, 10, 14)  # lattice widths at which each tensor's output error is measured (interpolated between)
 FALLBACK_SQNR = 40.0  # dB: weights the sample inputs never reach (and the weight planner's default)
-MAX_PROBE_BYTES = 1 << 30  # candidate weights beyond this: the weight planner (memory)
-TARGET_MARGIN = 0.9  # plan for this share of the budget (squared): prediction error
+MAX_PROBE_BYTES = 1 << 29  # candidate weights beyond this: the weight planner (memory: compress peaks near
+# 11x the weights with the probe session, e.g. 1.0 GB for MiniLM-L6's 90 MB)
+TARGET_MARGIN = 0.8  # plan for this share of the budget (squared): prediction error
 MAX_ROUNDS = 8
 CLASS_START = 0.2  # relative error of class probabilities the first plan aims at
 _CLASS_NAME = re.compile(r"logit|prob", re.I)
@@ -482,9 +483,9 @@ def _search(probe: Probe, predicted, bit_table, start_rung, fixed, budget: float
         bracketed = (passed > 0) & np.isfinite(failed)
         target = np.where(bracketed, np.sqrt(passed * np.where(np.isfinite(failed), failed, 1.0)),
                           np.clip(guess, passed, failed))
-        # settled: bracketed finely enough (decisions are coarse, each round of them costs a run
-        # that tells little), or a float output measured close to its budget
-        settled = np.where(bracketed, failed / np.maximum(passed, 1e-300) <= np.where(decisions_only, 2.0, 1.3),
+        # settled: bracketed to a factor 2 (each round costs a run and new encodes), or a float
+        # output measured close to its budget
+        settled = np.where(bracketed, failed / np.maximum(passed, 1e-300) <= 2.0,
                            ~decisions_only & ok & (error >= budget * TARGET_MARGIN ** 2))
         if best is not None and settled.all():
             break
