@@ -38,6 +38,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from . import format as fmt
 from .graph.decompress import read_seed
+from .distribution import install_hint
 from .graph.walk import scopes
 
 MIN_ORT_VERSION = (1, 21)  # the library is built on ORT API version 21
@@ -50,8 +51,8 @@ def _ort():
     try:
         import onnxruntime
     except ImportError as error:  # pragma: no cover - depends on the environment
-        raise ImportError("hyperonnx's runtime needs onnxruntime >= 1.21 (pip install 'hyperonnx[cpu]' "
-                          "or onnxruntime-gpu)") from error
+        raise ImportError(f"hyperonnx's runtime needs onnxruntime >= 1.21 ({install_hint('cpu')} "
+                          f"or {install_hint('gpu')})") from error
     found = tuple(int(part) for part in re.findall(r"\d+", onnxruntime.__version__)[:2])
     if found < MIN_ORT_VERSION:
         raise RuntimeError(f"hyperonnx's custom-op library needs onnxruntime >= 1.21 (ORT API version 21); "
