@@ -4,12 +4,16 @@ VENV := .venv
 BIN := $(VENV)/bin
 SOURCES := pyproject.toml CMakeLists.txt $(shell find hyperonnx custom_ops tools -type f -not -path '*/__pycache__/*' 2>/dev/null)
 
-.PHONY: example test bench bench-models
+.PHONY: example test bench bench-models test-ort-versions
 example: $(VENV)/.installed
 	$(BIN)/hyperonnx example
 
 test: $(VENV)/.installed
 	cd tests && ../$(BIN)/pytest -q
+
+# the kernel tests under the oldest supported and the newest onnxruntime (own venvs in build/)
+test-ort-versions: $(VENV)/.installed
+	$(BIN)/python tools/test_ort_versions.py
 
 bench: $(VENV)/.installed
 	$(BIN)/hyperonnx bench codec

@@ -51,7 +51,8 @@ extern "C" HYPERONNX_EXPORT OrtStatus* ORT_API_CALL RegisterCustomOps(OrtSession
   const OrtApi* api = api_base->GetApi(hyperonnx::kOrtApiVersion);
   if (api == nullptr) {
     // This runtime predates the API the library was built against; API version 1 always exists.
-    const std::string message = std::string("hyperonnx custom ops need onnxruntime >= 1.21 (ORT API version ") +
+    const std::string message = "hyperonnx custom ops need onnxruntime >= 1." + std::to_string(hyperonnx::kOrtApiVersion) +
+                                " (ORT API version " +
                                 std::to_string(hyperonnx::kOrtApiVersion) + "); this onnxruntime is " +
                                 api_base->GetVersionString();
     return api_base->GetApi(1)->CreateStatus(ORT_FAIL, message.c_str());

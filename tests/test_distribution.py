@@ -45,3 +45,18 @@ def test_no_hint_names_the_other_project():
         for requirement in _requirements(path.read_text()):
             assert not re.match(r"hyperonnx($|\[)", requirement), f"{path}: pip install {requirement}"
     assert _requirements(install_hint("models")) == [f"{DISTRIBUTION}[models]"]
+
+
+def test_onnxruntime_range_agrees():
+    """pyproject's bounds, README, hyperonnx.runtime and the library's requested API version name
+    the same oldest onnxruntime."""
+    from hyperonnx.runtime import MIN_ORT_VERSION
+
+    minimum = ".".join(map(str, MIN_ORT_VERSION))
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert extras["cpu"] == [f"onnxruntime>={minimum}"] and extras["gpu"] == [f"onnxruntime-gpu>={minimum}"]
+    assert f"onnxruntime>={minimum}" in extras["test"]
+    header = (ROOT / "custom_ops" / "include" / "hyperonnx" / "ort_api.h").read_text()
+    assert f"constexpr uint32_t kOrtApiVersion = {MIN_ORT_VERSION[1]};" in header
+    readme = " ".join(_install_section().split())
+    assert f"onnxruntime {minimum} or later" in readme and f"ORT API version {MIN_ORT_VERSION[1]}" in readme
