@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 SOURCES := pyproject.toml CMakeLists.txt $(shell find hyperonnx custom_ops tools -type f -not -path '*/__pycache__/*' 2>/dev/null)
 
-.PHONY: example test bench bench-models test-ort-versions
+.PHONY: example test bench bench-models test-ort-versions test-arm64
 example: $(VENV)/.installed
 	$(BIN)/hyperonnx example
 
@@ -14,6 +14,11 @@ test: $(VENV)/.installed
 # the kernel tests under the oldest supported and the newest onnxruntime (own venvs in build/)
 test-ort-versions: $(VENV)/.installed
 	$(BIN)/python tools/test_ort_versions.py
+
+# the kernel suite on aarch64 under qemu-user: cross-built library (NEON), Debian's arm64 Python,
+# onnxruntime's aarch64 wheel (all in build/arm64/; installs the cross compiler and qemu if missing)
+test-arm64: $(VENV)/.installed
+	tools/test_arm64.sh
 
 bench: $(VENV)/.installed
 	$(BIN)/hyperonnx bench codec

@@ -7,13 +7,16 @@
 // loop. A codebook too large for a table is decoded pair by pair with the same DecodeIndex.
 // On x86 CPUs with AVX2 the hot loop unpacks 8 indices with a byte shuffle and variable shifts
 // and looks them up with gathers (chosen at run time; the scalar loop is the reference and the
-// fallback). Both only copy table entries, so their outputs are the same bits.
+// fallback); on aarch64 NEON unpacks them the same way (vqtbl1q_u8, vshlq_u32) and the lookups
+// are scalar loads (no gather). All only copy table entries, so their outputs are the same bits.
 #include "decode_weights_cpu.h"
 
 #include "lattice_cpu.h"
+#include "neon.h"
 #include "pair_tasks.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <exception>
@@ -73,17 +76,17 @@ bool UnpackWithTable(const uint8_t* seed, uint64_t seed_bytes, const Pair<T>* ta
   return bad != 0;
 }
 
-#ifdef HYPERONNX_AVX2
+#if defined(HYPERONNX_AVX2) || defined(HYPERONNX_NEON)
 // Where the 8 indices of a byte-aligned group of B-bit indices sit: indices 0-3 are read from a
 // 16-byte load at the group's start, 4-7 from one at byte kHigh = 4B/8; the shuffle puts each
 // index's 4-byte window in its 32-bit lane (within its 128-bit half), the shift aligns it.
-struct Avx2Layout {
+struct GroupLayout {
   int8_t shuffle[32];
   int32_t shift[8];
 };
 
-constexpr Avx2Layout MakeAvx2Layout(int b) {
-  Avx2Layout layout{};
+constexpr GroupLayout MakeGroupLayout(int b) {
+  GroupLayout layout{};
   for (int k = 0; k < 8; ++k) {
     const int bit = k * b;
     const int byte = bit / 8 - (k < 4 ? 0 : (4 * b) / 8);  // <= 12 for b <= 24: inside the load
@@ -92,7 +95,9 @@ constexpr Avx2Layout MakeAvx2Layout(int b) {
   }
   return layout;
 }
+#endif
 
+#ifdef HYPERONNX_AVX2
 template <typename T>
 __attribute__((target("avx2"))) inline void GatherPairs(const Pair<T>* table, __m256i x, Pair<T>* out);
 
@@ -120,7 +125,7 @@ template <int B, typename T>
 __attribute__((target("avx2"))) bool UnpackWithTableAvx2(const uint8_t* seed, uint64_t seed_bytes,
                                                          const Pair<T>* table, uint32_t entries, Pair<T>* out,
                                                          uint64_t begin, uint64_t end) {
-  static constexpr Avx2Layout kLayout = MakeAvx2Layout(B);
+  static constexpr GroupLayout kLayout = MakeGroupLayout(B);
   constexpr uint64_t kHigh = (4 * B) / 8;
   const __m256i shuffle = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(kLayout.shuffle));
   const __m256i shift = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(kLayout.shift));
@@ -140,12 +145,55 @@ __attribute__((target("avx2"))) bool UnpackWithTableAvx2(const uint8_t* seed, ui
   alignas(32) uint32_t lanes[8];
   _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), largest);
   bool bad = *std::max_element(lanes, lanes + 8) >= entries;
+  CountVectorPairs(i - begin);
   if (i < end) bad |= UnpackWithTable<B, T>(seed, seed_bytes, table, entries, out, i, end);  // i % 8 == 0
   return bad;
 }
 
 #endif
+
+#ifdef HYPERONNX_NEON
+// UnpackWithTable with NEON, same contract and the same group layout as the AVX2 loop: each half
+// of a group is a table shuffle of a 16-byte load and a per-lane right shift (vshlq by minus the
+// shift); the clamped indices are looked up with scalar loads.
+template <int B, typename T>
+bool UnpackWithTableNeon(const uint8_t* seed, uint64_t seed_bytes, const Pair<T>* table, uint32_t entries,
+                         Pair<T>* out, uint64_t begin, uint64_t end) {
+  static constexpr GroupLayout kLayout = MakeGroupLayout(B);
+  constexpr uint64_t kHigh = (4 * B) / 8;
+  const uint8x16_t shuffle_low = vreinterpretq_u8_s8(vld1q_s8(kLayout.shuffle));
+  const uint8x16_t shuffle_high = vreinterpretq_u8_s8(vld1q_s8(kLayout.shuffle + 16));
+  const int32x4_t shift_low = vnegq_s32(vld1q_s32(kLayout.shift));
+  const int32x4_t shift_high = vnegq_s32(vld1q_s32(kLayout.shift + 4));
+  const uint32x4_t mask = vdupq_n_u32((uint32_t{1} << B) - 1);
+  const uint32x4_t last = vdupq_n_u32(entries - 1);
+  uint32x4_t largest = vdupq_n_u32(0);
+  uint64_t i = begin;
+  for (; i + 8 <= end && (i / 8) * B + kHigh + 16 <= seed_bytes; i += 8) {
+    const uint8_t* group = seed + (i / 8) * B;
+    const uint32x4_t low = vandq_u32(
+        vshlq_u32(vreinterpretq_u32_u8(vqtbl1q_u8(vld1q_u8(group), shuffle_low)), shift_low), mask);
+    const uint32x4_t high = vandq_u32(
+        vshlq_u32(vreinterpretq_u32_u8(vqtbl1q_u8(vld1q_u8(group + kHigh), shuffle_high)), shift_high), mask);
+    largest = vmaxq_u32(largest, vmaxq_u32(low, high));
+    uint32_t x[8];
+    vst1q_u32(x, vminq_u32(low, last));
+    vst1q_u32(x + 4, vminq_u32(high, last));
+    for (int k = 0; k < 8; ++k) out[i + k] = table[x[k]];
+  }
+  bool bad = vmaxvq_u32(largest) >= entries;
+  CountVectorPairs(i - begin);
+  if (i < end) bad |= UnpackWithTable<B, T>(seed, seed_bytes, table, entries, out, i, end);  // i % 8 == 0
+  return bad;
+}
+#endif
+
+std::atomic<uint64_t> vector_pairs{0};
 }  // namespace
+
+void CountVectorPairs(uint64_t pairs) {
+  if (pairs != 0) vector_pairs.fetch_add(pairs, std::memory_order_relaxed);
+}
 
 #ifdef HYPERONNX_AVX2
 // HYPERONNX_NO_AVX2=1 forces the scalar loops (tests compare the two; benchmarks time them).
@@ -167,7 +215,11 @@ using UnpackFn = bool (*)(const uint8_t*, uint64_t, const Pair<T>*, uint32_t, Pa
 
 template <typename T, int... Bs>
 UnpackFn<T> SelectUnpack(uint32_t bits, std::integer_sequence<int, Bs...>) {
+#ifdef HYPERONNX_NEON
+  static const UnpackFn<T> kByBits[] = {nullptr, &UnpackWithTableNeon<Bs + 1, T>...};  // always, on aarch64
+#else
   static const UnpackFn<T> kByBits[] = {nullptr, &UnpackWithTable<Bs + 1, T>...};
+#endif
 #ifdef HYPERONNX_AVX2
   static const UnpackFn<T> kAvx2ByBits[] = {nullptr, &UnpackWithTableAvx2<Bs + 1, T>...};
   if (HasAvx2()) return kAvx2ByBits[bits];
@@ -490,11 +542,22 @@ OrtStatusPtr DecodeWeightsCpuOp::InferOutputShape(Ort::ShapeInferContext& contex
   }
 }
 
-// FloatToHalf / FloatToBFloat16 over an array, for tests (tests/test_kernel.py drives it with ctypes).
+// The kernels' float32 -> float16 / bfloat16 conversion over an array, for tests
+// (tests/test_kernel.py drives it with ctypes): on aarch64 the NEON lanes of the lattice loop.
 extern "C" HYPERONNX_EXPORT int HyperonnxConvertFloats(const float* in, uint64_t count, int64_t dtype, uint16_t* out) {
   if (dtype != kFloat16 && dtype != kBFloat16) return -1;
-  for (uint64_t i = 0; i < count; ++i) out[i] = ConvertTo(dtype, in[i]);
+  uint64_t i = 0;
+#ifdef HYPERONNX_NEON
+  for (; i + 4 <= count; i += 4) {
+    const float32x4_t v = vld1q_f32(in + i);
+    vst1_u16(out + i, dtype == kFloat16 ? HalfLanes(v) : BFloat16Lanes(v));
+  }
+#endif
+  for (; i < count; ++i) out[i] = ConvertTo(dtype, in[i]);
   return 0;
 }
+
+// Pairs decoded by a vector loop since the library was loaded (CountVectorPairs).
+extern "C" HYPERONNX_EXPORT uint64_t HyperonnxVectorPairs() { return vector_pairs.load(); }
 
 }  // namespace hyperonnx

@@ -18,6 +18,10 @@ namespace hyperonnx {
 bool HasAvx2();  // this CPU has AVX2 and HYPERONNX_NO_AVX2 is not set
 #endif
 
+// Adds to the pairs decoded by a vector loop (AVX2, or NEON on aarch64) since the library was
+// loaded, which the exported HyperonnxVectorPairs() reports: the way to see which loop ran.
+void CountVectorPairs(uint64_t pairs);
+
 class LatticeCpuDecoder;
 
 // A DecodeWeights node's attributes as onnxruntime gives them, read and validated (FORMAT.md §5

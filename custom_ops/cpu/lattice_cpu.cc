@@ -6,11 +6,13 @@
 // computed once with the §7.3 operations (LatticeCoordinate), and the hot loop is a bit-unpack,
 // one table load, two float32 multiplications by the group's scale and the conversion to the
 // output type. Steps >= N fail the run (rule 7) after the loop: the scalar loop clamps them into
-// the table (a branch-free select); the vector loop reads the table's zero entry N (a b-bit step
-// is at most N = 2^b - 1), which measured 1.3x faster for float16 output.
+// the table (a branch-free select); the vector loops (AVX2 + F16C chosen at run time on x86, NEON
+// always on aarch64) read the table's zero entry N (a b-bit step is at most N = 2^b - 1), which
+// measured 1.3x faster for float16 output.
 #include "lattice_cpu.h"
 
 #include "decode_weights_cpu.h"
+#include "neon.h"
 #include "pair_tasks.h"
 
 #ifdef HYPERONNX_AVX2
@@ -152,11 +154,13 @@ __attribute__((target("avx2,f16c"))) bool DecodeRangeAvx2(const Job& job, uint64
   const float* table = job.table;
   T* out = static_cast<T*>(job.out);
   uint32_t bad = 0;
+  uint64_t vector = 0;
   for (uint64_t i = begin; i < end;) {
     const uint64_t q = i / pairs_per_group;
     const uint64_t stop = std::min(end, (q + 1) * pairs_per_group);
     const float s = LatticeScale(p, job.scales[q]);
     const __m256 scale = _mm256_set1_ps(s);
+    const uint64_t start = i;
     for (; i + 8 <= stop && i + 7 < windowed; i += 8) {
       long long pairs[8];  // (x, y) of each pair as one 64-bit word, assembled in registers
       for (int k = 0; k < 8; ++k) {
@@ -171,9 +175,11 @@ __attribute__((target("avx2,f16c"))) bool DecodeRangeAvx2(const Job& job, uint64
       const __m256 high = _mm256_castsi256_ps(_mm256_set_epi64x(pairs[7], pairs[6], pairs[5], pairs[4]));
       Store16<D>(_mm256_mul_ps(low, scale), _mm256_mul_ps(high, scale), out + 2 * i);
     }
+    vector += i - start;
     DecodePairs<B, D>(job, i, stop, windowed, s, &bad);
     i = stop;
   }
+  CountVectorPairs(vector);
   return bad != 0;
 }
 
@@ -183,11 +189,80 @@ bool HasAvx2F16c() {
 }
 #endif
 
+#ifdef HYPERONNX_NEON
+// 16 float32 values (8 pairs, in order) in the output type, stored at `out`.
+template <int64_t D>
+inline void Store16Neon(const float32x4_t (&v)[4], void* out);
+
+template <>
+inline void Store16Neon<kFloat32>(const float32x4_t (&v)[4], void* out) {
+  for (int n = 0; n < 4; ++n) vst1q_f32(static_cast<float*>(out) + 4 * n, v[n]);
+}
+
+template <>
+inline void Store16Neon<kFloat16>(const float32x4_t (&v)[4], void* out) {
+  vst1q_u16(static_cast<uint16_t*>(out), vcombine_u16(HalfLanes(v[0]), HalfLanes(v[1])));
+  vst1q_u16(static_cast<uint16_t*>(out) + 8, vcombine_u16(HalfLanes(v[2]), HalfLanes(v[3])));
+}
+
+template <>
+inline void Store16Neon<kBFloat16>(const float32x4_t (&v)[4], void* out) {
+  vst1q_u16(static_cast<uint16_t*>(out), vcombine_u16(BFloat16Lanes(v[0]), BFloat16Lanes(v[1])));
+  vst1q_u16(static_cast<uint16_t*>(out) + 8, vcombine_u16(BFloat16Lanes(v[2]), BFloat16Lanes(v[3])));
+}
+
+// DecodeRange with NEON, the AVX2 loop's structure: within a group, 8 pairs at a time are
+// unpacked and looked up as in DecodePairs into 16 floats, then scaled (vmulq_f32: one rounded
+// float32 multiplication per lane, as the scalar loop), converted and stored as vectors.
+template <int B, int64_t D>
+bool DecodeRangeNeon(const Job& job, uint64_t begin, uint64_t end) {
+  using T = typename Output<D>::T;
+  constexpr uint32_t kMask = (uint32_t{1} << B) - 1;
+  const LatticeParams& p = *job.params;
+  const uint64_t pairs_per_group = p.group / 2;
+  const uint64_t windowed = Windowed<B>(p);
+  const float* table = job.table;
+  T* out = static_cast<T*>(job.out);
+  uint32_t bad = 0;
+  uint64_t vector = 0;
+  for (uint64_t i = begin; i < end;) {
+    const uint64_t q = i / pairs_per_group;
+    const uint64_t stop = std::min(end, (q + 1) * pairs_per_group);
+    const float s = LatticeScale(p, job.scales[q]);
+    const float32x4_t scale = vdupq_n_f32(s);
+    const uint64_t start = i;
+    for (; i + 8 <= stop && i + 7 < windowed; i += 8) {
+      float values[16];
+      for (int k = 0; k < 8; ++k) {
+        const uint64_t bit = (i + k) * B;
+        uint32_t window;
+        std::memcpy(&window, job.seed + (bit >> 3), 4);
+        const uint32_t j = (window >> (bit & 7)) & kMask;
+        bad |= (j + 1) >> B;  // j == 2^B - 1 = N: the table's sentinel entry, rule 7
+        std::memcpy(values + 2 * k, table + 2 * j, 8);
+      }
+      float32x4_t v[4];
+      for (int n = 0; n < 4; ++n) v[n] = vmulq_f32(vld1q_f32(values + 4 * n), scale);
+      Store16Neon<D>(v, out + 2 * i);
+    }
+    vector += i - start;
+    DecodePairs<B, D>(job, i, stop, windowed, s, &bad);
+    i = stop;
+  }
+  CountVectorPairs(vector);
+  return bad != 0;
+}
+#endif
+
 using RangeFn = bool (*)(const Job&, uint64_t, uint64_t);
 
 template <int64_t D, int... Bs>
 RangeFn SelectRange(uint32_t bits, std::integer_sequence<int, Bs...>) {
+#ifdef HYPERONNX_NEON
+  static const RangeFn kByBits[] = {&DecodeRangeNeon<Bs + 1, D>...};  // always, on aarch64
+#else
   static const RangeFn kByBits[] = {&DecodeRange<Bs + 1, D>...};
+#endif
 #ifdef HYPERONNX_AVX2
   static const RangeFn kAvx2ByBits[] = {&DecodeRangeAvx2<Bs + 1, D>...};
   if (HasAvx2F16c()) return kAvx2ByBits[bits - 1];
