@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 SOURCES := pyproject.toml CMakeLists.txt $(shell find hyperonnx custom_ops tools -type f -not -path '*/__pycache__/*' 2>/dev/null)
 
-.PHONY: example test bench bench-models test-ort-versions test-arm64
+.PHONY: example test bench bench-models test-ort-versions test-arm64 test-web
 example: $(VENV)/.installed
 	$(BIN)/hyperonnx example
 
@@ -19,6 +19,10 @@ test-ort-versions: $(VENV)/.installed
 # onnxruntime's aarch64 wheel (all in build/arm64/; installs the cross compiler and qemu if missing)
 test-arm64: $(VENV)/.installed
 	tools/test_arm64.sh
+
+# compressed digits CNN and MiniLM in onnxruntime-web (npm, WASM) under Node against Python onnxruntime
+test-web: $(VENV)/.installed
+	$(BIN)/python tools/test_web.py
 
 bench: $(VENV)/.installed
 	$(BIN)/hyperonnx bench codec
