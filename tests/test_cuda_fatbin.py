@@ -8,7 +8,10 @@ library was built without CUDA."""
 
 from __future__ import annotations
 
+import pathlib
+import shutil
 import struct
+import subprocess
 
 import pytest
 
@@ -62,3 +65,17 @@ def test_fatbin_has_sass_and_ptx():
     assert REQUIRED_SASS <= sass, sorted(sass)
     assert ptx == {75}, sorted(ptx)  # the oldest: runs on every newer GPU
     assert sass <= REQUIRED_SASS | {72, 100, 120}, sorted(sass)  # 72 below CUDA 13, 100/120 from 12.8
+
+
+@pytest.mark.skipif(shutil.which("cmake") is None, reason="cmake is not installed")
+@pytest.mark.parametrize("nvcc, sass", [("11.4", "72 75 80 86 87"), ("11.8", "72 75 80 86 87 89 90"),
+                                        ("12.8", "72 75 80 86 87 89 90 100 120"),
+                                        ("13.0", "75 80 86 87 89 90 100 120")])
+def test_default_architectures_by_nvcc_version(nvcc, sass):
+    """custom_ops/cuda/architectures.cmake, the list a build gets from the nvcc that compiles it."""
+    script = pathlib.Path(__file__).resolve().parent.parent / "custom_ops" / "cuda" / "architectures.cmake"
+    child = subprocess.run(["cmake", f"-DNVCC_VERSION={nvcc}", "-P", str(script)], capture_output=True, text=True,
+                           check=True)
+    arches = child.stderr.strip().split(";")
+    assert [a.removesuffix("-real") for a in arches if a.endswith("-real")] == sass.split()
+    assert [a for a in arches if not a.endswith("-real")] == ["75-virtual"]
