@@ -21,12 +21,15 @@ void AppendOps(std::vector<const OrtCustomOp*>& ops);
 namespace hyperonnx {
 namespace {
 
-// Every op of the ai.hyperonnx domain. The CPU op is always present: a session without the CUDA
-// provider must still find a kernel, and ONNX Runtime falls back to it for unassigned nodes.
+// Every op of the ai.hyperonnx domain: DecodeWeights once per output type (kOutputTypes). The CPU
+// ops are always present: a session without the CUDA provider must still find a kernel, and ONNX
+// Runtime falls back to them for unassigned nodes.
 const std::vector<const OrtCustomOp*>& OpTable() {
   static const std::vector<const OrtCustomOp*> ops = [] {
-    static const DecodeWeightsCpuOp decode_weights_cpu;
-    std::vector<const OrtCustomOp*> all{&decode_weights_cpu};
+    static const DecodeWeightsCpuOp decode_weights_cpu[] = {
+        DecodeWeightsCpuOp(kOutputTypes[0]), DecodeWeightsCpuOp(kOutputTypes[1]), DecodeWeightsCpuOp(kOutputTypes[2])};
+    std::vector<const OrtCustomOp*> all;
+    for (const DecodeWeightsCpuOp& op : decode_weights_cpu) all.push_back(&op);
 #ifdef HYPERONNX_USE_CUDA
     cuda::AppendOps(all);  // declares the CPU op's inputs: onnxruntime refuses a domain whose ops differ
 #endif
