@@ -11,7 +11,8 @@
 #     onnxruntime's aarch64 build crashes at start: -L makes the guest read SYSROOT/proc/cpuinfo,
 #     an ARM one (Neoverse N1) written below.
 # Installs g++-aarch64-linux-gnu and qemu-user with apt-get when they are missing (needs root).
-# Everything else lives in build/arm64/ and is reused by the next run. Debian/Ubuntu hosts only.
+# Everything else lives in build/arm64/ and is reused by the next run. Debian hosts only (the arm64
+# packages come from the host's apt sources; Ubuntu keeps them on another mirror).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 OUT=$ROOT/build/arm64
