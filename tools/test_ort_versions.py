@@ -43,8 +43,6 @@ def environment(version: str) -> pathlib.Path:
         venv.create(folder, with_pip=True, clear=True)
         requirements = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
         requirements += [f"onnxruntime=={version}", "pytest", "hypothesis"]
-        if parse(version) < (1, 19):
-            requirements.append("numpy<2")  # onnxruntime before 1.19 was built against numpy 1.x
         subprocess.run([str(python), "-m", "pip", "install", "-q", *requirements], check=True)
         (folder / ".ready").touch()
     return python
