@@ -43,11 +43,14 @@ def _add_bench(sub) -> None:
     models = targets.add_parser("models", help="hyperonnx against onnxruntime's int8 / int4 quantizers on real models")
     models.add_argument("--models", nargs="+", default=["digits", "minilm", "ppocr"],
                         help="models to run: digits, minilm, ppocr (default: all)")
-    models.add_argument("--presets", nargs="+", default=None,
-                        help="hyperonnx presets to run (default: paper and the default preset)")
+    models.add_argument("--presets", nargs="*", default=None,
+                        help="hyperonnx presets to run besides the default (default: paper)")
     models.add_argument("--bits", nargs="+", type=float, default=None, metavar="B",
-                        help="also the default codec at these average bits/weight (as compress --bits)")
+                        help="also the default codec at these average bits/weight (as compress --bits), widths "
+                             "chosen on the outputs and by weight error")
     models.add_argument("--out", default="bench-results", help="folder for results.md and results.json")
+    models.add_argument("--plot", metavar="PNG", help="also draw quality against compression ratio for the --bits "
+                                                      "rows (widths on the outputs vs by weight error)")
     models.set_defaults(run=lambda args: __import__("hyperonnx.bench.suite", fromlist=["main"]).main(args))
     _add_bench_cuda(targets)
 
@@ -74,21 +77,32 @@ def _command(module: str):
 
 
 def _add_graph_commands(sub) -> None:
-    from .codec import DEFAULT_PRESET, PRESETS
+    from .codec import PRESETS
     from .commands.verify import DEFAULT_MIN_COSINE, DEFAULT_TOLERANCE
-    from .graph.compress import DEFAULT_MIN_ELEMENTS
+    from .graph.allocate import DEFAULT_MAX_OUTPUT_ERROR, MIN_ARGMAX_AGREEMENT
+    from .graph.compress import DEFAULT_CODEC, DEFAULT_MIN_ELEMENTS
 
     c = sub.add_parser("compress", help="replace a model's float weights by seeds + DecodeWeights",
                        description="Compress every eligible float32/float16/bfloat16 weight of an ONNX "
                                    "model (initializers, Constant nodes, If/Loop/Scan bodies, external data).")
     c.add_argument("model", help="input .onnx (never modified)")
     c.add_argument("-o", "--output", help="output .onnx (default: <input>.hc.onnx; must differ from the input)")
-    c.add_argument("--preset", default=DEFAULT_PRESET, choices=sorted(PRESETS), help=f"codec preset (default {DEFAULT_PRESET})")
+    c.add_argument("--preset", default=None, choices=sorted(PRESETS),
+                   help=f"codec preset (default: {DEFAULT_CODEC}, widths per tensor for the default output budget)")
     rate = c.add_mutually_exclusive_group()
+    rate.add_argument("--max-output-error", type=float, metavar="R",
+                      help=f"quality target (the default, R = {DEFAULT_MAX_OUTPUT_ERROR:g}): the smallest model whose "
+                           "float outputs stay within relative error R of the original's on the sample inputs "
+                           f"(and class probabilities keep >= {MIN_ARGMAX_AGREEMENT:g} of their decisions)")
     rate.add_argument("--bits", type=float, metavar="B",
-                      help="lattice preset: average bits/weight over the model, rates chosen per tensor")
+                      help="size target: average bits/weight over the model, widths per tensor for the least output error")
     rate.add_argument("--target-sqnr", type=float, metavar="DB",
-                      help="lattice preset: least total SQNR in dB, rates chosen per tensor")
+                      help="weight-error target: least total weight SQNR in dB (the weight planner)")
+    c.add_argument("--inputs", metavar="PATH",
+                   help="sample inputs the output error is measured on: an .npz with one array per graph input, "
+                        "or a folder of them (one feed each); default: generated from the graph's inputs")
+    c.add_argument("--allocation", choices=("outputs", "weights"), default="outputs",
+                   help="how widths are chosen for --bits: on the model's outputs (default) or by weight error alone")
     c.add_argument("--min-elements", type=int, default=DEFAULT_MIN_ELEMENTS, metavar="N",
                    help=f"leave tensors with fewer elements raw (default {DEFAULT_MIN_ELEMENTS})")
     c.add_argument("--include", action="append", metavar="PATTERN",
@@ -116,7 +130,8 @@ def _add_graph_commands(sub) -> None:
     v = sub.add_parser("verify", help="compare a compressed model's outputs with the original's in onnxruntime")
     v.add_argument("original")
     v.add_argument("compressed")
-    v.add_argument("--inputs", metavar="X.npz", help="inputs by name (default: generated from the input types)")
+    v.add_argument("--inputs", metavar="PATH", help="an .npz with one array per graph input, or a folder of them "
+                   "(one feed each; default: one feed generated from the input types)")
     v.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
                    help=f"largest max|a-b| / max|a| accepted per output (default {DEFAULT_TOLERANCE})")
     v.add_argument("--min-cosine", type=float, default=DEFAULT_MIN_COSINE,
@@ -126,7 +141,8 @@ def _add_graph_commands(sub) -> None:
 
     e = sub.add_parser("example", help="build a small model, compress it, report and verify (no downloads)")
     e.add_argument("--dir", help="folder for the files (default: a new temporary folder)")
-    e.add_argument("--preset", default=DEFAULT_PRESET, choices=sorted(PRESETS))
+    e.add_argument("--preset", default=None, choices=sorted(PRESETS),
+                   help=f"codec preset (default: {DEFAULT_CODEC} at the default output budget)")
     e.add_argument("--tolerance", type=float, default=0.2)
     e.set_defaults(run=_command("example"))
 

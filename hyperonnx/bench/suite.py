@@ -45,9 +45,9 @@ def _int4(block_size: int) -> Callable[[Path, Path], None]:
     return run
 
 
-def _hyperonnx(preset: str, bits: float | None = None) -> Callable[[Path, Path], None]:
+def _hyperonnx(preset: str | None, **targets) -> Callable[[Path, Path], None]:
     def run(src: Path, dst: Path) -> None:
-        hyperonnx.save(hyperonnx.compress(src, preset, bits=bits), dst)
+        hyperonnx.save(hyperonnx.compress(src, preset, **targets), dst)
     return run
 
 
@@ -63,13 +63,16 @@ def methods(presets: list[str], rates: list[float] = ()) -> list[Method]:
             Method("ORT int8 quantize_dynamic", _int8_dynamic),
             Method("ORT int4 MatMulNBits b32", _int4(32)),
             Method("ORT int4 MatMulNBits b128", _int4(128))]
+    default = _hyperonnx(None)  # `hyperonnx compress model.onnx`: the default output budget
+    rows.append(Method("hyperonnx default (load)", default, "load"))
+    rows.append(Method("hyperonnx default (stream)", default, "stream"))
     for preset in presets:
         rows.append(Method(f"hyperonnx {preset} (load)", _hyperonnx(preset), "load"))
         rows.append(Method(f"hyperonnx {preset} (stream)", _hyperonnx(preset), "stream"))
-    for bits in rates:  # the default codec at other average rates, as `compress --bits`
-        make = _hyperonnx(hyperonnx.codec.DEFAULT_PRESET, bits)
-        rows.append(Method(f"hyperonnx --bits {bits:g} (load)", make, "load"))
-        rows.append(Method(f"hyperonnx --bits {bits:g} (stream)", make, "stream"))
+    for bits in rates:  # size targets, as `compress --bits`: widths chosen on the outputs, then by weight error
+        rows.append(Method(f"hyperonnx --bits {bits:g} (load)", _hyperonnx(None, bits=bits), "load"))
+        rows.append(Method(f"hyperonnx --bits {bits:g} --allocation weights (load)",
+                           _hyperonnx(None, bits=bits, allocation="weights"), "load"))
     return rows
 
 
@@ -201,8 +204,47 @@ def markdown(results: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+QUALITY = {"digits CNN": ("accuracy", "test accuracy"), "MiniLM-L6": ("cosine_mean", "embedding cosine (mean)"),
+           "PP-OCRv4 rec": ("accuracy", "lines read")}
+
+
+def plot_allocation(results: list[dict], path: Path) -> None:
+    """Quality against compression ratio per model: `--bits` with widths chosen on the outputs
+    and by weight error, the default (output budget) as a star, the original as a line."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [n for n in dict.fromkeys(r["model"] for r in results) if n in QUALITY]
+    fig, axes = plt.subplots(1, len(names), figsize=(5.2 * len(names), 4), dpi=120, squeeze=False)
+    for ax, name in zip(axes[0], names):
+        key, label = QUALITY[name]
+        rows = [r for r in results if r["model"] == name and key in r and "(stream)" not in r["method"]]
+        for suffix, style, legend in ((" (load)", dict(color="C3", marker="o"), "--bits B, widths on the outputs"),
+                                      (" --allocation weights (load)", dict(color="C0", marker="s", linestyle="--"),
+                                       "--bits B, widths by weight error")):
+            points = sorted((r["ratio"], r[key]) for r in rows
+                            if r["method"].startswith("hyperonnx --bits") and r["method"].endswith(suffix)
+                            and (suffix != " (load)" or "--allocation" not in r["method"]))
+            if points:
+                ax.plot(*zip(*points), label=legend, **style)
+        for r in rows:
+            if r["method"] == "hyperonnx default (load)":
+                ax.plot(r["ratio"], r[key], "*", color="C2", markersize=14, label="default (output budget)")
+            elif r["method"] == "float32 (original)":
+                ax.axhline(r[key], color="gray", linewidth=1, label="float32 original")
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel("compression ratio (file)")
+        ax.set_ylabel(label)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
 def main(args) -> int:
-    presets = args.presets or list(dict.fromkeys(["paper", hyperonnx.codec.DEFAULT_PRESET]))
+    presets = args.presets if args.presets is not None else ["paper"]
     for preset in presets:
         hyperonnx.codec.resolve_config(preset)
     unknown = [m for m in args.models if m not in TASKS]
@@ -223,4 +265,7 @@ def main(args) -> int:
     (out / "results.json").write_text(json.dumps(results, indent=2))
     (out / "results.md").write_text(markdown(results))
     print(f"wrote {out / 'results.md'} and {out / 'results.json'}")
+    if args.plot:
+        plot_allocation(results, Path(args.plot))
+        print(f"wrote {args.plot}")
     return 0

@@ -6,6 +6,7 @@ import json
 import math
 import sys
 import time
+import warnings
 from pathlib import Path
 
 from onnx import TensorProto
@@ -13,6 +14,7 @@ from onnx import TensorProto
 from .. import format as fmt
 from .. import graph
 from ..graph import function as function_mod
+from ..graph import samples
 from ..graph.model_io import SpillFile, all_tensors, check_output, write_atomic
 from ._common import Progress, human
 
@@ -22,21 +24,23 @@ def default_output(path: Path) -> Path:
 
 
 def format_table(report, before: int | None, after: int | None, seconds: float) -> str:
-    rows = [("name", "shape", "dtype", "orig", "seed", "bits/w", "SQNR dB", "max abs err", "note")]
+    rows = [("name", "shape", "dtype", "orig", "seed", "bits/w", "SQNR dB", "max abs err", "out err", "note")]
     for t in report.tensors:
         sqnr = "exact" if t.compressed and t.sqnr_db is None else (f"{t.sqnr_db:.1f}" if t.sqnr_db is not None else "-")
+        coded = t.compressed and not t.reason
         rows.append((t.name if not t.graph else f"{t.graph}:{t.name}", "x".join(map(str, t.shape)) or "scalar",
                      t.dtype, human(t.orig_bytes), human(t.seed_bytes),
-                     f"{t.bits_per_weight:.2f}" if t.compressed and not t.reason else "-",
-                     sqnr if t.compressed and not t.reason else "-",
-                     f"{t.max_abs_err:.3g}" if t.compressed and not t.reason else "-",
+                     f"{t.bits_per_weight:.2f}" if coded else "-", sqnr if coded else "-",
+                     f"{t.max_abs_err:.3g}" if coded else "-",
+                     # this tensor's predicted share of the output error (output-aware allocation)
+                     f"{t.predicted_output_error:.2g}" if t.predicted_output_error is not None and coded else "-",
                      t.reason if t.reason else ("" if t.compressed else "raw")))
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
     widths[0] = min(widths[0], 48)
     lines = []
     for k, r in enumerate(rows):
         cells = [str(c)[:widths[i]] if i == 0 else str(c) for i, c in enumerate(r)]
-        lines.append("  ".join(c.ljust(widths[i]) if i in (0, 1, 2, 8) else c.rjust(widths[i])
+        lines.append("  ".join(c.ljust(widths[i]) if i in (0, 1, 2, 9) else c.rjust(widths[i])
                                for i, c in enumerate(cells)).rstrip())
         if k == 0:
             lines.append("-" * len(lines[0]))
@@ -84,11 +88,15 @@ def run(args) -> int:
     check_output(output, source)
     if args.report:
         check_output(args.report, source, others=[output, output.with_name(output.name + ".data")])
+    feeds = samples.load_inputs(args.inputs, model) if args.inputs else None  # checked before the work
     progress = Progress("compressing", enabled=not args.quiet)
     # seeds go to a scratch file beside the output as they are made: memory holds one weight
-    with SpillFile(output.parent if str(output.parent) else ".", prefix=f".{output.name}") as spill:
+    with SpillFile(output.parent if str(output.parent) else ".", prefix=f".{output.name}") as spill, \
+            warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the report's notes say it once, below
         report = graph.compress_model(model, args.preset, bits=args.bits, target_sqnr=args.target_sqnr,
-                                      min_elements=args.min_elements, include=args.include,
+                                      max_output_error=args.max_output_error, inputs=feeds,
+                                      allocation=args.allocation, min_elements=args.min_elements, include=args.include,
                                       exclude=args.exclude, function_fallback=not args.no_function,
                                       progress=progress, spill=spill)
         graph.save(model, output, source=source, external_data=external)
@@ -96,6 +104,11 @@ def run(args) -> int:
     before, after = file_size(source), file_size(output)
     if not args.quiet:
         print(format_table(report, before, after, seconds))
+    if report.allocation is not None:
+        print(report.allocation.summary())  # the one line a quiet run keeps too
+    for note in report.notes:
+        print(f"note: {note}", file=sys.stderr)
+    if not args.quiet:
         print(f"wrote {output}")
     if args.report:
         data = report.to_dict()

@@ -27,6 +27,8 @@ def run(args) -> int:
     graph.save(model, compressed, source=original)
     seconds = time.perf_counter() - start
     print(format_table(report, file_size(original), file_size(compressed), seconds))
+    if report.allocation is not None:
+        print(report.allocation.summary())
     print(f"wrote {compressed}\n")
     results, lib, ok = verify_cmd.verify(original, compressed, tolerance=args.tolerance,
                                          min_cosine=EXAMPLE_MIN_COSINE)

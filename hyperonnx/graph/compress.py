@@ -28,6 +28,7 @@ import fnmatch
 import hashlib
 import math
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Sequence
 
@@ -37,11 +38,14 @@ from onnx import ModelProto, TensorProto, helper, numpy_helper
 
 from .. import codec
 from .. import format as fmt
+from . import allocate, samples
 from . import function as function_mod
 from .model_io import SpillFile, tensor_array
 from .walk import NameMaker, all_names, default_opset, scopes
 
 DEFAULT_MIN_ELEMENTS = 1024
+DEFAULT_CODEC = "lattice"  # with no preset and no target: this codec at the default output budget
+ALLOCATIONS = ("outputs", "weights")
 FLOAT_TYPES = (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16)
 DTYPE_NAMES = {TensorProto.FLOAT: "float32", TensorProto.FLOAT16: "float16",
                TensorProto.BFLOAT16: "bfloat16"}
@@ -62,6 +66,8 @@ class TensorReport:
     sqnr_db: float | None = None
     max_abs_err: float = 0.0
     attrs: dict = field(default_factory=dict)
+    sensitivity: float | None = None  # output-aware allocation: output error per unit weight error
+    predicted_output_error: float | None = None  # this tensor's share of the output error, predicted
 
 
 @dataclass
@@ -71,6 +77,9 @@ class CompressReport:
     preset: str = ""
     min_elements: int = DEFAULT_MIN_ELEMENTS
     function_fallback: bool = True
+    target: str = ""  # the rate or quality target the widths were chosen for
+    allocation: object = None  # allocate.Allocation when the widths were chosen on the outputs
+    notes: list[str] = field(default_factory=list)  # one line each: fallbacks, warnings
 
     @property
     def compressed(self) -> list[TensorReport]:
@@ -79,8 +88,10 @@ class CompressReport:
     def to_dict(self) -> dict:
         orig = sum(t.orig_bytes for t in self.tensors)
         seed = sum(t.seed_bytes for t in self.tensors)
-        return {"preset": self.preset, "min_elements": self.min_elements,
+        return {"preset": self.preset, "target": self.target, "min_elements": self.min_elements,
                 "function_fallback": self.function_fallback, "seconds": round(self.seconds, 3),
+                "allocation": self.allocation.to_dict() if self.allocation is not None else None,
+                "notes": self.notes,
                 "tensors_considered": len(self.tensors), "tensors_compressed": len(self.compressed),
                 "weight_bytes_before": orig, "weight_bytes_after": seed,
                 "tensors": [asdict(t) for t in self.tensors]}
@@ -164,24 +175,72 @@ def _sqnr(ref: np.ndarray, approx: np.ndarray) -> tuple[float | None, float]:
 
 
 def compress_model(model: ModelProto, config=None, *, bits: float | None = None,
-                   target_sqnr: float | None = None, min_elements: int = DEFAULT_MIN_ELEMENTS,
+                   target_sqnr: float | None = None, max_output_error: float | None = None,
+                   inputs=None, allocation: str = "outputs", min_elements: int = DEFAULT_MIN_ELEMENTS,
                    include: Sequence[str] | None = None, exclude: Sequence[str] | None = None,
                    function_fallback: bool = True,
                    progress: Callable[[int, int, str], None] | None = None,
                    spill: SpillFile | None = None) -> CompressReport:
     """Compress `model` in place (see the module docstring); return the per-tensor report.
-    With `spill`, seeds go to that scratch file as they are made, not into memory."""
+    With `spill`, seeds go to that scratch file as they are made, not into memory.
+
+    Rates (see `compress`): no preset and no target -> the default output budget; `bits` or
+    `max_output_error` -> widths chosen on the model's outputs (allocate.py) on `inputs` (feeds)
+    or generated ones; `target_sqnr`, `allocation="weights"` or a model that cannot run here ->
+    the weight-error planner (codec.plan)."""
     start = time.perf_counter()
+    if allocation not in ALLOCATIONS:
+        raise ValueError(f"allocation must be one of {', '.join(ALLOCATIONS)}, not {allocation!r}")
+    if max_output_error is not None and not (math.isfinite(max_output_error) and max_output_error > 0):
+        raise ValueError("max_output_error must be a positive relative error (e.g. 0.05)")
+    if max_output_error is not None and (bits is not None or target_sqnr is not None):
+        raise ValueError("give one target: bits, target_sqnr or max_output_error")
+    if config is None:
+        config = DEFAULT_CODEC
+        if bits is None and target_sqnr is None and max_output_error is None:
+            max_output_error = allocate.DEFAULT_MAX_OUTPUT_ERROR
     config_obj = codec.resolve_config(config, bits=bits, target_sqnr=target_sqnr)
-    report = CompressReport(preset=config if isinstance(config, str) else
-                            (codec.DEFAULT_PRESET if config is None else repr(config_obj)),
+    if max_output_error is not None and not isinstance(config_obj, codec.LatticeConfig):
+        raise ValueError("max_output_error needs a lattice preset or config")
+    report = CompressReport(preset=config if isinstance(config, str) else repr(config_obj),
                             min_elements=min_elements, function_fallback=function_fallback)
     for opset in model.opset_import:
         if opset.domain == fmt.OP_DOMAIN:
             fmt.check_model_version(opset.version, ())
     sites, _skipped = find_candidates(model, min_elements=min_elements, include=include, exclude=exclude)
-    # one rate target over the whole model: index widths chosen per tensor before encoding
-    configs = codec.plan(_SiteArrays(sites), config_obj, min_elements=min_elements)
+    chosen: dict[int, object] = {}  # site index -> Seed chosen by the allocator (None: keep raw)
+    configs = None
+    output_aware = isinstance(config_obj, codec.LatticeConfig) and (
+        max_output_error is not None or config_obj.bits is not None)
+    if output_aware:
+        report.target = (f"max output error {max_output_error:g}" if max_output_error is not None
+                         else f"{config_obj.bits:g} bits/weight")
+    elif isinstance(config_obj, codec.LatticeConfig) and config_obj.target_sqnr is not None:
+        report.target = f"weight SQNR {config_obj.target_sqnr:g} dB"
+    if output_aware and allocation == "outputs" and sites:
+        feeds = samples.as_feeds(inputs, model) if inputs is not None else None
+        try:
+            chosen, report.allocation = allocate.allocate(
+                model, sites, config_obj.at(config_obj.index_bits), max_output_error=max_output_error,
+                bits=config_obj.bits, feeds=feeds, min_elements=min_elements)
+            report.notes.extend(report.allocation.notes)
+        except allocate.CannotRun as why:
+            fallback = (f"weight SQNR {allocate.FALLBACK_SQNR:g} dB" if max_output_error is not None
+                        else f"{config_obj.bits:g} bits/weight")
+            report.notes.append(f"output-aware allocation skipped ({why}): widths from the weight-error "
+                                f"planner ({fallback})")
+            warnings.warn(report.notes[-1], stacklevel=2)
+            if max_output_error is not None:
+                config_obj = codec.resolve_config(config_obj.at(config_obj.index_bits),
+                                                  target_sqnr=allocate.FALLBACK_SQNR)
+            report.target = fallback + " (weight planner)"
+    elif output_aware and allocation == "weights":
+        if max_output_error is not None:
+            raise ValueError("max_output_error needs the output-aware allocation, not allocation='weights'")
+        report.target += " (weight planner)"
+    if report.allocation is None:
+        # one rate target over the whole model: index widths chosen per tensor before encoding
+        configs = codec.plan(_SiteArrays(sites), config_obj, min_elements=min_elements)
     version = max((o.version for o in model.opset_import if o.domain == fmt.OP_DOMAIN),
                   default=min(fmt.KNOWN_VERSIONS))  # the least version holding the codecs used
     names = NameMaker(all_names(model))
@@ -206,7 +265,16 @@ def compress_model(model: ModelProto, config=None, *, bits: float | None = None,
             entry.compressed, entry.seed_bytes, entry.reason = True, 0, f"shared with {first}"
             node = helper.make_node("Identity", [first], [t.name], name=f"DecodeWeights/{t.name}")
         else:
-            seed = codec.encode(array, configs[i], min_elements=min_elements)
+            if i in chosen:
+                seed = chosen[i]
+                info = report.allocation.tensors.get(t.name, {})
+                entry.sensitivity = info.get("sensitivity")
+                entry.predicted_output_error = info.get("predicted_output_error")
+                if seed is None:
+                    entry.reason = "kept exact: the output budget needs it"
+                    continue
+            else:  # the planner's width; tensors the allocator left out are non-finite: raw
+                seed = codec.encode(array, configs[i] if configs else config_obj, min_elements=min_elements)
             if seed.codec == "raw":
                 entry.reason = str(seed.attrs.get("reason", "raw"))
                 continue
@@ -299,7 +367,8 @@ def _ensure_function(model: ModelProto) -> bool:
 
 
 def compress(model_or_path, config=None, *, bits: float | None = None,
-             target_sqnr: float | None = None, min_elements: int = DEFAULT_MIN_ELEMENTS,
+             target_sqnr: float | None = None, max_output_error: float | None = None,
+             inputs=None, allocation: str = "outputs", min_elements: int = DEFAULT_MIN_ELEMENTS,
              include: Sequence[str] | None = None, exclude: Sequence[str] | None = None,
              function_fallback: bool = True,
              progress: Callable[[int, int, str], None] | None = None,
@@ -307,9 +376,14 @@ def compress(model_or_path, config=None, *, bits: float | None = None,
     """Compress an ONNX model (a ModelProto, left unmodified, or a path, external data included).
 
     Returns the compressed onnx.ModelProto, or (model, CompressReport) with return_report=True.
-    `config` is a preset name ("paper", "lattice", ...), a WindingConfig or a LatticeConfig;
-    `bits` (average bits/weight) or `target_sqnr` (dB) set a lattice rate target shared by all
-    tensors (widths chosen per tensor); `include`/`exclude` are
+    `config` is a preset name ("paper", "lattice", ...), a WindingConfig or a LatticeConfig.
+    With no config and no target, the lattice codec meets the default output budget
+    (allocate.DEFAULT_MAX_OUTPUT_ERROR: relative error of every float output on the sample inputs).
+    Targets (one at most): `max_output_error` (that budget), `bits` (average bits/weight; widths
+    chosen for the least output error), `target_sqnr` (dB of weight error: the weight planner).
+    `inputs`: sample inputs (an .npz path or folder, a feed dict, or a list of them; default:
+    generated from the graph's input specs). `allocation="weights"` uses the weight-error planner
+    for `bits` too. `include`/`exclude` are
     fnmatch-style name patterns; `function_fallback` adds the standard-ops DecodeWeights function
     so the model runs without the hyperonnx library.
     """
@@ -320,6 +394,7 @@ def compress(model_or_path, config=None, *, bits: float | None = None,
     else:
         model = load(model_or_path)
     report = compress_model(model, config, bits=bits, target_sqnr=target_sqnr,
+                            max_output_error=max_output_error, inputs=inputs, allocation=allocation,
                             min_elements=min_elements, include=include,
                             exclude=exclude, function_fallback=function_fallback, progress=progress)
     return (model, report) if return_report else model

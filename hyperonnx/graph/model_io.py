@@ -230,6 +230,14 @@ def _write_external(t: TensorProto, out, location: str):
     return undo
 
 
+def inline_external_data(model: ModelProto) -> None:
+    """Read every external tensor of `model` into the model itself (for a copy handed to
+    onnxruntime as bytes, which has no folder to find the data in)."""
+    for t in all_tensors(model):
+        if _is_external(t):
+            _write_inline(t)
+
+
 def _write_inline(t: TensorProto):
     """Read an external tensor into `t.raw_data`; return the undo."""
     old_entries = _entries(t)

@@ -1,0 +1,558 @@
+"""Output-aware bit allocation: each tensor gets the width the model's outputs need.
+
+What this pass ensures:
+- every output budget is checked on the model itself: after the widths are chosen, the whole
+  compressed model (every tensor decoded, bit-exact with the kernels) runs on the sample inputs and
+  its measured error is what the report and the one-line summary say;
+- a quality target (`max_output_error`) returns the least bits found whose measured error meets it
+  on every float output: when the first choice misses, the widths are raised where the measurement
+  says the error comes from and measured again; a tensor may end up kept exactly (raw) when that is
+  the cheapest way to meet the budget;
+- a size target (`bits`, average bits/weight over the tensors compressed) returns the least
+  predicted output error for that size;
+- tensors the sample inputs never reach (an If branch not taken) are not starved: they get the
+  width at which their own weight error is FALLBACK_SQNR dB below the weights.
+
+How: a probe session runs a copy of the model in which every candidate weight is an overridable
+graph input. Each tensor is encoded once at a reference width and the model runs with only that
+tensor replaced: its output error per unit of weight error is its sensitivity. The codec's error
+ladder (squared weight error at each width, relative to the reference) extrapolates it to the
+other widths; errors of different tensors add (independent noise), so a greedy choice of the
+upgrade with the most output error removed per added bit is close to optimal. The measured error
+of the whole model then corrects the prediction (per output), and the loop repeats.
+
+Error measures (documented in README "Choosing the size"):
+- float outputs: relative error ||y' - y|| / ||y|| on each sample feed, the worst feed counting
+  (the cosine of the flattened outputs is about 1 - err^2 / 2), within `max_output_error`;
+- class scores (outputs of a final Softmax / LogSoftmax, or named like logits / probabilities):
+  argmax over the last axis must agree with the original's on MIN_ARGMAX_AGREEMENT of the
+  decisive positions (top class ahead of the runner-up by DECISIVE_MARGIN in probability).
+  Probabilities are judged by these decisions alone: a few flipped near-ties dominate their
+  relative error (PP-OCRv4's recogniser reads its lines at a probability error of 0.2); logits
+  must meet both;
+- integer and boolean outputs (argmax, indices): reported as the share of elements changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+from onnx import ModelProto, TensorProto, helper
+
+from .. import codec
+from ..codec import LatticeConfig
+from .model_io import inline_external_data, tensor_array
+from .samples import generate, graph_inputs
+
+DEFAULT_MAX_OUTPUT_ERROR = 0.1  # relative error of each float output (cosine ~0.995)
+DEFAULT_SAMPLES = 4  # generated feeds when the user gives none
+MEASURE_BITS = (6, 10, 14)  # lattice widths at which each tensor's output error is measured (interpolated between)
+FALLBACK_SQNR = 40.0  # dB: weights the sample inputs never reach (and the weight planner's default)
+MAX_PROBE_BYTES = 1 << 30  # candidate weights beyond this: the weight planner (memory)
+TARGET_MARGIN = 0.9  # plan for this share of the budget (squared): prediction error
+MAX_ROUNDS = 8
+CLASS_START = 0.2  # relative error of class probabilities the first plan aims at
+_CLASS_NAME = re.compile(r"logit|prob", re.I)
+MIN_ARGMAX_AGREEMENT = 0.99  # class outputs: share of decisive positions whose top class stays
+DECISIVE_MARGIN = 0.5  # a position is decisive when its top probability leads the next by this
+
+
+class CannotRun(Exception):
+    """The model cannot be run here (custom ops, unresolved shapes, inputs it needs): the caller
+    falls back to the weight planner and says why in one line."""
+
+
+@dataclass
+class Allocation:
+    """What the allocator chose and measured, for the report."""
+
+    inputs: str  # where the sample inputs came from
+    target: str  # "max_output_error 0.05" or "bits 4.25"
+    outputs: list[dict] = field(default_factory=list)  # per output: name, kind, measured, budget
+    tensors: dict[str, dict] = field(default_factory=dict)  # name -> width, sensitivity, predicted share
+    rounds: int = 0
+    seconds: float = 0.0
+    met: bool = True
+    notes: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        parts = []
+        for o in self.outputs:
+            if o["kind"] == "float":
+                parts.append(f"{o['name']} rel err {o['measured']:.4f}")
+                if o.get("argmax_agreement") is not None:
+                    parts.append(f"{o['name']} argmax agreement {o['argmax_agreement']:.4f}")
+            else:
+                parts.append(f"{o['name']} {o['measured']:.2%} changed")
+        verdict = "at" if self.target.startswith("bits") else "within" if self.met else "MISSES"
+        return (f"outputs on {self.inputs}: {', '.join(parts)} ({verdict} {self.target}; "
+                f"{self.rounds} round{'s' if self.rounds != 1 else ''}, {self.seconds:.1f} s)")
+
+    def to_dict(self) -> dict:
+        return {"inputs": self.inputs, "target": self.target, "met": self.met, "rounds": self.rounds,
+                "seconds": round(self.seconds, 3), "outputs": self.outputs, "notes": self.notes}
+
+
+class Probe:
+    """Runs a copy of the model with any candidate weight replaced (weights become graph inputs
+    whose initializers are their defaults) on the sample feeds, and compares with the original."""
+
+    def __init__(self, model: ModelProto, names: list[str], feeds: list[dict] | None, sample_count: int):
+        import onnxruntime as ort
+        work = ModelProto()
+        work.CopyFrom(model)
+        inline_external_data(work)  # a model loaded without its data: the session gets the bytes
+        self.movable = _expose(work, set(names))
+        options = ort.SessionOptions()
+        options.log_severity_level = 4
+        try:
+            from .. import runtime
+            runtime.register(options)  # models compressed before may hold DecodeWeights nodes
+        except Exception:  # noqa: BLE001 - without the library such a model fails below, clearly
+            pass
+        try:
+            self.session = ort.InferenceSession(work.SerializeToString(), options,
+                                                providers=["CPUExecutionProvider"])
+        except Exception as error:  # noqa: BLE001
+            raise CannotRun(f"onnxruntime cannot load the model here: {_first_line(error)}") from None
+        del work
+        self.outputs = [o.name for o in self.session.get_outputs()]
+        if feeds is None:
+            self.source = f"{sample_count} generated feed{'s' if sample_count != 1 else ''}"
+            try:
+                feeds = generate(model, sample_count, run=lambda f: self.session.run(self.outputs, f))
+            except Exception as error:  # noqa: BLE001
+                raise CannotRun(f"no generated input runs the model: {_first_line(error)}; give --inputs") from None
+        else:
+            self.source = f"{len(feeds)} given feed{'s' if len(feeds) != 1 else ''}"
+        self.feeds = _batched(model, feeds)
+        try:
+            self.reference = self.run({})
+        except Exception as error:  # noqa: BLE001
+            raise CannotRun(f"onnxruntime cannot run the model on the sample inputs: {_first_line(error)}") from None
+        self.float_outputs = [i for i, r in enumerate(self.reference[0]) if np.issubdtype(r.dtype, np.floating)]
+        if not self.float_outputs:
+            raise CannotRun("the model has no float output to measure")
+        self.energy = np.array([[_energy(f[i]) for i in self.float_outputs] for f in self.reference])
+        producers = {o: n.op_type for n in model.graph.node for o in n.output}
+        # class scores (a Softmax / LogSoftmax at the end, or an output named like logits or
+        # probabilities): their decisions, argmax over the last axis, are what they are judged by
+        self.classes = [j for j, i in enumerate(self.float_outputs)
+                        if (producers.get(self.outputs[i]) in ("Softmax", "LogSoftmax")
+                            or _CLASS_NAME.search(self.outputs[i]))
+                        and self.reference[0][i].ndim >= 1 and self.reference[0][i].shape[-1] > 1]
+        # probabilities saturate (a few flipped positions dominate their error): decisions only
+        self.probabilities = [j for j in self.classes
+                              if producers.get(self.outputs[self.float_outputs[j]]) in ("Softmax", "LogSoftmax")]
+        self.decisive = {j: [_decisive(f[self.float_outputs[j]]) for f in self.reference] for j in self.classes}
+
+    def run(self, overrides: dict) -> list[list[np.ndarray]]:
+        return [self.session.run(self.outputs, {**feed, **overrides}) for feed in self.feeds]
+
+    def measure(self, overrides: dict) -> tuple[np.ndarray, np.ndarray]:
+        """(squared relative error of each float output, argmax agreement of each class output on
+        the decisive positions) with these weights replaced."""
+        return self._compare(self.run(overrides))
+
+    def _compare(self, got: list[list[np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+        noise = np.array([[_energy(g[i].astype(np.float64) - r[i]) for i in self.float_outputs]
+                          for g, r in zip(got, self.reference)])
+        # the worst feed: a feed whose outputs are small (another branch taken) is not outweighed
+        error = np.where(self.energy > 0, noise / np.maximum(self.energy, 1e-300), noise).max(axis=0)
+        agreement = np.ones(len(self.float_outputs))
+        for j in self.classes:
+            i = self.float_outputs[j]
+            same = total = 0
+            for g, r, keep in zip(got, self.reference, self.decisive[j]):
+                same += int(np.sum((g[i].argmax(-1) == r[i].argmax(-1))[keep]))
+                total += int(np.sum(keep))
+            agreement[j] = same / total if total else 1.0
+        return error, agreement
+
+    def error(self, overrides: dict) -> np.ndarray:
+        return self.measure(overrides)[0]
+
+    def describe(self, overrides: dict, budget: float | None) -> list[dict]:
+        """Per output: kind, measured error (relative for floats, share of elements changed
+        otherwise), the budget, and argmax agreement for class probabilities."""
+        got = self.run(overrides)
+        error, agreement = self._compare(got)
+        rows = []
+        for i, name in enumerate(self.outputs):
+            if i in self.float_outputs:
+                j = self.float_outputs.index(i)
+                row = {"name": name, "kind": "float", "measured": float(math.sqrt(error[j])), "budget": budget}
+                if j in self.classes:
+                    row.update(argmax_agreement=float(agreement[j]), min_agreement=MIN_ARGMAX_AGREEMENT)
+                if j in self.probabilities:  # judged by its decisions, not by the error of probabilities
+                    row["budget"] = None
+            else:
+                changed = sum(int(np.sum(g[i] != r[i])) for g, r in zip(got, self.reference))
+                row = {"name": name, "kind": str(self.reference[0][i].dtype),
+                       "measured": changed / max(1, sum(r[i].size for r in self.reference)), "budget": None}
+            rows.append(row)
+        return rows
+
+
+def _energy(x: np.ndarray) -> float:
+    return float(np.sum(np.square(x, dtype=np.float64)))
+
+
+def _decisive(scores: np.ndarray) -> np.ndarray:
+    """Positions whose top class leads the runner-up by DECISIVE_MARGIN in probability (scores
+    that are not probabilities summing to 1, logits or log probabilities, go through a softmax):
+    near-ties flip under any change and decide nothing."""
+    p = scores.astype(np.float64)
+    if p.size and not (p.min() >= 0 and np.allclose(p.sum(-1), 1.0, atol=1e-3)):
+        p = np.exp(p - p.max(-1, keepdims=True))
+        p /= p.sum(-1, keepdims=True)
+    top2 = np.sort(p, axis=-1)[..., -2:]
+    return (top2[..., 1] - top2[..., 0]) >= DECISIVE_MARGIN
+
+
+def _batched(model: ModelProto, feeds: list[dict]) -> list[dict]:
+    """The feeds joined into one along the first axis when every input has a symbolic first
+    dimension and the feeds agree on every other one (one run instead of many)."""
+    inputs = graph_inputs(model)
+    if len(feeds) < 2 or not inputs:
+        return feeds
+    for value in inputs:
+        dims = value.type.tensor_type.shape.dim
+        if not dims or (dims[0].HasField("dim_value") and dims[0].dim_value > 0):
+            return feeds
+        shapes = {np.asarray(f[value.name]).shape[1:] for f in feeds}
+        if len(shapes) != 1 or any(np.asarray(f[value.name]).ndim == 0 for f in feeds):
+            return feeds
+    return [{v.name: np.concatenate([np.asarray(f[v.name]) for f in feeds]) for v in inputs}]
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0][:300] if text else type(error).__name__
+
+
+def _expose(model: ModelProto, names: set[str]) -> set[str]:
+    """Make each named weight (initializer or Constant, main graph or subgraph) an initializer of
+    the main graph listed as a graph input; return the names this was possible for (a subgraph
+    name that the main graph also defines stays where it is)."""
+    from .walk import scopes
+    main = model.graph
+    main_names = {v.name for v in main.input} | {t.name for t in main.initializer} | \
+                 {o for n in main.node for o in n.output}
+    listed = {v.name for v in main.input}
+    moved: set[str] = set()
+    # deepest graphs first: rewriting a graph's node list re-creates its nodes and the subgraphs
+    # they hold, so those must be final by then
+    for scope in sorted(scopes(model), key=lambda s: -len(s.parents)):
+        graph = scope.graph
+        keep_nodes = []
+        for node in graph.node:
+            value = next((a.t for a in node.attribute if a.name == "value" and a.HasField("t")), None)
+            if node.op_type == "Constant" and node.domain in ("", "ai.onnx") and value is not None \
+                    and node.output[0] in names and (scope.is_main or node.output[0] not in main_names):
+                t = TensorProto()
+                t.CopyFrom(value)
+                t.name = node.output[0]
+                main.initializer.append(t)
+                moved.add(t.name)
+            else:
+                keep_nodes.append(node)
+        _retain(graph.node, keep_nodes)
+        if not scope.is_main:
+            stay = []
+            for t in graph.initializer:
+                if t.name in names and t.name not in main_names:
+                    main.initializer.append(t)
+                    moved.add(t.name)
+                else:
+                    stay.append(t)
+            _retain(graph.initializer, stay)
+        else:
+            moved.update(t.name for t in graph.initializer if t.name in names)
+    for t in main.initializer:
+        if t.name in moved and t.name not in listed:
+            main.input.append(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
+            listed.add(t.name)
+    if model.ir_version < 4:
+        model.ir_version = 4  # initializers need not be inputs from IR 4 on; as inputs they override
+    return moved
+
+
+def _retain(field, keep: list) -> None:
+    """Set a repeated protobuf field to `keep` (untouched when nothing was taken out)."""
+    if len(keep) != len(field):
+        del field[:]
+        field.extend(keep)
+
+
+@dataclass
+class _Tensor:
+    """One distinct weight (sites with equal bytes in one graph share it)."""
+
+    names: list[str]
+    sites: list[int]
+    size: int
+    signal: float  # sum of squares
+    configs: list  # the widths this tensor may take, cheapest first; the last (None) is raw
+    bits: np.ndarray  # seed bits at each rung
+    weight_error: np.ndarray | None = None  # squared weight error at each rung (NaN: not encoded)
+    output_error: np.ndarray | None = None  # (rungs, outputs) squared relative error, this tensor alone
+
+
+def _rungs(config: LatticeConfig, size: int, dtype_bits: int):
+    """Widths the allocator may choose for one tensor (each lattice width, then raw) and their
+    seed bits."""
+    widths = list(range(config.min_index_bits, config.max_index_bits + 1))
+    scale_bits = 16 * -(-size // config.group)
+    bits = np.array([-(-size // 2) * w + scale_bits for w in widths] + [size * dtype_bits], dtype=np.float64)
+    return [config.at(w) for w in widths] + [None], bits
+
+
+def _interpolate(measured: dict[int, np.ndarray], rungs: int) -> np.ndarray:
+    """Output error (rungs, outputs) from the rungs measured: log-linear between them, the end
+    slopes beyond them (never rising with width); the raw rung is exact."""
+    known = sorted(measured)
+    logs = {r: np.log(np.maximum(measured[r], 1e-30)) for r in known}
+    out = np.zeros((rungs, len(next(iter(measured.values())))))
+    for r in range(rungs - 1):
+        lo = max([k for k in known if k <= r], default=known[0])
+        hi = min([k for k in known if k >= r], default=known[-1])
+        if lo == hi:  # at a measured rung, or beyond the ends: continue the nearest slope
+            a, b = (known[0], known[1]) if r <= known[0] else (known[-2], known[-1])
+            if len(known) < 2 or r == lo:
+                out[r] = logs[lo]
+                continue
+            slope = np.minimum((logs[b] - logs[a]) / (b - a), 0.0)
+            out[r] = logs[lo] + slope * (r - lo)
+        else:
+            out[r] = logs[lo] + (logs[hi] - logs[lo]) * (r - lo) / (hi - lo)
+    result = np.exp(out)
+    result[:rungs - 1] = np.maximum.accumulate(result[:rungs - 1][::-1], axis=0)[::-1]  # never rising
+    result[rungs - 1] = 0.0
+    return result
+
+
+def allocate(model: ModelProto, sites, config: LatticeConfig, *, max_output_error: float | None = None,
+             bits: float | None = None, feeds: list[dict] | None = None,
+             sample_count: int = DEFAULT_SAMPLES, min_elements: int = 1):
+    """Choose a width per site (a config, or None: keep raw) for an output budget or a size.
+    Returns ({site index: Seed or None}, Allocation). Raises CannotRun when the model cannot run
+    here (the caller falls back to the weight planner)."""
+    start = time.perf_counter()
+    if any(site.tensor.data_type == TensorProto.BFLOAT16 for site in sites):
+        raise CannotRun("onnxruntime's Python API takes no bfloat16 weights to measure with")
+    tensors = _distinct(sites, config, min_elements)
+    total_bytes = sum(t.bits[-1] // 8 for t in tensors)
+    if total_bytes > MAX_PROBE_BYTES:
+        raise CannotRun(f"{total_bytes / 1e9:.1f} GB of weights: more than a probe session may hold, "
+                        f"{MAX_PROBE_BYTES / 1e9:.1f} GB")
+    probe = Probe(model, [n for t in tensors for n in t.names], feeds, sample_count)
+    allocation = Allocation(probe.source, f"max_output_error {max_output_error:g}" if bits is None
+                            else f"bits {bits:g}")
+    cache: dict[tuple[int, int], object] = {}
+
+    def encoded(k: int, rung: int):
+        """Tensor k's seed at a rung (None on the raw rung), encoded once."""
+        t = tensors[k]
+        if t.configs[rung] is None:
+            return None
+        if (k, rung) not in cache:
+            cache[(k, rung)] = codec.encode(tensor_array(sites[t.sites[0]].tensor), t.configs[rung],
+                                            min_elements=min_elements)
+        return cache[(k, rung)]
+
+    def decoded(k: int, rung: int) -> np.ndarray:
+        seed = encoded(k, rung)
+        if seed is None or seed.codec == "raw":
+            return tensor_array(sites[tensors[k].sites[0]].tensor)
+        return codec.decode(seed)
+
+    widths = [w for w in MEASURE_BITS if config.min_index_bits <= w <= config.max_index_bits] or \
+        [config.min_index_bits]
+    measure = [w - config.min_index_bits for w in widths]
+    unreached = 0
+    for k, t in enumerate(tensors):  # one tensor at a time, at a few widths
+        array = tensor_array(sites[t.sites[0]].tensor).astype(np.float64)
+        t.weight_error = np.full(len(t.bits), np.nan)
+        t.weight_error[-1] = 0.0
+        errors = {}
+        for r in measure:
+            approx = decoded(k, r)
+            diff = approx.astype(np.float64) - array
+            t.weight_error[r] = float(np.sum(diff * diff))
+            if t.weight_error[r] > 0 and set(t.names) <= probe.movable:
+                errors[r] = probe.error({n: approx for n in t.names})
+            cache.pop((k, r), None)  # memory: seeds are re-encoded at the chosen width
+        if errors and any(np.any(e > 0) for e in errors.values()):
+            t.output_error = _interpolate(errors, len(t.bits))
+        elif np.nanmax(t.weight_error) > 0:
+            unreached += 1
+    if unreached:
+        allocation.notes.append(f"{unreached} tensor(s) not reached by the sample inputs (or not "
+                                f"measurable): widths for {FALLBACK_SQNR:g} dB weight SQNR")
+    fixed = np.array([t.output_error is None for t in tensors], dtype=bool)
+    outputs = len(probe.float_outputs)
+    predicted = np.array([t.output_error if t.output_error is not None else np.zeros((len(t.bits), outputs))
+                          for t in tensors]) if tensors else np.zeros((0, 0, outputs))
+    rung = np.array([_fallback_rung(t) if fixed[k] else 0 for k, t in enumerate(tensors)], dtype=np.int64)
+    bit_table = np.array([t.bits for t in tensors]) if tensors else np.zeros((0, 0))
+    start_rung = rung
+
+    def overrides(rung: np.ndarray) -> dict:
+        chosen = {}
+        for k, t in enumerate(tensors):
+            value = decoded(k, int(rung[k]))
+            chosen.update({n: value for n in t.names})
+        return chosen
+
+    if bits is not None:  # a size: the least predicted error, measured once
+        rung = _greedy(predicted, bit_table, start_rung, fixed, None, bits * sum(t.size for t in tensors))
+        allocation.rounds = 1
+    else:
+        rung = _search(probe, predicted, bit_table, start_rung, fixed, max_output_error ** 2,
+                       overrides, allocation)
+    final = overrides(rung)
+    rows = probe.describe(final, max_output_error)
+    allocation.met = bits is not None or all(
+        r.get("argmax_agreement", 1.0) >= MIN_ARGMAX_AGREEMENT and
+        (r["budget"] is None or r["measured"] <= r["budget"] * (1 + 1e-9)) for r in rows if r["kind"] == "float")
+    allocation.outputs = rows
+    seeds: dict[int, object] = {}
+    for k, t in enumerate(tensors):
+        for s in t.sites:
+            seeds[s] = encoded(k, int(rung[k]))
+        chosen = t.configs[int(rung[k])]
+        info = {"width": None if chosen is None else chosen.index_bits,
+                "sensitivity": None if fixed[k] else float(np.max(
+                    t.output_error[measure[0]] / max(t.weight_error[measure[0]], 1e-300))),
+                "predicted_output_error": None if fixed[k] else float(math.sqrt(np.max(predicted[k, int(rung[k])])))}
+        for name in t.names:
+            allocation.tensors[name] = info
+    allocation.seconds = time.perf_counter() - start
+    return seeds, allocation
+
+
+def _fallback_rung(t: _Tensor) -> int:
+    """The cheapest rung whose weight SQNR reaches FALLBACK_SQNR, interpolated from the rungs
+    measured (raw if none does)."""
+    allowed = t.signal / 10 ** (FALLBACK_SQNR / 10)
+    measured = {r: np.array([e]) for r, e in enumerate(t.weight_error[:-1]) if np.isfinite(e) and e > 0}
+    if not measured:
+        return 0  # coded exactly at every width measured
+    errors = _interpolate(measured, len(t.bits))[:, 0]
+    return int(np.argmax(errors <= allowed))  # the raw rung (error 0) always qualifies
+
+
+def _search(probe: Probe, predicted, bit_table, start_rung, fixed, budget: float, overrides,
+            allocation: Allocation) -> np.ndarray:
+    """The cheapest rungs found whose measured outputs meet the budget: float outputs within
+    `budget` (squared relative error), class outputs keeping MIN_ARGMAX_AGREEMENT of their
+    decisions (probabilities by their decisions alone). Each output has a target for the
+    predicted error the greedy plans to; each round measures the plan and moves every output's
+    target, bisecting between the loosest target seen to pass and the tightest seen to fail
+    (decisions are not predictable: those targets are found by measurement alone)."""
+    outputs = len(probe.float_outputs)
+    is_class = np.isin(np.arange(outputs), probe.classes)
+    decisions_only = np.isin(np.arange(outputs), probe.probabilities)
+    target = np.where(decisions_only, CLASS_START ** 2, budget * TARGET_MARGIN)
+    passed, failed = np.zeros(outputs), np.full(outputs, np.inf)  # bounds of the targets
+    index = np.arange(len(start_rung))
+    best, best_bits, rung = None, np.inf, start_rung
+    for round_ in range(1, MAX_ROUNDS + 1):
+        allocation.rounds = round_
+        rung = _greedy(predicted, bit_table, start_rung, fixed, target, None)
+        used = float(bit_table[index, rung].sum())
+        error, agreement = probe.measure(overrides(rung))
+        agrees = ~is_class | (agreement >= MIN_ARGMAX_AGREEMENT)
+        ok = agrees & (decisions_only | (error <= budget))
+        if ok.all() and used < best_bits:
+            best, best_bits = rung, used
+        passed = np.where(ok, np.maximum(passed, target), passed)
+        failed = np.where(ok, failed, np.minimum(failed, target))
+        # float outputs: rescale by what the measurement says the prediction missed by
+        rescale = np.where(error > 0, budget * TARGET_MARGIN / np.maximum(error, 1e-300), 4.0)
+        guess = np.where(decisions_only, np.where(ok, 2.0, 0.25),
+                         np.where(agrees, np.clip(rescale, 0.125, 4.0), 0.25)) * target
+        bracketed = (passed > 0) & np.isfinite(failed)
+        target = np.where(bracketed, np.sqrt(passed * np.where(np.isfinite(failed), failed, 1.0)),
+                          np.clip(guess, passed, failed))
+        # settled: bracketed finely enough (decisions are coarse, each round of them costs a run
+        # that tells little), or a float output measured close to its budget
+        settled = np.where(bracketed, failed / np.maximum(passed, 1e-300) <= np.where(decisions_only, 2.0, 1.3),
+                           ~decisions_only & ok & (error >= budget * TARGET_MARGIN ** 2))
+        if best is not None and settled.all():
+            break
+    if best is None:
+        allocation.notes.append(f"no width choice met the budget within {MAX_ROUNDS} rounds")
+        return rung
+    return best
+
+
+def _greedy(predicted: np.ndarray, bit_table: np.ndarray, rung: np.ndarray, fixed: np.ndarray,
+            target: np.ndarray | None, size_budget: float | None) -> np.ndarray:
+    """Raise rungs, each step the one move (any tensor, to any higher rung) that removes the most
+    weighted output error per added bit, until every output's predicted error is within its
+    `target` (quality) or no move fits in `size_budget` (size). Starts from `rung`, never lowers it."""
+    rung = rung.copy()
+    n, rungs, outputs = predicted.shape if predicted.size else (0, 0, 0)
+    if n == 0:
+        return rung
+    index = np.arange(n)
+    used = float(bit_table[index, rung].sum())
+    while True:
+        current = predicted[index, rung]  # (tensors, outputs)
+        total = current.sum(0)
+        if target is not None:
+            over = total > target
+            if not over.any():
+                return rung
+            weight = over / target
+        else:
+            weight = np.ones(outputs)
+        gain = (current[:, None, :] - predicted) @ weight  # (tensors, rungs)
+        cost = bit_table - bit_table[index, rung][:, None]
+        valid = (np.arange(rungs)[None, :] > rung[:, None]) & ~fixed[:, None] & (gain > 0)
+        if size_budget is not None:
+            valid &= used + cost <= size_budget
+        if not valid.any():
+            if target is not None and not fixed.all():
+                # nothing predicted helps any more, yet the budget is missed: raise the most
+                # sensitive free tensor one rung (the measurement will tell)
+                free = np.where(~fixed & (rung < rungs - 1))[0]
+                if free.size == 0:
+                    return rung
+                k = free[np.argmax((current[free] @ np.ones(outputs)))]
+                rung[k] += 1
+                used = float(bit_table[index, rung].sum())
+                continue
+            return rung
+        ratio = np.where(valid, gain / np.maximum(cost, 1), -np.inf)
+        k, r = np.unravel_index(int(np.argmax(ratio)), ratio.shape)
+        used += cost[k, r]
+        rung[k] = r
+
+
+def _distinct(sites, config: LatticeConfig, min_elements: int) -> list[_Tensor]:
+    """The sites' distinct tensors (equal bytes in one graph: one tensor, as the pass encodes
+    them once); tensors the codec would keep raw anyway (non-finite) are left out."""
+    groups: dict[tuple, _Tensor] = {}
+    for i, site in enumerate(sites):
+        array = tensor_array(site.tensor)
+        key = (id(site.scope.graph), site.tensor.data_type, tuple(site.tensor.dims),
+               hashlib.sha256(array.tobytes()).hexdigest())
+        if key in groups:
+            groups[key].names.append(site.tensor.name)
+            groups[key].sites.append(i)
+            continue
+        flat = array.astype(np.float64).ravel()
+        if flat.size < max(1, min_elements) or not np.isfinite(flat).all():
+            continue
+        configs, bits = _rungs(config, flat.size, array.dtype.itemsize * 8)
+        groups[key] = _Tensor([site.tensor.name], [i], flat.size, float(np.dot(flat, flat)), configs, bits)
+    return list(groups.values())

@@ -1,0 +1,289 @@
+"""Sample inputs for a model: the user's (an .npz per feed), checked against the graph, or
+generated from the graph's input specs, seeded and deterministic.
+
+What generation ensures (the allocator and `verify` measure outputs on these, so they should look
+like data, not noise, where the graph says what the data is):
+- token ids (graph inputs that index a Gather on a weight table, through a Cast too): uniform over
+  the table's rows; masks ones; token type / segment ids zeros;
+- images (float, rank 4, 1-4 channels first or last): text- and edge-like pictures, smooth
+  backgrounds with dark strokes, in [-1, 1]; dynamic height/width tried from a short list of
+  common sizes until the model runs (`candidate_sizes`);
+- audio (float, rank 2 or 3 named like audio, a rank-2 float with a dynamic last dim): speech-like
+  energy, voiced harmonic bursts and pauses, |x| < 1, 512-sample frames when the length is dynamic;
+- recurrent state / caches (names with state, cache, past, hidden, h0/c0): zeros;
+- sample rates (integer inputs named sr / sample_rate): 16000;
+- any other float ~ N(0, 1), any other integer uniform in [0, 100), booleans random.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+from onnx import ModelProto, TensorProto
+
+_NP = {TensorProto.FLOAT: np.float32, TensorProto.DOUBLE: np.float64, TensorProto.FLOAT16: np.float16,
+       TensorProto.INT64: np.int64, TensorProto.INT32: np.int32, TensorProto.INT8: np.int8,
+       TensorProto.UINT8: np.uint8, TensorProto.BOOL: np.bool_, TensorProto.INT16: np.int16}
+MAX_GENERATED_ELEMENTS = 1 << 28
+# (height, width) tried in turn for images whose spatial size the graph leaves open: square
+# classifier inputs first, then text-line strips; a model that needs another size takes --inputs.
+IMAGE_SIZES = ((224, 224), (64, 256), (32, 128), (48, 320), (32, 32))
+SAMPLE_ELEMENTS = 1 << 16  # input elements a generated feed aims at (its batch grows to reach it)
+MAX_BATCH = 8
+AUDIO_SAMPLES = 512  # one frame at 16 kHz for streaming speech models
+_STATE = re.compile(r"(state|cache|past|hidden|^h0?$|^c0?$|^h_|^c_)", re.I)
+_AUDIO = re.compile(r"(audio|wave|speech|pcm|signal|sample)", re.I)
+_RATE = re.compile(r"^(sr|sample_?rate|sampling_?rate)$", re.I)
+
+
+def graph_inputs(model: ModelProto) -> list:
+    """The model's real inputs (initializers listed as inputs are weights, not data)."""
+    inits = {t.name for t in model.graph.initializer}
+    return [v for v in model.graph.input if v.name not in inits]
+
+
+def _gather_rows(model: ModelProto) -> dict[str, int]:
+    """{input name: rows of the table it indexes} for graph inputs used (directly or through a
+    Cast) as the indices of a Gather on an initializer or Constant: token ids of an embedding."""
+    tables = {t.name: t.dims for t in model.graph.initializer}
+    tables |= {n.output[0]: a.t.dims for n in model.graph.node if n.op_type == "Constant"
+               for a in n.attribute if a.name == "value"}
+    casts = {n.output[0]: n.input[0] for n in model.graph.node if n.op_type == "Cast"}
+    rows: dict[str, int] = {}
+    for node in model.graph.node:
+        if node.op_type == "Gather" and len(node.input) == 2 and node.input[0] in tables:
+            axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+            dims = tables[node.input[0]]
+            if -len(dims) <= axis < len(dims) and dims[axis] > 0:
+                source = casts.get(node.input[1], node.input[1])
+                rows[source] = min(rows.get(source, dims[axis]), dims[axis])
+    return rows
+
+
+def _dims(value) -> list[int | None]:
+    """Static dims of an input (None where symbolic or unknown)."""
+    return [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
+            for d in value.type.tensor_type.shape.dim]
+
+
+def _image_layout(dims: list, dtype) -> tuple[int, int] | None:
+    """(height axis, width axis) of an image input, or None."""
+    if len(dims) != 4 or not np.issubdtype(dtype, np.floating):
+        return None
+    if dims[1] in (1, 2, 3, 4):
+        return 2, 3
+    if dims[3] in (1, 2, 3, 4):
+        return 1, 2
+    return None
+
+
+def _is_audio(name: str, dims: list, dtype) -> bool:
+    if not np.issubdtype(dtype, np.floating) or len(dims) not in (2, 3):
+        return False
+    return bool(_AUDIO.search(name)) or (len(dims) == 2 and dims[1] is None and not _STATE.search(name))
+
+
+def _image(rng: np.random.Generator, height: int, width: int, channels: int) -> np.ndarray:
+    """A picture with structure: a smooth bright background, dark strokes (text-like line
+    segments) and a few filled blocks (edges), in [-1, 1], float64 [channels, height, width]."""
+    y, x = np.mgrid[0:height, 0:width].astype(np.float64)
+    gx, gy = rng.uniform(-1, 1, 2)
+    image = 0.7 + 0.2 * (gx * x / max(1, width) + gy * y / max(1, height))
+    for _ in range(int(rng.integers(1, 4))):  # blocks: sharp edges of another brightness
+        top, left = rng.integers(0, height), rng.integers(0, width)
+        h, w = rng.integers(1, max(2, height // 2)), rng.integers(1, max(2, width // 3))
+        image[top:top + h, left:left + w] = rng.uniform(0.2, 0.9)
+    thickness = max(1.0, height / 24)
+    for _ in range(int(rng.integers(4, 4 + width // 8))):  # strokes
+        x0, y0 = rng.uniform(0, width), rng.uniform(0.2 * height, 0.8 * height)
+        angle, length = rng.uniform(0, math.pi), rng.uniform(0.1, 0.5) * height
+        x1, y1 = x0 + length * math.cos(angle), y0 + length * math.sin(angle)
+        dx, dy = x1 - x0, y1 - y0
+        t = np.clip(((x - x0) * dx + (y - y0) * dy) / (dx * dx + dy * dy + 1e-9), 0, 1)
+        dist = np.hypot(x - (x0 + t * dx), y - (y0 + t * dy))
+        image = np.minimum(image, np.clip(dist / thickness - 0.5, 0, 1) * 0.9 + 0.05)
+    image = image[None].repeat(channels, 0) + rng.normal(0, 0.02, (channels, height, width))
+    return np.clip(image, 0, 1) * 2 - 1
+
+
+def _speech(rng: np.random.Generator, samples: int) -> np.ndarray:
+    """Speech-like sound at 16 kHz: a gliding pitch whose harmonics are shaped by three vowel
+    formants, under a syllable-rate envelope, over faint noise; a quarter of the frames are
+    pauses (noise alone), so a decision model sees both."""
+    t = np.arange(samples) / 16000.0
+    signal = rng.normal(0, 0.002, samples)
+    if rng.random() < 0.75:
+        f0 = rng.uniform(90, 240) * (1 + 0.1 * np.sin(2 * np.pi * rng.uniform(1, 3) * t))
+        phase = 2 * np.pi * np.cumsum(f0) / 16000.0
+        formants = rng.uniform((300, 900, 2200), (800, 2000, 3000))
+        mean_f0 = float(f0.mean())
+        voiced = np.zeros(samples)
+        for k in range(1, int(3600 // mean_f0)):
+            gain = sum(np.exp(-0.5 * ((k * mean_f0 - f) / 120.0) ** 2) for f in formants) + 0.05
+            voiced += gain / np.sqrt(k) * np.sin(k * phase)
+        envelope = 0.6 + 0.4 * np.sin(2 * np.pi * 4.0 * t + rng.uniform(0, 2 * np.pi))
+        signal += rng.uniform(0.1, 0.5) * voiced * envelope / max(1e-9, np.abs(voiced).max())
+    return np.clip(signal, -0.99, 0.99)
+
+
+def generate_inputs(model: ModelProto, seed: int = 0, batch: int = 2, sequence: int = 16,
+                    image_size: tuple[int, int] | None = None) -> dict:
+    """One feed generated from the model's input specs (module docstring): symbolic first
+    dimensions -> `batch`, other symbolic dimensions -> `sequence` (image height/width ->
+    `image_size` or IMAGE_SIZES[0], audio length -> AUDIO_SAMPLES)."""
+    rng = np.random.default_rng(seed)
+    rows = _gather_rows(model)
+    feeds = {}
+    for value in graph_inputs(model):
+        ttype = value.type.tensor_type
+        dtype = _NP.get(ttype.elem_type)
+        if dtype is None:
+            raise ValueError(f"input {value.name!r}: cannot generate data of ONNX type {ttype.elem_type}; "
+                             "give sample inputs (--inputs x.npz)")
+        dims = _dims(value)
+        image = _image_layout(dims, dtype)
+        audio = _is_audio(value.name, dims, dtype)
+        shape = []
+        for i, d in enumerate(dims):
+            if d is not None:
+                shape.append(d)
+            elif i == 0 or _STATE.search(value.name):  # a state's open dimension is the batch
+                shape.append(batch)
+            elif image and i in image:
+                shape.append((image_size or IMAGE_SIZES[0])[image.index(i)])
+            elif audio and i == len(dims) - 1:
+                shape.append(AUDIO_SAMPLES)
+            else:
+                shape.append(sequence)
+        if math.prod(shape) > MAX_GENERATED_ELEMENTS:  # a corrupted or absurd shape: no 100 GB array
+            raise ValueError(f"input {value.name!r}: shape {shape} is too large to generate; give --inputs x.npz")
+        name = value.name
+        if np.issubdtype(dtype, np.floating):
+            if _STATE.search(name):
+                data = np.zeros(shape)
+            elif image:
+                h, w = image
+                channel_axis = 1 if h == 2 else 3
+                pictures = np.stack([_image(rng, shape[h], shape[w], shape[channel_axis]) for _ in range(shape[0])])
+                data = pictures if channel_axis == 1 else pictures.transpose(0, 2, 3, 1)
+            elif audio:
+                data = np.stack([_speech(rng, shape[-1]) for _ in range(math.prod(shape[:-1]))]).reshape(shape)
+            else:
+                data = rng.standard_normal(shape)
+            feeds[name] = data.astype(dtype)
+        elif dtype == np.bool_:
+            feeds[name] = np.asarray(rng.random(shape) < 0.5)  # a 0-d input must stay an array
+        elif _RATE.search(name):
+            feeds[name] = np.full(shape, 16000, dtype)
+        elif "mask" in name.lower():
+            feeds[name] = np.ones(shape, dtype)
+        elif _STATE.search(name) or "type" in name.lower() or "segment" in name.lower():
+            feeds[name] = np.zeros(shape, dtype)
+        else:
+            high = min(rows.get(name, 100), int(np.iinfo(dtype).max) + 1)
+            feeds[name] = rng.integers(0, high, size=shape).astype(dtype)
+    return feeds
+
+
+def has_open_image_size(model: ModelProto) -> bool:
+    """Whether an image input leaves its height or width to the caller."""
+    for value in graph_inputs(model):
+        dims = _dims(value)
+        layout = _image_layout(dims, _NP.get(value.type.tensor_type.elem_type, np.int8))
+        if layout and any(dims[a] is None for a in layout):
+            return True
+    return False
+
+
+def generate(model: ModelProto, count: int, run=None, *, seed: int = 0, batch: int | None = None,
+             sequence: int = 32) -> list[dict]:
+    """`count` generated feeds (seeds seed .. seed+count-1). Where an image's size is open, each of
+    IMAGE_SIZES is tried with `run(feed)` (raising when the model cannot take it) and the first
+    that runs is used; with no size running, the first size's error is raised. `batch` None: as
+    many samples per feed as keep it near SAMPLE_ELEMENTS input elements (1 to MAX_BATCH), so
+    small inputs give enough decisions to check."""
+    sizes = IMAGE_SIZES if run is not None and has_open_image_size(model) else (None,)
+    first_error = None
+    for size in sizes:
+        if batch is None:
+            one = sum(np.asarray(a).size for a in generate_inputs(model, seed, 1, sequence, size).values())
+            rows = int(np.clip(SAMPLE_ELEMENTS // max(1, one), 1, MAX_BATCH))
+        else:
+            rows = batch
+        feeds = [generate_inputs(model, seed + k, rows, sequence, size) for k in range(count)]
+        if run is None or size is None:
+            return feeds
+        try:
+            run(feeds[0])
+            return feeds
+        except Exception as error:  # noqa: BLE001 - onnxruntime's errors: try the next size
+            first_error = first_error or error
+    raise first_error
+
+
+def _describe(value) -> str:
+    dims = ["?" if d is None else str(d) for d in _dims(value)]
+    dtype = _NP.get(value.type.tensor_type.elem_type)
+    return f"[{', '.join(dims)}] {np.dtype(dtype).name if dtype else 'type ' + str(value.type.tensor_type.elem_type)}"
+
+
+def check_feed(feed: dict, model: ModelProto, source: str) -> dict:
+    """The feed restricted to the model's inputs, each checked: present, of the input's dtype and
+    rank, and of its static dims. ValueError (one line naming the input and what the graph
+    expects) otherwise."""
+    checked = {}
+    for value in graph_inputs(model):
+        expected = _describe(value)
+        if value.name not in feed:
+            raise ValueError(f"{source}: lacks input {value.name!r} (the graph expects {expected}; "
+                             f"has {', '.join(sorted(feed)) or 'nothing'})")
+        array = np.asarray(feed[value.name])
+        dtype = _NP.get(value.type.tensor_type.elem_type)
+        dims = _dims(value)
+        if dtype is not None and array.dtype != dtype:
+            raise ValueError(f"{source}: input {value.name!r} is {array.dtype.name} {list(array.shape)}; "
+                             f"the graph expects {expected}")
+        if value.type.tensor_type.HasField("shape") and (
+                array.ndim != len(dims) or any(d is not None and d != s for d, s in zip(dims, array.shape))):
+            raise ValueError(f"{source}: input {value.name!r} has shape {list(array.shape)}; "
+                             f"the graph expects {expected}")
+        checked[value.name] = array
+    return checked
+
+
+def load_inputs(path, model: ModelProto) -> list[dict]:
+    """Feeds from an .npz (one array per graph input: one feed) or a folder of them (one feed
+    each, in name order), checked against the model (`check_feed`)."""
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(path.glob("*.npz"))
+        if not files:
+            raise ValueError(f"{path}: no .npz file in this folder")
+    elif path.is_file():
+        files = [path]
+    else:
+        raise ValueError(f"{path}: no such file or folder")
+    feeds = []
+    for file in files:
+        try:
+            with np.load(file, allow_pickle=False) as data:
+                feed = {name: data[name] for name in data.files}
+        except Exception as error:  # noqa: BLE001 - a broken or non-npz file: one line
+            raise ValueError(f"{file}: not a readable .npz ({str(error).splitlines()[0] if str(error) else type(error).__name__})") from None
+        feeds.append(check_feed(feed, model, str(file)))
+    return feeds
+
+
+def as_feeds(inputs, model: ModelProto) -> list[dict]:
+    """The Python API's `inputs=`: a path (.npz or folder), one feed dict, or a list of them."""
+    if isinstance(inputs, (str, Path)):
+        return load_inputs(inputs, model)
+    if isinstance(inputs, dict):
+        inputs = [inputs]
+    feeds = [check_feed(feed, model, f"inputs[{i}]") for i, feed in enumerate(inputs)]
+    if not feeds:
+        raise ValueError("inputs: an empty list of feeds")
+    return feeds
