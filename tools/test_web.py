@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """`make test-web`: compressed models in onnxruntime-web (npm, WASM) under Node against Python.
 
-The digits CNN and all-MiniLM-L6-v2 (hyperonnx.models) are compressed with the default preset;
+The digits CNN and all-MiniLM-L6-v2 (hyperonnx.models) are compressed with hyperonnx.compress's default (lattice widths for the default output budget);
 onnxruntime-web knows nothing of our library, so it runs them through the model-local ONNX
 function that defines DecodeWeights with standard operators. Each output is compared with
 hyperonnx.InferenceSession (Python onnxruntime with the library) on the same inputs; MiniLM's
