@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
 """`make test-web`: compressed models in onnxruntime-web (npm, WASM) under Node against Python.
 
-The digits CNN and all-MiniLM-L6-v2 (hyperonnx.models) are compressed with hyperonnx.compress's default (lattice widths for the default output budget);
-onnxruntime-web knows nothing of our library, so it runs them through the model-local ONNX
-function that defines DecodeWeights with standard operators. Each output is compared with
-hyperonnx.InferenceSession (Python onnxruntime with the library) on the same inputs; MiniLM's
-float32 originals run too, for the session time and memory they are measured against. Every model
+The digits CNN and all-MiniLM-L6-v2 (hyperonnx.models) are compressed with hyperonnx.compress's
+default (lattice widths for the default output budget); onnxruntime-web knows nothing of our
+library, so it runs them through the model-local ONNX function that defines DecodeWeights with
+standard operators. Each output is compared with hyperonnx.InferenceSession (Python onnxruntime
+with the library) on the same inputs; the float32 originals run too, for the session time and memory they are measured against. Every model
 runs in a Node process of its own (tools/web/run_model.mjs, one WASM thread): session creation
 time, one run, peak RSS (and the RSS of Node with onnxruntime-web loaded and the file read);
 `--repeat N` runs each N times and reports medians. onnxruntime-web is installed into build/web/
