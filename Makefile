@@ -4,12 +4,25 @@ VENV := .venv
 BIN := $(VENV)/bin
 SOURCES := pyproject.toml CMakeLists.txt $(shell find hyperonnx custom_ops tools -type f -not -path '*/__pycache__/*' 2>/dev/null)
 
-.PHONY: example test bench bench-models
+.PHONY: example test bench bench-models test-ort-versions test-arm64 test-web
 example: $(VENV)/.installed
 	$(BIN)/hyperonnx example
 
 test: $(VENV)/.installed
 	cd tests && ../$(BIN)/pytest -q
+
+# the kernel tests under the oldest supported and the newest onnxruntime (own venvs in build/)
+test-ort-versions: $(VENV)/.installed
+	$(BIN)/python tools/test_ort_versions.py
+
+# the kernel suite on aarch64 under qemu-user: cross-built library (NEON), Debian's arm64 Python,
+# onnxruntime's aarch64 wheel (all in build/arm64/; installs the cross compiler and qemu if missing)
+test-arm64: $(VENV)/.installed
+	tools/test_arm64.sh
+
+# compressed digits CNN and MiniLM in onnxruntime-web (npm, WASM) under Node against Python onnxruntime
+test-web: $(VENV)/.installed
+	$(BIN)/python tools/test_web.py
 
 bench: $(VENV)/.installed
 	$(BIN)/hyperonnx bench codec

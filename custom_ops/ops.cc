@@ -22,14 +22,20 @@ void AppendOps(std::vector<const OrtCustomOp*>& ops);
 namespace hyperonnx {
 namespace {
 
-// Every op of the ai.hyperonnx domain. The CPU op is always present: a session without the CUDA
-// provider must still find a kernel, and ONNX Runtime falls back to it for unassigned nodes.
+// Every op of the ai.hyperonnx domain: DecodeWeights once per output type (kOutputTypes), then the
+// fused operators (DecodeMatMul, DecodeGemm, DecodeGather, DecodeConv; CPU only). The CPU
+// ops are always present: a session without the CUDA provider must still find a kernel, and ONNX
+// Runtime falls back to them for unassigned nodes.
 const std::vector<const OrtCustomOp*>& OpTable() {
   static const std::vector<const OrtCustomOp*> ops = [] {
-    static const DecodeWeightsCpuOp decode_weights_cpu;
+    static const DecodeWeightsCpuOp decode_weights_cpu[] = {
+        DecodeWeightsCpuOp(kOutputTypes[0]), DecodeWeightsCpuOp(kOutputTypes[1]), DecodeWeightsCpuOp(kOutputTypes[2])};
+    // the fused operators' output is always float32 (FusedCpuOp::GetOutputType): one op each
     static const FusedCpuOp matmul_cpu(FusedKind::kMatMul), gemm_cpu(FusedKind::kGemm), gather_cpu(FusedKind::kGather),
         conv_cpu(FusedKind::kConv);
-    std::vector<const OrtCustomOp*> all{&decode_weights_cpu, &matmul_cpu, &gemm_cpu, &gather_cpu, &conv_cpu};
+    std::vector<const OrtCustomOp*> all;
+    for (const DecodeWeightsCpuOp& op : decode_weights_cpu) all.push_back(&op);
+    for (const FusedCpuOp* op : {&matmul_cpu, &gemm_cpu, &gather_cpu, &conv_cpu}) all.push_back(op);
 #ifdef HYPERONNX_USE_CUDA
     cuda::AppendOps(all);  // declares the CPU op's inputs: onnxruntime refuses a domain whose ops differ
 #endif
@@ -54,7 +60,8 @@ extern "C" HYPERONNX_EXPORT OrtStatus* ORT_API_CALL RegisterCustomOps(OrtSession
   const OrtApi* api = api_base->GetApi(hyperonnx::kOrtApiVersion);
   if (api == nullptr) {
     // This runtime predates the API the library was built against; API version 1 always exists.
-    const std::string message = std::string("hyperonnx custom ops need onnxruntime >= 1.21 (ORT API version ") +
+    const std::string message = "hyperonnx custom ops need onnxruntime >= 1." + std::to_string(hyperonnx::kOrtApiVersion) +
+                                " (ORT API version " +
                                 std::to_string(hyperonnx::kOrtApiVersion) + "); this onnxruntime is " +
                                 api_base->GetVersionString();
     return api_base->GetApi(1)->CreateStatus(ORT_FAIL, message.c_str());

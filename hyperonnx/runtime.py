@@ -42,9 +42,11 @@ from onnx import TensorProto, helper, numpy_helper
 
 from . import format as fmt
 from .graph.decompress import read_seed
+from .distribution import install_hint
 from .graph.walk import scopes
 
-MIN_ORT_VERSION = (1, 21)  # the library is built on ORT API version 21
+MIN_ORT_VERSION = (1, 20)  # the library asks for ORT API version 17 (custom_ops/include/hyperonnx/ort_api.h)
+_MIN_ORT = ".".join(map(str, MIN_ORT_VERSION))
 LIBRARY_NAMES = ("libhyperonnx_ops.so", "libhyperonnx_ops.dylib", "hyperonnx_ops.dll")
 MODES = ("load", "stream")
 _PLACEHOLDER_LOCATION = "hyperonnx-decoded-at-session-creation"
@@ -54,11 +56,12 @@ def _ort():
     try:
         import onnxruntime
     except ImportError as error:  # pragma: no cover - depends on the environment
-        raise ImportError("hyperonnx's runtime needs onnxruntime >= 1.21 (pip install 'hyperonnx[cpu]' "
-                          "or onnxruntime-gpu)") from error
+        raise ImportError(f"hyperonnx's runtime needs onnxruntime >= {_MIN_ORT} ({install_hint('cpu')} "
+                          f"or {install_hint('gpu')})") from error
     found = tuple(int(part) for part in re.findall(r"\d+", onnxruntime.__version__)[:2])
     if found < MIN_ORT_VERSION:
-        raise RuntimeError(f"hyperonnx's custom-op library needs onnxruntime >= 1.21 (ORT API version 21); "
+        raise RuntimeError(f"hyperonnx's custom-op library needs onnxruntime >= {_MIN_ORT} (ORT API version "
+                           f"{MIN_ORT_VERSION[1]}); "
                            f"this is onnxruntime {onnxruntime.__version__}: pip install -U onnxruntime")
     return onnxruntime
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import platform
 import subprocess
 import sys
 import zlib
@@ -179,6 +180,55 @@ def test_float_conversions_match_numpy():
         assert mismatch.size == 0, [hex(int(b)) for b in bits[~nan][mismatch[:5]]]
 
 
+@pytest.mark.slow
+def test_float_conversions_every_float32():
+    """Every float32 bit pattern (2^32, in chunks): on aarch64 the NEON conversion (FCVTN) of the
+    lattice loop, elsewhere the software one, against numpy (NaN: any quiet NaN)."""
+    lib = ctypes.CDLL(hyperonnx.get_library_path())
+    lib.HyperonnxConvertFloats.argtypes = [ctypes.c_void_p, ctypes.c_uint64, ctypes.c_int64, ctypes.c_void_p]
+    chunk = 1 << 24
+    out = np.empty(chunk, np.uint16)
+    for start in range(0, 1 << 32, chunk):
+        values = np.arange(start, start + chunk, dtype=np.uint32).view(np.float32)
+        assert lib.HyperonnxConvertFloats(values.ctypes.data, chunk, TensorProto.FLOAT16, out.ctypes.data) == 0
+        with np.errstate(over="ignore"):
+            expected = values.astype(np.float16).view(np.uint16)
+        differ = np.flatnonzero(out != expected)
+        nan = ((expected[differ] & 0x7C00) == 0x7C00) & ((out[differ] & 0x7E00) == 0x7E00)  # quiet NaN
+        same_sign = (expected[differ] & 0x8000) == (out[differ] & 0x8000)
+        assert (nan & same_sign).all(), [hex(int(start + i)) for i in differ[:5]]
+
+
+def vector_loop_expected() -> bool:
+    """Whether the kernels run a vector loop here: NEON always on aarch64; AVX2 + F16C on x86
+    unless HYPERONNX_NO_AVX2 is set."""
+    if platform.machine().lower() in ("aarch64", "arm64"):
+        return True
+    if os.environ.get("HYPERONNX_NO_AVX2", "0") not in ("", "0"):
+        return False
+    flags = open("/proc/cpuinfo").read().split()
+    return "avx2" in flags and "f16c" in flags
+
+
+@pytest.mark.parametrize("codec", ["winding", "lattice"])
+@pytest.mark.parametrize("dtype", [TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16])
+def test_vector_loop_taken(codec, dtype):
+    """HyperonnxVectorPairs() counts the pairs a vector loop decoded: all but the tails, or none."""
+    lib = ctypes.CDLL(hyperonnx.get_library_path())  # the handle onnxruntime loads too: one counter
+    lib.HyperonnxVectorPairs.restype = ctypes.c_uint64
+    rng = np.random.default_rng(dtype)
+    seed = hyperonnx.encode(weights((96, 1001), rng, DTYPES[dtype]), "paper" if codec == "winding" else "lattice")
+    assert seed.codec == codec
+    before = lib.HyperonnxVectorPairs()
+    assert_bytes_equal(seed)
+    vector = lib.HyperonnxVectorPairs() - before
+    pairs = 96 * 1001 // 2
+    if vector_loop_expected():
+        assert pairs - 64 <= vector <= pairs, (vector, pairs)
+    else:
+        assert vector == 0
+
+
 # --- validation: FORMAT.md section 5 -------------------------------------------------------------
 
 ALL_ATTRIBUTE_TYPES = {**fmt.ATTRIBUTE_TYPES, **fmt.LATTICE_ATTRIBUTE_TYPES}
@@ -289,6 +339,8 @@ def test_other_loops(switch):
     with AVX-512): the same tests pass through them."""
     if os.environ.get("HYPERONNX_NO_AVX2") or os.environ.get("HYPERONNX_NO_AVX512"):
         pytest.skip("this run is the child run")
+    if platform.machine() != "x86_64":
+        pytest.skip("no AVX2 / AVX-512 loop to switch off")
     env = {**os.environ, switch: "1"}
     child = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k",
                             "every_bit_width or large_tensor or out_of_range or presets_bytes_equal or lattice"],

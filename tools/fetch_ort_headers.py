@@ -8,12 +8,12 @@ Prints one line: the directory that holds `onnxruntime_cxx_api.h`. Used by CMake
    (DIR itself or DIR/onnxruntime must hold onnxruntime_cxx_api.h);
 2. the cache, `$HYPERONNX_CACHE_DIR` or `$XDG_CACHE_HOME/hyperonnx` or `~/.cache/hyperonnx`,
    filled by an earlier run;
-3. Debian trixie's `libonnxruntime-dev` (ONNX Runtime 1.21 headers), downloaded with
-   `apt-get download` against a private apt state (sources, lists and cache all under the cache
-   directory, `-o Dir::...` options) and unpacked there with `dpkg -x`. Nothing is installed into
-   the system and no root is needed. The archive's signature is checked with the system's
-   Debian keyring when it holds the trixie key; without it the index is fetched unsigned
-   (`trusted=yes`) and the .deb must then match a pinned SHA-256.
+3. Debian trixie's `libonnxruntime-dev` 1.21.0 (ONNX Runtime 1.21 headers), downloaded over HTTP
+   from a Debian mirror (`$HYPERONNX_DEBIAN_MIRROR`, default deb.debian.org), checked against its
+   pinned SHA-256 and unpacked there by this script (the .deb is an `ar` archive holding
+   data.tar.xz). The headers are architecture-independent (the amd64 and arm64 packages hold the
+   same files), so every host, x86_64, aarch64, armhf or macOS, fetches the one amd64 package the
+   same way: no apt, dpkg or root needed, nothing installed into the system.
 
 Only the standard library is used: this runs inside pip's isolated build environment.
 """
@@ -21,28 +21,22 @@ Only the standard library is used: this runs inside pip's isolated build environ
 from __future__ import annotations
 
 import argparse
-import contextlib
 import fcntl
-import glob
 import hashlib
+import io
 import os
 import pathlib
 import shutil
-import subprocess
 import sys
+import tarfile
 import tempfile
+import urllib.request
 
 HEADER = "onnxruntime_cxx_api.h"
-PACKAGE = "libonnxruntime-dev"
-SERIES = "1.21"  # the oldest headers with everything the library uses: one binary for 1.21+
 MIRROR = os.environ.get("HYPERONNX_DEBIAN_MIRROR", "http://deb.debian.org/debian")
-KEYRINGS = ("/usr/share/keyrings/debian-archive-trixie-stable.gpg",
-            "/usr/share/keyrings/debian-archive-keyring.gpg")
-# .deb files checked by hand (used when the archive signature cannot be checked here).
-PINNED_SHA256 = {
-    "libonnxruntime-dev_1.21.0+dfsg-1_amd64.deb":
-        "14f7d959d5deacbcf1504830d4189f91fc67382b399ed9ae9d3aa9c4050ced08",
-}
+# The one package fetched, on every host: its pool path under the mirror and its SHA-256.
+DEB = "pool/main/o/onnxruntime/libonnxruntime-dev_1.21.0+dfsg-1_amd64.deb"
+DEB_SHA256 = "14f7d959d5deacbcf1504830d4189f91fc67382b399ed9ae9d3aa9c4050ced08"
 
 
 def log(message: str) -> None:
@@ -73,80 +67,53 @@ def api_version(include: pathlib.Path) -> int | None:
     return None
 
 
-def apt(args: list[str], state: pathlib.Path, cwd: pathlib.Path) -> subprocess.CompletedProcess:
-    empty = state / "empty"
-    empty.mkdir(exist_ok=True)
-    options = [
-        "-o", "Dir::Etc::SourceList=/dev/null",
-        "-o", f"Dir::Etc::SourceParts={state / 'sources'}",
-        "-o", f"Dir::State::Lists={state / 'lists'}",
-        "-o", f"Dir::Cache={state / 'cache'}",
-        "-o", "Dir::Etc::Preferences=/dev/null",
-        "-o", f"Dir::Etc::PreferencesParts={empty}",
-        "-o", "Dir::State::Status=/dev/null",  # the host's installed set does not matter here
-        "-o", "Acquire::Languages=none",
-        "-o", "APT::Sandbox::User=",  # no privilege drop: the private directories are ours
-        "-q",
-    ]
-    return subprocess.run(["apt-get", *options, *args], cwd=cwd, capture_output=True, text=True)
+def ar_member(archive: bytes, prefix: str) -> tuple[str, bytes]:
+    """The first member of a Unix `ar` archive whose name starts with `prefix`."""
+    if not archive.startswith(b"!<arch>\n"):
+        raise SystemExit("the downloaded .deb is not an ar archive")
+    offset = 8
+    while offset + 60 <= len(archive):
+        header = archive[offset:offset + 60]
+        name = header[:16].decode().strip().rstrip("/")
+        size = int(header[48:58].decode())
+        if name.startswith(prefix):
+            return name, archive[offset + 60:offset + 60 + size]
+        offset += 60 + size + (size & 1)
+    raise SystemExit(f"the .deb holds no {prefix}*")
 
 
 def fetch(root: pathlib.Path) -> pathlib.Path:
-    if shutil.which("apt-get") is None or shutil.which("dpkg") is None:
+    url = f"{MIRROR.rstrip('/')}/{DEB}"
+    try:
+        with urllib.request.urlopen(url, timeout=120) as response:
+            deb = response.read()
+    except OSError as error:
         raise SystemExit(
-            "ONNX Runtime headers not found and apt-get/dpkg are not available to fetch them.\n"
+            f"Could not download the ONNX Runtime headers from {url}: {error}\n"
             "Give a directory holding onnxruntime_cxx_api.h (>= 1.21), for example the include/ "
             "folder of the official release archive onnxruntime-linux-x64-1.21.0.tgz from "
             "https://github.com/microsoft/onnxruntime/releases, through the environment variable "
-            "HYPERONNX_ORT_INCLUDE_DIR or the CMake option -DHYPERONNX_ORT_INCLUDE_DIR=...")
-    state = root / "apt"
-    for sub in ("sources", "lists/partial", "cache/archives/partial"):
-        (state / sub).mkdir(parents=True, exist_ok=True)
-    keyring = next((k for k in KEYRINGS if os.path.isfile(k)), None)
-    attempts = ([keyring] if keyring else []) + [None]
-    error = ""
-    for signed_by in attempts:
-        trust = f"Signed-By: {signed_by}" if signed_by else "Trusted: yes"
-        (state / "sources" / "trixie.sources").write_text(
-            f"Types: deb\nURIs: {MIRROR}\nSuites: trixie\nComponents: main\n{trust}\n")
-        update = apt(["update"], state, state)
-        if update.returncode == 0 and "NO_PUBKEY" not in update.stderr and \
-                "not signed" not in update.stderr:
-            break
-        error = update.stdout + update.stderr
-        log(f"apt-get update with {trust!r} failed; {'retrying unsigned' if signed_by else 'giving up'}")
-    else:
-        raise SystemExit(f"apt-get update for Debian trixie failed:\n{error}")
+            "HYPERONNX_ORT_INCLUDE_DIR or the CMake option -DHYPERONNX_ORT_INCLUDE_DIR=..., or a "
+            "Debian mirror through HYPERONNX_DEBIAN_MIRROR") from error
+    digest = hashlib.sha256(deb).hexdigest()
+    if digest != DEB_SHA256:
+        raise SystemExit(f"{url}: sha256 {digest} differs from the pinned {DEB_SHA256}")
+    name, data = ar_member(deb, "data.tar")
+    version = DEB.rsplit("/", 1)[1].split("_")[1]
+    target = root / f"onnxruntime-{version}"
     with tempfile.TemporaryDirectory(dir=root) as tmp:
-        tmp = pathlib.Path(tmp)
-        download = apt(["download", PACKAGE], state, tmp)
-        debs = glob.glob(str(tmp / f"{PACKAGE}_*.deb"))
-        if download.returncode != 0 or len(debs) != 1:
-            raise SystemExit(f"apt-get download {PACKAGE} failed:\n{download.stdout}{download.stderr}")
-        deb = pathlib.Path(debs[0])
-        digest = hashlib.sha256(deb.read_bytes()).hexdigest()
-        pinned = PINNED_SHA256.get(deb.name)
-        if signed_by is None and pinned != digest:
-            raise SystemExit(f"{deb.name} (sha256 {digest}) was fetched without a signature check "
-                             "and matches no pinned hash; install debian-archive-keyring or give "
-                             "HYPERONNX_ORT_INCLUDE_DIR")
-        if pinned is not None and pinned != digest:
-            raise SystemExit(f"{deb.name}: sha256 {digest} differs from the pinned {pinned}")
-        version = deb.name.split("_")[1]
-        if not version.startswith(SERIES + "."):
-            log(f"note: trixie now ships {PACKAGE} {version}, not {SERIES}.x")
-        unpacked = tmp / "root"
-        subprocess.run(["dpkg", "-x", str(deb), str(unpacked)], check=True)
-        include = header_dir(unpacked)
-        if include is None:
-            raise SystemExit(f"{deb.name} holds no {HEADER}")
-        target = root / f"onnxruntime-{version}"
+        unpacked = pathlib.Path(tmp) / "root"
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as tar:
+            members = [m for m in tar.getmembers() if m.isfile() and m.name.lstrip("./").startswith("usr/include/")]
+            safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}  # Python < 3.10.12
+            tar.extractall(unpacked, members=members, **safe)
+        if header_dir(unpacked) is None:
+            raise SystemExit(f"{url} holds no {HEADER}")
         if target.exists():
             shutil.rmtree(target)
         shutil.move(str(unpacked), target)
-        (root / "CURRENT").write_text(target.name + "\n")
-        log(f"fetched {deb.name} into {target}")
-    shutil.rmtree(state, ignore_errors=True)  # the package lists are not needed any more
+    (root / "CURRENT").write_text(target.name + "\n")
+    log(f"fetched {url} ({name}) into {target}")
     return header_dir(target)
 
 

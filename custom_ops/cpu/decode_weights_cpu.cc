@@ -7,15 +7,18 @@
 // loop. A codebook too large for a table is decoded pair by pair with the same DecodeIndex.
 // On x86 CPUs with AVX2 the hot loop unpacks 8 indices with a byte shuffle and variable shifts
 // and looks them up with gathers (chosen at run time; the scalar loop is the reference and the
-// fallback). Both only copy table entries, so their outputs are the same bits.
+// fallback); on aarch64 NEON unpacks them the same way (vqtbl1q_u8, vshlq_u32) and the lookups
+// are scalar loads (no gather). All only copy table entries, so their outputs are the same bits.
 #include "decode_weights_cpu.h"
 
 #include "lattice_cpu.h"
 #include "trellis_cpu.h"
+#include "neon.h"
 #include "pair_tasks.h"
 #include "unpack_avx2.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <exception>
@@ -121,12 +124,45 @@ __attribute__((target("avx2"))) bool UnpackWithTableAvx2(const uint8_t* seed, ui
   alignas(32) uint32_t lanes[8];
   _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), largest);
   bool bad = *std::max_element(lanes, lanes + 8) >= entries;
+  CountVectorPairs(i - begin);
   if (i < end) bad |= UnpackWithTable<B, T>(seed, seed_bytes, table, entries, out, base, i, end);  // i % 8 == 0
   return bad;
 }
 
 #endif
+
+#ifdef HYPERONNX_NEON
+// UnpackWithTable with NEON, same contract and the same group layout as the AVX2 loop (Unpack8Neon,
+// unpack_avx2.h); the clamped indices are looked up with scalar loads (NEON has no gather).
+template <int B, typename T>
+bool UnpackWithTableNeon(const uint8_t* seed, uint64_t seed_bytes, const Pair<T>* table, uint32_t entries,
+                         Pair<T>* out, uint64_t base, uint64_t begin, uint64_t end) {
+  const Unpack8Neon<B> unpack;
+  const uint32x4_t last = vdupq_n_u32(entries - 1);
+  uint32x4_t largest = vdupq_n_u32(0);
+  uint64_t i = begin;
+  for (; i + 8 <= end && (i / 8) * B + Unpack8Neon<B>::kReach <= seed_bytes; i += 8) {
+    uint32x4_t low, high;
+    unpack(seed + (i / 8) * B, &low, &high);
+    largest = vmaxq_u32(largest, vmaxq_u32(low, high));
+    uint32_t x[8];
+    vst1q_u32(x, vminq_u32(low, last));
+    vst1q_u32(x + 4, vminq_u32(high, last));
+    for (int k = 0; k < 8; ++k) out[i + k - base] = table[x[k]];
+  }
+  bool bad = vmaxvq_u32(largest) >= entries;
+  CountVectorPairs(i - begin);
+  if (i < end) bad |= UnpackWithTable<B, T>(seed, seed_bytes, table, entries, out, base, i, end);  // i % 8 == 0
+  return bad;
+}
+#endif
+
+std::atomic<uint64_t> vector_pairs{0};
 }  // namespace
+
+void CountVectorPairs(uint64_t pairs) {
+  if (pairs != 0) vector_pairs.fetch_add(pairs, std::memory_order_relaxed);
+}
 
 #ifdef HYPERONNX_AVX2
 // HYPERONNX_NO_AVX2=1 forces the scalar loops (tests compare the two; benchmarks time them).
@@ -148,7 +184,11 @@ using UnpackFn = bool (*)(const uint8_t*, uint64_t, const Pair<T>*, uint32_t, Pa
 
 template <typename T, int... Bs>
 UnpackFn<T> SelectUnpack(uint32_t bits, std::integer_sequence<int, Bs...>) {
+#ifdef HYPERONNX_NEON
+  static const UnpackFn<T> kByBits[] = {nullptr, &UnpackWithTableNeon<Bs + 1, T>...};  // always, on aarch64
+#else
   static const UnpackFn<T> kByBits[] = {nullptr, &UnpackWithTable<Bs + 1, T>...};
+#endif
 #ifdef HYPERONNX_AVX2
   static const UnpackFn<T> kAvx2ByBits[] = {nullptr, &UnpackWithTableAvx2<Bs + 1, T>...};
   if (HasAvx2()) return kAvx2ByBits[bits];
@@ -517,11 +557,22 @@ OrtStatusPtr DecodeWeightsCpuOp::InferOutputShape(Ort::ShapeInferContext& contex
   }
 }
 
-// FloatToHalf / FloatToBFloat16 over an array, for tests (tests/test_kernel.py drives it with ctypes).
+// The kernels' float32 -> float16 / bfloat16 conversion over an array, for tests
+// (tests/test_kernel.py drives it with ctypes): on aarch64 the NEON lanes of the lattice loop.
 extern "C" HYPERONNX_EXPORT int HyperonnxConvertFloats(const float* in, uint64_t count, int64_t dtype, uint16_t* out) {
   if (dtype != kFloat16 && dtype != kBFloat16) return -1;
-  for (uint64_t i = 0; i < count; ++i) out[i] = ConvertTo(dtype, in[i]);
+  uint64_t i = 0;
+#ifdef HYPERONNX_NEON
+  for (; i + 4 <= count; i += 4) {
+    const float32x4_t v = vld1q_f32(in + i);
+    vst1_u16(out + i, dtype == kFloat16 ? HalfLanes(v) : BFloat16Lanes(v));
+  }
+#endif
+  for (; i < count; ++i) out[i] = ConvertTo(dtype, in[i]);
   return 0;
 }
+
+// Pairs decoded by a vector loop since the library was loaded (CountVectorPairs).
+extern "C" HYPERONNX_EXPORT uint64_t HyperonnxVectorPairs() { return vector_pairs.load(); }
 
 }  // namespace hyperonnx

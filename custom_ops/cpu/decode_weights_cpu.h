@@ -19,6 +19,10 @@ namespace hyperonnx {
 bool HasAvx2();  // this CPU has AVX2 and HYPERONNX_NO_AVX2 is not set
 #endif
 
+// Adds to the pairs decoded by a vector loop (AVX2, AVX-512, or NEON on aarch64) since the library
+// was loaded, which the exported HyperonnxVectorPairs() reports: the way to see which loop ran.
+void CountVectorPairs(uint64_t pairs);
+
 // A DecodeWeights node's attributes as onnxruntime gives them, read and validated (FORMAT.md §5
 // rules 2-3, §7.1, the input count per codec). The CPU and CUDA ops both create kernels from it.
 struct NodeParams {
@@ -62,11 +66,20 @@ class DecodeWeightsCpuKernel {
   std::unique_ptr<PairDecoder> decoder_;
 };
 
+// The output types of DecodeWeights (its dtype attribute). Each backend registers one op per type,
+// all named DecodeWeights, and InferOutputShape gives a node its type, which picks the op:
+// onnxruntime before 1.22 refuses a single op whose output type only its shape inference knows.
+constexpr ONNXTensorElementDataType kOutputTypes[] = {ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT,
+                                                      ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16,
+                                                      ONNX_TENSOR_ELEMENT_DATA_TYPE_BFLOAT16};
+
 struct DecodeWeightsCpuOp : Ort::CustomOpBase<DecodeWeightsCpuOp, DecodeWeightsCpuKernel, /*WithStatus=*/true> {
   // Rule 1 (the opset version) cannot be checked here: onnxruntime builds one schema per custom op
   // name and binds every ai.hyperonnx version to it, and a kernel cannot see the model's opsets.
   // hyperonnx.InferenceSession checks it before onnxruntime sees the model.
-  DecodeWeightsCpuOp() {
+  explicit DecodeWeightsCpuOp(ONNXTensorElementDataType output) : output_(output) {
+    // the op's struct version: onnxruntime refuses one newer than itself (the headers' 21)
+    OrtCustomOp::version = kOrtApiVersion;
     start_ver_ = kMinFormatVersion;
     end_ver_ = kFormatVersion;
   }
@@ -83,9 +96,11 @@ struct DecodeWeightsCpuOp : Ort::CustomOpBase<DecodeWeightsCpuOp, DecodeWeightsC
     return i == 0 ? INPUT_OUTPUT_REQUIRED : INPUT_OUTPUT_OPTIONAL;
   }
   size_t GetOutputTypeCount() const { return 1; }
-  // float32, float16 or bfloat16 by the dtype attribute; InferOutputShape tells ONNX Runtime which.
-  ONNXTensorElementDataType GetOutputType(size_t) const { return ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED; }
+  ONNXTensorElementDataType GetOutputType(size_t) const { return output_; }
   static OrtStatusPtr InferOutputShape(Ort::ShapeInferContext& context);
+
+ private:
+  ONNXTensorElementDataType output_;
 };
 
 }  // namespace hyperonnx

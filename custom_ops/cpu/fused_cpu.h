@@ -61,6 +61,7 @@ class FusedCpuKernel {
 // One op class for the four operators: inputs (activation, seed, scales, [bias / C]).
 struct FusedCpuOp : Ort::CustomOpBase<FusedCpuOp, FusedCpuKernel, /*WithStatus=*/true> {
   explicit FusedCpuOp(FusedKind kind) : kind_(kind) {
+    OrtCustomOp::version = kOrtApiVersion;  // as DecodeWeightsCpuOp's: onnxruntime refuses a newer op struct
     start_ver_ = kFusedFormatVersion;
     end_ver_ = kFormatVersion;
   }

