@@ -45,7 +45,7 @@ from .graph.decompress import read_seed
 from .distribution import install_hint
 from .graph.walk import scopes
 
-MIN_ORT_VERSION = (1, 20)  # the library asks for ORT API version 17 (custom_ops/include/hyperonnx/ort_api.h)
+MIN_ORT_VERSION = (1, 20)  # the library asks for ORT API version 20 (custom_ops/include/hyperonnx/ort_api.h)
 _MIN_ORT = ".".join(map(str, MIN_ORT_VERSION))
 LIBRARY_NAMES = ("libhyperonnx_ops.so", "libhyperonnx_ops.dylib", "hyperonnx_ops.dll")
 MODES = ("load", "stream")
