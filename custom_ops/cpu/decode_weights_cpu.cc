@@ -330,33 +330,14 @@ std::unique_ptr<PairDecoder> MakePairDecoder(const NodeParams& node) {
   return std::make_unique<WindingCpuDecoder<uint16_t>>(node.winding);
 }
 
-std::string ValidateInputs(const NodeParams& node, const Ort::ConstValue& seed, const Ort::ConstValue& scales) {
-  if (!seed) return "rule 4: the seed input is missing";
-  const Ort::TensorTypeAndShapeInfo seed_info = seed.GetTensorTypeAndShapeInfo();
-  if (seed_info.GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8) return "rule 4: seed must be a rank-1 uint8 tensor";
-  const std::vector<int64_t> dims = seed_info.GetShape();
-  if (node.trellis) {
-    const TrellisParams& p = node.trellis_params;
-    if (!scales) return "rule 2: a trellis node has two inputs, seed and scales; scales is missing";
-    std::string error = ValidateSeed(p, dims.size(), dims.data());
-    if (!error.empty()) return error;
-    const Ort::TensorTypeAndShapeInfo scales_info = scales.GetTensorTypeAndShapeInfo();
-    if (scales_info.GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16) return "rule 6: scales must be a rank-1 float16 tensor";
-    const std::vector<int64_t> scale_dims = scales_info.GetShape();
-    error = ValidateScalesShape(p, scale_dims.size(), scale_dims.data());
-    if (!error.empty()) return error;
-    const auto* bits = static_cast<const uint16_t*>(scales.GetTensorRawData());
-    for (uint64_t q = 0; q < p.num_groups; ++q) {
-      if (!HalfIsFinite(bits[q])) return "rule 6: scales[" + std::to_string(q) + "] is Inf or NaN";
-    }
-    return "";
-  }
-  if (!node.lattice) {
-    if (scales) return "rule 2: a winding node has one input (seed), not scales too";
-    return ValidateSeed(node.winding, dims.size(), dims.data());
-  }
-  const LatticeParams& p = node.lattice_params;
-  if (!scales) return "rule 2: a lattice node has two inputs, seed and scales; scales is missing";
+namespace {
+
+// Rules 2, 4-6 for a codec whose seed comes with float16 group scales (lattice, trellis): both
+// inputs present, the seed's shape, the scales' type and shape, every scale finite.
+template <typename Params>
+std::string ValidateSeedAndScales(const Params& p, uint64_t scale_count, const char* codec,
+                                  const std::vector<int64_t>& dims, const Ort::ConstValue& scales) {
+  if (!scales) return std::string("rule 2: a ") + codec + " node has two inputs, seed and scales; scales is missing";
   std::string error = ValidateSeed(p, dims.size(), dims.data());
   if (!error.empty()) return error;
   const Ort::TensorTypeAndShapeInfo scales_info = scales.GetTensorTypeAndShapeInfo();
@@ -365,10 +346,27 @@ std::string ValidateInputs(const NodeParams& node, const Ort::ConstValue& seed, 
   error = ValidateScalesShape(p, scale_dims.size(), scale_dims.data());
   if (!error.empty()) return error;
   const auto* bits = static_cast<const uint16_t*>(scales.GetTensorRawData());
-  for (uint64_t q = 0; q < p.num_scales; ++q) {
+  for (uint64_t q = 0; q < scale_count; ++q) {
     if (!HalfIsFinite(bits[q])) return "rule 6: scales[" + std::to_string(q) + "] is Inf or NaN";
   }
   return "";
+}
+
+}  // namespace
+
+std::string ValidateInputs(const NodeParams& node, const Ort::ConstValue& seed, const Ort::ConstValue& scales) {
+  if (!seed) return "rule 4: the seed input is missing";
+  const Ort::TensorTypeAndShapeInfo seed_info = seed.GetTensorTypeAndShapeInfo();
+  if (seed_info.GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8) return "rule 4: seed must be a rank-1 uint8 tensor";
+  const std::vector<int64_t> dims = seed_info.GetShape();
+  if (node.trellis) {
+    return ValidateSeedAndScales(node.trellis_params, node.trellis_params.num_groups, "trellis", dims, scales);
+  }
+  if (!node.lattice) {
+    if (scales) return "rule 2: a winding node has one input (seed), not scales too";
+    return ValidateSeed(node.winding, dims.size(), dims.data());
+  }
+  return ValidateSeedAndScales(node.lattice_params, node.lattice_params.num_scales, "lattice", dims, scales);
 }
 
 std::string IndexRuleError(const NodeParams& node) {

@@ -216,6 +216,16 @@ MIN_BITS, MAX_BITS = 2, 16  # index bits per pair; 2^16 - 1 points keep j*g belo
 MAX_GROUP = 1 << 16
 
 
+def check_rate_targets(bits: float | None, target_sqnr: float | None) -> None:
+    """The rate targets a codec config may carry (at most one): average bits/weight or total SQNR."""
+    if bits is not None and target_sqnr is not None:
+        raise ValueError("give bits or target_sqnr, not both")
+    if bits is not None and not (math.isfinite(bits) and bits > 0):
+        raise ValueError("bits must be a positive bits/weight target")
+    if target_sqnr is not None and not math.isfinite(target_sqnr):
+        raise ValueError("target_sqnr must be finite (dB)")
+
+
 @dataclass(frozen=True)
 class LatticeConfig:
     """Encoder settings of the lattice codec.
@@ -246,12 +256,7 @@ class LatticeConfig:
             raise ValueError("companding needs 0 < alpha <= 2**100 and 0 <= beta <= 2**100")
         if self.iterations < 0:
             raise ValueError("iterations must be >= 0")
-        if self.bits is not None and self.target_sqnr is not None:
-            raise ValueError("give bits or target_sqnr, not both")
-        if self.bits is not None and not (math.isfinite(self.bits) and self.bits > 0):
-            raise ValueError("bits must be a positive bits/weight target")
-        if self.target_sqnr is not None and not math.isfinite(self.target_sqnr):
-            raise ValueError("target_sqnr must be finite (dB)")
+        check_rate_targets(self.bits, self.target_sqnr)
 
     @property
     def fixed(self) -> bool:

@@ -30,7 +30,7 @@ import numpy as np
 
 from .. import format as fmt
 from . import bitpack
-from .lattice import decode_scales, store_scales
+from .lattice import check_rate_targets, decode_scales, store_scales
 
 _F32 = np.float32
 MIN_BITS, MAX_BITS = fmt.TRELLIS_BITS
@@ -81,12 +81,7 @@ class TrellisConfig:
         for multiples in (self.scales, self.wide_scales):
             if not multiples or not all(math.isfinite(m) and m > 0 for m in multiples):
                 raise ValueError("scales and wide_scales must be one or more finite multiples > 0")
-        if self.bits is not None and self.target_sqnr is not None:
-            raise ValueError("give bits or target_sqnr, not both")
-        if self.bits is not None and not (math.isfinite(self.bits) and self.bits > 0):
-            raise ValueError("bits must be a positive bits/weight target")
-        if self.target_sqnr is not None and not math.isfinite(self.target_sqnr):
-            raise ValueError("target_sqnr must be finite (dB)")
+        check_rate_targets(self.bits, self.target_sqnr)
 
     @property
     def fixed(self) -> bool:
