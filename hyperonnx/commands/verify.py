@@ -8,6 +8,7 @@ import sys
 import numpy as np
 
 from .. import graph
+from ..graph.model_io import first_line
 from ..graph.samples import generate_inputs, load_inputs
 from ._common import session
 
@@ -78,7 +79,7 @@ def run(args) -> int:
         results, lib, ok = verify(original, compressed, feeds, args.tolerance, args.min_cosine,
                                   use_library=not args.no_library)
     except Exception as e:  # onnxruntime errors: one line
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        msg = first_line(e)
         print(f"hyperonnx verify: error: onnxruntime could not run the models: {msg}", file=sys.stderr)
         return 2
     print_results(results, lib)

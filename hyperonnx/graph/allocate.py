@@ -47,7 +47,7 @@ from onnx import ModelProto, TensorProto, helper
 
 from .. import codec
 from ..codec import LatticeConfig
-from .model_io import inline_external_data, tensor_array
+from .model_io import first_line, inline_external_data, tensor_array
 from .samples import generate, graph_inputs
 
 DEFAULT_MAX_OUTPUT_ERROR = 0.1  # relative error of each float output (cosine ~0.995)
@@ -121,7 +121,7 @@ class Probe:
             self.session = ort.InferenceSession(work.SerializeToString(), options,
                                                 providers=["CPUExecutionProvider"])
         except Exception as error:  # noqa: BLE001
-            raise CannotRun(f"onnxruntime cannot load the model here: {_first_line(error)}") from None
+            raise CannotRun(f"onnxruntime cannot load the model here: {first_line(error)[:300]}") from None
         del work
         self.outputs = [o.name for o in self.session.get_outputs()]
         if feeds is None:
@@ -129,14 +129,14 @@ class Probe:
             try:
                 feeds = generate(model, sample_count, run=lambda f: self.session.run(self.outputs, f))
             except Exception as error:  # noqa: BLE001
-                raise CannotRun(f"no generated input runs the model: {_first_line(error)}; give --inputs") from None
+                raise CannotRun(f"no generated input runs the model: {first_line(error)[:300]}; give --inputs") from None
         else:
             self.source = f"{len(feeds)} given feed{'s' if len(feeds) != 1 else ''}"
         self.feeds = _batched(model, feeds)
         try:
             self.reference = self.run({})
         except Exception as error:  # noqa: BLE001
-            raise CannotRun(f"onnxruntime cannot run the model on the sample inputs: {_first_line(error)}") from None
+            raise CannotRun(f"onnxruntime cannot run the model on the sample inputs: {first_line(error)[:300]}") from None
         self.float_outputs = [i for i, r in enumerate(self.reference[0]) if np.issubdtype(r.dtype, np.floating)]
         if not self.float_outputs:
             raise CannotRun("the model has no float output to measure")
@@ -175,9 +175,6 @@ class Probe:
                 total += int(np.sum(keep))
             agreement[j] = same / total if total else 1.0
         return error, agreement
-
-    def error(self, overrides: dict) -> np.ndarray:
-        return self.measure(overrides)[0]
 
     def describe(self, overrides: dict, budget: float | None) -> list[dict]:
         """Per output: kind, measured error (relative for floats, share of elements changed
@@ -231,11 +228,6 @@ def _batched(model: ModelProto, feeds: list[dict]) -> list[dict]:
         if len(shapes) != 1 or any(np.asarray(f[value.name]).ndim == 0 for f in feeds):
             return feeds
     return [{v.name: np.concatenate([np.asarray(f[v.name]) for f in feeds]) for v in inputs}]
-
-
-def _first_line(error: Exception) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0][:300] if text else type(error).__name__
 
 
 def _expose(model: ModelProto, names: set[str]) -> set[str]:
@@ -388,7 +380,7 @@ def allocate(model: ModelProto, sites, config: LatticeConfig, *, max_output_erro
             diff = approx.astype(np.float64) - array
             t.weight_error[r] = float(np.sum(diff * diff))
             if t.weight_error[r] > 0 and set(t.names) <= probe.movable:
-                errors[r] = probe.error({n: approx for n in t.names})
+                errors[r] = probe.measure({n: approx for n in t.names})[0]
             cache.pop((k, r), None)  # memory: seeds are re-encoded at the chosen width
         if errors and any(np.any(e > 0) for e in errors.values()):
             t.output_error = _interpolate(errors, len(t.bits))

@@ -63,7 +63,7 @@ def load(path: str | os.PathLike, load_external_data: bool = True) -> ModelProto
     try:
         model = onnx.load(str(path), load_external_data=False)
     except (DecodeError, RuntimeWarning, ValueError, TypeError) as e:
-        raise ModelIOError(f"{path}: not a readable ONNX model (truncated or not ONNX: {_first_line(e)})") from None
+        raise ModelIOError(f"{path}: not a readable ONNX model (truncated or not ONNX: {first_line(e)})") from None
     except OSError as e:
         raise ModelIOError(f"{path}: cannot read: {e.strerror or e}") from None
     if not model.HasField("graph") or (not model.graph.node and not model.graph.initializer
@@ -92,7 +92,7 @@ def load(path: str | os.PathLike, load_external_data: bool = True) -> ModelProto
     except FileNotFoundError as e:
         raise ModelIOError(f"{path}: missing external-data file {Path(e.filename or '?').name}") from None
     except (OSError, ValueError, onnx.checker.ValidationError) as e:
-        raise ModelIOError(f"{path}: cannot read external data: {_first_line(e)}") from None
+        raise ModelIOError(f"{path}: cannot read external data: {first_line(e)}") from None
     return model
 
 
@@ -120,7 +120,7 @@ def _external_source(t: TensorProto) -> tuple[Path, int, int]:
         offset = int(info.get("offset", 0))
         length = int(info["length"]) if "length" in info else size - offset
     except (OSError, ValueError) as e:
-        raise ModelIOError(f"tensor {t.name}: bad external-data entry: {_first_line(e)}") from None
+        raise ModelIOError(f"tensor {t.name}: bad external-data entry: {first_line(e)}") from None
     if offset < 0 or length < 0 or offset + length > size:
         raise ModelIOError(f"tensor {t.name}: external data [{offset}, {offset + length}) lies beyond "
                            f"{location} ({size} bytes)")
@@ -178,7 +178,8 @@ class SpillFile:
         self.close()
 
 
-def _first_line(e: BaseException) -> str:
+def first_line(e: BaseException) -> str:
+    """An exception's message as one line for the user (its type's name when it has none)."""
     text = str(e).strip() or type(e).__name__
     return text.splitlines()[0]
 
@@ -347,7 +348,7 @@ def save(model: ModelProto, path: str | os.PathLike, *, source: str | os.PathLik
     except OSError as e:
         raise ModelIOError(f"{path}: cannot write: {e.strerror or e}") from None
     except ValueError as e:  # protobuf refuses messages over 2 GB
-        raise ModelIOError(f"{path}: cannot serialise: {_first_line(e)} (try external data)") from None
+        raise ModelIOError(f"{path}: cannot serialise: {first_line(e)} (try external data)") from None
     finally:
         if moved_data is not None:
             moved_data.unlink(missing_ok=True)

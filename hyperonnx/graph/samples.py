@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 from onnx import ModelProto, TensorProto
 
+from .model_io import first_line
+
 _NP = {TensorProto.FLOAT: np.float32, TensorProto.DOUBLE: np.float64, TensorProto.FLOAT16: np.float16,
        TensorProto.INT64: np.int64, TensorProto.INT32: np.int32, TensorProto.INT8: np.int8,
        TensorProto.UINT8: np.uint8, TensorProto.BOOL: np.bool_, TensorProto.INT16: np.int16}
@@ -272,7 +274,7 @@ def load_inputs(path, model: ModelProto) -> list[dict]:
             with np.load(file, allow_pickle=False) as data:
                 feed = {name: data[name] for name in data.files}
         except Exception as error:  # noqa: BLE001 - a broken or non-npz file: one line
-            raise ValueError(f"{file}: not a readable .npz ({str(error).splitlines()[0] if str(error) else type(error).__name__})") from None
+            raise ValueError(f"{file}: not a readable .npz ({first_line(error)})") from None
         feeds.append(check_feed(feed, model, str(file)))
     return feeds
 
