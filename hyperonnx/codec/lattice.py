@@ -27,6 +27,7 @@ from .. import format as fmt
 from . import bitpack
 
 _F32 = np.float32
+WEIGHTS_PER_INDEX = 2  # an index codes a pair of weights: index_bits / WEIGHTS_PER_INDEX bits per weight
 _CHUNK = 1 << 12  # pairs per nearest-point step: (9, chunk) temporaries stay in cache and small
 # enough for malloc to reuse them rather than map fresh pages for each (measured 2x faster)
 _FAR = _F32(1e18)  # decoded value of the out-of-range padding columns: never the nearest
@@ -411,6 +412,20 @@ def _error_curve(config: LatticeConfig) -> np.ndarray:
     return errors / errors[config.index_bits - config.min_index_bits]
 
 
+def seed_bits(size: int, config: LatticeConfig) -> int:
+    """Bits of a tensor of `size` weights at config.index_bits: the seed and its float16 scales."""
+    return fmt.num_pairs(size) * config.index_bits + 16 * -(-size // config.group)
+
+
+def ladder_errors(samples: list[np.ndarray], sizes: list[int], config: LatticeConfig) -> np.ndarray:
+    """Estimated squared error of each whole tensor (its `sample`, scaled by its size) at every
+    width min_index_bits..max_index_bits: (tensors, widths). One width is measured, the others
+    follow `_error_curve`."""
+    reference = config.at(min(max(config.index_bits, config.min_index_bits), config.max_index_bits))
+    weight = np.array(sizes, dtype=np.float64) / np.maximum(1, [s.size for s in samples])
+    return (weight * _group_errors(samples, reference))[:, None] * _error_curve(reference)[None, :]
+
+
 def plan(flats: list[np.ndarray], config: LatticeConfig) -> list[int]:
     """Index bits per tensor meeting config.bits (average bits/weight, scales included, at most the
     target) or config.target_sqnr (dB over all tensors, estimated): greedy marginal return, each
@@ -433,11 +448,10 @@ def plan_samples(samples: list[np.ndarray], sizes: list[int], config: LatticeCon
     if config.fixed or not samples:
         return [config.index_bits] * len(samples)
     rates = range(config.min_index_bits, config.max_index_bits + 1)
-    reference = config.at(min(max(config.index_bits, rates[0]), rates[-1]))
+    noise = ladder_errors(samples, sizes, config)
     sizes = np.array(sizes, dtype=np.float64)
     weight = sizes / np.maximum(1, [s.size for s in samples])  # sampled sums scaled to whole tensors
     signal = float(np.dot(weight, [np.dot(x, x) for x in (s.astype(np.float64) for s in samples)]))
-    noise = (weight * _group_errors(samples, reference))[:, None] * _error_curve(reference)[None, :]
     pairs = np.array([fmt.num_pairs(int(n)) for n in sizes], dtype=np.float64)
     scale_bits = np.array([16 * -(-int(n) // config.group) for n in sizes], dtype=np.float64)
     total_bits = float(np.sum(pairs * rates[0] + scale_bits))

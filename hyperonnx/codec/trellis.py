@@ -33,6 +33,7 @@ from . import bitpack
 from .lattice import check_rate_targets, decode_scales, store_scales
 
 _F32 = np.float32
+WEIGHTS_PER_INDEX = 1  # k index bits per weight: index_bits / WEIGHTS_PER_INDEX bits per weight
 MIN_BITS, MAX_BITS = fmt.TRELLIS_BITS
 MAX_WINDOW = fmt.TRELLIS_MAX_WINDOW
 _WRAP = 16  # weights on each side of the wrap in the first tail-biting pass
@@ -328,6 +329,21 @@ def _error_curve(config: TrellisConfig) -> np.ndarray:
     return errors / errors[config.index_bits - config.min_index_bits]
 
 
+def seed_bits(size: int, config: TrellisConfig) -> int:
+    """Bits of a tensor of `size` weights at config.index_bits: the streams of its whole groups
+    and their float16 scales."""
+    return _padded(size, config.group) * config.index_bits + 16 * -(-size // config.group)
+
+
+def ladder_errors(samples: list[np.ndarray], sizes: list[int], config: TrellisConfig) -> np.ndarray:
+    """Estimated squared error of each whole tensor (its `sample`, scaled by its size) at every k
+    in [min_index_bits, max_index_bits]: (tensors, rates). One k is searched, the others follow
+    `_error_curve`."""
+    reference = config.at(min(max(config.index_bits, config.min_index_bits), config.max_index_bits))
+    weight = np.array(sizes, dtype=np.float64) / np.maximum(1, [s.size for s in samples])
+    return (weight * _errors(samples, reference))[:, None] * _error_curve(reference)[None, :]
+
+
 def plan_samples(samples: list[np.ndarray], sizes: list[int], config: TrellisConfig) -> list[int]:
     """Bits per weight k of each tensor meeting config.bits (average bits/weight, scales included,
     at most the target) or config.target_sqnr (dB over all tensors, estimated): greedy, each step
@@ -336,11 +352,10 @@ def plan_samples(samples: list[np.ndarray], sizes: list[int], config: TrellisCon
     if config.fixed or not samples:
         return [config.index_bits] * len(samples)
     rates = range(config.min_index_bits, config.max_index_bits + 1)
-    reference = config.at(min(max(config.index_bits, rates[0]), rates[-1]))
+    noise = ladder_errors(samples, sizes, config)
     sizes = np.array(sizes, dtype=np.float64)
     weight = sizes / np.maximum(1, [s.size for s in samples])
     signal = float(np.dot(weight, [np.dot(x, x) for x in (s.astype(np.float64) for s in samples)]))
-    noise = (weight * _errors(samples, reference))[:, None] * _error_curve(reference)[None, :]
     coded = np.array([_padded(int(n), config.group) for n in sizes], dtype=np.float64)
     scale_bits = 16 * coded / config.group
     budget = config.bits * float(sizes.sum()) if config.bits is not None else math.inf
