@@ -52,6 +52,9 @@ def _add_bench(sub) -> None:
                         help="models to run: digits, minilm, ppocr (default: all)")
     models.add_argument("--presets", nargs="*", default=None,
                         help="hyperonnx presets to run besides the default (default: paper)")
+    models.add_argument("--budget-presets", nargs="+", default=[], metavar="P",
+                        help="also these presets at the default output budget (as compress --preset P "
+                             "--max-output-error 0.1), e.g. trellis")
     models.add_argument("--bits", nargs="+", type=float, default=None, metavar="B",
                         help="also the default codec at these average bits/weight (as compress --bits), widths "
                              "chosen on the outputs and by weight error")

