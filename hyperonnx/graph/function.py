@@ -348,12 +348,7 @@ def lattice_values(f: _Body, index, aligned, rows, per, elements):
     limit = f.const(np.array(fmt.LATTICE_FLOAT_LIMIT, np.float32))
     within = f.op("And", f.op("LessOrEqual", f.op("Abs", "_attr_alpha"), limit),
                   f.op("LessOrEqual", f.op("Abs", "_attr_beta"), limit))
-    within = f.op("And", within, f.op("And", f.op("Greater", "_attr_scale_unit", f.const(np.array(0, np.float32))),
-                                      f.op("LessOrEqual", "_attr_scale_unit", limit)))
-    bad = f.op("Add", f.op("ReduceSum", f.op("Cast", f.op("Or", f.op("IsNaN", h), f.op("IsInf", h)),
-                                             to=TensorProto.INT64), keepdims=0),
-               f.op("Cast", f.op("Not", within), to=TensorProto.INT64))
-    unit = f.op("Gather", f.op("Reshape", "_attr_scale_unit", one), f.op("Min", bad, f.const(np.array(1, I64))))
+    unit = _checked_unit(f, h, "_attr_scale_unit", within)
     scale = f.op("Pad", f.op("Mul", h, unit), f.op("Concat", f.const(np.array([0], I64)), f.op("Sub", rows, count), axis=0),
                  f.const(np.array(1.0, np.float32)))
     scale = f.op("Reshape", scale, f.const(np.array([-1, 1, 1, 1], I64)))
@@ -361,6 +356,20 @@ def lattice_values(f: _Body, index, aligned, rows, per, elements):
     in_rows = f.op("Concat", rows, per, one, axis=0)
     return f.if_(aligned, lambda: f.cast_to_dtype(f.op("Mul", f.op("Gather", table, index), scale)),
                  lambda: f.cast_to_dtype(f.op("Mul", f.op("Gather", table, f.op("Reshape", index, in_rows)), scale)))
+
+
+def _checked_unit(f: _Body, scales, unit, within):
+    """The scale unit U as [1], read through a Gather whose index is out of range (an error, not
+    output) when a scale is NaN or +-Inf (rule 6), U is outside (0, 2^100], or `within` (the
+    codec's other bounds) is false: LessOrEqual is false for NaN."""
+    limit = f.const(np.array(fmt.LATTICE_FLOAT_LIMIT, np.float32))
+    within = f.op("And", within, f.op("And", f.op("Greater", unit, f.const(np.array(0, np.float32))),
+                                      f.op("LessOrEqual", unit, limit)))
+    bad = f.op("Add", f.op("ReduceSum", f.op("Cast", f.op("Or", f.op("IsNaN", scales), f.op("IsInf", scales)),
+                                             to=TensorProto.INT64), keepdims=0),
+               f.op("Cast", f.op("Not", within), to=TensorProto.INT64))
+    return f.op("Gather", f.op("Reshape", unit, f.const(np.array([1], np.int64))),
+                f.op("Min", bad, f.const(np.array(1, np.int64))))
 
 
 # 2^e for e = 0..24 (int64) and 2^-L for L = 0..16 (float32, exact): table lookups, not Pow
@@ -427,12 +436,7 @@ def build_trellis_function(opset: int) -> FunctionProto:
     # S_q = float32(scales[q]) * U; rule 6 (a NaN or Inf scale) and the bounds of U make the
     # Gather of U out of range: an error, not output
     scales = f.op("Cast", "scales", to=TensorProto.FLOAT)
-    limit = f.const(np.array(fmt.LATTICE_FLOAT_LIMIT, np.float32))
-    within = f.op("And", f.op("Greater", unit, f.const(np.array(0, np.float32))), f.op("LessOrEqual", unit, limit))
-    bad = f.op("Add", f.op("ReduceSum", f.op("Cast", f.op("Or", f.op("IsNaN", scales), f.op("IsInf", scales)),
-                                             to=TensorProto.INT64), keepdims=0),
-               f.op("Cast", f.op("Not", within), to=TensorProto.INT64))
-    unit = f.op("Gather", f.op("Reshape", unit, one), f.op("Min", bad, f.const(np.array(1, I64))))
+    unit = _checked_unit(f, scales, unit, f.const(np.array(True)))
     scale = f.op("Reshape", f.op("Mul", scales, unit), f.const(np.array([-1, 1], I64)))  # rule 6: Q of them
     values = f.cast_to_dtype(f.op("Mul", f.op("Gather", h, states), scale))  # [Q, G]
     flat = f.op("Reshape", values, f.const(np.array([-1], I64)))
