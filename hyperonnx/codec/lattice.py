@@ -25,6 +25,7 @@ import numpy as np
 
 from .. import format as fmt
 from . import bitpack
+from .rates import plan_widths
 
 _F32 = np.float32
 WEIGHTS_PER_INDEX = 2  # an index codes a pair of weights: index_bits / WEIGHTS_PER_INDEX bits per weight
@@ -453,41 +454,18 @@ def plan_samples(samples: list[np.ndarray], sizes: list[int], config: LatticeCon
     planned one tensor at a time."""
     if config.fixed or not samples:
         return [config.index_bits] * len(samples)
-    rates = range(config.min_index_bits, config.max_index_bits + 1)
+    widths = range(config.min_index_bits, config.max_index_bits + 1)
     noise = ladder_errors(samples, sizes, config)
     sizes = np.array(sizes, dtype=np.float64)
     weight = sizes / np.maximum(1, [s.size for s in samples])  # sampled sums scaled to whole tensors
     signal = float(np.dot(weight, [np.dot(x, x) for x in (s.astype(np.float64) for s in samples)]))
     pairs = np.array([fmt.num_pairs(int(n)) for n in sizes], dtype=np.float64)
     scale_bits = np.array([16 * -(-int(n) // config.group) for n in sizes], dtype=np.float64)
-    total_bits = float(np.sum(pairs * rates[0] + scale_bits))
-    budget = config.bits * float(sizes.sum()) if config.bits is not None else math.inf
-    if total_bits > budget:
-        raise ValueError(f"bits={config.bits} is below the least rate of these tensors, "
-                         f"{total_bits / sizes.sum():.3f} bits/weight (index_bits={rates[0]}, group={config.group})")
     # A bits target starts every tensor one index bit below the average width the budget affords
     # (rounded): the energy-weighted objective would otherwise starve low-energy tensors a network
     # is sensitive to (PP-OCRv4's recogniser read 0 % of its lines at 5 bits/weight, 79 % with it).
     start = 0
     if config.bits is not None:
         floor = math.floor(2 * (config.bits - 16 / config.group) + 0.5) - 1
-        start = int(np.clip(floor - rates[0], 0, len(rates) - 1))
-        if float(np.sum(pairs * rates[start] + scale_bits)) > budget:
-            start = 0
-    level = np.full(len(samples), start, dtype=np.int64)
-    total_bits = float(np.sum(pairs * rates[start] + scale_bits))
-    allowed = signal / 10 ** (config.target_sqnr / 10) if config.target_sqnr is not None else -1.0
-    current = float(noise[np.arange(len(samples)), level].sum())
-    while current > allowed:
-        room = level < len(rates) - 1
-        gain = np.where(room, noise[np.arange(len(samples)), level] -
-                        noise[np.arange(len(samples)), np.minimum(level + 1, len(rates) - 1)], -np.inf)
-        value = np.where(room & (total_bits + pairs <= budget), gain / pairs, -np.inf)
-        best = int(np.argmax(value))
-        if not value[best] > 0:
-            break
-        level[best] += 1
-        total_bits += pairs[best]
-        current -= gain[best]
-    return [rates[i] for i in level]
-
+        start = int(np.clip(floor - widths[0], 0, len(widths) - 1))
+    return plan_widths(noise, signal, sizes, pairs, scale_bits, widths, config, start)
