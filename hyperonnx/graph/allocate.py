@@ -56,7 +56,7 @@ from .samples import generate, graph_inputs
 
 DEFAULT_MAX_OUTPUT_ERROR = 0.1  # relative error of each float output (cosine ~0.995)
 DEFAULT_SAMPLES = 4  # generated feeds when the user gives none
-PROBE_RATES = (3, 5, 7)  # bits/weight at which each tensor's output error is measured (interpolated between)
+PROBE_RATES = (2, 3, 5, 7)  # bits/weight at which each tensor's output error is measured (interpolated between)
 FALLBACK_SQNR = 40.0  # dB: weights the sample inputs never reach (and the weight planner's default)
 MAX_PROBE_BYTES = 1 << 29  # candidate weights beyond this: the weight planner (memory: compress peaks near
 # 11x the weights with the probe session, e.g. 1.0 GB for MiniLM-L6's 90 MB)
@@ -321,7 +321,11 @@ def _rungs(config: RateConfig, size: int, dtype_bits: int):
     """Widths the allocator may choose for one tensor (each width of the codec, then raw) and
     their seed bits."""
     module = codec.module_of(config)
-    configs = [config.at(w) for w in range(config.min_index_bits, config.max_index_bits + 1)]
+    # never below the lowest probe: responses extrapolated down miss collapses (measured: a
+    # depthwise Conv of PP-OCR's classifier at 2 bits/weight, predicted 0.01 from 3, 5 and 7
+    # bits/weight, measured 0.09; at 1 bit/weight 0.005 against 0.23)
+    lowest = max(config.min_index_bits, min(PROBE_RATES) * module.WEIGHTS_PER_INDEX)
+    configs = [config.at(w) for w in range(lowest, config.max_index_bits + 1)]
     bits = np.array([module.seed_bits(size, c) for c in configs] + [size * dtype_bits], dtype=np.float64)
     return configs + [None], bits
 
@@ -403,10 +407,10 @@ def allocate(model: ModelProto, sites, config: RateConfig, *, max_output_error: 
         return codec.decode(seed)
 
     module = codec.module_of(config)
-    probe_rungs = [w - config.min_index_bits for w in (r * module.WEIGHTS_PER_INDEX for r in PROBE_RATES)
-                   if config.min_index_bits <= w <= config.max_index_bits] or [0]
     unreached = 0
     for k, t in enumerate(tensors):  # one tensor at a time, at a few widths
+        probe_rungs = [r for r, c in enumerate(t.configs[:-1])
+                       if c.index_bits in {rate * module.WEIGHTS_PER_INDEX for rate in PROBE_RATES}] or [0]
         original = tensor_array(sites[t.sites[0]].tensor)
         array = original.astype(np.float64)
         weight_errors, output_errors = {}, {}
