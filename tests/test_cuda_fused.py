@@ -13,7 +13,9 @@ k = 2 with 2-byte group streams (windows wrap), winding. Gather is compared bit 
 repeated, negative and more than 256 indices (several launches). Writes outside the output are
 caught by guard words, broken rules and shapes are refused.
 
-Skipped without a GPU, without torch.cuda / CuPy, or when the library was built without CUDA.
+The refusals need no GPU: a weight is validated on the host before anything reaches the device,
+so those tests run wherever the library was built with CUDA (a valid weight then fails with a CUDA
+error instead of being created). The others are marked `cuda` and skipped without a GPU, without torch.cuda / CuPy, or when the library was built without CUDA.
 The library is $HYPERONNX_LIBRARY or the installed one. Where hyperonnx cannot be imported (a GPU
 machine without onnx), the weights come from a fixture file written beforehand by
 `python tests/test_cuda_fused.py --write-fixtures FILE` and named by $HYPERONNX_CUDA_FUSED_FIXTURES.
@@ -30,8 +32,6 @@ import numpy as np
 import pytest
 
 from test_cuda import Device, library_path
-
-pytestmark = pytest.mark.cuda
 
 EPS = 2.0 ** -23
 ROWS = (1, 4, 8, 16, 33, 256)
@@ -168,14 +168,19 @@ class Fused:
 
 
 @pytest.fixture(scope="module")
-def gpu():
-    device = Device()
-    if not device.available:
-        pytest.skip("no CUDA GPU (torch.cuda / CuPy)")
+def fused():
     lib = ctypes.CDLL(library_path())
     if getattr(lib, "hyperonnx_cuda_fused_gemm", None) is None:
         pytest.skip("the library was built without the CUDA kernels")
-    return device, Fused(lib)
+    return Fused(lib)
+
+
+@pytest.fixture(scope="module")
+def gpu(fused):
+    device = Device()
+    if not device.available:
+        pytest.skip("no CUDA GPU (torch.cuda / CuPy)")
+    return device, fused
 
 
 @pytest.fixture(scope="module")
@@ -243,6 +248,7 @@ def check_product(got, a, w, alpha=1.0, beta=1.0, c=None):
 
 # ----------------------------------------------------------------------------- the tests
 
+@pytest.mark.cuda
 @pytest.mark.parametrize("trans", [False, True], ids=["W_KxN", "transB"])
 def test_products_within_float32_bound(gpu, weights, trans):
     device, fused = gpu
@@ -260,6 +266,7 @@ def test_products_within_float32_bound(gpu, weights, trans):
                 raise AssertionError(f"{case['name']}, M={rows}, transB={trans}: {e}") from None
 
 
+@pytest.mark.cuda
 @pytest.mark.parametrize("rows", [1, 16])
 @pytest.mark.parametrize("trans", [False, True], ids=["W_KxN", "transB"])
 @pytest.mark.parametrize("c_shape", ["none", "scalar", "row", "column", "full"])
@@ -278,6 +285,7 @@ def test_gemm_alpha_beta_c(gpu, weights, rows, trans, c_shape):
     check_product(got, a, w, alpha=-1.5, beta=0.25, c=None if c is None else np.broadcast_to(c, (rows, n)))
 
 
+@pytest.mark.cuda
 def test_gather_rows_bit_for_bit(gpu, weights):
     device, fused = gpu
     rng = np.random.default_rng(3)
@@ -297,6 +305,7 @@ def test_gather_rows_bit_for_bit(gpu, weights):
             assert got.tobytes() == w[indices].tobytes(), case["name"]
 
 
+@pytest.mark.cuda
 def test_gather_out_of_range_refused(gpu, weights):
     device, fused = gpu
     case = cases()[0]
@@ -310,6 +319,7 @@ def test_gather_out_of_range_refused(gpu, weights):
         assert rc == 1 and "indices[2]" in message.value.decode(), (rc, message.value)
 
 
+@pytest.mark.cuda
 def test_empty_products(gpu, weights):
     """M = 0 writes nothing; a weight of 0 elements gives alpha * 0 + beta * C."""
     device, fused = gpu
@@ -333,8 +343,7 @@ def _codec_case(codec):
 
 
 @pytest.mark.parametrize("codec", ["lattice", "trellis", "winding"])
-def test_wrong_seed_length_refused(gpu, codec):
-    _, fused = gpu
+def test_wrong_seed_length_refused(fused, codec):
     case = _codec_case(codec)
     for delta in (-1, 1):
         rc, message, handle = fused.create(case, seed_bytes=case["payload"].size + delta)
@@ -342,8 +351,7 @@ def test_wrong_seed_length_refused(gpu, codec):
 
 
 @pytest.mark.parametrize("codec", ["lattice", "trellis"])
-def test_bad_scales_refused(gpu, codec):
-    _, fused = gpu
+def test_bad_scales_refused(fused, codec):
     case = _codec_case(codec)
     rc, message, _ = fused.create(case, scales_count=case["scales"].size - 1)
     assert rc == 1 and "rule 6" in message, (rc, message)
@@ -353,9 +361,8 @@ def test_bad_scales_refused(gpu, codec):
     assert rc == 1 and "rule 6" in message, (rc, message)
 
 
-def test_lattice_step_beyond_trajectory_refused(gpu):
+def test_lattice_step_beyond_trajectory_refused(fused):
     """Rule 7: the all-ones step, found by the host scan before anything reaches the GPU."""
-    _, fused = gpu
     case = _codec_case("lattice")
     bits = case["attrs"]["bits"]
     payload = case["payload"].copy()
@@ -367,6 +374,17 @@ def test_lattice_step_beyond_trajectory_refused(gpu):
     assert rc == 1 and "rule 7" in message, (rc, message)
 
 
+def test_valid_weight_reaches_the_gpu(fused):
+    """A weight that passes every rule is created (rc 0) or, without a GPU, fails at the copy (rc
+    2, a CUDA error), never refused."""
+    for codec in ("lattice", "trellis", "winding"):
+        rc, message, handle = fused.create(_codec_case(codec))
+        assert rc in (0, 2), (codec, rc, message)
+        assert (rc == 0) == bool(handle.value)
+        fused.free(handle)
+
+
+@pytest.mark.cuda
 def test_bad_arguments_refused(gpu, weights):
     _, fused = gpu
     case = cases()[0]
@@ -374,8 +392,12 @@ def test_bad_arguments_refused(gpu, weights):
     assert fused.gemm(None, None, 1, 0, 1.0, 1.0, None, 1, 1, None, None, message, 1024) == 3
     assert fused.gemm(weights[case["name"]], None, 1, 2, 1.0, 1.0, None, 1, 1, None, None, message, 1024) == 3
     assert fused.gemm(weights[case["name"]], None, 1, 0, 1.0, 1.0, None, 1, 1, None, None, message, 1024) == 3
-    rc, text, _ = fused.create(case, attrs={"bits": 1})
-    assert rc == 1 and "rule 2" in text, (rc, text)
+
+
+def test_bad_attributes_refused(fused):
+    for codec, change in (("lattice", {"bits": 1}), ("trellis", {"window": 17}), ("winding", {"points": 0})):
+        rc, text, _ = fused.create(_codec_case(codec), attrs=change)
+        assert rc == 1 and "rule 2" in text, (codec, rc, text)
 
 
 if __name__ == "__main__":
