@@ -6,7 +6,6 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
-#include <cstring>
 #include <string>
 #include <utility>
 
@@ -28,14 +27,14 @@ constexpr int kGatherBatch = 256;          // Gather rows per launch (kernel par
 // ----------------------------------------------------------------------------------------------
 // Decoders: float32 weight values, element e of the row-major weight. Element(e) for any
 // e < num_elements; Chunk(e0) for elements e0 .. e0 + 7 when e0 % 8 == 0 and e0 + 8 <=
-// num_elements. `table` is the block's shared-memory copy of `global_table` (table_floats
-// values; 0: none, the arithmetic runs per value).
+// num_elements. `table` is the block's shared-memory table of table_floats values, filled by
+// Stage (lattice, trellis: a copy of `global_table`; 0 values: none, the arithmetic runs per
+// value).
 
 // Winding (FORMAT.md §3): DecodePair over the ring scales (the table).
 struct WindingDecoder {
   WindingArgs a;  // flag unused: rule 5 held for every index when the weight was created
-  const float* global_table;  // unused: the ring scales come from `a`
-  uint32_t table_floats;      // rings + 1
+  uint32_t table_floats;  // rings + 1
 
   __device__ void Stage(float* table) const {
     for (uint32_t k = threadIdx.x; k < table_floats; k += blockDim.x) table[k] = a.scales[k];
@@ -529,7 +528,7 @@ std::string DeviceWeight::Create(const WindingParams& p, const uint8_t* seed, vo
   impl->num_elements = p.num_elements;
   const cudaError_t e = impl->Upload(seed, p.seed_bytes, &impl->seed, stream);
   if (e != cudaSuccess) return CudaError("copying the weight to the GPU", e);
-  impl->winding = WindingDecoder{MakeWindingArgs(p, impl->seed, nullptr), nullptr, p.rings + 1};
+  impl->winding = WindingDecoder{MakeWindingArgs(p, impl->seed, nullptr), p.rings + 1};
   const std::string error = impl->Complete(stream);
   if (!error.empty()) return error;
   out->reset(new DeviceWeight(std::move(impl)));
