@@ -56,7 +56,7 @@ from .samples import generate, graph_inputs
 
 DEFAULT_MAX_OUTPUT_ERROR = 0.1  # relative error of each float output (cosine ~0.995)
 DEFAULT_SAMPLES = 4  # generated feeds when the user gives none
-PROBE_RATES = (2, 3, 5, 7)  # bits/weight at which each tensor's output error is measured (interpolated between)
+PROBE_RATES = (3, 5, 7)  # bits/weight at which each tensor's output error is measured (interpolated between)
 FALLBACK_SQNR = 40.0  # dB: weights the sample inputs never reach (and the weight planner's default)
 MAX_PROBE_BYTES = 1 << 29  # candidate weights beyond this: the weight planner (memory: compress peaks near
 # 11x the weights with the probe session, e.g. 1.0 GB for MiniLM-L6's 90 MB)
@@ -321,10 +321,10 @@ def _rungs(config: RateConfig, size: int, dtype_bits: int):
     """Widths the allocator may choose for one tensor (each width of the codec, then raw) and
     their seed bits."""
     module = codec.module_of(config)
-    # never below the lowest probe: responses extrapolated down miss collapses (measured: a
-    # depthwise Conv of PP-OCR's classifier at 2 bits/weight, predicted 0.01 from 3, 5 and 7
-    # bits/weight, measured 0.09; at 1 bit/weight 0.005 against 0.23)
-    lowest = max(config.min_index_bits, min(PROBE_RATES) * module.WEIGHTS_PER_INDEX)
+    # at most one bit/weight below the lowest probe: further down, extrapolated responses miss
+    # collapses (measured: a depthwise Conv of PP-OCR's classifier with trellis at 1 bit/weight,
+    # predicted 0.005 from 3, 5 and 7 bits/weight, measured 0.23)
+    lowest = max(config.min_index_bits, (min(PROBE_RATES) - 1) * module.WEIGHTS_PER_INDEX)
     configs = [config.at(w) for w in range(lowest, config.max_index_bits + 1)]
     bits = np.array([module.seed_bits(size, c) for c in configs] + [size * dtype_bits], dtype=np.float64)
     return configs + [None], bits
