@@ -24,6 +24,7 @@
 #endif
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -268,16 +269,6 @@ __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,avx2,f16c"))) bool Dec
 #pragma GCC diagnostic pop
 #endif
 
-bool HasAvx512() {
-  static const bool has = [] {
-    const char* off = std::getenv("HYPERONNX_NO_AVX512");
-    if (off != nullptr && *off != '\0' && std::strcmp(off, "0") != 0) return false;
-    return HasAvx2() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
-           __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
-  }();
-  return has;
-}
-
 bool HasAvx2F16c() {
   static const bool has = HasAvx2() && __builtin_cpu_supports("f16c") != 0;
   return has;
@@ -377,6 +368,62 @@ RangeFn GetRange(int64_t dtype, uint32_t bits) {
   return SelectRange<kBFloat16>(bits, Widths{});
 }
 
+// int8 compute (codec_cpu.h: DecodePairsInt8): pairs [begin, end) as the two bytes of their step
+// in `table`, one by one.
+template <int B>
+void Int8Pairs(const LatticeParams& p, const uint8_t* seed, const uint8_t* table, uint64_t begin, uint64_t end,
+               uint8_t* out) {
+  constexpr uint32_t kMask = (uint32_t{1} << B) - 1;
+  const uint64_t windowed = Windowed<B>(p);
+  for (uint64_t i = begin; i < end; ++i) {
+    uint32_t j;
+    if (i < windowed) {
+      uint32_t window;
+      std::memcpy(&window, seed + ((i * B) >> 3), 4);
+      j = (window >> ((i * B) & 7)) & kMask;
+    } else {
+      j = ReadIndex(seed, p.seed_bytes, i, B);
+    }
+    std::memcpy(out + 2 * (i - begin), table + 2 * j, 2);
+  }
+}
+
+#ifdef HYPERONNX_AVX2
+// Int8Pairs with AVX2: 8 steps unpacked at a time (Unpack8Avx2) and their byte pairs gathered
+// from the table in one instruction; the ends as Int8Pairs.
+template <int B>
+__attribute__((target("avx2"))) void Int8PairsAvx2(const LatticeParams& p, const uint8_t* seed, const uint8_t* table,
+                                                   uint64_t begin, uint64_t end, uint8_t* out) {
+  const Unpack8Avx2<B> unpack;
+  // the first 2 bytes of each 32-bit lane, packed into the low 8 bytes of each 128-bit half
+  const __m256i pick = _mm256_setr_epi8(0, 1, 4, 5, 8, 9, 12, 13, -1, -1, -1, -1, -1, -1, -1, -1,
+                                        0, 1, 4, 5, 8, 9, 12, 13, -1, -1, -1, -1, -1, -1, -1, -1);
+  const uint64_t head = std::min(end, (begin + 7) / 8 * 8);
+  Int8Pairs<B>(p, seed, table, begin, head, out);
+  uint64_t i = head;
+  for (; i + 8 <= end && (i / 8) * B + Unpack8Avx2<B>::kReach <= p.seed_bytes; i += 8) {
+    const __m256i j = unpack(seed + (i / 8) * B);
+    const __m256i v = _mm256_shuffle_epi8(_mm256_i32gather_epi32(reinterpret_cast<const int*>(table), j, 2), pick);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 2 * (i - begin)),
+                     _mm256_castsi256_si128(_mm256_permute4x64_epi64(v, 0x08)));
+  }
+  CountVectorPairs(i - head);
+  Int8Pairs<B>(p, seed, table, i, end, out + 2 * (i - begin));
+}
+#endif
+
+using Int8Fn = void (*)(const LatticeParams&, const uint8_t*, const uint8_t*, uint64_t, uint64_t, uint8_t*);
+
+template <int... Bs>
+Int8Fn SelectInt8(uint32_t bits, std::integer_sequence<int, Bs...>) {
+#ifdef HYPERONNX_AVX2
+  static const Int8Fn kAvx2ByBits[] = {&Int8PairsAvx2<Bs + 1>...};
+  if (HasAvx2()) return kAvx2ByBits[bits - 1];
+#endif
+  static const Int8Fn kByBits[] = {&Int8Pairs<Bs + 1>...};
+  return kByBits[bits - 1];
+}
+
 // Tables by trajectory, kept while a node uses them.
 std::shared_ptr<const std::vector<float>> SharedTable(const LatticeParams& p) {
   using Key = std::tuple<uint32_t, uint32_t, uint32_t, uint32_t>;
@@ -412,6 +459,23 @@ bool LatticeCpuDecoder::DecodePairs(const uint8_t* seed, const uint16_t* scales,
   job.out = out;
   job.base = begin;
   return GetRange(params_.dtype, params_.bits)(job, begin, end);
+}
+
+bool LatticeCpuDecoder::PrepareInt8(Int8Info* info) {
+  const std::vector<float>& table = *table_;
+  float max_abs = 0.0f;
+  for (uint32_t e = 0; e < 2 * params_.points; ++e) max_abs = std::max(max_abs, std::fabs(table[e]));
+  int8_.assign(2 * (size_t{1} << params_.bits) + 2, 128);
+  for (uint32_t e = 0; e < 2 * params_.points; ++e) int8_[e] = Int8Byte(table[e], max_abs);
+  info->unit = max_abs / 127.0f;
+  info->group = params_.group;
+  info->scale_unit = params_.scale_unit;
+  return true;
+}
+
+void LatticeCpuDecoder::DecodePairsInt8(const uint8_t* seed, uint64_t begin, uint64_t end, uint8_t* out) const {
+  if (begin >= end) return;
+  SelectInt8(params_.bits, std::make_integer_sequence<int, kLatticeMaxBits>{})(params_, seed, int8_.data(), begin, end, out);
 }
 
 }  // namespace hyperonnx

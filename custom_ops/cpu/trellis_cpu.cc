@@ -16,6 +16,7 @@
 #endif
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 
 namespace hyperonnx {
@@ -65,6 +66,22 @@ __attribute__((target("avx2"))) inline __m256 Values8(const TrellisParams& p, __
   return _mm256_div_ps(num, den);
 }
 
+// The 8 windows of a 16-byte block starting on weight t (a multiple of 8).
+__attribute__((target("avx2"))) inline __m256i Windows8(const Gather& gather, __m128i block, __m256i mask) {
+  const __m256i bytes = _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(block), gather.shuffle);
+  return _mm256_and_si256(_mm256_srlv_epi32(bytes, gather.shift), mask);
+}
+
+// A group's last 16 bytes followed by its first 16: where blocks that wrap read (below).
+inline void GroupTail(const uint8_t* g, uint32_t gb, uint8_t* tail) {
+  if (gb >= 16) {
+    std::memcpy(tail, g + gb - 16, 16);
+    std::memcpy(tail + 16, g, 16);
+  } else {
+    for (uint32_t i = 0; i < 32; ++i) tail[i] = g[(gb * 16 + i - 16) % gb];  // gb * 16 >= 16: never negative
+  }
+}
+
 // Weights [t0, t1) of group q, as DecodeScalar, in blocks of 8 from the first multiple of 8 on.
 // A block at byte o of the group reads the 16 bytes from o: from the seed while they lie inside
 // the group, else from `tail`, the group's last 16 bytes followed by its first 16 (the circular
@@ -74,12 +91,7 @@ __attribute__((target("avx2,f16c"))) void DecodeAvx2(const TrellisParams& p, con
   const uint8_t* g = seed + q * p.group_bytes;
   const uint32_t gb = p.group_bytes;
   alignas(16) uint8_t tail[32];
-  if (gb >= 16) {
-    std::memcpy(tail, g + gb - 16, 16);
-    std::memcpy(tail + 16, g, 16);
-  } else {
-    for (uint32_t i = 0; i < 32; ++i) tail[i] = g[(gb * 16 + i - 16) % gb];  // gb * 16 >= 16: never negative
-  }
+  GroupTail(g, gb, tail);
   uint32_t t = t0;
   const uint32_t head = std::min<uint32_t>(t1, (t0 + 7) & ~7u);
   DecodeScalar(p, seed, q, t, head, s, out);
@@ -91,11 +103,38 @@ __attribute__((target("avx2,f16c"))) void DecodeAvx2(const TrellisParams& p, con
     const uint32_t o = p.bits * t >> 3;  // t is a multiple of 8: the block starts on a byte
     __m128i block;
     std::memcpy(&block, o + 16 <= gb ? g + o : tail + (o + 16 - gb), 16);
-    const __m256i bytes = _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(block), gather.shuffle);
-    const __m256i w = _mm256_and_si256(_mm256_srlv_epi32(bytes, gather.shift), mask);
-    _mm256_storeu_ps(out, _mm256_mul_ps(Values8(p, w), scale));
+    _mm256_storeu_ps(out, _mm256_mul_ps(Values8(p, Windows8(gather, block, mask)), scale));
   }
   DecodeScalar(p, seed, q, t, t1, s, out);
+}
+
+// int8 compute: weights [t0, t1) of group q as the bytes of their windows in `table`, the blocks
+// of 8 as DecodeAvx2's with a gather from the table in place of h.
+__attribute__((target("avx2"))) void Int8Avx2(const TrellisParams& p, const Gather& gather, const uint8_t* seed,
+                                              const uint8_t* table, uint64_t q, uint32_t t0, uint32_t t1,
+                                              uint8_t* out) {
+  const uint8_t* g = seed + q * p.group_bytes;
+  const uint32_t gb = p.group_bytes;
+  alignas(16) uint8_t tail[32];
+  GroupTail(g, gb, tail);
+  uint32_t t = t0;
+  const uint32_t head = std::min<uint32_t>(t1, (t0 + 7) & ~7u);
+  for (; t < head; ++t) *out++ = table[TrellisWindow(p, seed, q, t)];
+  const __m256i mask = _mm256_set1_epi32(static_cast<int32_t>((uint32_t{1} << p.window) - 1u));
+  // byte 0 of each 32-bit lane, packed into the low 4 bytes of each 128-bit half
+  const __m256i pick = _mm256_setr_epi8(0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+                                        0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1);
+  for (; t + 8 <= t1; t += 8, out += 8) {
+    const uint32_t o = p.bits * t >> 3;
+    __m128i block;
+    std::memcpy(&block, o + 16 <= gb ? g + o : tail + (o + 16 - gb), 16);
+    const __m256i v = _mm256_shuffle_epi8(
+        _mm256_i32gather_epi32(reinterpret_cast<const int*>(table), Windows8(gather, block, mask), 1), pick);
+    const uint64_t packed = static_cast<uint32_t>(_mm256_extract_epi32(v, 0)) |
+                            uint64_t{static_cast<uint32_t>(_mm256_extract_epi32(v, 4))} << 32;
+    std::memcpy(out, &packed, 8);
+  }
+  for (; t < t1; ++t) *out++ = table[TrellisWindow(p, seed, q, t)];
 }
 
 // float32 -> float16 (FORMAT.md §3; vcvtps2ph rounds to nearest even, keeps subnormals,
@@ -112,6 +151,16 @@ bool HasAvx2Now() {
   static const bool has = HasAvx2() && __builtin_cpu_supports("f16c") != 0;
   return has;
 }
+
+// Per k, built once (when the CPU has AVX2).
+const Gather* Gathers() {
+  static const Gather* gathers = [] {
+    static Gather g[kTrellisMaxBits + 1];
+    if (HasAvx2Now()) for (uint32_t k = 1; k <= kTrellisMaxBits; ++k) g[k] = MakeGather(k);
+    return g;
+  }();
+  return gathers;
+}
 #endif
 
 }  // namespace
@@ -119,11 +168,7 @@ bool HasAvx2Now() {
 void TrellisDecodeFloats(const TrellisParams& p, const uint8_t* seed, const uint16_t* scales, uint64_t begin,
                          uint64_t end, float* out) {
 #ifdef HYPERONNX_AVX2
-  static const Gather* gathers = [] {
-    static Gather g[kTrellisMaxBits + 1];
-    if (HasAvx2Now()) for (uint32_t k = 1; k <= kTrellisMaxBits; ++k) g[k] = MakeGather(k);
-    return g;
-  }();
+  const Gather* gathers = Gathers();
 #endif
   for (uint64_t e = begin; e < end;) {
     const uint64_t q = e / p.group;
@@ -174,6 +219,42 @@ bool TrellisCpuDecoder::DecodePairs(const uint8_t* seed, const uint16_t* scales,
     }
   }
   return false;
+}
+
+
+bool TrellisCpuDecoder::PrepareInt8(Int8Info* info) {
+  const uint32_t states = uint32_t{1} << params_.window;
+  std::vector<float> h(states);
+  float max_abs = 0.0f;
+  for (uint32_t w = 0; w < states; ++w) {
+    h[w] = TrellisValue(params_, w);
+    max_abs = std::max(max_abs, std::fabs(h[w]));
+  }
+  int8_.assign(size_t{states} + 3, 128);
+  for (uint32_t w = 0; w < states; ++w) int8_[w] = Int8Byte(h[w], max_abs);
+  info->unit = max_abs / 127.0f;
+  info->group = params_.group;
+  info->scale_unit = params_.scale_unit;
+  return true;
+}
+
+void TrellisCpuDecoder::DecodePairsInt8(const uint8_t* seed, uint64_t begin, uint64_t end, uint8_t* out) const {
+  const TrellisParams& p = params_;
+  for (uint64_t e = 2 * begin; e < 2 * end;) {  // as DecodePairs: a half last pair's second weight is in the seed
+    const uint64_t q = e / p.group;
+    const uint32_t t0 = static_cast<uint32_t>(e - q * p.group);
+    const uint32_t t1 = static_cast<uint32_t>(std::min<uint64_t>(2 * end - q * p.group, p.group));
+#ifdef HYPERONNX_AVX2
+    if (HasAvx2Now()) {
+      Int8Avx2(p, Gathers()[p.bits], seed, int8_.data(), q, t0, t1, out);
+      out += t1 - t0;
+      e += t1 - t0;
+      continue;
+    }
+#endif
+    for (uint32_t t = t0; t < t1; ++t) *out++ = int8_[TrellisWindow(p, seed, q, t)];
+    e += t1 - t0;
+  }
 }
 
 }  // namespace hyperonnx
