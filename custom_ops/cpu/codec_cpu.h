@@ -74,7 +74,7 @@ class EncodedWeight {
   const Int8Info& int8() const { return int8_; }
   void DecodeInt8(uint64_t first, uint64_t count, uint8_t* out) const;
   // S_q of group q (int8 compute; the codec has scales)
-  float GroupScale(uint64_t q) const;
+  float GroupScale(uint64_t q) const { return HalfToFloat(scales_[q]) * int8_.scale_unit; }
 
  private:
   std::unique_ptr<PairDecoder> decoder_;

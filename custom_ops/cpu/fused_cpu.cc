@@ -60,8 +60,6 @@ void EncodedWeight::DecodeInt8(uint64_t first, uint64_t count, uint8_t* out) con
   }
 }
 
-float EncodedWeight::GroupScale(uint64_t q) const { return HalfToFloat(scales_[q]) * int8_.scale_unit; }
-
 uint8_t Int8Byte(float v, float max_abs) {
   if (!(max_abs > 0.0f)) return 128;
   const double q = std::nearbyint(static_cast<double>(v) * 127.0 / static_cast<double>(max_abs));

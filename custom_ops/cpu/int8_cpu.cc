@@ -19,7 +19,13 @@ namespace {
 
 constexpr size_t kTile = 16;      // output columns per panel tile: 16 int32 lanes (one AVX-512 register)
 constexpr size_t kBlock = 32;     // reduction elements per activation scale
-constexpr size_t kTaskTiles = 4;  // tiles per task (each task decodes its own columns once per call)
+// Many rows: tiles per task (each decodes its own columns once per call), about 8 tasks a product
+// so that threads share the work, 4 to 16 tiles.
+constexpr size_t kTasks = 8, kMaxTaskTiles = 16;
+// Few rows (W [K, N]): up to 8 tasks of whole blocks, partial outputs of at most 16 MB, panels of
+// one block by up to 128 tiles (2048 columns, 64 KB).
+constexpr size_t kFewRows = 8, kFewTasks = 8, kChunkTiles = 128;
+constexpr size_t kFewAccumulatorBytes = 16 << 20;
 
 constexpr float kMinNormal = 1.17549435e-38f;  // 2^-126
 
@@ -152,28 +158,27 @@ inline void Interleave4(const uint8_t* rows, size_t stride, uint8_t* dst) {
 #endif
 }
 
-// The panel of output columns [n0, n0 + nb) in `tiles` tiles (transB=0): tile t holds kp / 4
-// quads of 64 bytes (quad s: lane i = rows 4s..4s+3 of column n0 + 16t + i; 128, i.e. 0, past
-// the weight), and every lane scale is the weight unit.
-void PackColumns(const EncodedWeight& w, const Int8Plan& plan, size_t n0, size_t nb, size_t tiles, size_t kp,
-                 uint8_t* panel, float* lane) {
+// The panel of weight rows [k0, k0 + depth) (depth a multiple of 4) and output columns
+// [n0, n0 + nb) in `tiles` tiles (transB=0): tile t holds depth / 4 quads of 64 bytes (quad s:
+// lane i = rows k0 + 4s .. k0 + 4s + 3 of column n0 + 16t + i; 128, i.e. 0, past the weight).
+void PackColumns(const EncodedWeight& w, const Int8Plan& plan, size_t k0, size_t depth, size_t n0, size_t nb,
+                 size_t tiles, uint8_t* panel) {
   const size_t width = tiles * kTile;
   std::vector<uint8_t> rows(4 * width, 128);
-  for (size_t k0 = 0; k0 < kp; k0 += 4) {
+  for (size_t k = 0; k < depth; k += 4) {
     for (size_t j = 0; j < 4; ++j) {
       uint8_t* row = rows.data() + j * width;
-      if (k0 + j < plan.k) {
-        w.DecodeInt8(uint64_t{k0 + j} * plan.n + n0, nb, row);
+      if (k0 + k + j < plan.k) {
+        w.DecodeInt8(uint64_t{k0 + k + j} * plan.n + n0, nb, row);
       } else {
         std::fill(row, row + nb, uint8_t{128});
       }
     }
-    for (size_t t = 0; t < tiles; ++t) Interleave4(rows.data() + t * kTile, width, panel + (t * kp + k0) * kTile);
+    for (size_t t = 0; t < tiles; ++t) Interleave4(rows.data() + t * kTile, width, panel + (t * depth + k) * kTile);
   }
-  std::fill(lane, lane + tiles * (kp / kBlock) * kTile, w.int8().unit);
 }
 
-// The panel of weight rows [n0, n0 + nb) (transB=1), laid out as PackColumns'; lane scale (t, b, i)
+// The panel of weight rows [n0, n0 + nb) (transB=1) over the whole depth, laid out as PackColumns'; lane scale (t, b, i)
 // = the group scale of block b of row n0 + 16t + i times the weight unit (0 past the weight).
 void PackRows(const EncodedWeight& w, const Int8Plan& plan, size_t n0, size_t nb, size_t tiles, size_t kp,
               uint8_t* panel, float* lane) {
@@ -357,28 +362,73 @@ bool GemmInt8(const Ort::KernelContext& context, const EncodedWeight& w, const I
   });
   if (!ok) return false;
   const TileFn tile_fn = GetTile();
-  const size_t tiles = (n + kTile - 1) / kTile, tasks = (tiles + kTaskTiles - 1) / kTaskTiles;
-  return ParallelTasks(context, tasks, uint64_t{rows} * depth * n, [&](size_t task) {
-    const size_t t0 = task * kTaskTiles, tt = std::min(kTaskTiles, tiles - t0);
-    const size_t n0 = t0 * kTile, nb = std::min(tt * kTile, n - n0);
-    std::vector<uint8_t> panel(tt * kp * kTile);
-    std::vector<float> lane(tt * blocks * kTile);
-    if (plan.trans) {
-      PackRows(w, plan, n0, nb, tt, kp, panel.data(), lane.data());
-    } else {
-      PackColumns(w, plan, n0, nb, tt, kp, panel.data(), lane.data());
-    }
-    float out[kRows * kTile];
+  // The tiles of a panel (tiles [0, tt) of the columns from n0, blocks [b0, b0 + nblocks)) against
+  // every activation row, written to out [rows, n] (added to it with `add`).
+  auto run_tiles = [&](const uint8_t* panel, const float* lane, size_t tt, size_t n0, size_t b0, size_t nblocks,
+                       float* out, bool add) {
+    float result[kRows * kTile];
     for (size_t m = 0; m < rows; m += kRows) {
       for (size_t t = 0; t < tt; ++t) {
         const size_t column = n0 + t * kTile, cols = std::min(kTile, n - column);
         const size_t at = m * classes + (plan.trans ? 0 : column / plan.class_width);
-        const ActivationRows block_rows{q.data() + at * kp, d.data() + at * blocks, sum.data() + at * blocks,
-                                        classes * kp, classes * blocks, std::min(kRows, rows - m)};
-        tile_fn(panel.data() + t * kp * kTile, block_rows, lane.data() + t * blocks * kTile, blocks, out);
-        for (size_t r = 0; r < block_rows.count; ++r) std::memcpy(y + (m + r) * n + column, out + r * kTile, 4 * cols);
+        const ActivationRows block_rows{q.data() + at * kp + b0 * kBlock, d.data() + at * blocks + b0,
+                                        sum.data() + at * blocks + b0, classes * kp, classes * blocks,
+                                        std::min(kRows, rows - m)};
+        tile_fn(panel + t * nblocks * kBlock * kTile, block_rows, lane + t * nblocks * kTile, nblocks, result);
+        for (size_t r = 0; r < block_rows.count; ++r) {
+          float* to = out + (m + r) * n + column;
+          const float* from = result + r * kTile;
+          if (add) {
+            for (size_t i = 0; i < cols; ++i) to[i] += from[i];
+          } else {
+            std::memcpy(to, from, 4 * cols);
+          }
+        }
       }
     }
+  };
+  const size_t tiles = (n + kTile - 1) / kTile;
+  if (!plan.trans && rows <= kFewRows) {
+    // few rows (decode-bound): tasks own ranges of blocks, so each reads its weight rows front to
+    // back in the seed, a block of kBlock rows at a time over chunks of columns, into partial
+    // outputs summed at the end
+    const size_t tasks = std::max<size_t>(1, std::min({kFewTasks, blocks, kFewAccumulatorBytes / (4 * rows * n)}));
+    std::vector<float> partial((tasks - 1) * rows * n);
+    ok = ParallelTasks(context, tasks, uint64_t{rows} * depth * n, [&](size_t task) {
+      float* out = task == 0 ? y : partial.data() + (task - 1) * rows * n;
+      std::fill(out, out + rows * n, 0.0f);
+      const size_t chunk = std::min(tiles, kChunkTiles);
+      std::vector<uint8_t> panel(chunk * kBlock * kTile);
+      const std::vector<float> lane(chunk * kTile, w.int8().unit);
+      for (size_t b = blocks * task / tasks; b < blocks * (task + 1) / tasks; ++b) {
+        for (size_t t0 = 0; t0 < tiles; t0 += chunk) {
+          const size_t tt = std::min(chunk, tiles - t0), n0 = t0 * kTile;
+          PackColumns(w, plan, b * kBlock, kBlock, n0, std::min(tt * kTile, n - n0), tt, panel.data());
+          run_tiles(panel.data(), lane.data(), tt, n0, b, 1, out, true);
+        }
+      }
+    });
+    for (size_t t = 1; t < tasks; ++t) {
+      const float* part = partial.data() + (t - 1) * rows * n;
+      for (size_t e = 0; e < rows * n; ++e) y[e] += part[e];
+    }
+    return ok;
+  }
+  // more rows, or transB=1 (whose weight rows are the output columns, each read front to back):
+  // tasks own ranges of output columns, their panel decoded once per call over the whole depth
+  const size_t task_tiles = std::min(kMaxTaskTiles, std::max<size_t>(4, tiles / kTasks));
+  const size_t tasks = (tiles + task_tiles - 1) / task_tiles;
+  return ParallelTasks(context, tasks, uint64_t{rows} * depth * n, [&](size_t task) {
+    const size_t t0 = task * task_tiles, tt = std::min(task_tiles, tiles - t0);
+    const size_t n0 = t0 * kTile, nb = std::min(tt * kTile, n - n0);
+    std::vector<uint8_t> panel(tt * kp * kTile);
+    std::vector<float> lane(tt * blocks * kTile, w.int8().unit);
+    if (plan.trans) {
+      PackRows(w, plan, n0, nb, tt, kp, panel.data(), lane.data());
+    } else {
+      PackColumns(w, plan, 0, kp, n0, nb, tt, panel.data());
+    }
+    run_tiles(panel.data(), lane.data(), tt, n0, 0, blocks, y, false);
   });
 }
 
