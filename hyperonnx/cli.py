@@ -35,7 +35,7 @@ def _add_bench(sub) -> None:
                          help="minilm, digits, ppocr, llama (default minilm digits)")
     runtime.add_argument("--no-models", action="store_true", help="decode throughput only")
     runtime.add_argument("--methods", nargs="+", default=None,
-                         help="float32 (always), fused, load, stream, int8, nbits-b32-a0, nbits-b128-a0, nbits-b32-a4, "
+                         help="float32 (always), fused, fused-int8, load, stream, int8, nbits-b32-a0, nbits-b128-a0, nbits-b32-a4, "
                               "nbits-b128-a4 (default: all that apply to the model)")
     runtime.add_argument("--fused", action="store_true", help="also the fused kernel against MatMul, one thread")
     runtime.add_argument("--preset", default="lattice-4.25",

@@ -9,7 +9,8 @@
    thread: weights decoded and seed bytes read per second, against the float32 bytes MatMul reads.
 3. Sessions on real models (MiniLM-L6 at batch 1, sequence 128; the digits CNN, PP-OCRv4 rec and
    a Llama-like 134 M decoder's single-token step, all at batch 1), per method: float32 (the
-   original), hyperonnx fused (the default compression), load and stream (DecodeWeights models,
+   original), hyperonnx fused (the default compression), fused-int8 (the same model with int8
+   compute: accuracy_level 4, its error against fused printed too), load and stream (DecodeWeights models,
    compress --no-fuse), and onnxruntime's int8 quantize_dynamic and 4-bit MatMulNBits (blocks 32
    and 128, accuracy_level 0 and 4) where they change the model. Each session runs in a fresh
    process (hyperonnx.bench.probe): creation time, median latency, peak RSS; the runtime's own
@@ -23,6 +24,7 @@ Targets (issues 4 and 14) are printed beside the measured ratios.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import os
@@ -38,6 +40,7 @@ import hyperonnx
 from .. import format as fmt
 from .. import models
 from ..codec import bitpack, lattice
+from ..graph.fuse import set_accuracy_level
 from . import probe
 
 DTYPES = {"float32": TensorProto.FLOAT, "float16": TensorProto.FLOAT16}
@@ -265,9 +268,18 @@ def _nbits(block_size: int, accuracy_level: int):
     return make
 
 
-def _hyperonnx(fuse: bool):
+@functools.lru_cache(maxsize=1)
+def _compressed(src: Path, preset: str, fuse: bool):
+    return hyperonnx.compress(src, preset, fuse=fuse)
+
+
+def _hyperonnx(fuse: bool, accuracy_level: int = 0):
     def make(src: Path, dst: Path, preset: str) -> None:
-        hyperonnx.save(hyperonnx.compress(src, preset, fuse=fuse), dst)
+        import onnx
+        model = onnx.ModelProto()
+        model.CopyFrom(_compressed(src, preset, fuse))  # fused and fused-int8: one compression
+        set_accuracy_level(model, accuracy_level)
+        hyperonnx.save(model, dst)
     return make
 
 
@@ -275,6 +287,7 @@ def _hyperonnx(fuse: bool):
 METHODS = {
     "float32": (None, "plain"),
     "fused": (_hyperonnx(True), "load"),  # the default compression: fused operators, weights stay encoded
+    "fused-int8": (_hyperonnx(True, 4), "load"),  # the same, MatMul / Gemm with accuracy_level 4 (int8 compute)
     "load": (_hyperonnx(False), "load"),  # DecodeWeights decoded once at session creation
     "stream": (_hyperonnx(False), "stream"),  # DecodeWeights on every run
     "int8": (_int8_dynamic, "plain"),  # onnxruntime quantize_dynamic
@@ -288,7 +301,7 @@ METHODS = {
 BASELINES = {"minilm": ("int8", "nbits-b32-a0", "nbits-b128-a0", "nbits-b32-a4", "nbits-b128-a4"),
              "llama": ("int8", "nbits-b32-a0", "nbits-b128-a0", "nbits-b32-a4", "nbits-b128-a4"),
              "digits": ("int8",), "ppocr": ()}
-OURS = ("fused", "load", "stream")
+OURS = ("fused", "fused-int8", "load", "stream")
 
 
 def runtime_baseline(repeat: int, threads: int = 0) -> float:
@@ -376,8 +389,16 @@ def measure_sessions(names: list[str], preset: str, repeat: int, runs: int, thre
                 row["latency_alternating"] = alternating[method]
                 key = QUALITY_OUTPUT[name]
                 row["cos_vs_float32"] = _cosine(outputs[method][key], outputs["float32"][key])
+                if method == "fused-int8" and "fused" in outputs:  # the int8 compute's own error
+                    got, want = outputs[method][key].astype(np.float64), outputs["fused"][key].astype(np.float64)
+                    row["rel_rms_vs_fused"] = float(np.sqrt(np.mean((got - want) ** 2) / np.mean(want ** 2)))
+                    row["cos_vs_fused"] = _cosine(got, want)
                 rows.append(row)
                 log(_session_line(row))
+            int8 = next((r for r in rows if r["model"] == name and "rel_rms_vs_fused" in r), None)
+            if int8 is not None:
+                log(f"{'':26} fused-int8 against fused ({key}): relative RMS error {int8['rel_rms_vs_fused']:.4f}, "
+                    f"cosine {int8['cos_vs_fused']:.5f}")
     return rows
 
 
@@ -425,6 +446,16 @@ def targets(decode_rows: list[dict], session_rows: list[dict]) -> list[dict]:
             if name == "llama" and (name, "nbits-b128-a4") in by:
                 add(name, "fused latency / MatMulNBits b128 a4 (alt.)",
                     fused["latency_alternating"] / by[(name, "nbits-b128-a4")]["latency_alternating"], 1.5)
+        int8 = by.get((name, "fused-int8"))
+        if int8 is not None:
+            if name == "llama" and (name, "nbits-b128-a4") in by:
+                add(name, "fused-int8 latency / MatMulNBits b128 a4 (alt.)",
+                    int8["latency_alternating"] / by[(name, "nbits-b128-a4")]["latency_alternating"], 1.1)
+            if name == "minilm" and (name, "int8") in by:
+                add(name, "fused-int8 latency / int8 quantize_dynamic (alt.)",
+                    int8["latency_alternating"] / by[(name, "int8")]["latency_alternating"], 1.0)
+                add(name, "int8 quantize_dynamic cosine - fused-int8 cosine", by[(name, "int8")]["cos_vs_float32"]
+                    - int8["cos_vs_float32"], 0.0)
         if (name, "load") in by:
             add(name, "load (RSS-base - onnxruntime alone) / float32's",
                 above_runtime(by[(name, "load")]) / max(above_runtime(plain), 1e-9), 1.0)
