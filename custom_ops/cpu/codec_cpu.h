@@ -29,7 +29,7 @@ namespace hyperonnx {
 // What the int8 kernel needs besides the bytes: unscaled value = unit * q, weight = that * S_q,
 // S_q = float32(scales[q]) * scale_unit for the group q = element / group.
 struct Int8Info {
-  float unit = 0.0f;  // max |v| / 127 (0 when every value is 0)
+  float unit = 0.0f;  // max |v| / 127
   uint32_t group = 0;
   float scale_unit = 0.0f;
 };
@@ -50,12 +50,15 @@ class PairDecoder {
   // Builds the int8 table (once, at kernel creation) and returns true with `info` filled, or
   // false when the codec has no int8 form (winding: no group scales).
   virtual bool PrepareInt8(Int8Info*) { return false; }
-  // After PrepareInt8: pairs [begin, end) as bytes q + 128 (q = round(v * 127 / max|v|), in
-  // [-127, 127]), pair i at out[2 * (i - begin)]; the seed was validated whole (no bad index).
+  // After PrepareInt8: pairs [begin, end) as bytes q + 128 (Int8Byte), pair i at
+  // out[2 * (i - begin)]; the seed was validated whole (no bad index).
   virtual void DecodePairsInt8(const uint8_t*, uint64_t, uint64_t, uint8_t*) const {}
 };
 
-// The int8 byte of an unscaled value v (PrepareInt8's rounding, shared by the codecs): 128 + q.
+// The int8 byte of an unscaled value v, shared by the codecs: 128 + q, q = v * 127 / max |v|
+// rounded to nearest-even, in [-127, 127]. A codec whose max |v| is below kInt8MinMax (attributes
+// far from any encoder's) has no int8 form: 127 / max |v| could overflow.
+constexpr float kInt8MinMax = 7.88860905e-31f;  // 2^-100
 uint8_t Int8Byte(float v, float max_abs);
 
 // A weight kept encoded in memory (the constant seed and scales of a fused node, validated whole

@@ -61,7 +61,6 @@ void EncodedWeight::DecodeInt8(uint64_t first, uint64_t count, uint8_t* out) con
 }
 
 uint8_t Int8Byte(float v, float max_abs) {
-  if (!(max_abs > 0.0f)) return 128;
   const double q = std::nearbyint(static_cast<double>(v) * 127.0 / static_cast<double>(max_abs));
   return static_cast<uint8_t>(128 + static_cast<int>(std::min(127.0, std::max(-127.0, q))));
 }

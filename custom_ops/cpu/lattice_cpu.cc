@@ -543,6 +543,7 @@ bool LatticeCpuDecoder::PrepareInt8(Int8Info* info) {
   const std::vector<float>& table = *table_;
   float max_abs = 0.0f;
   for (uint32_t e = 0; e < 2 * params_.points; ++e) max_abs = std::max(max_abs, std::fabs(table[e]));
+  if (!(max_abs >= kInt8MinMax)) return false;  // values this small: float32 compute
   const size_t steps = size_t{1} << params_.bits;
   int8_.assign(2 * steps + 2 + (params_.bits <= 8 ? 512 : 0), 128);
   for (uint32_t e = 0; e < 2 * params_.points; ++e) int8_[e] = Int8Byte(table[e], max_abs);

@@ -230,6 +230,7 @@ bool TrellisCpuDecoder::PrepareInt8(Int8Info* info) {
     h[w] = TrellisValue(params_, w);
     max_abs = std::max(max_abs, std::fabs(h[w]));
   }
+  if (!(max_abs >= kInt8MinMax)) return false;  // values this small: float32 compute
   int8_.assign(size_t{states} + 3, 128);
   for (uint32_t w = 0; w < states; ++w) int8_[w] = Int8Byte(h[w], max_abs);
   info->unit = max_abs / 127.0f;
