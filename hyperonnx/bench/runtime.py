@@ -6,7 +6,8 @@
    preallocated buffer, on 1 intra-op thread and on all cores. Figures are GB/s of output written,
    next to a numpy copy into a preallocated array of the same output size (one core).
 2. The fused kernel (--fused): one DecodeMatMul against MatMul on the decoded weight, one
-   thread: weights decoded and seed bytes read per second, against the float32 bytes MatMul reads.
+   thread: weights decoded and seed bytes read per second, against the float32 bytes MatMul reads;
+   and its time with int8 compute (accuracy_level 4).
 3. Sessions on real models (MiniLM-L6 at batch 1, sequence 128; the digits CNN, PP-OCRv4 rec and
    a Llama-like 134 M decoder's single-token step, all at batch 1), per method: float32 (the
    original), hyperonnx fused (the default compression), fused-int8 (the same model with int8
@@ -188,7 +189,8 @@ FUSED_SHAPES = ((1, 4096, 4096), (128, 384, 1536))  # (rows M, K, N): a decode s
 def measure_fused(log=print) -> list[dict]:
     """DecodeMatMul (a lattice-4.25 seed of N(0, 0.05) weights) against MatMul on the decoded float32
     weight, one thread, same run: ms per call, weights decoded and seed bytes read per second, and
-    the float32 weight bytes the plain MatMul reads per second."""
+    the float32 weight bytes the plain MatMul reads per second; ms per call with accuracy_level 4."""
+    import onnx
     import onnxruntime as ort
 
     rng = np.random.default_rng(0)
@@ -203,24 +205,27 @@ def measure_fused(log=print) -> list[dict]:
               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [m, n])])
         fused = helper.make_model(helper.make_graph([node], "fused", *io, inits),
                                   opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(fmt.OP_DOMAIN, fmt.FUSED_VERSION)])
+        int8 = onnx.ModelProto()
+        int8.CopyFrom(fused)
+        set_accuracy_level(int8, 4)
         plain = helper.make_model(helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "plain", *io,
                                                     [numpy_helper.from_array(hyperonnx.decode(seed), "w")]),
                                   opset_imports=[helper.make_opsetid("", 17)])
         so = hyperonnx.session_options("load")
         so.intra_op_num_threads = 1
         sessions = [ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
-                    for model in (fused, plain)]
-        fused_s, plain_s = (_median_time(lambda s=s: s.run(None, {"x": x})) for s in sessions)
-        row = {"m": m, "k": k, "n": n, "fused_ms": 1e3 * fused_s, "plain_ms": 1e3 * plain_s,
+                    for model in (fused, plain, int8)]
+        fused_s, plain_s, int8_s = (_median_time(lambda s=s: s.run(None, {"x": x})) for s in sessions)
+        row = {"m": m, "k": k, "n": n, "fused_ms": 1e3 * fused_s, "plain_ms": 1e3 * plain_s, "int8_ms": 1e3 * int8_s,
                "fused_vs_plain": fused_s / plain_s, "weights_g_per_s": k * n / fused_s / 1e9,
                "seed_gbs": seed.nbytes / fused_s / 1e9, "plain_weight_gbs": 4 * k * n / plain_s / 1e9}
         rows.append(row)
-        log(f"{m:>5} {k:>5} {n:>5} {row['plain_ms']:9.3f} {row['fused_ms']:9.3f} {row['fused_vs_plain']:7.2f} "
+        log(f"{m:>5} {k:>5} {n:>5} {row['plain_ms']:9.3f} {row['fused_ms']:9.3f} {row['int8_ms']:9.3f} {row['fused_vs_plain']:7.2f} "
             f"{row['plain_weight_gbs']:12.2f} {row['weights_g_per_s']:13.2f} {row['seed_gbs']:10.2f}")
     return rows
 
 
-FUSED_HEADER = (f"{'M':>5} {'K':>5} {'N':>5} {'MatMul ms':>9} {'fused ms':>9} {'x plain':>7} "
+FUSED_HEADER = (f"{'M':>5} {'K':>5} {'N':>5} {'MatMul ms':>9} {'fused ms':>9} {'int8 ms':>9} {'x plain':>7} "
                 f"{'float32 GB/s':>12} {'G weights/s':>13} {'seed GB/s':>10}")
 
 

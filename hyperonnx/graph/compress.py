@@ -202,7 +202,7 @@ def compress_model(model: ModelProto, config=None, *, bits: float | None = None,
     if accuracy_level not in fmt.ACCURACY_LEVELS:
         raise ValueError(f"accuracy_level must be 0 (float32 compute) or 4 (int8), not {accuracy_level!r}")
     if accuracy_level and not fuse:
-        raise ValueError("accuracy_level applies to fused operators: it needs fuse=True")
+        raise ValueError("accuracy_level applies to fused operators: not with fuse=False (--no-fuse)")
     if config is None:
         config = DEFAULT_CODEC
         if bits is None and target_sqnr is None and max_output_error is None:
