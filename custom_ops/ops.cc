@@ -13,9 +13,11 @@
 
 #ifdef HYPERONNX_USE_CUDA
 namespace hyperonnx::cuda {
-// Defined by custom_ops/cuda/: appends the CUDA kernels' OrtCustomOp objects (same domain, name
-// and version as the CPU ones, GetExecutionProviderType "CUDAExecutionProvider").
+// Defined by custom_ops/cuda/: append the CUDA kernels' OrtCustomOp objects (same domain, name
+// and version as the CPU ones, GetExecutionProviderType "CUDAExecutionProvider"): DecodeWeights,
+// and the fused DecodeMatMul, DecodeGemm and DecodeGather.
 void AppendOps(std::vector<const OrtCustomOp*>& ops);
+void AppendFusedOps(std::vector<const OrtCustomOp*>& ops);
 }  // namespace hyperonnx::cuda
 #endif
 
@@ -23,9 +25,9 @@ namespace hyperonnx {
 namespace {
 
 // Every op of the ai.hyperonnx domain: DecodeWeights once per output type (kOutputTypes), then the
-// fused operators (DecodeMatMul, DecodeGemm, DecodeGather, DecodeConv; CPU only). The CPU
-// ops are always present: a session without the CUDA provider must still find a kernel, and ONNX
-// Runtime falls back to them for unassigned nodes.
+// fused operators (DecodeMatMul, DecodeGemm, DecodeGather, DecodeConv; DecodeConv has no CUDA
+// kernel). The CPU ops are always present: a session without the CUDA provider must still find a
+// kernel, and ONNX Runtime falls back to them for unassigned nodes.
 const std::vector<const OrtCustomOp*>& OpTable() {
   static const std::vector<const OrtCustomOp*> ops = [] {
     static const DecodeWeightsCpuOp decode_weights_cpu[] = {
@@ -37,7 +39,8 @@ const std::vector<const OrtCustomOp*>& OpTable() {
     for (const DecodeWeightsCpuOp& op : decode_weights_cpu) all.push_back(&op);
     for (const FusedCpuOp* op : {&matmul_cpu, &gemm_cpu, &gather_cpu, &conv_cpu}) all.push_back(op);
 #ifdef HYPERONNX_USE_CUDA
-    cuda::AppendOps(all);  // declares the CPU op's inputs: onnxruntime refuses a domain whose ops differ
+    cuda::AppendOps(all);  // declare the CPU ops' inputs: onnxruntime refuses a domain whose ops differ
+    cuda::AppendFusedOps(all);
 #endif
     return all;
   }();

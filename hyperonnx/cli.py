@@ -52,6 +52,9 @@ def _add_bench(sub) -> None:
                         help="models to run: digits, minilm, ppocr (default: all)")
     models.add_argument("--presets", nargs="*", default=None,
                         help="hyperonnx presets to run besides the default (default: paper)")
+    models.add_argument("--budget-presets", nargs="+", default=[], metavar="P",
+                        help="also these presets at the default output budget (as compress --preset P "
+                             "--max-output-error 0.1), e.g. trellis")
     models.add_argument("--bits", nargs="+", type=float, default=None, metavar="B",
                         help="also the default codec at these average bits/weight (as compress --bits), widths "
                              "chosen on the outputs and by weight error")
@@ -63,12 +66,16 @@ def _add_bench(sub) -> None:
 
 
 def _add_bench_cuda(targets) -> None:
-    cuda = targets.add_parser("cuda", help="DecodeWeights CUDA kernel throughput against a device-to-device copy")
+    cuda = targets.add_parser("cuda", help="DecodeWeights CUDA kernel throughput against a device-to-device copy, "
+                                                   "fused operators against cuBLAS fp16")
     cuda.add_argument("--sizes", default="1M,4M,16M,64M,256M,512M", help="elements per tensor (K/M/G suffixes)")
     cuda.add_argument("--dtypes", default="float32,float16,bfloat16", help="output dtypes, comma-separated")
     cuda.add_argument("--presets", nargs="+", default=None, help="winding presets whose codebooks to use (default: all)")
     cuda.add_argument("--lattice-bits", default="4,8,12,16",
                       help="lattice index widths to time, comma-separated (empty: none)")
+    cuda.add_argument("--fused-shapes", default="4096x4096,4096x14336,14336x4096",
+                      help="weights K x N of the fused-operator rows, comma-separated (empty: none)")
+    cuda.add_argument("--fused-rows", default="1,16,256", help="activation rows M of the fused-operator rows")
     cuda.add_argument("--library", help="the custom-op library (default: $HYPERONNX_LIBRARY or the installed one)")
     cuda.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
     cuda.set_defaults(run=lambda args: __import__("hyperonnx.bench.cuda", fromlist=["main"]).main(args))

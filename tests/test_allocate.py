@@ -64,6 +64,40 @@ def test_default_meets_the_output_budget_measured_independently():
     assert weights(tight_report) > weights(report)
 
 
+@pytest.mark.parametrize("budget", [0.1, 0.02])
+def test_trellis_meets_the_output_budget(budget):
+    """The trellis codec through the same allocation: its own k per tensor (C, amplified 40x, the
+    most), the budget met as measured independently, fused and still runnable without the library."""
+    model = sensitive_model()
+    compressed, report = hyperonnx.compress(model, "trellis", max_output_error=budget, return_report=True)
+    assert report.allocation is not None and report.allocation.met
+    (error,) = _relative_error(model, compressed, samples.generate(model, allocate.DEFAULT_SAMPLES))
+    assert error <= budget
+    k = {t.name: t.attrs.get("bits") for t in report.tensors if t.compressed}
+    assert all("window" in t.attrs for t in report.tensors if t.compressed)  # trellis seeds
+    assert k.get("C", 99) >= max(k.get("A", 0), k.get("B", 0))
+    assert {f.name for f in compressed.functions} == {"DecodeWeights", "DecodeMatMul"}
+
+
+def test_one_class_decisions_do_not_vouch_for_probabilities():
+    """A Softmax output whose sample decisions are all one class (a recogniser's blank on
+    generated images) is judged by its relative error as well: its decisions say nothing."""
+    rng = np.random.default_rng(0)
+    W = graph_models.weights(rng, 64, 16, scale=0.1)
+    bias = np.zeros(16, np.float32)
+    bias[0] = 30.0  # class 0 always wins by far
+    nodes = [helper.make_node("MatMul", ["x", "W"], ["h"]), helper.make_node("Add", ["h", "bias"], ["z"]),
+             helper.make_node("Softmax", ["z"], ["prob"], axis=-1)]
+    graph = helper.make_graph(nodes, "blank", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", 64])],
+                              [helper.make_tensor_value_info("prob", TensorProto.FLOAT, ["b", 16])],
+                              [numpy_helper.from_array(W, "W"), numpy_helper.from_array(bias, "bias")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    _, report = hyperonnx.compress(model, return_report=True, fuse=False)
+    (row,) = report.allocation.outputs
+    assert row["argmax_agreement"] == 1.0 and row["budget"] == allocate.DEFAULT_MAX_OUTPUT_ERROR
+    assert any("decide 1 class only" in note for note in report.notes)
+
+
 def test_bits_follow_output_sensitivity():
     """C is amplified 40x: it gets more bits per weight than A and B, unlike the weight planner."""
     _, report = hyperonnx.compress(sensitive_model(), bits=4.25, return_report=True)
@@ -206,7 +240,7 @@ def test_bad_targets_are_refused_before_any_work(tmp_path, capsys):
     src, out = tmp_path / "m.onnx", tmp_path / "m.hc.onnx"
     onnx.save(sensitive_model(), src)
     for argv, expect in ((["--max-output-error", "0"], "max_output_error must be a positive"),
-                         (["--max-output-error", "0.1", "--preset", "paper"], "needs a lattice preset"),
+                         (["--max-output-error", "0.1", "--preset", "paper"], "needs a lattice or trellis preset"),
                          (["--inputs", str(tmp_path / "missing.npz")], "no such file or folder")):
         assert main(["compress", str(src), "-o", str(out), "-q", *argv]) == 2
         err = capsys.readouterr().err.strip().splitlines()

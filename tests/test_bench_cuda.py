@@ -74,3 +74,43 @@ def test_without_gpu_exits_1(capsys):
     assert main(["bench", "cuda", "--sizes", "1M"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no CUDA GPU" in err[0], err
+
+
+def test_fused_shapes_parse():
+    assert bench_cuda.parse_shapes("4096x4096, 4096X14336,") == [(4096, 4096), (4096, 14336)]
+    assert bench_cuda.parse_shapes("") == []
+    for bad in ("4096", "0x5", "ax4"):
+        with pytest.raises(ValueError):
+            bench_cuda.parse_shapes(bad)
+
+
+def test_bad_fused_shapes_refused(capsys):
+    assert main(["bench", "cuda", "--fused-shapes", "4096x"]) == 1
+    assert "error" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("codec", ["lattice", "trellis"])
+@pytest.mark.parametrize("elements", [1000, 4096 * 3 + 5])
+def test_random_fused_seeds_are_valid(codec, elements):
+    """The fused rows' random seeds: the lengths FORMAT.md asks, every index valid, finite weights
+    of order 1e-4."""
+    payload, scales, attrs = bench_cuda.random_fused_seed(codec, elements, np.random.default_rng(elements))
+    seed = Seed(codec, (elements,), TensorProto.FLOAT, payload, attrs, scales=scales.view(np.float16))
+    w = hyperonnx.decode(seed)
+    assert w.shape == (elements,) and np.isfinite(w).all() and 0 < np.abs(w).max() < 1e-2
+
+
+@pytest.mark.parametrize("codec", ["lattice", "trellis"])
+def test_fused_weights_pass_the_library_checks(codec):
+    """The fused rows' weights through the library's create entry point: accepted by the host
+    checks, so the call either creates the weight (a GPU) or fails at the copy (status 2)."""
+    fns = bench_cuda.fused_entry_points(hyperonnx.get_library_path())
+    if fns is None:
+        pytest.skip("the library was built without the CUDA kernels")
+    payload, scales, attrs = bench_cuda.random_fused_seed(codec, 96 * 40, np.random.default_rng(1))
+    try:
+        handle = bench_cuda.create_fused_weight(fns, codec, payload, scales, attrs, (96, 40))
+    except RuntimeError as e:
+        assert "(status 2)" in str(e), e
+    else:
+        fns["free"](handle)

@@ -12,16 +12,18 @@ pytest.importorskip("sklearn")
 
 
 def test_bench_models_digits(tmp_path, capsys):
-    assert main(["bench", "models", "--models", "digits", "--presets", "paper", "--out", str(tmp_path)]) == 0
+    assert main(["bench", "models", "--models", "digits", "--presets", "paper", "--budget-presets", "trellis",
+                 "--out", str(tmp_path)]) == 0
     rows = json.loads((tmp_path / "results.json").read_text())
     by_method = {row["method"]: row for row in rows}
     assert list(by_method) == ["float32 (original)", "ORT int8 quantize_dynamic", "ORT int4 MatMulNBits b32",
                                "ORT int4 MatMulNBits b128", "hyperonnx default (load)", "hyperonnx default (stream)",
+                               "hyperonnx trellis at the default budget (load)",
                                "hyperonnx paper (load)", "hyperonnx paper (stream)"]
     original = by_method["float32 (original)"]
     assert original["accuracy"] > 0.95 and original["ratio"] == 1.0
-    for mode in ("load", "stream"):  # the default's output budget keeps the digits' accuracy
-        row = by_method[f"hyperonnx default ({mode})"]
+    for row in (*(by_method[f"hyperonnx default ({mode})"] for mode in ("load", "stream")),
+                by_method["hyperonnx trellis at the default budget (load)"]):  # the budget keeps the accuracy
         assert row["accuracy"] == original["accuracy"] and row["ratio"] > 5
     for mode in ("load", "stream"):
         row = by_method[f"hyperonnx paper ({mode})"]

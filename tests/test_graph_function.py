@@ -1,6 +1,8 @@
 """function.py: the standard-ops DecodeWeights function decodes exactly what the reference decoder
-decodes (FORMAT.md §3-4 winding, §7 lattice), for every bit width, dtype and opset path, in
+decodes (FORMAT.md §3-4 winding, §7 lattice, §9 trellis), for every bit width, dtype and opset path, in
 onnxruntime without the hyperonnx library, and passes the full ONNX checker."""
+
+import dataclasses
 
 import ml_dtypes
 import numpy as np
@@ -10,8 +12,10 @@ from onnx import TensorProto, helper, numpy_helper
 
 import hyperonnx
 from hyperonnx import format as fmt
-from hyperonnx.codec import LatticeConfig, bitpack
-from hyperonnx.graph.function import LATTICE_MIN_OPSET, build_function, decodes_lattice
+from hyperonnx.codec import LatticeConfig, TrellisConfig, bitpack
+from hyperonnx.format import Seed
+from hyperonnx.graph.function import (LATTICE_MIN_OPSET, build_function, build_function_for, build_trellis_function,
+                                      decodes, decodes_lattice)
 from runtime_models import make_model
 
 ort = pytest.importorskip("onnxruntime")
@@ -239,3 +243,69 @@ def test_lattice_needs_opset_17():
     assert not decodes_lattice(16) and decodes_lattice(LATTICE_MIN_OPSET)
     assert [i for i in build_function(16).input] == ["seed"]
     assert [i for i in build_function(LATTICE_MIN_OPSET).input] == ["seed", "scales"]
+
+
+def trellis_seed(rng, k, window, group, count, dtype=np.float32):
+    config = TrellisConfig(index_bits=k, window=window, memory=window - k, group=group)
+    seed = hyperonnx.encode((rng.standard_normal(count) * 0.3).astype(dtype), config, min_elements=1)
+    assert seed.codec == fmt.CODEC_TRELLIS and seed.attrs["window"] == window
+    return seed
+
+
+def run_trellis_function(seeds: dict, opset: int, options=None):
+    model = decode_model(seeds, opset)
+    model.functions[0].CopyFrom(build_trellis_function(opset))
+    onnx.checker.check_model(model, full_check=True)
+    sess = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return dict(zip(seeds, sess.run(list(seeds), {})))
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered in cast")
+@pytest.mark.parametrize("opset", [13, 18, 21])
+def test_trellis_every_rate_window_group_and_dtype(opset):
+    """FORMAT.md §9 bit for bit: k 1..8, windows from k to 16 (streams of 1 and 2 bytes per group
+    wrap inside the 3 bytes a window is read from), groups whose last one is partial."""
+    rng = np.random.default_rng(opset)
+    cases = [(1, 8, 8, 13), (2, 4, 8, 10), (3, 14, 24, 100), (4, 12, 128, 1000), (5, 13, 128, 700),
+             (6, 16, 16, 64), (7, 15, 32, 33), (8, 16, 64, 300), (1, 1, 8, 20), (2, 16, 8, 17)]
+    dtypes = [np.float32, np.float16, ml_dtypes.bfloat16]
+    seeds = {f"t{i}": trellis_seed(rng, *case, dtype=dtypes[i % 3]) for i, case in enumerate(cases)}
+    out = run_trellis_function(seeds, opset)
+    for name, seed in seeds.items():
+        assert_same_bits(out[name], reference(seed))
+
+
+def test_trellis_worked_example_of_format_md():
+    seed = Seed(fmt.CODEC_TRELLIS, (10,), TensorProto.FLOAT, np.array([0x1B, 0xE4, 0xFF, 0x00], np.uint8),
+                {"bits": 2, "window": 4, "group": 8, "scale_unit": 0.5}, scales=np.array([2.0, 4.0], np.float16))
+    assert_same_bits(run_trellis_function({"w": seed}, 18)["w"], reference(seed))
+
+
+def test_trellis_body_is_folded_to_constants(tmp_path):
+    seeds = {"t": trellis_seed(np.random.default_rng(1), 4, 12, 128, 1000)}
+    model = decode_model(seeds, 18)
+    model.functions[0].CopyFrom(build_trellis_function(18))
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    assert [n.op_type for n in onnx.load(options.optimized_model_filepath).graph.node] == []
+
+
+@pytest.mark.parametrize("fault", ["nan", "inf", "zero unit", "unit", "seed length"])
+def test_trellis_bad_seed_is_an_error_not_garbage(fault):
+    seed = trellis_seed(np.random.default_rng(2), 4, 12, 32, 100)
+    if fault in ("nan", "inf"):
+        seed.scales[1] = np.float16(np.nan if fault == "nan" else np.inf)
+    elif fault == "seed length":
+        seed = dataclasses.replace(seed, payload=seed.payload[:-1])
+    else:
+        seed.attrs["scale_unit"] = 0.0 if fault == "zero unit" else 2.0 ** 101
+    with pytest.raises(Exception, match="out of|reshape|Reshape"):
+        run_trellis_function({"w": seed}, 18)
+
+
+def test_one_body_per_codec_set():
+    assert decodes({fmt.CODEC_TRELLIS}, 13) and not decodes({fmt.CODEC_TRELLIS}, 12)
+    assert not decodes({fmt.CODEC_TRELLIS, fmt.CODEC_LATTICE}, 21)
+    assert [i for i in build_function_for({fmt.CODEC_TRELLIS}, 13).input] == ["seed", "scales"]
+    assert not decodes({fmt.CODEC_LATTICE}, 16) and decodes({fmt.CODEC_LATTICE, fmt.CODEC_WINDING}, 17)

@@ -166,7 +166,7 @@ def test_node_round_trip_and_version_rules():
         fmt.check_model_version(3, ["trellis"])
 
 
-def test_graph_pass_needs_the_library_and_imports_version_4():
+def test_graph_pass_fuses_imports_version_4_and_runs_anywhere():
     rng = np.random.default_rng(5)
     w = (0.05 * rng.standard_normal((64, 128))).astype(np.float32)
     graph = helper.make_graph([helper.make_node("MatMul", ["x", "W"], ["y"])], "g",
@@ -176,11 +176,15 @@ def test_graph_pass_needs_the_library_and_imports_version_4():
     model = make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     out = hyperonnx.compress(model, "trellis")
     assert [(o.domain, o.version) for o in out.opset_import if o.domain == fmt.OP_DOMAIN] == [(fmt.OP_DOMAIN, 4)]
-    assert not out.functions  # no standard-ops fallback: the model needs the library
+    assert [n.op_type for n in out.graph.node] == ["DecodeMatMul"]
+    assert {f.name for f in out.functions} == {"DecodeWeights", "DecodeMatMul"}  # the standard-ops fallback
     x = rng.standard_normal((1, 64)).astype(np.float32)
-    got = hyperonnx.InferenceSession(out, mode="load").run(None, {"x": x})[0]
     plain = ort.InferenceSession(hyperonnx.decompress(out).SerializeToString(), providers=["CPUExecutionProvider"])
-    assert np.array_equal(got, plain.run(None, {"x": x})[0])
+    want = plain.run(None, {"x": x})[0]
+    anywhere = ort.InferenceSession(out.SerializeToString(), providers=["CPUExecutionProvider"])  # no library
+    np.testing.assert_allclose(anywhere.run(None, {"x": x})[0], want, rtol=1e-6, atol=1e-6)
+    got = hyperonnx.InferenceSession(out, mode="load").run(None, {"x": x})[0]  # the fused kernel
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
     assert hyperonnx.inspect_model(out)["format_version"] == 4
 
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The CUDA kernel's checks on a GPU machine, in one go: build the library with nvcc, run the
-# cuda-marked tests and the CPU kernel tests against that library, then the decode benchmark.
+# The CUDA kernels' checks on a GPU machine, in one go: build the library with nvcc, run the
+# cuda-marked tests (DecodeWeights, the fused operators) and the CPU kernel tests against that
+# library, then the benchmark (decode rows, fused rows against cuBLAS fp16).
 # Each step's log goes to OUTDIR; a failing step does not stop the later ones; the exit status is
 # the number of failed steps.
 #
@@ -9,9 +10,12 @@
 #   "90 75-virtual": those only run the cuda tests, "75-virtual" through the driver's PTX JIT and
 #   the pre-sm_80 code), JOBS (default: all cores),
 #   HYPERONNX_ORT_INCLUDE_DIR (ONNX Runtime headers, for machines without network),
-#   HYPERONNX_CUDA_FIXTURES (tests/test_cuda.py's cases, where hyperonnx cannot be imported),
+#   HYPERONNX_CUDA_FIXTURES, HYPERONNX_CUDA_FUSED_FIXTURES (tests/test_cuda.py's and
+#   tests/test_cuda_fused.py's cases, where hyperonnx cannot be imported: write them elsewhere with
+#   `python tests/test_cuda.py --write-fixtures FILE`, idem test_cuda_fused.py),
 #   BENCH_ARGS (arguments of `hyperonnx bench cuda`; "skip" skips it), SANITIZE=1 (also run
-#   the cuda tests under compute-sanitizer's memcheck).
+#   the cuda tests under compute-sanitizer: memcheck over both files, racecheck over the fused
+#   products, whose kernels share tiles and sums through shared memory).
 set -u
 out=${1:?usage: tools/gpu_check.sh OUTDIR}
 mkdir -p "$out"
@@ -47,6 +51,7 @@ export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
 cd "$root/tests" || exit 1
 step test_cuda "$python" -m pytest -q -rs -p no:cacheprovider test_cuda.py
 step test_trellis_cuda "$python" -m pytest -q -rs -p no:cacheprovider -m cuda test_trellis.py
+step test_cuda_fused "$python" -m pytest -q -rs -p no:cacheprovider test_cuda_fused.py
 for archs in "${arch_sets[@]:1}"; do
   tag=${archs//[^0-9a-z]/_}
   step "build_$tag" build_library "$build-$tag" "$archs"
@@ -63,5 +68,9 @@ if [ "${SANITIZE:-0}" = 1 ]; then  # last: slow under the sanitizer, bounded
   cd "$root/tests" || exit 1
   step sanitize timeout 200 compute-sanitizer --tool memcheck --error-exitcode 9 "$python" -m pytest -q -x \
        -p no:cacheprovider test_cuda.py -k "not bytes_equal or direct"
+  step sanitize_fused timeout 300 compute-sanitizer --tool memcheck --error-exitcode 9 "$python" -m pytest -q -x \
+       -p no:cacheprovider test_cuda_fused.py
+  step racecheck_fused timeout 300 compute-sanitizer --tool racecheck --error-exitcode 9 "$python" -m pytest -q -x \
+       -p no:cacheprovider test_cuda_fused.py -k "products or gather_rows"
 fi
 exit $failed

@@ -352,6 +352,8 @@ std::string FloatInput(const Ort::ConstValue& value, const char* what, std::vect
   return "";
 }
 
+}  // namespace
+
 const char* OpName(FusedKind kind) {
   switch (kind) {
     case FusedKind::kMatMul: return "DecodeMatMul";
@@ -362,7 +364,86 @@ const char* OpName(FusedKind kind) {
   return "?";
 }
 
-}  // namespace
+// ---------------------------------------------------------------------------------------------
+// One run's inputs against the weight (rule 9's run part), shared with the CUDA kernel.
+
+std::string CheckMatMul(const Ort::KernelContext& context, const std::vector<int64_t>& w, GemmRun* run) {
+  std::vector<int64_t> a_shape;
+  const std::string error = FloatInput(context.GetInput(0), "input A", &a_shape);
+  if (!error.empty()) return error;
+  if (a_shape.empty() || a_shape.back() != w[0]) {
+    return "input A " + ShapeText(a_shape) + " does not match the weight " + ShapeText(w) +
+           " (A's last dimension must be K = " + std::to_string(w[0]) + ")";
+  }
+  run->y_shape.assign(a_shape.begin(), a_shape.end() - 1);  // A [..., M, K] -> [..., M, N]; A [K] -> [N]
+  run->y_shape.push_back(w[1]);
+  run->rows = Product(a_shape, 0, a_shape.size() - 1);
+  run->depth = static_cast<uint64_t>(w[0]);
+  run->cols = static_cast<uint64_t>(w[1]);
+  run->a = context.GetInput(0).GetTensorData<float>();
+  return "";
+}
+
+std::string CheckGemm(const Ort::KernelContext& context, const std::vector<int64_t>& w, const FusedAttributes& attrs,
+                      GemmRun* run) {
+  std::vector<int64_t> a_shape;
+  std::string error = FloatInput(context.GetInput(0), "input A", &a_shape);
+  if (!error.empty()) return error;
+  const int64_t k = attrs.trans_b ? w[1] : w[0], n = attrs.trans_b ? w[0] : w[1];
+  if (a_shape.size() != 2 || a_shape[1] != k) {
+    return "input A " + ShapeText(a_shape) + " must be [M, " + std::to_string(k) + "] for the weight " + ShapeText(w) +
+           (attrs.trans_b ? " (transB=1)" : "");
+  }
+  const int64_t m = a_shape[0];
+  // C: unidirectionally broadcastable to [M, N]
+  Ort::ConstValue c = context.GetInputCount() > 3 ? context.GetInput(3) : Ort::ConstValue{nullptr};
+  run->c = nullptr;
+  if (c) {
+    std::vector<int64_t> c_shape;
+    error = FloatInput(c, "input C", &c_shape);
+    if (!error.empty()) return error;
+    run->c_cols = c_shape.empty() ? 1 : c_shape.back();
+    run->c_rows = c_shape.size() == 2 ? c_shape[0] : 1;
+    if (c_shape.size() > 2 || (run->c_cols != 1 && run->c_cols != n) || (run->c_rows != 1 && run->c_rows != m)) {
+      return "input C " + ShapeText(c_shape) + " does not broadcast to [" + std::to_string(m) + ", " +
+             std::to_string(n) + "]";
+    }
+    run->c = c.GetTensorData<float>();
+  }
+  run->y_shape = {m, n};
+  run->rows = static_cast<uint64_t>(m);
+  run->depth = static_cast<uint64_t>(k);
+  run->cols = static_cast<uint64_t>(n);
+  run->a = context.GetInput(0).GetTensorData<float>();
+  return "";
+}
+
+std::string CheckGather(const Ort::KernelContext& context, const std::vector<int64_t>& w, GatherRun* run) {
+  Ort::ConstValue ids = context.GetInput(0);
+  if (!ids) return "input indices is missing";
+  const Ort::TensorTypeAndShapeInfo info = ids.GetTensorTypeAndShapeInfo();
+  const ONNXTensorElementDataType type = info.GetElementType();
+  if (type != ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64 && type != ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32) {
+    return "input indices must be an int32 or int64 tensor";
+  }
+  run->y_shape = info.GetShape();
+  const uint64_t count = Product(run->y_shape, 0, run->y_shape.size());
+  const int64_t rows = w[0];
+  run->row_elements = Product(w, 1, w.size());
+  // every index checked before anything is written
+  run->rows.resize(count);
+  for (uint64_t i = 0; i < count; ++i) {
+    int64_t x = type == ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64 ? ids.GetTensorData<int64_t>()[i]
+                                                            : int64_t{ids.GetTensorData<int32_t>()[i]};
+    if (x < -rows || x >= rows) {
+      return "indices[" + std::to_string(i) + "] = " + std::to_string(x) + " is outside [" + std::to_string(-rows) +
+             ", " + std::to_string(rows - 1) + "]";
+    }
+    run->rows[i] = x < 0 ? x + rows : x;
+  }
+  run->y_shape.insert(run->y_shape.end(), w.begin() + 1, w.end());
+  return "";
+}
 
 // ---------------------------------------------------------------------------------------------
 // The kernels.
@@ -394,66 +475,38 @@ OrtStatusPtr FusedCpuKernel::ComputeV2(OrtKernelContext* raw_context) {
 }
 
 OrtStatusPtr FusedCpuKernel::MatMul(Ort::KernelContext& context) {
-  std::vector<int64_t> a_shape;
-  const std::string error = FloatInput(context.GetInput(0), "input A", &a_shape);
+  GemmRun run;
+  const std::string error = CheckMatMul(context, weight_->shape(), &run);
   if (!error.empty()) return Fail(error);
-  const std::vector<int64_t>& w = weight_->shape();  // [K, N], checked at creation
-  if (a_shape.empty() || a_shape.back() != w[0]) {
-    return Fail("input A " + ShapeText(a_shape) + " does not match the weight " + ShapeText(w) +
-                " (A's last dimension must be K = " + std::to_string(w[0]) + ")");
-  }
-  std::vector<int64_t> y_shape(a_shape.begin(), a_shape.end() - 1);  // A [..., M, K] -> [..., M, N]; A [K] -> [N]
-  y_shape.push_back(w[1]);
-  const uint64_t rows = Product(a_shape, 0, a_shape.size() - 1);
-  Ort::UnownedValue y = context.GetOutput(0, y_shape.data(), y_shape.size());
-  const float* a = context.GetInput(0).GetTensorData<float>();
+  Ort::UnownedValue y = context.GetOutput(0, run.y_shape.data(), run.y_shape.size());
   float* out = y.GetTensorMutableData<float>();
-  if (!(int8_ ? GemmInt8(context, *weight_, int8_plan_, a, w[0], rows, out)
-              : GemmEncoded(context, *weight_, false, a, w[0], rows, w[0], w[1], out))) {
+  if (!(int8_ ? GemmInt8(context, *weight_, int8_plan_, run.a, run.depth, run.rows, out)
+              : GemmEncoded(context, *weight_, false, run.a, run.depth, run.rows, run.depth, run.cols, out))) {
     return Fail("out of memory");
   }
   return nullptr;
 }
 
 OrtStatusPtr FusedCpuKernel::Gemm(Ort::KernelContext& context) {
-  std::vector<int64_t> a_shape;
-  std::string error = FloatInput(context.GetInput(0), "input A", &a_shape);
+  GemmRun run;
+  const std::string error = CheckGemm(context, weight_->shape(), attrs_, &run);
   if (!error.empty()) return Fail(error);
-  const std::vector<int64_t>& w = weight_->shape();
-  const int64_t k = attrs_.trans_b ? w[1] : w[0], n = attrs_.trans_b ? w[0] : w[1];
-  if (a_shape.size() != 2 || a_shape[1] != k) {
-    return Fail("input A " + ShapeText(a_shape) + " must be [M, " + std::to_string(k) + "] for the weight " +
-                ShapeText(w) + (attrs_.trans_b ? " (transB=1)" : ""));
-  }
-  const int64_t m = a_shape[0];
-  // C: unidirectionally broadcastable to [M, N]
-  Ort::ConstValue c = context.GetInputCount() > 3 ? context.GetInput(3) : Ort::ConstValue{nullptr};
-  std::vector<int64_t> c_shape;
-  int64_t c_rows = 0, c_cols = 0;
-  if (c) {
-    error = FloatInput(c, "input C", &c_shape);
-    if (!error.empty()) return Fail(error);
-    c_cols = c_shape.empty() ? 1 : c_shape.back();
-    c_rows = c_shape.size() == 2 ? c_shape[0] : 1;
-    if (c_shape.size() > 2 || (c_cols != 1 && c_cols != n) || (c_rows != 1 && c_rows != m)) {
-      return Fail("input C " + ShapeText(c_shape) + " does not broadcast to [" + std::to_string(m) + ", " +
-                  std::to_string(n) + "]");
-    }
-  }
-  const int64_t y_shape[2] = {m, n};
-  Ort::UnownedValue y_value = context.GetOutput(0, y_shape, 2);
+  Ort::UnownedValue y_value = context.GetOutput(0, run.y_shape.data(), run.y_shape.size());
   float* y = y_value.GetTensorMutableData<float>();
-  const float* a = context.GetInput(0).GetTensorData<float>();
-  if (!(int8_ ? GemmInt8(context, *weight_, int8_plan_, a, k, m, y)
-              : GemmEncoded(context, *weight_, attrs_.trans_b != 0, a, k, m, k, n, y))) {
+  if (!(int8_ ? GemmInt8(context, *weight_, int8_plan_, run.a, run.depth, run.rows, y)
+              : GemmEncoded(context, *weight_, attrs_.trans_b != 0, run.a, run.depth, run.rows, run.depth, run.cols,
+                            y))) {
     return Fail("out of memory");
   }
-  const float* cd = c ? c.GetTensorData<float>() : nullptr;
+  const float* cd = run.c;
+  const uint64_t m = run.rows, n = run.cols;
   if (attrs_.alpha != 1.0f || (cd != nullptr && attrs_.beta != 0.0f)) {
-    for (int64_t i = 0; i < m; ++i) {
-      for (int64_t j = 0; j < n; ++j) {
+    for (uint64_t i = 0; i < m; ++i) {
+      for (uint64_t j = 0; j < n; ++j) {
         float v = attrs_.alpha * y[i * n + j];
-        if (cd != nullptr && attrs_.beta != 0.0f) v += attrs_.beta * cd[(c_rows == 1 ? 0 : i) * c_cols + (c_cols == 1 ? 0 : j)];
+        if (cd != nullptr && attrs_.beta != 0.0f) {
+          v += attrs_.beta * cd[(run.c_rows == 1 ? 0 : i) * run.c_cols + (run.c_cols == 1 ? 0 : j)];
+        }
         y[i * n + j] = v;
       }
     }
@@ -462,37 +515,17 @@ OrtStatusPtr FusedCpuKernel::Gemm(Ort::KernelContext& context) {
 }
 
 OrtStatusPtr FusedCpuKernel::Gather(Ort::KernelContext& context) {
-  Ort::ConstValue ids = context.GetInput(0);
-  if (!ids) return Fail("input indices is missing");
-  const Ort::TensorTypeAndShapeInfo info = ids.GetTensorTypeAndShapeInfo();
-  const ONNXTensorElementDataType type = info.GetElementType();
-  if (type != ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64 && type != ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32) {
-    return Fail("input indices must be an int32 or int64 tensor");
-  }
-  std::vector<int64_t> out_shape = info.GetShape();
-  const std::vector<int64_t>& w = weight_->shape();
-  const uint64_t count = Product(out_shape, 0, out_shape.size());
-  const int64_t rows = w[0];
-  const uint64_t row = Product(w, 1, w.size());
-  // every index checked before anything is written
-  std::vector<int64_t> index(count);
-  for (uint64_t i = 0; i < count; ++i) {
-    int64_t x = type == ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64 ? ids.GetTensorData<int64_t>()[i]
-                                                            : int64_t{ids.GetTensorData<int32_t>()[i]};
-    if (x < -rows || x >= rows) {
-      return Fail("indices[" + std::to_string(i) + "] = " + std::to_string(x) + " is outside [" +
-                  std::to_string(-rows) + ", " + std::to_string(rows - 1) + "]");
-    }
-    index[i] = x < 0 ? x + rows : x;
-  }
-  out_shape.insert(out_shape.end(), w.begin() + 1, w.end());
-  Ort::UnownedValue y_value = context.GetOutput(0, out_shape.data(), out_shape.size());
+  GatherRun run;
+  const std::string error = CheckGather(context, weight_->shape(), &run);
+  if (!error.empty()) return Fail(error);
+  Ort::UnownedValue y_value = context.GetOutput(0, run.y_shape.data(), run.y_shape.size());
   float* y = y_value.GetTensorMutableData<float>();
+  const uint64_t count = run.rows.size(), row = run.row_elements;
   constexpr uint64_t kRowsPerTask = 16;
   const size_t tasks = static_cast<size_t>((count + kRowsPerTask - 1) / kRowsPerTask);
   if (!ParallelTasks(context, tasks, count * row, [&](size_t t) {
         for (uint64_t i = t * kRowsPerTask; i < std::min(count, (t + 1) * kRowsPerTask); ++i) {
-          weight_->Decode(static_cast<uint64_t>(index[i]) * row, row, y + i * row);
+          weight_->Decode(static_cast<uint64_t>(run.rows[i]) * row, row, y + i * row);
         }
       })) {
     return Fail("out of memory");
@@ -724,52 +757,58 @@ ONNXTensorElementDataType FusedCpuOp::GetInputType(size_t i) const {
   return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
 }
 
+std::string ScanSeed(const PairDecoder& decoder, const NodeParams& node, const uint8_t* seed, const uint16_t* scales) {
+  const uint64_t pairs = (decoder.num_elements() + 1) / 2;
+  constexpr uint64_t kChunk = 1 << 14;
+  std::vector<float> scratch(2 * std::min(pairs, kChunk));
+  for (uint64_t p = 0; p < pairs; p += kChunk) {
+    if (decoder.DecodePairs(seed, scales, p, std::min(pairs, p + kChunk), scratch.data())) return IndexRuleError(node);
+  }
+  return "";
+}
+
+std::string ReadFusedNode(FusedKind kind, const Ort::ConstKernelInfo& info, FusedNode* out) {
+  out->name = info.GetNodeName();
+  NodeParams& node = out->node;
+  std::string error = ReadNode(info, &node, /*count_inputs=*/false);
+  if (!error.empty()) return error;
+  const int64_t dtype = node.lattice ? node.lattice_params.dtype : node.trellis ? node.trellis_params.dtype : node.winding.dtype;
+  if (dtype != kFloat32) return "rule 9: a fused operator's weight must be float32 (dtype 1)";
+  error = ReadFused(kind, info, node.shape, &out->attrs);
+  if (!error.empty()) return "rule 9: " + error;
+  // the seed (and scales) must be constant initializers: read once here, never per run
+  const size_t inputs = info.GetInputCount();
+  int constant = 0;
+  Ort::ConstValue seed = info.GetTensorConstantInput(1, &constant);
+  if (!constant) return "rule 9: the seed must be a constant initializer";
+  Ort::ConstValue scales{nullptr};
+  if (inputs > 2 && !info.GetInputName(2).empty()) {
+    scales = info.GetTensorConstantInput(2, &constant);
+    if (!constant) return "rule 9: the scales must be a constant initializer";
+  }
+  error = ValidateInputs(node, seed, scales);
+  if (!error.empty()) return error;
+  out->seed = seed.GetTensorData<uint8_t>();
+  out->scales = scales ? static_cast<const uint16_t*>(scales.GetTensorRawData()) : nullptr;
+  out->decoder = MakePairDecoder(node);
+  // rules 5 / 7 once, over the whole seed: a run never meets a bad index
+  return ScanSeed(*out->decoder, node, out->seed, out->scales);
+}
+
 OrtStatusPtr FusedCpuOp::CreateKernelV2(const OrtApi& api, const OrtKernelInfo* raw_info, void** kernel) const {
   *kernel = nullptr;
   std::string name = "?";
   try {
     Ort::ConstKernelInfo info(raw_info);
     name = info.GetNodeName();
-    auto fail = [&](const std::string& message) { return FailNode(OpName(kind_), name, message); };
-    NodeParams node;
-    std::string error = ReadNode(info, &node, /*count_inputs=*/false);
-    if (!error.empty()) return fail(error);
-    const int64_t dtype = node.lattice ? node.lattice_params.dtype : node.trellis ? node.trellis_params.dtype : node.winding.dtype;
-    if (dtype != kFloat32) {
-      return fail("rule 9: a fused operator's weight must be float32 (dtype 1)");
-    }
-    FusedAttributes attrs;
-    error = ReadFused(kind_, info, node.shape, &attrs);
-    if (!error.empty()) return fail("rule 9: " + error);
-    // the seed (and scales) must be constant initializers: read once here, never per run
-    const size_t inputs = info.GetInputCount();
-    int constant = 0;
-    Ort::ConstValue seed = info.GetTensorConstantInput(1, &constant);
-    if (!constant) return fail("rule 9: the seed must be a constant initializer");
-    Ort::ConstValue scales{nullptr};
-    if (inputs > 2 && !info.GetInputName(2).empty()) {
-      scales = info.GetTensorConstantInput(2, &constant);
-      if (!constant) return fail("rule 9: the scales must be a constant initializer");
-    }
-    error = ValidateInputs(node, seed, scales);
-    if (!error.empty()) return fail(error);
-    const auto* seed_data = seed.GetTensorData<uint8_t>();
-    const auto* scale_data = scales ? static_cast<const uint16_t*>(scales.GetTensorRawData()) : nullptr;
-    std::unique_ptr<PairDecoder> decoder = MakePairDecoder(node);
-    // rules 5 / 7 once, over the whole seed: a run never meets a bad index
-    const uint64_t pairs = (decoder->num_elements() + 1) / 2;
-    constexpr uint64_t kChunk = 1 << 14;
-    std::vector<float> scratch(2 * std::min(pairs, kChunk));
-    for (uint64_t p = 0; p < pairs; p += kChunk) {
-      if (decoder->DecodePairs(seed_data, scale_data, p, std::min(pairs, p + kChunk), scratch.data())) {
-        return fail(IndexRuleError(node));
-      }
-    }
-    auto weight = std::make_unique<EncodedWeight>(std::move(decoder), node.shape, seed_data, scale_data);
+    FusedNode node;
+    const std::string error = ReadFusedNode(kind_, info, &node);
+    if (!error.empty()) return FailNode(OpName(kind_), name, error);
+    auto weight = std::make_unique<EncodedWeight>(std::move(node.decoder), node.node.shape, node.seed, node.scales);
     Int8Plan plan;
-    const bool int8 = attrs.accuracy_level == 4 && weight->PrepareInt8() &&
-                      PlanInt8(*weight, attrs.trans_b != 0, &plan);
-    *kernel = new FusedCpuKernel(kind_, name, std::move(attrs), std::move(weight), int8, plan);
+    const bool int8 = node.attrs.accuracy_level == 4 && weight->PrepareInt8() &&
+                      PlanInt8(*weight, node.attrs.trans_b != 0, &plan);
+    *kernel = new FusedCpuKernel(kind_, name, std::move(node.attrs), std::move(weight), int8, plan);
     return nullptr;
   } catch (const std::bad_alloc&) {
     return api.CreateStatus(ORT_FAIL, (std::string(OpName(kind_)) + " node '" + Printable(name) + "': out of memory").c_str());

@@ -45,6 +45,48 @@ struct FusedAttributes {
   std::vector<int64_t> dilations, kernel_shape, pads, strides;
 };
 
+const char* OpName(FusedKind kind);
+
+// A fused node as its kernel is created: its attributes and its constant seed (and scales) in
+// host memory, validated whole (rules 2-7 and 9; the seed scanned once, so a run never meets a
+// bad index). The CPU kernel and the CUDA kernel (custom_ops/cuda) are both built from it.
+struct FusedNode {
+  std::string name;
+  FusedAttributes attrs;
+  NodeParams node;
+  const uint8_t* seed = nullptr;     // onnxruntime's constant initializer: it outlives the kernel
+  const uint16_t* scales = nullptr;  // idem (lattice, trellis), or nullptr
+  std::unique_ptr<PairDecoder> decoder;
+};
+
+// "" and `out` filled, or the message naming the rule broken.
+std::string ReadFusedNode(FusedKind kind, const Ort::ConstKernelInfo& info, FusedNode* out);
+
+// Rules 5 and 7 over a whole seed whose rules 2-4 and 6 hold: "" or IndexRuleError's message.
+std::string ScanSeed(const PairDecoder& decoder, const NodeParams& node, const uint8_t* seed, const uint16_t* scales);
+
+// A MatMul / Gemm run's inputs checked against the weight (rule 9's run part): Y [y_shape] =
+// A [rows x depth] * W [depth x cols] (Gemm: then alpha, and beta * C broadcast from
+// [c_rows x c_cols], each 1 or the full size). Pointers are the inputs' data (host or device).
+struct GemmRun {
+  std::vector<int64_t> y_shape;
+  uint64_t rows = 0, depth = 0, cols = 0;
+  const float* a = nullptr;
+  const float* c = nullptr;  // Gemm's C, or nullptr
+  int64_t c_rows = 0, c_cols = 0;
+};
+std::string CheckMatMul(const Ort::KernelContext& context, const std::vector<int64_t>& weight, GemmRun* run);
+std::string CheckGemm(const Ort::KernelContext& context, const std::vector<int64_t>& weight,
+                      const FusedAttributes& attrs, GemmRun* run);
+
+// A Gather run: the indices (host memory) checked and made non-negative, the output's shape.
+struct GatherRun {
+  std::vector<int64_t> y_shape;
+  std::vector<int64_t> rows;  // the weight row of each output row, in [0, weight[0])
+  uint64_t row_elements = 0;  // prod(weight[1:])
+};
+std::string CheckGather(const Ort::KernelContext& context, const std::vector<int64_t>& weight, GatherRun* run);
+
 class FusedCpuKernel {
  public:
   FusedCpuKernel(FusedKind kind, std::string name, FusedAttributes attrs, std::unique_ptr<EncodedWeight> weight,

@@ -25,6 +25,7 @@
 #include <cstring>
 #include <string>
 
+#include "decode_device.cuh"
 #include "decode_weights_cuda.h"
 
 namespace hyperonnx::cuda {
@@ -34,102 +35,12 @@ constexpr int kDirectThreads = 256;
 constexpr int kTableThreads = 512;
 constexpr size_t kDefaultSharedBytes = 48 * 1024;  // dynamic shared memory without opting in
 
-// Exact x / d for x < 2^24 and 1 <= d <= 2^21 (the 24-bit indices and the divisors n+1 and m).
-// d = 2^s: x >> s. Otherwise, with s = floor(log2 d) and magic = ceil(2^(32+s) / d) < 2^32,
-// q = umulhi(x, magic) >> s: the error x*e / (d*2^(32+s)), e = magic*d - 2^(32+s) < d < 2^(s+1),
-// is below 2^(25+s) / (d*2^(32+s)) < 1/d, too small to cross the next integer.
-struct FastDiv {
-  uint32_t magic;  // 0 for a power of two
-  uint32_t shift;
-};
-
-FastDiv MakeFastDiv(uint32_t d) {
-  uint32_t s = 0;
-  while ((uint64_t{2} << s) <= d) ++s;  // s = floor(log2 d)
-  if ((d & (d - 1)) == 0) return FastDiv{0, s};
-  const uint64_t magic = ((uint64_t{1} << (32 + s)) + d - 1) / d;
-  return FastDiv{static_cast<uint32_t>(magic), s};
-}
-
-__device__ __forceinline__ uint32_t Divide(uint32_t x, FastDiv d) {
-  return (d.magic ? __umulhi(x, d.magic) : x) >> d.shift;
-}
-
-template <typename T>
-struct alignas(2 * sizeof(T)) Pair {
-  T first, second;
-};
-
-// The packed bit stream of a seed (FORMAT.md §4), as every kernel reads it.
-struct Stream {
-  const uint8_t* seed;
-  uint64_t seed_bytes;
-  uint32_t bits;
-  uint32_t mask;
-  int aligned;  // the seed pointer is 4-byte aligned: whole-word loads
-};
-
-Stream MakeStream(const uint8_t* seed, uint64_t seed_bytes, uint32_t bits) {
-  return Stream{seed, seed_bytes, bits, (uint32_t{1} << bits) - 1, (reinterpret_cast<uintptr_t>(seed) & 3) == 0};
-}
-
-// What the winding kernel needs, by value (kernel parameter space).
-struct Args {
-  Stream s;
-  uint64_t whole_pairs;  // N / 2: pairs whose two values are both written
-  uint64_t num_elements;
-  uint32_t points;
-  uint32_t m;
-  uint32_t codebook_size;
-  uint32_t entries;  // table entries: min(codebook_size, 2^bits)
-  uint32_t rings;
-  int64_t dtype;
-  FastDiv by_points1;  // n + 1
-  FastDiv by_m;
-  float cx, cy, step, offset;
-  float scales[kMaxRings + 1];
-  uint32_t* flag;  // null: every index is in range by construction
-};
-
-// Index i of the bit stream (FORMAT.md §4). Whole aligned words when both lie inside the seed,
-// else the byte-wise ReadIndex of the shared header, which stops at the seed's end.
-__device__ __forceinline__ uint32_t LoadIndex(const Stream& s, uint64_t i) {
-  const uint64_t bit = i * s.bits;
-  const uint64_t word = bit >> 5;
-  if (s.aligned && (word + 2) * 4 <= s.seed_bytes) {
-    const uint32_t* words = reinterpret_cast<const uint32_t*>(s.seed) + word;
-    const uint32_t lo = __ldg(words);
-    const uint32_t hi = __ldg(words + 1);
-    return __funnelshift_r(lo, hi, static_cast<uint32_t>(bit) & 31u) & s.mask;
-  }
-  return ReadIndex(s.seed, s.seed_bytes, i, s.bits);
-}
-
-// FORMAT.md §3 for an index x < codebook_size. The integers equal DecodeIndex's: j < n <= M gives
-// ux = j mod M = j, and (j*m) mod m^2 = m * (j mod m). The float operations are DecodeIndex's, in
-// its order, each rounded on its own.
-__device__ __forceinline__ void DecodePair(const Args& a, const float* scales, uint32_t x, float* first,
-                                           float* second) {
-  const uint32_t k = Divide(x, a.by_points1);
-  const uint32_t j = x - k * (a.points + 1);
-  const uint32_t uy = a.m * (j - Divide(j, a.by_m) * a.m);
-  float qx = __fadd_rn(__fmul_rn(__uint2float_rn(j), a.step), a.offset);
-  float qy = __fadd_rn(__fmul_rn(__uint2float_rn(uy), a.step), a.offset);
-  if (j == a.points) {  // the centroid
-    qx = 0.0f;
-    qy = 0.0f;
-  }
-  const float s = scales[k];
-  *first = __fadd_rn(a.cx, __fmul_rn(qx, s));
-  *second = __fadd_rn(a.cy, __fmul_rn(qy, s));
-}
-
 // Conversion to the output's bits. float16: the hardware's round-to-nearest-even conversion
 // (overflow to Inf, subnormals kept: what FloatToHalf does for every finite and infinite value).
 // bfloat16: the hardware's on sm_80+, the shared header's FloatToBFloat16 before. NaN is the one
 // value whose bits could differ from the CPU's (0 * Inf is 0x7fffffff here, 0xffc00000 on x86):
 // valid attributes never make one (winding: finite centre, side and scales; lattice: the bounds
-// of FORMAT.md §7.1 keep every intermediate finite).
+
 template <typename T>
 __device__ __forceinline__ T Encode(int64_t dtype, float f);
 
@@ -148,7 +59,7 @@ __device__ __forceinline__ uint16_t Encode<uint16_t>(int64_t dtype, float f) {
 #endif
 }
 
-__device__ __forceinline__ void LoadScales(const Args& a, float* scales) {
+__device__ __forceinline__ void LoadScales(const WindingArgs& a, float* scales) {
   for (uint32_t t = threadIdx.x; t <= a.rings; t += blockDim.x) scales[t] = a.scales[t];
 }
 
@@ -195,7 +106,7 @@ __device__ __forceinline__ void DecodePairs(const Stream& s, uint64_t num_elemen
 
 // Winding (FORMAT.md §3); kTable selects how an index becomes its pair.
 template <typename T, int G, bool kTable>
-__global__ void __launch_bounds__(kTable ? kTableThreads : kDirectThreads) WindingKernel(Args a, Pair<T>* out) {
+__global__ void __launch_bounds__(kTable ? kTableThreads : kDirectThreads) WindingKernel(WindingArgs a, Pair<T>* out) {
   extern __shared__ __align__(16) unsigned char shared[];
   Pair<T>* table = reinterpret_cast<Pair<T>*>(shared);
   __shared__ float scales[kMaxRings + 1];
@@ -224,35 +135,7 @@ __global__ void __launch_bounds__(kTable ? kTableThreads : kDirectThreads) Windi
   if (bad && a.flag != nullptr) atomicOr(a.flag, kFlagBadIndex);
 }
 
-// Exact x / d for x < 2^40 (pair indices) and 1 <= d <= 2^15 (pairs per scale group). d = 2^s:
-// x >> s. Otherwise magic = ceil(2^64 / d) = (2^64 + e) / d with 0 < e < d, and umulhi(x, magic)
-// = floor(x/d + x*e / (d*2^64)): x*e < 2^55 keeps the excess below 1/d.
-struct FastDiv64 {
-  uint64_t magic;  // 0 for a power of two
-  uint32_t shift;
-};
 
-FastDiv64 MakeFastDiv64(uint32_t d) {
-  if ((d & (d - 1)) == 0) {
-    uint32_t s = 0;
-    while ((uint32_t{1} << s) < d) ++s;
-    return FastDiv64{0, s};
-  }
-  return FastDiv64{~uint64_t{0} / d + 1, 0};  // ceil(2^64 / d): d does not divide 2^64
-}
-
-__device__ __forceinline__ uint64_t Divide(uint64_t x, FastDiv64 d) {
-  return d.magic ? __umul64hi(x, d.magic) : x >> d.shift;
-}
-
-// What the lattice kernel needs, by value.
-struct LatticeArgs {
-  Stream s;
-  const uint16_t* scales;  // device, p.num_scales float16 bit patterns
-  LatticeParams p;
-  FastDiv64 by_group_pairs;  // G / 2: pair i takes scale i / (G/2) (G is even: no pair straddles)
-  uint32_t* flag;
-};
 
 // Lattice (FORMAT.md §7.3) with the shared header's operations. kTable: each block first
 // tabulates v(m) for m < N in shared memory (FORMAT.md allows it: the same operations, the same
@@ -274,10 +157,8 @@ __global__ void __launch_bounds__(kDirectThreads) LatticeKernel(LatticeArgs a, P
     j = ok ? j : 0u;
     const uint16_t h = __ldg(a.scales + Divide(i, a.by_group_pairs));
     bad |= HalfIsFinite(h) ? 0u : kFlagBadScale;
-    const float scale = LatticeScale(a.p, h);
-    const float first = __fmul_rn(coordinate(j), scale);
-    const float second = __fmul_rn(coordinate(LatticeRow(a.p, j)), scale);
-    return Pair<T>{Encode<T>(a.p.dtype, first), Encode<T>(a.p.dtype, second)};
+    const float2 v = LatticePair(a.p, j, LatticeScale(a.p, h), coordinate);
+    return Pair<T>{Encode<T>(a.p.dtype, v.x), Encode<T>(a.p.dtype, v.y)};
   };
   DecodePairs<T, G>(a.s, a.p.num_elements, out, decode);
   if (bad != 0 && a.flag != nullptr) atomicOr(a.flag, bad);
@@ -296,30 +177,9 @@ __global__ void __launch_bounds__(kDirectThreads) TrellisKernel(TrellisParams p,
     const uint32_t t = static_cast<uint32_t>(e - q * p.group);
     const uint16_t h = __ldg(scales + q);
     bad |= HalfIsFinite(h) ? 0u : kFlagBadScale;
-    const float scale = __fmul_rn(HalfToFloat(h), p.scale_unit);
-    out[e] = Encode<T>(p.dtype, __fmul_rn(TrellisValue(p, TrellisWindow(p, seed, q, t)), scale));
+    out[e] = Encode<T>(p.dtype, __fmul_rn(TrellisValue(p, TrellisWindow(p, seed, q, t)), TrellisScale(p, h)));
   }
   if (bad != 0 && flag != nullptr) atomicOr(flag, bad);
-}
-
-std::string CudaError(const char* what, cudaError_t e) {
-  return std::string(what) + ": " + cudaGetErrorName(e) + " (" + cudaGetErrorString(e) + ")";
-}
-
-struct DeviceLimits {
-  int sms = 0;
-  size_t table_limit = 0;  // dynamic shared memory a table may take (opt-in maximum)
-};
-
-cudaError_t QueryDevice(DeviceLimits* limits) {
-  int device = 0;
-  int shared_optin = 0;
-  cudaError_t e = cudaGetDevice(&device);
-  if (e == cudaSuccess) e = cudaDeviceGetAttribute(&limits->sms, cudaDevAttrMultiProcessorCount, device);
-  if (e == cudaSuccess) e = cudaDeviceGetAttribute(&shared_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
-  // Slack for the kernels' static shared memory and the runtime's own reservation.
-  limits->table_limit = static_cast<size_t>(shared_optin) - 1024;
-  return e;
 }
 
 // One launch of a kernel taking G pairs per thread: as many blocks as fit on the GPU at once (a
@@ -344,7 +204,7 @@ cudaError_t Run(void (*kernel)(A, Pair<T>*), int threads, const A& a, uint64_t n
 constexpr const char* kLaunchError = "launching the DecodeWeights kernel";
 
 template <typename T>
-std::string LaunchWinding(const Args& a, void* out, cudaStream_t stream, Mode mode) {
+std::string LaunchWinding(const WindingArgs& a, void* out, cudaStream_t stream, Mode mode) {
   DeviceLimits limits;
   cudaError_t e = QueryDevice(&limits);
   if (e != cudaSuccess) return CudaError("querying the device", e);
@@ -425,25 +285,7 @@ std::string Launch(const WindingParams& p, const uint8_t* seed, void* out, uint3
   const cudaError_t e = ClearFlag(flag, stream);
   if (e != cudaSuccess) return CudaError("clearing the range flag", e);
   if (p.num_elements == 0) return "";
-  Args a;
-  std::memset(&a, 0, sizeof a);
-  a.s = MakeStream(seed, p.seed_bytes, p.bits);
-  a.whole_pairs = p.num_elements / 2;
-  a.num_elements = p.num_elements;
-  a.points = p.points;
-  a.m = p.m;
-  a.codebook_size = p.codebook_size;
-  a.entries = static_cast<uint32_t>(std::min<uint64_t>(p.codebook_size, uint64_t{1} << p.bits));
-  a.rings = p.rings;
-  a.dtype = p.dtype;
-  a.by_points1 = MakeFastDiv(p.points + 1);
-  a.by_m = MakeFastDiv(p.m);
-  a.cx = p.center[0];
-  a.cy = p.center[1];
-  a.step = p.step;
-  a.offset = p.offset;
-  for (uint32_t k = 0; k <= p.rings; ++k) a.scales[k] = p.scales[k];
-  a.flag = flag;
+  const WindingArgs a = MakeWindingArgs(p, seed, flag);
   return p.dtype == kFloat32 ? LaunchWinding<uint32_t>(a, out, stream, mode) : LaunchWinding<uint16_t>(a, out, stream, mode);
 }
 
@@ -453,13 +295,7 @@ std::string Launch(const LatticeParams& p, const uint8_t* seed, const uint16_t* 
   const cudaError_t e = ClearFlag(flag, stream);
   if (e != cudaSuccess) return CudaError("clearing the range flag", e);
   if (p.num_elements == 0) return "";
-  LatticeArgs a;
-  std::memset(&a, 0, sizeof a);
-  a.s = MakeStream(seed, p.seed_bytes, p.bits);
-  a.scales = scales;
-  a.p = p;
-  a.by_group_pairs = MakeFastDiv64(p.group / 2);
-  a.flag = flag;
+  const LatticeArgs a = MakeLatticeArgs(p, seed, scales, flag);
   return p.dtype == kFloat32 ? LaunchLattice<uint32_t>(a, out, stream, mode) : LaunchLattice<uint16_t>(a, out, stream, mode);
 }
 
@@ -486,9 +322,7 @@ std::string ReadFlag(const uint32_t* flag, void* raw_stream, uint32_t* value) {
 }  // namespace hyperonnx::cuda
 
 #if !defined(__CUDA_ARCH__)  // host code only: the format header's validation is host-only
-namespace {
-
-int Report(char* message, uint64_t size, int code, const std::string& text) {
+int hyperonnx::cuda::Report(char* message, uint64_t size, int code, const std::string& text) {
   if (message != nullptr && size > 0) {
     const size_t n = std::min<size_t>(text.size(), size - 1);
     std::memcpy(message, text.data(), n);
@@ -496,6 +330,9 @@ int Report(char* message, uint64_t size, int code, const std::string& text) {
   }
   return code;
 }
+
+namespace {
+using hyperonnx::cuda::Report;
 
 // The end of both entry points: `launch(flag)` decodes. With a caller's `device_flag` the call
 // does not wait; without one, when the run-time rules need checking (`check`), the call allocates

@@ -45,4 +45,9 @@ std::string Launch(const TrellisParams& p, const uint8_t* seed, const uint16_t* 
 // Waits for `stream` and reads `flag` into *value (0: every rule held). "" or the CUDA error.
 std::string ReadFlag(const uint32_t* flag, void* stream, uint32_t* value);
 
+// The exported entry points' ending: `text` into `message` (`size` bytes, NUL-terminated,
+// truncated), and `code` returned (0 done, 1 a FORMAT.md rule broken, 2 a CUDA error, 3 a bad
+// argument).
+int Report(char* message, uint64_t size, int code, const std::string& text);
+
 }  // namespace hyperonnx::cuda

@@ -17,6 +17,18 @@ The seeds hold random indices (winding: over the whole codebook; lattice: every 
 float16 scales), packed on the GPU (no encoder run); the first and last pairs of each decode are
 checked against the reference decoder. Needs torch with CUDA and the library built with the CUDA
 kernel ($HYPERONNX_LIBRARY or the installed one).
+
+Then the fused operators (custom_ops/cuda/fused_cuda.cu), per weight shape K x N (default: a
+7B-class layer's 4096x4096, 4096x14336, 14336x4096) and activation rows M (1, 16, 256): microseconds
+per product and TB/s of weights read (the seed and scales; cuBLAS: the fp16 weight), for
+- cublas-fp16   torch.matmul of float16 A [M, K] and a random float16 W [K, N];
+- <codec>       DecodeMatMul's kernel (W [K, N]) through hyperonnx_cuda_fused_gemm;
+- <codec>-T     DecodeGemm transB=1's kernel (W stored [N, K]);
+for random seeds of the lattice codec (8 index bits, group 128: 4.125 bits/weight) and the trellis
+codec (k = 4, L = 12, group 128: 4.125 bits/weight). Each product is first checked against the
+library's DecodeWeights kernel + torch's float32 matmul within FORMAT.md §8.2's bound. Calls are
+timed as CUDA graphs of back-to-back calls where the capture works (no host launch cost), else
+plainly. `--fused-shapes ""` skips these rows, `--sizes ""` the decode rows.
 """
 
 from __future__ import annotations
@@ -159,6 +171,8 @@ def parse_bits(text: str) -> list[int]:
 def main(args) -> int:
     try:
         lattice_bits = parse_bits(args.lattice_bits)
+        fused_shapes = parse_shapes(args.fused_shapes)
+        fused_rows = [int(m) for m in args.fused_rows.split(",") if m.strip()]
     except ValueError as e:
         return _error(str(e))
     try:
@@ -190,7 +204,7 @@ def main(args) -> int:
     setups = [(preset, "winding", ((book["points"] + 1) * (book["rings"] + 1) - 1).bit_length(),
                (book["points"] + 1) * (book["rings"] + 1), book) for preset, book in books.items()]
     setups += [(f"lattice-{b}", "lattice", b, (1 << b) - 1, lattice_attributes(b)) for b in lattice_bits]
-    for size in [parse_size(s) for s in args.sizes.split(",")]:
+    for size in [parse_size(s) for s in args.sizes.split(",") if s.strip()]:
         for dtype_name in args.dtypes.split(","):
             dtype, itemsize = DTYPES[dtype_name]
             nbytes = size * itemsize
@@ -267,7 +281,200 @@ def main(args) -> int:
                 del seed, scales
             del out
             torch.cuda.empty_cache()
+    if fused_shapes:
+        fused = fused_entry_points(library)
+        if fused is None:
+            return _error(f"{library} has no fused CUDA kernels (hyperonnx_cuda_fused_*)")
+        rows += fused_bench(torch, fused, fused_shapes, fused_rows, device)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)
     return 0
+
+
+# ----------------------------------------------------------------------------- fused operators
+
+FUSED_GROUP = 128  # weights per scale of the fused rows' seeds (both codecs' presets)
+
+
+def parse_shapes(text: str) -> list[tuple[int, int]]:
+    """"4096x4096,4096x14336" -> [(K, N), ...]."""
+    shapes = []
+    for item in text.split(","):
+        if item.strip():
+            k, n = (int(v) for v in item.lower().split("x"))
+            if k < 1 or n < 1:
+                raise ValueError(f"fused shape {item!r} needs K, N >= 1")
+            shapes.append((k, n))
+    return shapes
+
+
+def fused_entry_points(path: str):
+    """{"lattice", "trellis", "gemm", "free", "decode_lattice", "decode_trellis"}: the library's
+    hyperonnx_cuda_fused_* and DecodeWeights entry points (ctypes), or None without them."""
+    lib = ctypes.CDLL(path)
+    names = {"lattice": "hyperonnx_cuda_fused_lattice", "trellis": "hyperonnx_cuda_fused_trellis",
+             "gemm": "hyperonnx_cuda_fused_gemm", "free": "hyperonnx_cuda_fused_free",
+             "decode_lattice": "hyperonnx_cuda_decode_lattice", "decode_trellis": "hyperonnx_cuda_decode_trellis"}
+    fns = {key: getattr(lib, name, None) for key, name in names.items()}
+    if any(fn is None for fn in fns.values()):
+        return None
+    u64, i64, p, f32, i32 = ctypes.c_uint64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_float, ctypes.c_int
+    pi64, pp = ctypes.POINTER(i64), ctypes.POINTER(p)
+    fns["lattice"].argtypes = [p, u64, p, u64, pi64, u64, i64, i64, i64, f32, f32, f32, p, pp, ctypes.c_char_p, u64]
+    fns["trellis"].argtypes = [p, u64, p, u64, pi64, u64, i64, i64, i64, f32, p, pp, ctypes.c_char_p, u64]
+    fns["gemm"].argtypes = [p, p, u64, i32, f32, f32, p, i64, i64, p, p, ctypes.c_char_p, u64]
+    fns["free"].argtypes = [p]
+    fns["free"].restype = None
+    fns["decode_lattice"].argtypes = [p, u64, p, u64, pi64, u64, i64, i64, i64, i64, f32, f32, f32, p, p, i32, p,
+                                      ctypes.c_char_p, u64]
+    fns["decode_trellis"].argtypes = [p, u64, p, u64, pi64, u64, i64, i64, i64, i64, f32, p, p, p, ctypes.c_char_p,
+                                      u64]
+    for key in ("lattice", "trellis", "gemm", "decode_lattice", "decode_trellis"):
+        fns[key].restype = ctypes.c_int
+    return fns
+
+
+def random_fused_seed(codec: str, elements: int, rng) -> tuple[np.ndarray, np.ndarray, dict]:
+    """(payload, scales as uint16 bits, attributes) of a valid random float32 weight of `elements`
+    values: lattice 8-bit steps < 255, trellis k = 4 bytes (every stream is valid)."""
+    groups = -(-elements // FUSED_GROUP)
+    scales = rng.uniform(0.5, 2.0, groups).astype(np.float16).view(np.uint16)
+    if codec == "lattice":
+        attrs = dict(lattice_attributes(8), group=FUSED_GROUP)
+        payload = bitpack.pack(rng.integers(0, 255, -(-elements // 2)).astype(np.uint64), 8)
+    else:
+        attrs = {"bits": 4, "window": 12, "group": FUSED_GROUP, "scale_unit": LATTICE_UNIT}
+        payload = rng.integers(0, 256, groups * FUSED_GROUP * 4 // 8, dtype=np.uint8)
+    return payload, scales, attrs
+
+
+def create_fused_weight(fns, codec: str, payload: np.ndarray, scales: np.ndarray, attrs: dict, shape) -> ctypes.c_void_p:
+    """A fused weight of `shape` on the GPU (hyperonnx_cuda_fused_<codec>, on the default stream);
+    RuntimeError with the library's message when it fails."""
+    handle = ctypes.c_void_p()
+    message = ctypes.create_string_buffer(512)
+    dims = (ctypes.c_int64 * len(shape))(*shape)
+    args = (payload.ctypes.data_as(ctypes.c_void_p), payload.size, scales.ctypes.data_as(ctypes.c_void_p),
+            scales.size, dims, len(shape))
+    if codec == "lattice":
+        rc = fns["lattice"](*args, attrs["bits"], attrs["generator"], attrs["group"], attrs["alpha"], attrs["beta"],
+                            attrs["scale_unit"], None, ctypes.byref(handle), message, len(message))
+    else:
+        rc = fns["trellis"](*args, attrs["bits"], attrs["window"], attrs["group"], attrs["scale_unit"], None,
+                            ctypes.byref(handle), message, len(message))
+    if rc != 0:
+        raise RuntimeError(f"creating the {codec} weight (status {rc}): {message.value.decode()}")
+    return handle
+
+
+def graph_time(torch, fn, calls: int = 20) -> tuple[float, bool]:
+    """(seconds per call, whether a CUDA graph was used): `calls` back-to-back calls captured in one
+    CUDA graph and replayed (the kernels' time without Python and launch costs), else gpu_time.
+    `fn(stream)` launches on the cudaStream_t it is given."""
+    try:
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):  # warm-up outside the capture
+            fn(side.cuda_stream)
+        torch.cuda.current_stream().wait_stream(side)
+        torch.cuda.synchronize()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            stream = torch.cuda.current_stream().cuda_stream
+            for _ in range(calls):
+                fn(stream)
+        return gpu_time(torch, graph.replay) / calls, True
+    except RuntimeError:
+        torch.cuda.synchronize()
+        return gpu_time(torch, lambda: fn(torch.cuda.current_stream().cuda_stream)), False
+
+
+def fused_bench(torch, fns, shapes, rows_list, device) -> list[dict]:
+    """The fused rows (see the module's docstring), printed as they come; the JSON rows."""
+    print()
+    print("fused operators: us per product, TB/s of weights read, speed-up over cuBLAS fp16 (x)")
+    header = f"{'K x N':>12} {'M':>4} {'method':>16} {'us':>9} {'TB/s':>6} {'x':>6} {'graph':>5}"
+    print(header)
+    print("-" * len(header))
+    rng = np.random.default_rng(0)
+    message = ctypes.create_string_buffer(512)
+    out = []
+    for k, n in shapes:
+        elements = k * n
+        weights = {}
+        for codec in ("lattice", "trellis"):
+            payload, scales, attrs = random_fused_seed(codec, elements, rng)
+            handles = {codec: create_fused_weight(fns, codec, payload, scales, attrs, (k, n)),
+                       f"{codec}-T": create_fused_weight(fns, codec, payload, scales, attrs, (n, k))}
+            decoded = decode_on_gpu(torch, fns, codec, payload, scales, attrs, elements, message)
+            weights[codec] = (handles, decoded, payload.nbytes + scales.nbytes)
+        w16 = torch.randn(k, n, device="cuda").half()
+        for m in rows_list:
+            a = torch.randn(m, k, device="cuda")
+            a16, y16 = a.half(), torch.empty(m, n, device="cuda", dtype=torch.float16)
+            base, graphed = graph_time(torch, lambda s: torch.matmul(a16, w16, out=y16))
+            results = [("cublas-fp16", base, graphed, 2 * elements)]
+            y = torch.empty(m, n, device="cuda")
+            for codec, (handles, decoded, nbytes) in weights.items():
+                for label, handle in handles.items():
+                    trans = int(label.endswith("-T"))
+
+                    def run(stream, handle=handle, trans=trans):
+                        if fns["gemm"](handle, a.data_ptr(), m, trans, 1.0, 1.0, None, 1, 1, y.data_ptr(), stream,
+                                       message, len(message)) != 0:
+                            raise RuntimeError(message.value.decode())
+
+                    check_fused(torch, run, a, decoded.view(n, k).t() if trans else decoded.view(k, n), y,
+                                f"{label} {k}x{n} M={m}")
+                    seconds, graphed = graph_time(torch, run)
+                    results.append((label, seconds, graphed, nbytes))
+            for method, seconds, graphed, nbytes in results:
+                row = {"gpu": device, "kind": "fused", "k": k, "n": n, "rows": m, "method": method, "us": seconds * 1e6,
+                       "weight_tbs": nbytes / seconds / 1e12, "speedup": base / seconds, "graph": graphed}
+                out.append(row)
+                print(f"{f'{k}x{n}':>12} {m:>4} {method:>16} {row['us']:9.1f} {row['weight_tbs']:6.2f} "
+                      f"{row['speedup']:6.2f} {'yes' if graphed else 'no':>5}", flush=True)
+        for handles, _, _ in weights.values():
+            for handle in handles.values():
+                fns["free"](handle)
+        del weights, w16
+        torch.cuda.empty_cache()
+    return out
+
+
+def decode_on_gpu(torch, fns, codec, payload, scales, attrs, elements, message):
+    """The weight as float32 on the GPU by the library's DecodeWeights kernel (flat)."""
+    seed = torch.from_numpy(payload).cuda()
+    scales_gpu = torch.from_numpy(scales.view(np.int16)).cuda()
+    out = torch.empty(elements, device="cuda")
+    dims = (ctypes.c_int64 * 1)(elements)
+    args = (seed.data_ptr(), seed.numel(), scales_gpu.data_ptr(), scales_gpu.numel(), dims, 1, 1)
+    stream = torch.cuda.current_stream().cuda_stream
+    if codec == "lattice":
+        rc = fns["decode_lattice"](*args, attrs["bits"], attrs["generator"], attrs["group"], attrs["alpha"],
+                                   attrs["beta"], attrs["scale_unit"], out.data_ptr(), stream, 0, None, message,
+                                   len(message))
+    else:
+        rc = fns["decode_trellis"](*args, attrs["bits"], attrs["window"], attrs["group"], attrs["scale_unit"],
+                                   out.data_ptr(), stream, None, message, len(message))
+    if rc != 0:
+        raise RuntimeError(f"decoding the {codec} weight: {message.value.decode()}")
+    return out
+
+
+def check_fused(torch, run, a, w, y, label):
+    """One fused product against A @ W in float32 (torch, no TF32) within FORMAT.md §8.2's bound
+    (K + 4) * 2^-23 * |A| |W|, doubled for the reference's own rounding."""
+    y.fill_(float("nan"))
+    run(torch.cuda.current_stream().cuda_stream)
+    allow = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        want = a @ w
+        bound = 2 * (a.shape[1] + 4) * 2.0 ** -23 * (a.abs() @ w.abs()) + 1e-30
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = allow
+    excess = float(((y - want).abs() - bound).max())
+    if not (excess <= 0):  # NaN (an element not written) fails too
+        raise AssertionError(f"fused {label}: error above FORMAT.md's bound by {excess}")

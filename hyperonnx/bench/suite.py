@@ -21,6 +21,7 @@ import onnx
 
 import hyperonnx
 from .. import models
+from ..graph.allocate import DEFAULT_MAX_OUTPUT_ERROR
 from .probe import measure
 
 
@@ -59,7 +60,7 @@ class Method:
     runtime: str = "plain"  # how probe.py opens the model: plain onnxruntime, or hyperonnx load/stream
 
 
-def methods(presets: list[str], rates: list[float] = ()) -> list[Method]:
+def methods(presets: list[str], rates: list[float] = (), budget_presets: list[str] = ()) -> list[Method]:
     rows = [Method("float32 (original)", _copy),
             Method("ORT int8 quantize_dynamic", _int8_dynamic),
             Method("ORT int4 MatMulNBits b32", _int4(32)),
@@ -67,6 +68,9 @@ def methods(presets: list[str], rates: list[float] = ()) -> list[Method]:
     default = _hyperonnx(None)  # `hyperonnx compress model.onnx`: the default output budget
     rows.append(Method("hyperonnx default (load)", default, "load"))
     rows.append(Method("hyperonnx default (stream)", default, "stream"))
+    for preset in budget_presets:  # another codec at the default budget, as `compress --preset P --max-output-error`
+        rows.append(Method(f"hyperonnx {preset} at the default budget (load)",
+                           _hyperonnx(preset, max_output_error=DEFAULT_MAX_OUTPUT_ERROR), "load"))
     for preset in presets:
         rows.append(Method(f"hyperonnx {preset} (load)", _hyperonnx(preset), "load"))
         rows.append(Method(f"hyperonnx {preset} (stream)", _hyperonnx(preset), "stream"))
@@ -262,7 +266,7 @@ def main(args) -> int:
     for name in args.models:
         task = TASKS[name]()
         with tempfile.TemporaryDirectory(prefix="hyperonnx-bench-") as work:
-            results += run_task(task, methods(presets, args.bits or []), Path(work))
+            results += run_task(task, methods(presets, args.bits or [], args.budget_presets), Path(work))
     (out / "results.json").write_text(json.dumps(results, indent=2))
     (out / "results.md").write_text(markdown(results))
     print(f"wrote {out / 'results.md'} and {out / 'results.json'}")

@@ -77,7 +77,7 @@ def plan(arrays: list[np.ndarray], config: str | Config | None = None, *,
     config = resolve_config(config, **targets)
     if not isinstance(config, (LatticeConfig, TrellisConfig)) or config.fixed:
         return [config] * len(arrays)
-    module = _module(config)
+    module = module_of(config)
     chosen, samples, sizes = [], [], []
     for i, array in enumerate(arrays):  # one tensor at a time (arrays may read each from disk)
         array = np.asarray(array)
@@ -93,8 +93,8 @@ def plan(arrays: list[np.ndarray], config: str | Config | None = None, *,
     return configs
 
 
-def _module(config: RateConfig):
-    """The codec module of a rate config (sample, plan_samples, encode)."""
+def module_of(config: RateConfig):
+    """The codec module of a rate config (sample, ladder_errors, seed_bits, plan_samples, encode)."""
     return lattice if isinstance(config, LatticeConfig) else trellis
 
 
@@ -131,7 +131,7 @@ def encode(array: np.ndarray, config: str | Config | None = None, *,
     # to Inf/NaN; that is no error: such a tensor is kept raw below.
     with np.errstate(over="ignore", invalid="ignore"):
         if isinstance(config, (LatticeConfig, TrellisConfig)):
-            module = _module(config)
+            module = module_of(config)
             if not config.fixed:
                 config = config.at(module.plan_samples([module.sample(flat, config.group)], [flat.size], config)[0])
             payload, scales, attrs, decoded = module.encode(flat, config)

@@ -25,8 +25,10 @@ import numpy as np
 
 from .. import format as fmt
 from . import bitpack
+from .rates import plan_widths
 
 _F32 = np.float32
+WEIGHTS_PER_INDEX = 2  # an index codes a pair of weights: index_bits / WEIGHTS_PER_INDEX bits per weight
 _CHUNK = 1 << 12  # pairs per nearest-point step: (9, chunk) temporaries stay in cache and small
 # enough for malloc to reuse them rather than map fresh pages for each (measured 2x faster)
 _FAR = _F32(1e18)  # decoded value of the out-of-range padding columns: never the nearest
@@ -411,6 +413,26 @@ def _error_curve(config: LatticeConfig) -> np.ndarray:
     return errors / errors[config.index_bits - config.min_index_bits]
 
 
+def probe_setting(config: LatticeConfig) -> LatticeConfig:
+    """The setting an allocator measures a tensor's response with: the config itself (encoding
+    costs the same at every width)."""
+    return config
+
+
+def seed_bits(size: int, config: LatticeConfig) -> int:
+    """Bits of a tensor of `size` weights at config.index_bits: the seed and its float16 scales."""
+    return fmt.num_pairs(size) * config.index_bits + 16 * -(-size // config.group)
+
+
+def ladder_errors(samples: list[np.ndarray], sizes: list[int], config: LatticeConfig) -> np.ndarray:
+    """Estimated squared error of each whole tensor (its `sample`, scaled by its size) at every
+    width min_index_bits..max_index_bits: (tensors, widths). One width is measured, the others
+    follow `_error_curve`."""
+    reference = config.at(min(max(config.index_bits, config.min_index_bits), config.max_index_bits))
+    weight = np.array(sizes, dtype=np.float64) / np.maximum(1, [s.size for s in samples])
+    return (weight * _group_errors(samples, reference))[:, None] * _error_curve(reference)[None, :]
+
+
 def plan(flats: list[np.ndarray], config: LatticeConfig) -> list[int]:
     """Index bits per tensor meeting config.bits (average bits/weight, scales included, at most the
     target) or config.target_sqnr (dB over all tensors, estimated): greedy marginal return, each
@@ -432,42 +454,18 @@ def plan_samples(samples: list[np.ndarray], sizes: list[int], config: LatticeCon
     planned one tensor at a time."""
     if config.fixed or not samples:
         return [config.index_bits] * len(samples)
-    rates = range(config.min_index_bits, config.max_index_bits + 1)
-    reference = config.at(min(max(config.index_bits, rates[0]), rates[-1]))
+    widths = range(config.min_index_bits, config.max_index_bits + 1)
+    noise = ladder_errors(samples, sizes, config)
     sizes = np.array(sizes, dtype=np.float64)
     weight = sizes / np.maximum(1, [s.size for s in samples])  # sampled sums scaled to whole tensors
     signal = float(np.dot(weight, [np.dot(x, x) for x in (s.astype(np.float64) for s in samples)]))
-    noise = (weight * _group_errors(samples, reference))[:, None] * _error_curve(reference)[None, :]
     pairs = np.array([fmt.num_pairs(int(n)) for n in sizes], dtype=np.float64)
     scale_bits = np.array([16 * -(-int(n) // config.group) for n in sizes], dtype=np.float64)
-    total_bits = float(np.sum(pairs * rates[0] + scale_bits))
-    budget = config.bits * float(sizes.sum()) if config.bits is not None else math.inf
-    if total_bits > budget:
-        raise ValueError(f"bits={config.bits} is below the least rate of these tensors, "
-                         f"{total_bits / sizes.sum():.3f} bits/weight (index_bits={rates[0]}, group={config.group})")
     # A bits target starts every tensor one index bit below the average width the budget affords
     # (rounded): the energy-weighted objective would otherwise starve low-energy tensors a network
     # is sensitive to (PP-OCRv4's recogniser read 0 % of its lines at 5 bits/weight, 79 % with it).
     start = 0
     if config.bits is not None:
         floor = math.floor(2 * (config.bits - 16 / config.group) + 0.5) - 1
-        start = int(np.clip(floor - rates[0], 0, len(rates) - 1))
-        if float(np.sum(pairs * rates[start] + scale_bits)) > budget:
-            start = 0
-    level = np.full(len(samples), start, dtype=np.int64)
-    total_bits = float(np.sum(pairs * rates[start] + scale_bits))
-    allowed = signal / 10 ** (config.target_sqnr / 10) if config.target_sqnr is not None else -1.0
-    current = float(noise[np.arange(len(samples)), level].sum())
-    while current > allowed:
-        room = level < len(rates) - 1
-        gain = np.where(room, noise[np.arange(len(samples)), level] -
-                        noise[np.arange(len(samples)), np.minimum(level + 1, len(rates) - 1)], -np.inf)
-        value = np.where(room & (total_bits + pairs <= budget), gain / pairs, -np.inf)
-        best = int(np.argmax(value))
-        if not value[best] > 0:
-            break
-        level[best] += 1
-        total_bits += pairs[best]
-        current -= gain[best]
-    return [rates[i] for i in level]
-
+        start = int(np.clip(floor - widths[0], 0, len(widths) - 1))
+    return plan_widths(noise, signal, sizes, pairs, scale_bits, widths, config, start)

@@ -128,8 +128,8 @@ def run(args) -> int:
                   file=sys.stderr)
     elif not args.no_function and not any(f.domain == fmt.OP_DOMAIN and f.name == fmt.OP_TYPE
                                            for f in model.functions):
-        print(f"note: the model has no standard-ops DecodeWeights fallback (trellis nodes have none; "
-              f"winding needs ONNX opset >= {function_mod.MIN_OPSET}, lattice >= {function_mod.LATTICE_MIN_OPSET}): "
+        print(f"note: the model has no standard-ops DecodeWeights fallback (it needs ONNX opset >= "
+              f"{function_mod.MIN_OPSET}, lattice >= {function_mod.LATTICE_MIN_OPSET}; trellis with another codec has none): "
               "it runs only with the hyperonnx library registered; `hyperonnx decompress` makes a plain "
               "copy for other runtimes", file=sys.stderr)
     return 0

@@ -14,12 +14,14 @@ What this pass ensures:
   width at which their own weight error is FALLBACK_SQNR dB below the weights.
 
 How: a probe session runs a copy of the model in which every candidate weight is an overridable
-graph input. Each tensor is encoded once at a reference width and the model runs with only that
-tensor replaced: its output error per unit of weight error is its sensitivity. The codec's error
-ladder (squared weight error at each width, relative to the reference) extrapolates it to the
-other widths; errors of different tensors add (independent noise), so a greedy choice of the
-upgrade with the most output error removed per added bit is close to optimal. The measured error
-of the whole model then corrects the prediction (per output), and the loop repeats.
+graph input. Each tensor is encoded at the PROBE_RATES with the target codec (its `probe_setting`: trellis at
+its least window) and the model runs
+with only that tensor replaced: that gives the tensor's *response*, its output error as a
+function of its weight error (log-log interpolated between the points, the end slopes beyond
+them); the other widths' weight errors are interpolated log-linearly in the width. Errors of
+different tensors add (independent noise), so a greedy choice of the upgrade with the most output
+error removed per added bit is close to optimal. The measured error of the whole model then
+corrects the prediction (per output), and the loop repeats.
 
 Error measures (documented in README "Choosing the size"):
 - float outputs: relative error ||y' - y|| / ||y|| on each sample feed, the worst feed counting
@@ -29,7 +31,9 @@ Error measures (documented in README "Choosing the size"):
   decisive positions (top class ahead of the runner-up by DECISIVE_MARGIN in probability).
   Probabilities are judged by these decisions alone: a few flipped near-ties dominate their
   relative error (PP-OCRv4's recogniser reads its lines at a probability error of 0.2); logits
-  must meet both;
+  must meet both. Decisions that are all one class (PP-OCRv4's blank on generated images) vouch
+  for nothing: those probabilities must meet the error budget too (measured: judged by blank
+  decisions alone, a trellis plan at 10x passed while reading 0 % of the lines);
 - integer and boolean outputs (argmax, indices): reported as the share of elements changed.
 """
 
@@ -46,13 +50,13 @@ import onnx
 from onnx import ModelProto, TensorProto, helper
 
 from .. import codec
-from ..codec import LatticeConfig
+from ..codec import LatticeConfig, RateConfig
 from .model_io import first_line, inline_external_data, tensor_array
 from .samples import generate, graph_inputs
 
 DEFAULT_MAX_OUTPUT_ERROR = 0.1  # relative error of each float output (cosine ~0.995)
 DEFAULT_SAMPLES = 4  # generated feeds when the user gives none
-MEASURE_BITS = (6, 10, 14)  # lattice widths at which each tensor's output error is measured (interpolated between)
+PROBE_RATES = (2, 3, 5, 7)  # bits/weight at which each tensor's output error is measured (interpolated between)
 FALLBACK_SQNR = 40.0  # dB: weights the sample inputs never reach (and the weight planner's default)
 MAX_PROBE_BYTES = 1 << 29  # candidate weights beyond this: the weight planner (memory: compress peaks near
 # 11x the weights with the probe session, e.g. 1.0 GB for MiniLM-L6's 90 MB)
@@ -148,10 +152,24 @@ class Probe:
                         if (producers.get(self.outputs[i]) in ("Softmax", "LogSoftmax")
                             or _CLASS_NAME.search(self.outputs[i]))
                         and self.reference[0][i].ndim >= 1 and self.reference[0][i].shape[-1] > 1]
-        # probabilities saturate (a few flipped positions dominate their error): decisions only
-        self.probabilities = [j for j in self.classes
-                              if producers.get(self.outputs[self.float_outputs[j]]) in ("Softmax", "LogSoftmax")]
         self.decisive = {j: [_decisive(f[self.float_outputs[j]]) for f in self.reference] for j in self.classes}
+        # probabilities saturate (a few flipped positions dominate their error): decisions only,
+        # where the decisions vary. Decisions that are all one class (a text recogniser's blank on
+        # generated images) vouch for nothing: such probabilities are judged by their error too.
+        self.notes = []
+        self.probabilities = []
+        for j in self.classes:
+            i = self.float_outputs[j]
+            if producers.get(self.outputs[i]) not in ("Softmax", "LogSoftmax"):
+                continue
+            decided = np.unique(np.concatenate([f[i].argmax(-1)[keep].ravel()
+                                                for f, keep in zip(self.reference, self.decisive[j])]))
+            if decided.size >= 2:
+                self.probabilities.append(j)
+            else:
+                self.notes.append(f"{self.outputs[i]}: the sample inputs decide {decided.size} class only, so its "
+                                  f"probabilities are judged by their relative error too (real --inputs "
+                                  f"whose decisions vary are judged by decisions)")
 
     def run(self, overrides: dict) -> list[list[np.ndarray]]:
         return [self.session.run(self.outputs, {**feed, **overrides}) for feed in self.feeds]
@@ -294,49 +312,70 @@ class _Tensor:
     signal: float  # sum of squares
     configs: list  # the widths this tensor may take, cheapest first; the last (None) is raw
     bits: np.ndarray  # seed bits at each rung
-    weight_error: np.ndarray | None = None  # squared weight error at each rung (NaN: not encoded)
+    weight_error: np.ndarray | None = None  # squared weight error at each rung (measured or estimated)
     output_error: np.ndarray | None = None  # (rungs, outputs) squared relative error, this tensor alone
+    sensitivity: float | None = None  # output error per unit weight error at the first probe width
 
 
-def _rungs(config: LatticeConfig, size: int, dtype_bits: int):
-    """Widths the allocator may choose for one tensor (each lattice width, then raw) and their
-    seed bits."""
-    widths = list(range(config.min_index_bits, config.max_index_bits + 1))
-    scale_bits = 16 * -(-size // config.group)
-    bits = np.array([-(-size // 2) * w + scale_bits for w in widths] + [size * dtype_bits], dtype=np.float64)
-    return [config.at(w) for w in widths] + [None], bits
+def _rungs(config: RateConfig, size: int, dtype_bits: int):
+    """Widths the allocator may choose for one tensor (each width of the codec, then raw) and
+    their seed bits."""
+    module = codec.module_of(config)
+    # never below the lowest probe: responses extrapolated down miss collapses (measured: a
+    # depthwise Conv of PP-OCR's classifier at 2 bits/weight, predicted 0.01 from 3, 5 and 7
+    # bits/weight, measured 0.09; at 1 bit/weight 0.005 against 0.23)
+    lowest = max(config.min_index_bits, min(PROBE_RATES) * module.WEIGHTS_PER_INDEX)
+    configs = [config.at(w) for w in range(lowest, config.max_index_bits + 1)]
+    bits = np.array([module.seed_bits(size, c) for c in configs] + [size * dtype_bits], dtype=np.float64)
+    return configs + [None], bits
 
 
-def _interpolate(measured: dict[int, np.ndarray], rungs: int) -> np.ndarray:
-    """Output error (rungs, outputs) from the rungs measured: log-linear between them, the end
-    slopes beyond them (never rising with width); the raw rung is exact."""
-    known = sorted(measured)
-    logs = {r: np.log(np.maximum(measured[r], 1e-30)) for r in known}
-    out = np.zeros((rungs, len(next(iter(measured.values())))))
-    for r in range(rungs - 1):
-        lo = max([k for k in known if k <= r], default=known[0])
-        hi = min([k for k in known if k >= r], default=known[-1])
-        if lo == hi:  # at a measured rung, or beyond the ends: continue the nearest slope
-            a, b = (known[0], known[1]) if r <= known[0] else (known[-2], known[-1])
-            if len(known) < 2 or r == lo:
-                out[r] = logs[lo]
-                continue
-            slope = np.minimum((logs[b] - logs[a]) / (b - a), 0.0)
-            out[r] = logs[lo] + slope * (r - lo)
-        else:
-            out[r] = logs[lo] + (logs[hi] - logs[lo]) * (r - lo) / (hi - lo)
-    result = np.exp(out)
-    result[:rungs - 1] = np.maximum.accumulate(result[:rungs - 1][::-1], axis=0)[::-1]  # never rising
-    result[rungs - 1] = 0.0
-    return result
+def _log_interpolate(x: np.ndarray, known_x: np.ndarray, known_y: np.ndarray, min_slope: float,
+                     max_slope: float) -> np.ndarray:
+    """y at x, piecewise linear through the known points, beyond them the end segment's slope
+    clipped to [min_slope, max_slope] (one known point: slope 1, clipped)."""
+    order = np.argsort(known_x)
+    kx, ky = known_x[order], known_y[order]
+    if kx.size == 1:
+        return ky[0] + np.clip(1.0, min_slope, max_slope) * (x - kx[0])
+    y = np.interp(x, kx, ky)
+    low = np.clip((ky[1] - ky[0]) / max(kx[1] - kx[0], 1e-30), min_slope, max_slope)
+    high = np.clip((ky[-1] - ky[-2]) / max(kx[-1] - kx[-2], 1e-30), min_slope, max_slope)
+    y = np.where(x < kx[0], ky[0] + low * (x - kx[0]), y)
+    return np.where(x > kx[-1], ky[-1] + high * (x - kx[-1]), y)
 
 
-def allocate(model: ModelProto, sites, config: LatticeConfig, *, max_output_error: float | None = None,
+def _ladder(measured: dict[int, float], rungs: int) -> np.ndarray:
+    """Squared weight error at every coded rung from the rungs measured: log-linear in the width
+    between them, the end slopes beyond (never rising with width)."""
+    known = np.array(sorted(measured), dtype=np.float64)
+    logs = np.log(np.array([measured[int(r)] for r in known]))
+    errors = np.exp(_log_interpolate(np.arange(rungs, dtype=np.float64), known, logs, -np.inf, 0.0))
+    return np.maximum.accumulate(errors[::-1])[::-1]
+
+
+def _respond(probe_weight: np.ndarray, probe_output: np.ndarray, weight_error: np.ndarray) -> np.ndarray:
+    """Output error (rungs, outputs) at each rung's weight error, through the tensor's response
+    measured at the probe points ((points,) weight errors, (points, outputs) output errors):
+    log-log interpolation, output error never falling as weight error rises; the raw rung (the
+    last) is exact."""
+    x = np.log(np.maximum(weight_error[:-1], 1e-300))
+    out = np.zeros((len(weight_error), probe_output.shape[1]))
+    known_x = np.log(probe_weight)
+    for o in range(probe_output.shape[1]):
+        y = _log_interpolate(x, known_x, np.log(np.maximum(probe_output[:, o], 1e-30)), 0.0, np.inf)
+        out[:-1, o] = np.exp(y)
+    out[:-1] = np.maximum.accumulate(out[:-1][::-1], axis=0)[::-1]  # never rising with width
+    out[:-1][weight_error[:-1] <= 0] = 0.0
+    return out
+
+
+def allocate(model: ModelProto, sites, config: RateConfig, *, max_output_error: float | None = None,
              bits: float | None = None, feeds: list[dict] | None = None,
              sample_count: int = DEFAULT_SAMPLES, min_elements: int = 1):
-    """Choose a width per site (a config, or None: keep raw) for an output budget or a size.
-    Returns ({site index: Seed or None}, Allocation). Raises CannotRun when the model cannot run
-    here (the caller falls back to the weight planner)."""
+    """Choose a width of `config`'s codec per site (a config, or None: keep raw) for an output
+    budget or a size. Returns ({site index: Seed or None}, Allocation). Raises CannotRun when the
+    model cannot run here (the caller falls back to the weight planner)."""
     start = time.perf_counter()
     if any(site.tensor.data_type == TensorProto.BFLOAT16 for site in sites):
         raise CannotRun("onnxruntime's Python API takes no bfloat16 weights to measure with")
@@ -348,6 +387,7 @@ def allocate(model: ModelProto, sites, config: LatticeConfig, *, max_output_erro
     probe = Probe(model, [n for t in tensors for n in t.names], feeds, sample_count)
     allocation = Allocation(probe.source, f"max_output_error {max_output_error:g}" if bits is None
                             else f"bits {bits:g}")
+    allocation.notes.extend(probe.notes)
     cache: dict[tuple[int, int], object] = {}
 
     def encoded(k: int, rung: int):
@@ -366,25 +406,31 @@ def allocate(model: ModelProto, sites, config: LatticeConfig, *, max_output_erro
             return tensor_array(sites[tensors[k].sites[0]].tensor)
         return codec.decode(seed)
 
-    widths = [w for w in MEASURE_BITS if config.min_index_bits <= w <= config.max_index_bits] or \
-        [config.min_index_bits]
-    measure = [w - config.min_index_bits for w in widths]
+    module = codec.module_of(config)
     unreached = 0
     for k, t in enumerate(tensors):  # one tensor at a time, at a few widths
-        array = tensor_array(sites[t.sites[0]].tensor).astype(np.float64)
-        t.weight_error = np.full(len(t.bits), np.nan)
-        t.weight_error[-1] = 0.0
-        errors = {}
-        for r in measure:
-            approx = decoded(k, r)
+        probe_rungs = [r for r, c in enumerate(t.configs[:-1])
+                       if c.index_bits in {rate * module.WEIGHTS_PER_INDEX for rate in PROBE_RATES}] or [0]
+        original = tensor_array(sites[t.sites[0]].tensor)
+        array = original.astype(np.float64)
+        weight_errors, output_errors = {}, {}
+        for r in probe_rungs:
+            seed = codec.encode(original, module.probe_setting(t.configs[r]), min_elements=min_elements)
+            approx = original if seed.codec == "raw" else codec.decode(seed)
             diff = approx.astype(np.float64) - array
-            t.weight_error[r] = float(np.sum(diff * diff))
-            if t.weight_error[r] > 0 and set(t.names) <= probe.movable:
-                errors[r] = probe.measure({n: approx for n in t.names})[0]
-            cache.pop((k, r), None)  # memory: seeds are re-encoded at the chosen width
-        if errors and any(np.any(e > 0) for e in errors.values()):
-            t.output_error = _interpolate(errors, len(t.bits))
-        elif np.nanmax(t.weight_error) > 0:
+            weight_errors[r] = float(np.sum(diff * diff))
+            if weight_errors[r] > 0 and set(t.names) <= probe.movable:
+                output_errors[r] = probe.measure({n: approx for n in t.names})[0]
+        t.weight_error = np.zeros(len(t.bits))
+        if any(e > 0 for e in weight_errors.values()):
+            t.weight_error[:-1] = _ladder({r: e for r, e in weight_errors.items() if e > 0}, len(t.bits) - 1)
+        points = [w for w in output_errors if np.any(output_errors[w] > 0)]
+        if points:
+            probe_weight = np.array([weight_errors[w] for w in points])
+            probe_output = np.array([output_errors[w] for w in points])
+            t.output_error = _respond(probe_weight, probe_output, t.weight_error)
+            t.sensitivity = float(np.max(probe_output[0] / probe_weight[0]))
+        elif any(e > 0 for e in weight_errors.values()):
             unreached += 1
     if unreached:
         allocation.notes.append(f"{unreached} tensor(s) not reached by the sample inputs (or not "
@@ -422,8 +468,7 @@ def allocate(model: ModelProto, sites, config: LatticeConfig, *, max_output_erro
             seeds[s] = encoded(k, int(rung[k]))
         chosen = t.configs[int(rung[k])]
         info = {"width": None if chosen is None else chosen.index_bits,
-                "sensitivity": None if fixed[k] else float(np.max(
-                    t.output_error[measure[0]] / max(t.weight_error[measure[0]], 1e-300))),
+                "sensitivity": t.sensitivity,
                 "predicted_output_error": None if fixed[k] else float(math.sqrt(np.max(predicted[k, int(rung[k])])))}
         for name in t.names:
             allocation.tensors[name] = info
@@ -432,14 +477,8 @@ def allocate(model: ModelProto, sites, config: LatticeConfig, *, max_output_erro
 
 
 def _fallback_rung(t: _Tensor) -> int:
-    """The cheapest rung whose weight SQNR reaches FALLBACK_SQNR, interpolated from the rungs
-    measured (raw if none does)."""
-    allowed = t.signal / 10 ** (FALLBACK_SQNR / 10)
-    measured = {r: np.array([e]) for r, e in enumerate(t.weight_error[:-1]) if np.isfinite(e) and e > 0}
-    if not measured:
-        return 0  # coded exactly at every width measured
-    errors = _interpolate(measured, len(t.bits))[:, 0]
-    return int(np.argmax(errors <= allowed))  # the raw rung (error 0) always qualifies
+    """The cheapest rung whose weight SQNR reaches FALLBACK_SQNR (raw if none does)."""
+    return int(np.argmax(t.weight_error <= t.signal / 10 ** (FALLBACK_SQNR / 10)))  # raw (0) always qualifies
 
 
 def _search(probe: Probe, predicted, bit_table, start_rung, fixed, budget: float, overrides,
@@ -531,7 +570,7 @@ def _greedy(predicted: np.ndarray, bit_table: np.ndarray, rung: np.ndarray, fixe
         rung[k] = r
 
 
-def _distinct(sites, config: LatticeConfig, min_elements: int) -> list[_Tensor]:
+def _distinct(sites, config: RateConfig, min_elements: int) -> list[_Tensor]:
     """The sites' distinct tensors (equal bytes in one graph: one tensor, as the pass encodes
     them once); tensors the codec would keep raw anyway (non-finite) are left out."""
     groups: dict[tuple, _Tensor] = {}

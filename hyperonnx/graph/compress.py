@@ -208,8 +208,9 @@ def compress_model(model: ModelProto, config=None, *, bits: float | None = None,
         if bits is None and target_sqnr is None and max_output_error is None:
             max_output_error = allocate.DEFAULT_MAX_OUTPUT_ERROR
     config_obj = codec.resolve_config(config, bits=bits, target_sqnr=target_sqnr)
-    if max_output_error is not None and not isinstance(config_obj, codec.LatticeConfig):
-        raise ValueError("max_output_error needs a lattice preset or config")
+    rate_config = isinstance(config_obj, (codec.LatticeConfig, codec.TrellisConfig))
+    if max_output_error is not None and not rate_config:
+        raise ValueError("max_output_error needs a lattice or trellis preset or config")
     report = CompressReport(preset=config if isinstance(config, str) else repr(config_obj),
                             min_elements=min_elements, function_fallback=function_fallback)
     for opset in model.opset_import:
@@ -218,12 +219,11 @@ def compress_model(model: ModelProto, config=None, *, bits: float | None = None,
     sites, _skipped = find_candidates(model, min_elements=min_elements, include=include, exclude=exclude)
     chosen: dict[int, object] = {}  # site index -> Seed chosen by the allocator (None: keep raw)
     configs = None
-    output_aware = isinstance(config_obj, codec.LatticeConfig) and (
-        max_output_error is not None or config_obj.bits is not None)
+    output_aware = rate_config and (max_output_error is not None or config_obj.bits is not None)
     if output_aware:
         report.target = (f"max output error {max_output_error:g}" if max_output_error is not None
                          else f"{config_obj.bits:g} bits/weight")
-    elif isinstance(config_obj, codec.LatticeConfig) and config_obj.target_sqnr is not None:
+    elif rate_config and config_obj.target_sqnr is not None:
         report.target = f"weight SQNR {config_obj.target_sqnr:g} dB"
     if output_aware and allocation == "outputs" and sites:
         feeds = samples.as_feeds(inputs, model) if inputs is not None else None
@@ -359,18 +359,17 @@ def _ensure_opset(model: ModelProto, version: int) -> None:
 def _ensure_function(model: ModelProto) -> bool:
     """Give the model the DecodeWeights function that decodes all its codecs, in place of an
     earlier one (a model compressed again may have gained lattice nodes); False, and no function,
-    when the model's opset is too old for it or it has `trellis` nodes, which standard ops do
-    not decode (the model then needs the library)."""
+    when no body decodes them at the model's opset (the model then needs the library):
+    below MIN_OPSET, `lattice` below LATTICE_MIN_OPSET, `trellis` together with another codec."""
     opset = default_opset(model)
     codecs = {next((a.s for a in n.attribute if a.name == "codec"), b"").decode("utf-8", "replace")
               for s in scopes(model) for n in s.graph.node if n.op_type == fmt.OP_TYPE and n.domain == fmt.OP_DOMAIN}
     ours = next((f for f in model.functions if f.domain == fmt.OP_DOMAIN and f.name == fmt.OP_TYPE), None)
-    if (opset < function_mod.MIN_OPSET or fmt.CODEC_TRELLIS in codecs
-            or (fmt.CODEC_LATTICE in codecs and not function_mod.decodes_lattice(opset))):
+    if not function_mod.decodes(codecs, opset):
         if ours is not None:
             model.functions.remove(ours)
         return False
-    built = function_mod.build_function(opset)
+    built = function_mod.build_function_for(codecs, opset)
     if ours is not None:
         ours.CopyFrom(built)
     else:

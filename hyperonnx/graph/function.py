@@ -66,6 +66,21 @@ def decodes_lattice(opset: int) -> bool:
     return opset >= LATTICE_MIN_OPSET
 
 
+def decodes(codecs: set[str], opset: int) -> bool:
+    """Whether a function body at this default-domain opset decodes nodes of all these codecs
+    (one body: winding and lattice together, or trellis alone)."""
+    if opset < MIN_OPSET:
+        return False
+    if fmt.CODEC_TRELLIS in codecs:
+        return codecs == {fmt.CODEC_TRELLIS}
+    return fmt.CODEC_LATTICE not in codecs or decodes_lattice(opset)
+
+
+def build_function_for(codecs: set[str], opset: int) -> FunctionProto:
+    """The DecodeWeights function for a model with nodes of these codecs (`decodes` is true)."""
+    return build_trellis_function(opset) if fmt.CODEC_TRELLIS in codecs else build_function(opset)
+
+
 def segment_tables():
     """Per bit width b (row b; row 0 unused), for each segment: its byte column, the mask of its
     bits, its bit range [lo, hi) within the byte as the shift lo, 2**-lo and 2**(hi-lo), the index
@@ -154,6 +169,39 @@ class _Body:
         return node.output[0]
 
 
+def _unpack(f: "_Body", grid, bits, bits1, opset: int):
+    """The b-bit indices of `grid` ([..., b] uint8: groups of 8 indices in b bytes, §4) as int32
+    [..., 8]; `bits` is b as a scalar, `bits1` as [1]."""
+    I64 = np.int64
+    zero = f.const(np.array([0], I64))
+    col = f.const(np.array([-1, 1], I64))
+    tables = segment_tables()
+
+    def unpack():
+        nseg = f.op("Gather", f.const(tables["count"]), bits1)  # [1]
+
+        def row(name):  # the first nseg entries of row b of a segment table
+            return f.op("Slice", f.op("Gather", f.const(tables[name]), bits), zero, nseg, zero)
+
+        column = f.op("Cast", row("column"), to=TensorProto.INT64)
+        segs = f.op("Gather", grid, column, axis=-1)  # [..., nseg] uint8
+        # weights[s, r] = place[s] if segment s belongs to index r else 0
+        onehot = f.op("OneHot", f.op("Cast", row("index"), to=TensorProto.INT64), f.const(np.array(8, I64)),
+                      f.const(np.array([0.0, 1.0], np.float32)), axis=-1)  # [nseg, 8]
+        weights = f.op("Mul", onehot, f.op("Reshape", row("place_shifted"), col))
+        if opset >= 18:  # int32 MatMul of the segments shifted down: the index comes out as it is
+            segs = f.op("BitShift", f.op("BitwiseAnd", segs, row("mask")), row("shift"), direction="RIGHT")
+            return f.op("MatMul", f.op("Cast", segs, to=TensorProto.INT32), f.op("Cast", weights, to=TensorProto.INT32))
+        # exact float32 bit extraction: floor(byte / 2**lo) mod 2**(hi - lo)
+        segf = f.op("Floor", f.op("Mul", f.op("Cast", segs, to=TensorProto.FLOAT), row("low")))
+        segf = f.op("Mod", segf, row("width"), fmod=1)
+        return f.op("Cast", f.op("MatMul", segf, weights), to=TensorProto.INT32)  # [..., 8]
+
+    # 8 bits (the lattice preset's width): every byte is one index, in place
+    return f.if_(f.op("Equal", bits, f.const(np.array(8, I64))), lambda: f.op("Cast", grid, to=TensorProto.INT32),
+                 unpack)
+
+
 def build_function(opset: int) -> FunctionProto:
     """FunctionProto `ai.hyperonnx.DecodeWeights` for a model whose
     default-domain opset is `opset` (>= MIN_OPSET); it decodes `lattice` nodes too from
@@ -226,33 +274,10 @@ def build_function(opset: int) -> FunctionProto:
         grid_shape = f.op("Concat", groups, bits1, axis=0)
 
     # --- unpack the indices, groups of 8 in b bytes --------------------------------------------
-    tables = segment_tables()
     pad = f.op("Sub", f.op("Mul", groups, bits1), f.op("Shape", "seed"))
     seed = f.op("Pad", "seed", f.op("Concat", zero, pad, axis=0))
     grid = f.op("Reshape", seed, grid_shape)  # [..., b] uint8
-    def unpack():
-        nseg = f.op("Gather", f.const(tables["count"]), bits1)  # [1]
-
-        def row(name):  # the first nseg entries of row b of a segment table
-            return f.op("Slice", f.op("Gather", f.const(tables[name]), bits), zero, nseg, zero)
-
-        column = f.op("Cast", row("column"), to=TensorProto.INT64)
-        segs = f.op("Gather", grid, column, axis=-1)  # [..., nseg] uint8
-        # weights[s, r] = place[s] if segment s belongs to index r else 0
-        onehot = f.op("OneHot", f.op("Cast", row("index"), to=TensorProto.INT64), f.const(np.array(8, I64)),
-                      f.const(np.array([0.0, 1.0], np.float32)), axis=-1)  # [nseg, 8]
-        weights = f.op("Mul", onehot, f.op("Reshape", row("place_shifted"), col))
-        if opset >= 18:  # int32 MatMul of the segments shifted down: the index comes out as it is
-            segs = f.op("BitShift", f.op("BitwiseAnd", segs, row("mask")), row("shift"), direction="RIGHT")
-            return f.op("MatMul", f.op("Cast", segs, to=TensorProto.INT32), f.op("Cast", weights, to=TensorProto.INT32))
-        # exact float32 bit extraction: floor(byte / 2**lo) mod 2**(hi - lo)
-        segf = f.op("Floor", f.op("Mul", f.op("Cast", segs, to=TensorProto.FLOAT), row("low")))
-        segf = f.op("Mod", segf, row("width"), fmod=1)
-        return f.op("Cast", f.op("MatMul", segf, weights), to=TensorProto.INT32)  # [..., 8]
-
-    # 8 bits (the lattice preset's width): every byte is one index, in place
-    index = f.if_(f.op("Equal", bits, f.const(np.array(8, I64))),
-                  lambda: f.op("Cast", grid, to=TensorProto.INT32), unpack)
+    index = _unpack(f, grid, bits, bits1, opset)
 
     # --- look the pairs up (and scale them), in `dtype` ----------------------------------------
     if lattice:
@@ -323,12 +348,7 @@ def lattice_values(f: _Body, index, aligned, rows, per, elements):
     limit = f.const(np.array(fmt.LATTICE_FLOAT_LIMIT, np.float32))
     within = f.op("And", f.op("LessOrEqual", f.op("Abs", "_attr_alpha"), limit),
                   f.op("LessOrEqual", f.op("Abs", "_attr_beta"), limit))
-    within = f.op("And", within, f.op("And", f.op("Greater", "_attr_scale_unit", f.const(np.array(0, np.float32))),
-                                      f.op("LessOrEqual", "_attr_scale_unit", limit)))
-    bad = f.op("Add", f.op("ReduceSum", f.op("Cast", f.op("Or", f.op("IsNaN", h), f.op("IsInf", h)),
-                                             to=TensorProto.INT64), keepdims=0),
-               f.op("Cast", f.op("Not", within), to=TensorProto.INT64))
-    unit = f.op("Gather", f.op("Reshape", "_attr_scale_unit", one), f.op("Min", bad, f.const(np.array(1, I64))))
+    unit = _checked_unit(f, h, "_attr_scale_unit", within)
     scale = f.op("Pad", f.op("Mul", h, unit), f.op("Concat", f.const(np.array([0], I64)), f.op("Sub", rows, count), axis=0),
                  f.const(np.array(1.0, np.float32)))
     scale = f.op("Reshape", scale, f.const(np.array([-1, 1, 1, 1], I64)))
@@ -336,3 +356,93 @@ def lattice_values(f: _Body, index, aligned, rows, per, elements):
     in_rows = f.op("Concat", rows, per, one, axis=0)
     return f.if_(aligned, lambda: f.cast_to_dtype(f.op("Mul", f.op("Gather", table, index), scale)),
                  lambda: f.cast_to_dtype(f.op("Mul", f.op("Gather", table, f.op("Reshape", index, in_rows)), scale)))
+
+
+def _checked_unit(f: _Body, scales, unit, within):
+    """The scale unit U as [1], read through a Gather whose index is out of range (an error, not
+    output) when a scale is NaN or +-Inf (rule 6), U is outside (0, 2^100], or `within` (the
+    codec's other bounds) is false: LessOrEqual is false for NaN."""
+    limit = f.const(np.array(fmt.LATTICE_FLOAT_LIMIT, np.float32))
+    within = f.op("And", within, f.op("And", f.op("Greater", unit, f.const(np.array(0, np.float32))),
+                                      f.op("LessOrEqual", unit, limit)))
+    bad = f.op("Add", f.op("ReduceSum", f.op("Cast", f.op("Or", f.op("IsNaN", scales), f.op("IsInf", scales)),
+                                             to=TensorProto.INT64), keepdims=0),
+               f.op("Cast", f.op("Not", within), to=TensorProto.INT64))
+    return f.op("Gather", f.op("Reshape", unit, f.const(np.array([1], np.int64))),
+                f.op("Min", bad, f.const(np.array(1, np.int64))))
+
+
+# 2^e for e = 0..24 (int64) and 2^-L for L = 0..16 (float32, exact): table lookups, not Pow
+_POWERS = np.array([1 << e for e in range(25)], np.int64)
+_INVERSE_POWERS = np.array([2.0 ** -e for e in range(fmt.TRELLIS_MAX_WINDOW + 1)], np.float32)
+
+
+def build_trellis_function(opset: int) -> FunctionProto:
+    """FunctionProto `ai.hyperonnx.DecodeWeights` for a model whose DecodeWeights nodes are all
+    `trellis` (FORMAT.md §9), default-domain `opset` >= MIN_OPSET.
+
+    Each group's stream is bytes [q*G*k/8, (q+1)*G*k/8) of the seed. The window of weight t starts
+    at stream bit p = k*t and spans at most 3 bytes (L <= 16, p mod 8 <= 7): the bytes at
+    (p div 8 + i) mod (G*k/8), i = 0, 1, 2, give the 24-bit integer whose bits from p mod 8 on are
+    the window (circular, so short streams wrap too), taken out exactly with int32 Div and Mod.
+    h is tabulated for all 2^L states with the §9.3 operations in their order (onnxruntime's
+    elementwise float32 Mul / Add / Sub / Div round each result, no fused multiply-add), looked
+    up per weight and scaled per group. Temporaries: 12 bytes per weight (the 3 gathered bytes
+    as int32), then int32 windows and the float32 output."""
+    if opset < MIN_OPSET:
+        raise ValueError(f"the DecodeWeights function needs opset >= {MIN_OPSET}, model has {opset}")
+    f = _Body()
+    I64, I32 = np.int64, np.int32
+    shape = f.attr("shape", AttributeProto.INTS)
+    bits = f.attr("bits", AttributeProto.INT)
+    window = f.attr("window", AttributeProto.INT)
+    group = f.attr("group", AttributeProto.INT)
+    unit = f.attr("scale_unit", AttributeProto.FLOAT)
+    one = f.const(np.array([1], I64))
+    zero = f.const(np.array([0], I64))
+    eight = f.const(np.array(8, I64))
+    elements = f.op("ReduceProd", shape, keepdims=1)  # [1]
+    group1 = f.op("Reshape", group, one)
+    count = f.op("Div", f.op("Add", elements, f.op("Sub", group1, one)), group1)  # Q, [1]
+    stream = f.op("Div", f.op("Mul", group, bits), eight)  # bytes per group, scalar
+    # rule 4: a seed of any other length fails this Reshape
+    streams = f.op("Cast", f.op("Reshape", "seed", f.op("Concat", count, f.op("Reshape", stream, one), axis=0)),
+                   to=TensorProto.INT32)  # [Q, G*k/8]
+
+    # the 3 bytes holding each window, and its bit offset in the first
+    start = f.op("Mul", f.op("Range", f.const(np.array(0, I64)), group, f.const(np.array(1, I64))), bits)  # p, [G]
+    first = f.op("Div", start, eight)
+    byte = f.op("Mod", f.op("Add", f.op("Reshape", first, f.const(np.array([1, -1], I64))),
+                             f.const(np.array([[0], [1], [2]], I64))), stream)  # [3, G]
+    word = f.op("ReduceSum", f.op("Mul", f.op("Gather", streams, byte, axis=1),
+                                  f.const(np.array([[1], [1 << 8], [1 << 16]], I32))),
+                f.const(np.array([1], I64)), keepdims=0)  # [Q, G] int32 < 2^24
+    shift = f.op("Cast", f.op("Gather", f.const(_POWERS), f.op("Mod", start, eight)), to=TensorProto.INT32)
+    states = f.op("Mod", f.op("Div", word, shift),
+                  f.op("Cast", f.op("Gather", f.const(_POWERS), window), to=TensorProto.INT32))  # [Q, G]
+
+    # h of every state, FORMAT.md §9.3 operation by operation
+    size = f.op("Gather", f.const(_POWERS), window)  # 2^L, int64 scalar
+    s_ = f.op("Range", f.const(np.array(0, I64)), size, f.const(np.array(1, I64)))
+    r = f.op("Mod", f.op("Mul", s_, f.const(np.array(fmt.TRELLIS_MULTIPLIER, I64))), size)  # < 2^48: exact
+    lin = f.op("Sub", f.op("Add", f.op("Mul", r, f.const(np.array(2, I64))), f.const(np.array(1, I64))), size)
+    u = f.op("Mul", f.op("Cast", lin, to=TensorProto.FLOAT), f.op("Gather", f.const(_INVERSE_POWERS), window))
+    a, b, c, dd = (f.const(np.array(v, np.float32)) for v in fmt.TRELLIS_MAP)
+    t = f.op("Mul", u, u)
+    n = f.op("Mul", u, f.op("Add", f.op("Mul", t, b), a))
+    d = f.op("Sub", f.const(np.array(1.0, np.float32)), f.op("Mul", f.op("Add", f.op("Mul", t, dd), c), t))
+    h = f.op("Div", n, d)
+
+    # S_q = float32(scales[q]) * U; rule 6 (a NaN or Inf scale) and the bounds of U make the
+    # Gather of U out of range: an error, not output
+    scales = f.op("Cast", "scales", to=TensorProto.FLOAT)
+    unit = _checked_unit(f, scales, unit, f.const(np.array(True)))
+    scale = f.op("Reshape", f.op("Mul", scales, unit), f.const(np.array([-1, 1], I64)))  # rule 6: Q of them
+    values = f.cast_to_dtype(f.op("Mul", f.op("Gather", h, states), scale))  # [Q, G]
+    flat = f.op("Reshape", values, f.const(np.array([-1], I64)))
+    f.op("Reshape", f.op("Slice", flat, zero, elements, zero), shape, out="output")
+    return helper.make_function(
+        fmt.OP_DOMAIN, fmt.OP_TYPE, ["seed", "scales"], ["output"], f.nodes, [helper.make_opsetid("", opset)],
+        attributes=list(fmt.TRELLIS_ATTRIBUTE_TYPES),
+        doc_string="DecodeWeights of `trellis` seeds from standard ONNX ops (hyperonnx docs/FORMAT.md version "
+                   f"{fmt.CODEC_VERSION[fmt.CODEC_TRELLIS]}); a registered kernel takes precedence.")

@@ -25,7 +25,6 @@ from __future__ import annotations
 from onnx import AttributeProto, FunctionProto, ModelProto, NodeProto, TensorProto, helper
 
 from .. import format as fmt
-from . import function as function_mod
 from .walk import NameMaker, all_names, default_opset, scopes
 
 # The standard operators' attributes a fused node carries (prefixed op_), with their types.
@@ -177,10 +176,7 @@ def fuse_model(model: ModelProto, function_fallback: bool = True) -> int:
                 continue
             weight = node.output[0]
             shape = _attribute(node, "shape")
-            # trellis nodes are not fused yet: the fused CPU kernels decode them, but the fused
-            # functions' attribute lists (and a trellis standard-ops body) do not exist
             if (_attribute(node, "dtype") != TensorProto.FLOAT or shape is None or weight in outputs
-                    or _attribute(node, "codec") == fmt.CODEC_TRELLIS.encode()
                     or weight in implicit or not 1 <= len(node.input) <= 2
                     or not all(name in initializers for name in node.input)):
                 continue
@@ -261,21 +257,24 @@ def ensure_functions(model: ModelProto) -> None:
     """One function per fused operator the model uses, where it carries the DecodeWeights function
     (else the model needs the library, as its DecodeWeights nodes do)."""
     used = {n.op_type for s in scopes(model) for n in s.graph.node if is_fused(n)}
-    have = {f.name for f in model.functions if f.domain == fmt.OP_DOMAIN}
-    if fmt.OP_TYPE not in have:
+    ours = {f.name: f for f in model.functions if f.domain == fmt.OP_DOMAIN}
+    if fmt.OP_TYPE not in ours:
         return
     opset = default_opset(model)
-    for op in sorted(used - have):
-        model.functions.append(build_fused_function(op, opset))
+    for op in sorted(used - set(ours)):
+        model.functions.append(build_fused_function(op, opset, ours[fmt.OP_TYPE]))
 
 
-def build_fused_function(op: str, opset: int) -> FunctionProto:
-    """FunctionProto `ai.hyperonnx.<op>`: DecodeWeights (the model's own function or the library)
-    and the standard operator, every attribute passed through by reference."""
+def build_fused_function(op: str, opset: int, decode_function: FunctionProto) -> FunctionProto:
+    """FunctionProto `ai.hyperonnx.<op>`: DecodeWeights (the model's own `decode_function`, whose
+    inputs and attributes it takes, or the library) and the standard operator, every attribute
+    passed through by reference."""
     standard, position = fmt.FUSED_OPS[op]
-    lattice = function_mod.decodes_lattice(opset)
-    codec_types = dict(fmt.ATTRIBUTE_TYPES, **fmt.LATTICE_ATTRIBUTE_TYPES) if lattice else dict(fmt.ATTRIBUTE_TYPES)
-    decode = helper.make_node(fmt.OP_TYPE, ["seed", "scales"] if lattice else ["seed"], ["weight"], domain=fmt.OP_DOMAIN)
+    known = {**fmt.ATTRIBUTE_TYPES, **fmt.LATTICE_ATTRIBUTE_TYPES, **fmt.TRELLIS_ATTRIBUTE_TYPES}
+    names = list(decode_function.attribute) + [a.name for a in decode_function.attribute_proto]
+    codec_types = {name: known[name] for name in names}
+    scaled = list(decode_function.input) == ["seed", "scales"]
+    decode = helper.make_node(fmt.OP_TYPE, ["seed", "scales"] if scaled else ["seed"], ["weight"], domain=fmt.OP_DOMAIN)
     for name, kind in codec_types.items():
         decode.attribute.append(helper.make_attribute_ref(name, kind, ref_attr_name=name))
     has_extra = op in ("DecodeGemm", "DecodeConv")
