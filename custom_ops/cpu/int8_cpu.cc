@@ -27,14 +27,15 @@ constexpr size_t kTasks = 8, kMaxTaskTiles = 16;
 constexpr size_t kFewRows = 8, kFewTasks = 8, kChunkTiles = 128;
 constexpr size_t kFewAccumulatorBytes = 16 << 20;
 
-constexpr float kMinNormal = 1.17549435e-38f;  // 2^-126
+// Blocks whose largest magnitude is below this count as zero: 127 / max must stay finite.
+constexpr float kMinBlockMax = 7.52316385e-37f;  // 2^-120
 
 size_t RoundUp(size_t x, size_t to) { return (x + to - 1) / to * to; }
 
 // Block b of x[k] * s[k] (s null: x[k]), k < depth, quantised: q[k] in [-127, 127] (0 past
 // depth), the block's scale d[b] = max |x * s| / 127 and the sum of its q (the VNNI loop's
 // correction). A block holding Inf or NaN gets q = 0 and d = NaN (its outputs are NaN); one whose
-// largest magnitude is below 2^-126 counts as zero (d = 0: 127 / max would overflow).
+// largest magnitude is below kMinBlockMax counts as zero (d = 0).
 void QuantiseBlock(const float* x, const float* s, size_t depth, size_t b, int8_t* q, float* d, int32_t* sum) {
   const size_t k0 = b * kBlock, kn = std::min(kBlock, depth - k0);
   float v[kBlock];
@@ -48,8 +49,8 @@ void QuantiseBlock(const float* x, const float* s, size_t depth, size_t b, int8_
   int8_t* qb = q + k0;
   std::fill(qb, qb + kBlock, int8_t{0});
   sum[b] = 0;
-  d[b] = !finite ? std::nanf("") : max_abs < kMinNormal ? 0.0f : max_abs / 127.0f;
-  if (!finite || max_abs < kMinNormal) return;
+  d[b] = !finite ? std::nanf("") : max_abs < kMinBlockMax ? 0.0f : max_abs / 127.0f;
+  if (!finite || max_abs < kMinBlockMax) return;
   const float inv = 127.0f / max_abs;
   int32_t total = 0;
   for (size_t i = 0; i < kn; ++i) {
@@ -92,7 +93,7 @@ __attribute__((target("avx2"))) void QuantiseRowAvx2(const float* x, const float
     t = _mm_max_epi32(t, _mm_shuffle_epi32(t, 0xb1));
     const uint32_t bits = static_cast<uint32_t>(_mm_cvtsi128_si32(t));
     const float max_abs = BitsFloat(bits);
-    if (bits >= 0x7f800000u || max_abs < kMinNormal) {
+    if (bits >= 0x7f800000u || max_abs < kMinBlockMax) {
       std::memset(q + k0, 0, kBlock);
       sum[b] = 0;
       d[b] = bits >= 0x7f800000u ? std::nanf("") : 0.0f;
