@@ -223,6 +223,22 @@ def test_int8_validates_activation():
             "must be")
 
 
+def test_int8_tiny_and_non_finite_activations():
+    """FORMAT.md §8.2: a block below 2^-120 counts as 0 (finite outputs, no overflowing scale);
+    one holding NaN or Inf makes its row's outputs NaN, other rows unchanged."""
+    seed = encode((64, 128), "lattice")
+    model = fused_model("DecodeMatMul", seed, [3, 64], accuracy_level=4)
+    x = np.random.default_rng(7).standard_normal((3, 64)).astype(np.float32)
+    reference = run(model, x)
+    for scale in (1e-37, 1e-36, 3e-36):
+        assert np.isfinite(run(model, x * np.float32(scale))).all()
+    for bad in (np.nan, np.inf):
+        y = x.copy()
+        y[1, 5] = bad
+        got = run(model, y)
+        assert np.isnan(got[1]).all() and np.array_equal(got[[0, 2]], reference[[0, 2]])
+
+
 def test_int8_level_0_is_float():
     seed = encode((64, 48), "lattice")
     x = np.random.default_rng(6).standard_normal((3, 64)).astype(np.float32)
