@@ -28,6 +28,11 @@ FUSED_OPS = {"DecodeMatMul": ("MatMul", 1), "DecodeGemm": ("Gemm", 1), "DecodeGa
 # A fused node carries the standard op's attributes under this prefix (op_transB, op_group, ...):
 # codecs have attributes of the same names (lattice: alpha, beta, group).
 FUSED_ATTRIBUTE_PREFIX = "op_"
+# DecodeMatMul / DecodeGemm's own optional attribute (docs/FORMAT.md §8): 0 (absent) float32
+# compute, 4 int8 compute.
+ACCURACY_LEVEL = "accuracy_level"
+ACCURACY_LEVELS = (0, 4)
+ACCURACY_OPS = ("DecodeMatMul", "DecodeGemm")
 
 CODEC_WINDING = "winding"  # docs/FORMAT.md §3, format version 1 and later
 CODEC_LATTICE = "lattice"  # docs/FORMAT.md §7, format version 2 and later

@@ -42,6 +42,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from . import format as fmt
 from .graph.decompress import read_seed
+from .graph.fuse import set_accuracy_level
 from .distribution import install_hint
 from .graph.walk import scopes
 
@@ -422,11 +423,13 @@ def _session_class():
 
 
 def InferenceSession(path_or_model, sess_options=None, providers: Sequence | None = None,  # noqa: N802
-                     provider_options=None, *, mode: str = "load", **kwargs):
+                     provider_options=None, *, mode: str = "load", accuracy_level: int | None = None, **kwargs):
     """An `onnxruntime.InferenceSession` for a hyperonnx-compressed model (any model works).
 
     path_or_model: a path, serialized bytes or an `onnx.ModelProto` (not modified).
     mode: ``"load"`` (decode once at creation; the default) or ``"stream"`` (decode on every run).
+    accuracy_level: the fused MatMul / Gemm nodes' compute (docs/FORMAT.md §8): 4 int8, 0 float32;
+    None (default) keeps what the model says.
     sess_options: optional `onnxruntime.SessionOptions`; the library is registered on it (and, in
     load mode, the decoded weights are added to it: use a fresh one per session).
     providers: default ``["CPUExecutionProvider"]``; other arguments are onnxruntime's.
@@ -438,6 +441,8 @@ def InferenceSession(path_or_model, sess_options=None, providers: Sequence | Non
         providers = ["CPUExecutionProvider"]
     so = session_options(mode, sess_options)
     model, path = _load_model(path_or_model)
+    if accuracy_level is not None and set_accuracy_level(model, accuracy_level):
+        path = None  # onnxruntime gets our changed copy, not the file
     if mode == "stream":
         _check_opset(model)
         if not _split_gathered(model) and path is not None:

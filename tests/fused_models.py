@@ -9,14 +9,16 @@ from onnx import TensorProto, helper, numpy_helper
 
 import hyperonnx
 from hyperonnx import format as fmt
+from hyperonnx.codec import lattice, trellis
 from runtime_models import ONNX_OPSET, make_model
 
 FLOAT32_EPS = 2.0 ** -23
 
 
 def fused_model(op: str, seed: hyperonnx.Seed, x_shape, attrs: dict | None = None, extra: np.ndarray | None = None,
-                x_type: int = TensorProto.FLOAT, seed_name: str = "w.seed"):
-    """Input "x" -> ai.hyperonnx.<op>(x, seed, scales | "", [extra]) -> "y"."""
+                x_type: int = TensorProto.FLOAT, seed_name: str = "w.seed", accuracy_level: int | None = None):
+    """Input "x" -> ai.hyperonnx.<op>(x, seed, scales | "", [extra]) -> "y" (`attrs`: the standard
+    op's, prefixed op_; `accuracy_level`: the operator's own, when given)."""
     inits = [numpy_helper.from_array(np.asarray(seed.payload, np.uint8), seed_name)]
     inputs = ["x", seed_name, ""]
     if seed.scales is not None:
@@ -33,6 +35,8 @@ def fused_model(op: str, seed: hyperonnx.Seed, x_shape, attrs: dict | None = Non
         node.attribute.append(helper.make_attribute(name, values[name], attr_type=kind))
     for name, value in (attrs or {}).items():
         node.attribute.append(helper.make_attribute(fmt.FUSED_ATTRIBUTE_PREFIX + name, value))
+    if accuracy_level is not None:
+        node.attribute.append(helper.make_attribute(fmt.ACCURACY_LEVEL, accuracy_level))
     graph = helper.make_graph([node], "fused", [helper.make_tensor_value_info("x", x_type, list(x_shape))],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
     return make_model(graph, opset_imports=[helper.make_opsetid("", ONNX_OPSET),
@@ -77,3 +81,34 @@ def reference(op: str, seed: hyperonnx.Seed, x, attrs=None, extra=None):
     depth = {"DecodeMatMul": weight.shape[0], "DecodeGemm": max(weight.shape),
              "DecodeConv": int(np.prod(weight.shape[1:]))}[op]
     return out, (depth + 2) * FLOAT32_EPS * magnitude + 1e-30
+
+
+INT8_BLOCK = 32  # docs/FORMAT.md §8.2: activations rounded to int8 in aligned blocks of (at most) 32
+
+
+def int8_bound(op: str, seed: hyperonnx.Seed, x, attrs=None, extra=None):
+    """(output, bound) for accuracy_level 4 (docs/FORMAT.md §8.2): DecodeWeights' weight + the
+    standard op, and (V/127) * sum_k a_k * s_k (a_k, s_k: the largest |x_j| and group scale S_j
+    over k's aligned 32-block and the output's column) plus the float32 summation bound on
+    |x| op |W| and on that."""
+    out, float_bound = reference(op, seed, x, attrs, extra)
+    values = seed.node_attributes()
+    if seed.codec == fmt.CODEC_TRELLIS:
+        v = trellis.values(values["window"])
+    else:
+        v = lattice._trajectory(values["bits"], values["alpha"], values["beta"]).table
+    unit = float(np.abs(v).max()) / 127
+    scales = lattice.decode_scales(np.asarray(seed.scales, np.float16), values["scale_unit"]).astype(np.float64)
+    per_element = np.repeat(scales, values["group"])[:int(np.prod(seed.shape))].reshape(seed.shape)
+    trans = bool((attrs or {}).get("transB", 0))
+    s = per_element.T if trans else per_element  # [K, N]
+    depth = s.shape[0]
+    rows = np.abs(np.asarray(x, np.float64)).reshape(-1, depth)
+    blocks = -(-depth // INT8_BLOCK)
+    padded = blocks * INT8_BLOCK
+    a = np.pad(rows, ((0, 0), (0, padded - depth))).reshape(len(rows), blocks, INT8_BLOCK).max(axis=2)
+    sb = np.pad(s, ((0, padded - depth), (0, 0))).reshape(blocks, INT8_BLOCK, -1).max(axis=1)
+    counts = np.minimum(INT8_BLOCK, depth - INT8_BLOCK * np.arange(blocks))
+    b8 = unit * (a * counts) @ sb * abs((attrs or {}).get("alpha", 1.0))
+    b8 = b8.reshape(out.shape)
+    return out, float_bound + b8 * (1 + (depth + 2) * FLOAT32_EPS) + 1e-30

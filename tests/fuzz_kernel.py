@@ -12,6 +12,8 @@ Fused cases (--fused-cases) put such a node's seed and attributes in a fused ope
 fits the weight or not: onnxruntime must succeed exactly when the reference accepts the seed, the
 weight is float32 of a rank the operator takes and the activation fits it, and then agree with
 DecodeWeights' weight + the standard operator (tests/fused_models.py's bound; Gather bit for bit).
+MatMul and Gemm cases also set accuracy_level: 4 (int8 compute, held to FORMAT.md §8.2's bound),
+0, or a value the kernel must refuse.
 
     python tests/fuzz_kernel.py --cases 2000 --fused-cases 600 --seed 0
 """
@@ -31,7 +33,7 @@ from onnx import AttributeProto, TensorProto, helper, numpy_helper
 
 import hyperonnx
 from hyperonnx import format as fmt
-from fused_models import reference as fused_reference, run as fused_run
+from fused_models import int8_bound, reference as fused_reference, run as fused_run
 from runtime_models import make_model
 
 INTS = [-(1 << 63), -(1 << 40), -1, 0, 1, 2, 3, 4, 7, 8, 10, 11, 16, 23, 24, 25, 63, 64, 65, 1000, 1600,
@@ -64,6 +66,14 @@ def base_seeds(rng):
     for k, window, group in ((1, 8, 8), (3, 16, 16), (8, 8, 8)):  # trellis seeds at other widths and groups
         config = hyperonnx.TrellisConfig(index_bits=k, window=window, memory=0, group=group)
         seeds.append(hyperonnx.encode((rng.standard_normal(41) * 0.05).astype(np.float32), config, min_elements=1))
+    # matrices whose groups line up with the int8 kernel's tiles and blocks (accuracy_level 4):
+    # lattice at 5, 8 (the VBMI loop) and 12 bits (the gather), trellis; K not a multiple of 32
+    for shape, config in (((48, 64), hyperonnx.LatticeConfig(index_bits=5, group=64)),
+                          ((70, 64), hyperonnx.LatticeConfig(index_bits=8, group=64)),
+                          ((40, 80), hyperonnx.LatticeConfig(index_bits=12, group=80)),
+                          ((64, 160), hyperonnx.LatticeConfig(index_bits=8, group=32)),
+                          ((32, 96), hyperonnx.TrellisConfig(index_bits=3, window=10, memory=0, group=32))):
+        seeds.append(hyperonnx.encode((rng.standard_normal(shape) * 0.05).astype(np.float32), config, min_elements=1))
     return seeds
 
 
@@ -190,6 +200,10 @@ def fused_case(seed, rng):
     fits = usable and len(shape) in FUSED_RANKS[op]
     wrong = rng.random() < 0.25  # an activation that does not fit
     op_attrs = {}
+    level = None  # accuracy_level: absent, 4 (int8), 0, or one the kernel refuses
+    if op in fmt.ACCURACY_OPS:
+        level = rng.choice([None, 4, 4, 4, 0, int(rng.choice([1, 2, 3, 5, -1, 1 << 40]))])
+        level = None if level is None else int(level)
     if op == "DecodeMatMul":
         k = shape[0] + (1 if wrong else 0) if fits else 3
         x = rng.standard_normal((int(rng.integers(1, 12)), k)).astype(np.float32)
@@ -207,14 +221,18 @@ def fused_case(seed, rng):
         side = (max(shape[2:]) if fits else 3) + int(rng.integers(0, 3))
         x = rng.standard_normal((1, channels + (1 if wrong else 0), side, side)).astype(np.float32)
         op_attrs["pads"] = [int(v) for v in rng.integers(0, 2, 4)]
-    return op, op_attrs, attrs, payload, scales, x, fits and not wrong, f"{op}:{what}{':wrong' if wrong else ''}"
+    what = f"{op}{'' if level is None else f'[accuracy_level={level}]'}:{what}{':wrong' if wrong else ''}"
+    return op, op_attrs, level, attrs, payload, scales, x, fits and not wrong, what
 
 
 def run_fused(seed, rng, so):
-    """None when onnxruntime and the reference agree, else a failure record."""
-    op, op_attrs, attrs, payload, scales, x, fits, what = fused_case(seed, rng)
+    """(None when onnxruntime and the reference agree, else a failure record; whether onnxruntime
+    ran the node; whether it ran it with accuracy_level 4 on a lattice / trellis weight)."""
+    op, op_attrs, level, attrs, payload, scales, x, fits, what = fused_case(seed, rng)
     _, node = build(attrs, payload, scales)
     _, reference_error = reference(node, payload, scales)
+    if level not in fmt.ACCURACY_LEVELS + (None,):
+        reference_error = reference_error or f"accuracy_level {level} is refused"
     valid = reference_error is None and fits
     if valid:
         ref_seed = fmt.seed_from_node(node, payload, scales)
@@ -227,6 +245,8 @@ def run_fused(seed, rng, so):
         fused_node.attribute.append(helper.make_attribute(name, value, attr_type=kind))
     for name, value in op_attrs.items():
         fused_node.attribute.append(helper.make_attribute(fmt.FUSED_ATTRIBUTE_PREFIX + name, value))
+    if level is not None:
+        fused_node.attribute.append(helper.make_attribute(fmt.ACCURACY_LEVEL, level))
     x_type = TensorProto.FLOAT if x.dtype == np.float32 else TensorProto.INT64
     fused = make_model(helper.make_graph([fused_node], "fuzz", [helper.make_tensor_value_info("x", x_type, list(x.shape))],
                                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits),
@@ -237,17 +257,18 @@ def run_fused(seed, rng, so):
         got, kernel_error = None, str(error).splitlines()[0][:300]
     if not valid:
         if got is None or empty_list_type_confusion(node):
-            return None, kernel_error is None
-        return {"mutation": what, "kernel": "ok", "reference": reference_error or "activation does not fit"}, True
+            return None, kernel_error is None, False
+        return {"mutation": what, "kernel": "ok", "reference": reference_error or "activation does not fit"}, True, False
     if got is None:
-        return {"mutation": what, "kernel": kernel_error, "reference": "ok"}, False
-    want, bound = fused_reference(op, ref_seed, x, op_attrs)
+        return {"mutation": what, "kernel": kernel_error, "reference": "ok"}, False, False
+    int8 = level == 4 and ref_seed.codec in (fmt.CODEC_LATTICE, fmt.CODEC_TRELLIS)
+    want, bound = (int8_bound if int8 else fused_reference)(op, ref_seed, x, op_attrs)
     # the bound holds where the sums are finite (a weight decoded to +-Inf may sum to Inf or NaN
     # in either order)
     finite = np.isfinite(want) & np.isfinite(bound) if got.shape == want.shape else False
     same = got.tobytes() == want.tobytes() if op == "DecodeGather" else \
         got.shape == want.shape and bool(np.all(np.abs(got - want)[finite] <= bound[finite]))
-    return (None if same else {"mutation": what, "kernel": "ok", "reference": "ok", "same": False}), True
+    return (None if same else {"mutation": what, "kernel": "ok", "reference": "ok", "same": False}), True, int8
 
 
 def main(argv=None) -> int:
@@ -281,11 +302,12 @@ def main(argv=None) -> int:
             counts["disagreements"] += 1
             failures.append({"case": case, "mutation": what, "kernel": kernel_error or "ok",
                              "reference": reference_error or "ok", "same_bytes": got == expected})
-    counts.update(fused_cases=0, fused_ok=0, fused_refused=0)
+    counts.update(fused_cases=0, fused_ok=0, fused_refused=0, fused_int8_ok=0)
     for case in range(args.fused_cases):
-        failure, ran = run_fused(seeds[case % len(seeds)], rng, so)
+        failure, ran, int8 = run_fused(seeds[case % len(seeds)], rng, so)
         counts["fused_cases"] += 1
         counts["fused_ok" if ran else "fused_refused"] += 1
+        counts["fused_int8_ok"] += int8
         if failure is not None:
             counts["disagreements"] += 1
             failures.append({"case": f"fused {case}", **failure})

@@ -81,6 +81,14 @@ def test_session_targets_use_alternating_latency_and_rss_above_the_runtime():
     lines = {line["target"].split(": ")[1]: line for line in runtime.targets([], llama)}
     assert lines["fused latency / float32 (alt.) <= 0.6"]["met"]
     assert lines["fused latency / MatMulNBits b128 a4 (alt.) <= 1.5"]["measured"] == pytest.approx(1.25)
+    llama.append(row("fused-int8", 4.0, 0.42, 100.0, "llama"))
+    lines = {line["target"].split(": ")[1]: line for line in runtime.targets([], llama)}
+    assert lines["fused-int8 latency / MatMulNBits b128 a4 (alt.) <= 1.1"]["measured"] == pytest.approx(1.05)
+    minilm = [dict(row(method, 10.0, ratio, 100.0, "minilm"), cos_vs_float32=cos)
+              for method, ratio, cos in (("float32", 1.0, 1.0), ("int8", 0.5, 0.95), ("fused-int8", 0.6, 0.97))]
+    lines = {line["target"].split(": ")[1]: line for line in runtime.targets([], minilm)}
+    assert not lines["fused-int8 latency / int8 quantize_dynamic (alt.) <= 1"]["met"]
+    assert lines["int8 quantize_dynamic cosine - fused-int8 cosine <= 0"]["met"]
 
 
 def test_runtime_baseline_is_small_and_positive():

@@ -5,6 +5,7 @@ error; Gather: bit for bit); and every bad input refused with a clear error."""
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -16,16 +17,17 @@ from onnx import TensorProto, helper
 
 import hyperonnx
 from hyperonnx import format as fmt
-from fused_models import fused_model, reference, run
+from fused_models import fused_model, int8_bound, reference, run
 
 CONFIGS = {"lattice": "lattice-4.25", "winding": "paper", "lattice-5b": hyperonnx.LatticeConfig(index_bits=5, group=6)}
 
 
 def encode(shape, config, seed=0):
+    """A seed of N(0, 0.05) weights; `config`: a CONFIGS name, a preset or a codec config."""
     rng = np.random.default_rng(seed)
     w = (rng.standard_normal(shape) * 0.05).astype(np.float32)
     try:
-        return hyperonnx.encode(w, CONFIGS[config], min_elements=1)
+        return hyperonnx.encode(w, CONFIGS.get(config, config) if isinstance(config, str) else config, min_elements=1)
     except ValueError:  # a tensor too small for the rate target: the fixed-width preset
         return hyperonnx.encode(w, "lattice", min_elements=1)
 
@@ -118,6 +120,130 @@ def test_portable_loops_in_child():
                             "matmul or gemm or conv or gather"],
                            capture_output=True, text=True, env=env, cwd=os.path.dirname(__file__), timeout=600)
     assert child.returncode == 0, child.stdout[-3000:]
+
+
+# --- int8 compute (accuracy_level 4, docs/FORMAT.md §8.2) ----------------------------------------
+
+INT8_CONFIGS = {"lattice": "lattice-4.25", "lattice-5b-g64": hyperonnx.LatticeConfig(index_bits=5, group=64),
+                "lattice-12b": hyperonnx.LatticeConfig(index_bits=12), "trellis": hyperonnx.TrellisConfig(),
+                "trellis-k3-g32": hyperonnx.TrellisConfig(index_bits=3, window=10, group=32)}
+INT8_RMS = 0.02  # the int8 output's error, relative to its RMS (measured: lattice ~0.9 %, trellis ~1.5 %)
+
+
+def check_int8(op, seed, x, attrs=None, extra=None, threads=0):
+    """accuracy_level 4 within FORMAT.md §8.2's bound of DecodeWeights + the standard op, and its
+    error against the float32 kernel below INT8_RMS of the output's RMS; returns that error."""
+    got = run(fused_model(op, seed, x.shape, attrs, extra, accuracy_level=4), x, threads)
+    want, bound = int8_bound(op, seed, x, attrs, extra)
+    assert got.shape == want.shape
+    excess = np.abs(got - want) - bound
+    assert excess.max(initial=-1) <= 0, f"max error above the bound: {excess.max()}"
+    exact = run(fused_model(op, seed, x.shape, attrs, extra), x, threads)
+    error = float(np.sqrt(np.mean((got - exact) ** 2) / max(np.mean(exact ** 2), 1e-30)))
+    assert error <= INT8_RMS, error
+    # int8 where the groups line up with the kernel's 16 columns / 32-blocks (§8.2), else float32
+    trans = bool((attrs or {}).get("transB", 0))
+    group, (k, n) = seed.node_attributes()["group"], (seed.shape[::-1] if trans else seed.shape)
+    lined_up = (group % k == 0 or math.gcd(k, group) % 32 == 0) if trans else \
+        (group % n == 0 or math.gcd(n, group) % 16 == 0)
+    assert (error > 0) == lined_up, (error, lined_up)
+    return error
+
+
+@pytest.mark.parametrize("config", list(INT8_CONFIGS))
+@pytest.mark.parametrize("rows,k,n", [(1, 64, 128), (3, 100, 256), (8, 300, 400), (64, 257, 80), (9, 40, 2048),
+                                      (1, 768, 2304), (3, 64, 100), (5, 33, 17)])
+def test_int8_matmul(config, rows, k, n):
+    """Few rows (<= 8) and more; K not a multiple of the block; N not a multiple of the group
+    (400, 80: int8, groups in 16-column classes) or not lining up at all (100, 17: float32)."""
+    seed = encode((k, n), INT8_CONFIGS[config])
+    x = np.random.default_rng(1).standard_normal((rows, k)).astype(np.float32)
+    check_int8("DecodeMatMul", seed, x)
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 64), (64,), (1, 1, 5, 64), (4, 2, 64)])
+def test_int8_matmul_batched_and_vector(shape):
+    seed = encode((64, 128), INT8_CONFIGS["lattice"])
+    check_int8("DecodeMatMul", seed, np.random.default_rng(2).standard_normal(shape).astype(np.float32))
+
+
+@pytest.mark.parametrize("config", ["lattice", "trellis", "lattice-5b-g64"])
+@pytest.mark.parametrize("rows", [1, 3, 8, 64])
+@pytest.mark.parametrize("trans_b", [0, 1])
+@pytest.mark.parametrize("k,n", [(128, 48), (300, 96), (64, 1000)])
+def test_int8_gemm(config, rows, trans_b, k, n):
+    seed = encode((n, k) if trans_b else (k, n), INT8_CONFIGS[config])
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((rows, k)).astype(np.float32)
+    c = rng.standard_normal(n).astype(np.float32)
+    check_int8("DecodeGemm", seed, x, {"transB": trans_b, "alpha": 0.5, "beta": 2.0}, c)
+
+
+def test_int8_paths_agree():
+    """AVX-512 VNNI, AVX2 and the portable loops sum the same integers: their outputs differ only by
+    float32 rounding (HYPERONNX_NO_AVX512 / HYPERONNX_NO_AVX2 in children)."""
+    script = (
+        "import sys, numpy as np, hyperonnx\n"
+        "from fused_models import fused_model, run\n"
+        "out = []\n"
+        "for cfg, shape, op, t in (('lattice-4.25', (300, 400), 'DecodeMatMul', 0), ('lattice-4.25', (96, 256), 'DecodeGemm', 1),\n"
+        "                          (hyperonnx.TrellisConfig(), (96, 256), 'DecodeMatMul', 0)):\n"
+        "    w = (np.random.default_rng(0).standard_normal(shape) * 0.05).astype(np.float32)\n"
+        "    seed = hyperonnx.encode(w, cfg, min_elements=1)\n"
+        "    for rows in (1, 5, 13):\n"
+        "        x = np.random.default_rng(rows).standard_normal((rows, shape[1] if t else shape[0])).astype(np.float32)\n"
+        "        out.append(run(fused_model(op, seed, x.shape, {'transB': 1} if t else None, accuracy_level=4), x).ravel())\n"
+        "np.save(sys.argv[1], np.concatenate(out))\n")
+    results = []
+    for i, env in enumerate([{}, {"HYPERONNX_NO_AVX512": "1"}, {"HYPERONNX_NO_AVX2": "1"}]):
+        path = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"hyperonnx-int8-paths-{os.getpid()}-{i}.npy")
+        child = subprocess.run([sys.executable, "-c", script, path], capture_output=True, text=True,
+                               env={**os.environ, **env}, cwd=os.path.dirname(__file__), timeout=300)
+        assert child.returncode == 0, child.stderr[-3000:]
+        results.append(np.load(path))
+        os.remove(path)
+    scale = np.abs(results[0]).max()
+    for other in results[1:]:
+        assert np.abs(other - results[0]).max() <= 1e-5 * scale
+
+
+@pytest.mark.parametrize("op", ["DecodeMatMul", "DecodeGemm"])
+@pytest.mark.parametrize("level", [1, 2, 3, 5, -1, 1 << 40])
+def test_int8_bad_accuracy_level(op, level):
+    seed = encode((64, 48), "lattice")
+    refused(fused_model(op, seed, [None, None], accuracy_level=level), np.zeros((1, 64), np.float32),
+            "accuracy_level .* is not supported: 0 .float32. or 4 .int8 compute.")
+
+
+def test_int8_validates_activation():
+    seed = encode((64, 48), "lattice")
+    refused(fused_model("DecodeMatMul", seed, [None, None], accuracy_level=4), np.zeros((2, 63), np.float32),
+            "last dimension")
+    refused(fused_model("DecodeGemm", seed, [None] * 3, accuracy_level=4), np.zeros((2, 3, 64), np.float32),
+            "must be")
+
+
+def test_int8_tiny_and_non_finite_activations():
+    """FORMAT.md §8.2: a block below 2^-120 counts as 0 (finite outputs, no overflowing scale);
+    one holding NaN or Inf makes its row's outputs NaN, other rows unchanged."""
+    seed = encode((64, 128), "lattice")
+    model = fused_model("DecodeMatMul", seed, [3, 64], accuracy_level=4)
+    x = np.random.default_rng(7).standard_normal((3, 64)).astype(np.float32)
+    reference = run(model, x)
+    for scale in (1e-37, 1e-36, 3e-36):
+        assert np.isfinite(run(model, x * np.float32(scale))).all()
+    for bad in (np.nan, np.inf):
+        y = x.copy()
+        y[1, 5] = bad
+        got = run(model, y)
+        assert np.isnan(got[1]).all() and np.array_equal(got[[0, 2]], reference[[0, 2]])
+
+
+def test_int8_level_0_is_float():
+    seed = encode((64, 48), "lattice")
+    x = np.random.default_rng(6).standard_normal((3, 64)).astype(np.float32)
+    assert np.array_equal(run(fused_model("DecodeMatMul", seed, x.shape, accuracy_level=0), x),
+                          run(fused_model("DecodeMatMul", seed, x.shape), x))
 
 
 # --- bad input: a clear error, never a crash -----------------------------------------------------

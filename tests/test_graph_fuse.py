@@ -160,3 +160,39 @@ def test_cli_no_fuse(tmp_path):
         assert main(["compress", str(source), "-o", str(out), "--min-elements", "16", "-q", *flags]) == 0
         kinds = {n.op_type for n in onnx.load(str(out)).graph.node}
         assert expected in kinds and (flags == [] or not kinds & set(fmt.FUSED_OPS))
+
+
+def test_int8_accuracy_level(tmp_path, capsys):
+    """compress(accuracy_level=4) marks every fused MatMul / Gemm (subgraphs too); the functions
+    accept it and compute in float32; the library computes in int8 (close to float32); a session
+    can set or clear it; unfusing drops it; the CLI's --accuracy-level says so."""
+    original = mixed()
+    model, report = hyperonnx.compress(original, min_elements=16, accuracy_level=4, return_report=True)
+    onnx.checker.check_model(model, full_check=True)
+    assert report.accuracy_level == 4 and report.accuracy_nodes == 4  # 2 MatMul (shared W), Gemm, the branch's
+    assert report.to_dict()["accuracy_level"] == 4
+    float_model = hyperonnx.compress(original, min_elements=16)
+    without = run(float_model, feeds(), library=False)
+    for got, want in zip(run(model, feeds(), library=False), without):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6 * np.abs(want).max())
+    int8, exact = run(model, feeds()), run(float_model, feeds())
+    for got, want in zip(int8[:2], exact[:2]):  # y and z come through MatMul / Gemm, c2 through Conv only
+        assert 0 < np.sqrt(np.mean((got - want) ** 2) / np.mean(want ** 2)) < 0.05
+    assert np.array_equal(int8[2], exact[2])
+    for got, want in zip(hyperonnx.InferenceSession(model, accuracy_level=0).run(None, feeds()), exact):
+        assert np.array_equal(got, want)
+    for got, want in zip(hyperonnx.InferenceSession(float_model, accuracy_level=4).run(None, feeds()), int8):
+        assert np.array_equal(got, want)
+    with pytest.raises(ValueError, match="accuracy_level"):
+        hyperonnx.compress(original, min_elements=16, accuracy_level=3)
+    with pytest.raises(ValueError, match="accuracy_level"):
+        hyperonnx.InferenceSession(model, accuracy_level=2)
+    assert unfuse_model(model) == 7
+    onnx.checker.check_model(model, full_check=True)
+    assert not any(a.name == fmt.ACCURACY_LEVEL for n in model.graph.node for a in n.attribute)
+    source, out = tmp_path / "m.onnx", tmp_path / "out.onnx"
+    onnx.save(original, str(source))
+    assert main(["compress", str(source), "-o", str(out), "--min-elements", "16", "--accuracy-level", "4"]) == 0
+    assert "int8 compute (accuracy_level 4) on 4 fused MatMul / Gemm node(s)" in capsys.readouterr().out
+    gemm = next(n for n in onnx.load(str(out)).graph.node if n.op_type == "DecodeGemm")
+    assert {a.name: helper.get_attribute_value(a) for a in gemm.attribute}[fmt.ACCURACY_LEVEL] == 4

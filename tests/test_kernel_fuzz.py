@@ -1,5 +1,6 @@
 """Fuzz the CPU kernels through onnxruntime in a child process: >= 2,000 corrupted seeds and
-attributes for DecodeWeights and 600 fused operators fed fitting and unfitting activations;
+attributes for DecodeWeights and 600 fused operators (MatMul / Gemm also with int8 compute) fed
+fitting and unfitting activations;
 onnxruntime may refuse them, but must never crash or hang, and must agree with the reference
 decoder (tests/fuzz_kernel.py)."""
 
@@ -30,6 +31,7 @@ def test_fuzz_kernel_in_child_process(seed):
     assert report["cases"] >= 2000
     assert report["ok"] > 100 and report["refused"] > 100  # both outcomes exercised
     assert report["fused_cases"] >= 600 and report["fused_ok"] > 20 and report["fused_refused"] > 20
+    assert report["fused_int8_ok"] > 10  # accuracy_level 4 runs on lattice and trellis weights
     assert report["disagreements"] == 0, json.dumps(report["failures"], indent=1)
     assert child.returncode == 0
 

@@ -10,6 +10,11 @@
 // bit-identical to the Python reference decoder, validating nothing itself: its parameters were
 // validated by the format header), construct it in MakePairDecoder (decode_weights_cpu.cc), and
 // add its FORMAT.md rules to ValidateInputs there. The fused kernels then run it unchanged.
+//
+// int8 compute (DecodeMatMul / DecodeGemm with accuracy_level 4, FORMAT.md §8.2, int8_cpu.h) has
+// a second primitive, `DecodePairsInt8`: the codec's unscaled values (lattice: the pair table
+// v(j); trellis: h(window)) rounded once per node to int8 with one factor, so decoding is an index
+// unpack and a byte-table lookup; the group scales are applied by the int8 kernel.
 #pragma once
 
 #include <cstdint>
@@ -20,6 +25,14 @@
 #include "hyperonnx/decode_weights_format.h"
 
 namespace hyperonnx {
+
+// What the int8 kernel needs besides the bytes: unscaled value = unit * q, weight = that * S_q,
+// S_q = float32(scales[q]) * scale_unit for the group q = element / group.
+struct Int8Info {
+  float unit = 0.0f;  // max |v| / 127
+  uint32_t group = 0;
+  float scale_unit = 0.0f;
+};
 
 class PairDecoder {
  public:
@@ -34,7 +47,19 @@ class PairDecoder {
                            void* out) const = 0;
   virtual uint64_t num_elements() const = 0;
   virtual int64_t dtype() const = 0;
+  // Builds the int8 table (once, at kernel creation) and returns true with `info` filled, or
+  // false when the codec has no int8 form (winding: no group scales).
+  virtual bool PrepareInt8(Int8Info*) { return false; }
+  // After PrepareInt8: pairs [begin, end) as bytes q + 128 (Int8Byte), pair i at
+  // out[2 * (i - begin)]; the seed was validated whole (no bad index).
+  virtual void DecodePairsInt8(const uint8_t*, uint64_t, uint64_t, uint8_t*) const {}
 };
+
+// The int8 byte of an unscaled value v, shared by the codecs: 128 + q, q = v * 127 / max |v|
+// rounded to nearest-even, in [-127, 127]. A codec whose max |v| is below kInt8MinMax (attributes
+// far from any encoder's) has no int8 form: 127 / max |v| could overflow.
+constexpr float kInt8MinMax = 7.88860905e-31f;  // 2^-100
+uint8_t Int8Byte(float v, float max_abs);
 
 // A weight kept encoded in memory (the constant seed and scales of a fused node, validated whole
 // when the kernel was created, so decoding it never fails), decoded on demand to float32.
@@ -47,12 +72,19 @@ class EncodedWeight {
   // Elements [first, first + count) of the row-major weight as float32 into out[0 .. count):
   // exactly DecodeWeights' float32 output. Requires first + count <= num_elements().
   void Decode(uint64_t first, uint64_t count, float* out) const;
+  // int8 compute: PrepareInt8 once (false: no int8 form), then elements as DecodePairsInt8's bytes.
+  bool PrepareInt8();
+  const Int8Info& int8() const { return int8_; }
+  void DecodeInt8(uint64_t first, uint64_t count, uint8_t* out) const;
+  // S_q of group q (int8 compute; the codec has scales)
+  float GroupScale(uint64_t q) const { return HalfToFloat(scales_[q]) * int8_.scale_unit; }
 
  private:
   std::unique_ptr<PairDecoder> decoder_;
   std::vector<int64_t> shape_;
   const uint8_t* seed_;     // onnxruntime's constant initializer: it outlives the kernel
   const uint16_t* scales_;  // idem (lattice), or nullptr
+  Int8Info int8_;
 };
 
 }  // namespace hyperonnx

@@ -175,6 +175,17 @@ bool HasAvx2() {
   }();
   return has;
 }
+
+// HYPERONNX_NO_AVX512=1 keeps the AVX2 loops where an AVX-512 one exists.
+bool HasAvx512() {
+  static const bool has = [] {
+    const char* off = std::getenv("HYPERONNX_NO_AVX512");
+    if (off != nullptr && *off != '\0' && std::strcmp(off, "0") != 0) return false;
+    return HasAvx2() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+           __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
+  }();
+  return has;
+}
 #endif
 
 namespace {

@@ -17,6 +17,7 @@ namespace hyperonnx {
 
 #ifdef HYPERONNX_AVX2
 bool HasAvx2();  // this CPU has AVX2 and HYPERONNX_NO_AVX2 is not set
+bool HasAvx512();  // and AVX-512 F/DQ/BW/VL, and HYPERONNX_NO_AVX512 is not set
 #endif
 
 // Adds to the pairs decoded by a vector loop (AVX2, AVX-512, or NEON on aarch64) since the library

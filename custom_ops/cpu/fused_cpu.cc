@@ -1,6 +1,8 @@
 // Fused operators, CPU: see fused_cpu.h for the design, docs/FORMAT.md §8 for the contract.
 #include "fused_cpu.h"
 
+#include "pair_tasks.h"
+
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -39,6 +41,30 @@ void EncodedWeight::Decode(uint64_t first, uint64_t count, float* out) const {
   }
 }
 
+bool EncodedWeight::PrepareInt8() { return decoder_->PrepareInt8(&int8_); }
+
+void EncodedWeight::DecodeInt8(uint64_t first, uint64_t count, uint8_t* out) const {
+  uint8_t pair[2];
+  if (count == 0) return;
+  if (first % 2) {  // as Decode: a pair's second value first, a pair's first value last
+    decoder_->DecodePairsInt8(seed_, first / 2, first / 2 + 1, pair);
+    *out++ = pair[1];
+    ++first;
+    --count;
+  }
+  const uint64_t whole = count / 2;
+  if (whole) decoder_->DecodePairsInt8(seed_, first / 2, first / 2 + whole, out);
+  if (count % 2) {
+    decoder_->DecodePairsInt8(seed_, first / 2 + whole, first / 2 + whole + 1, pair);
+    out[2 * whole] = pair[0];
+  }
+}
+
+uint8_t Int8Byte(float v, float max_abs) {
+  const double q = std::nearbyint(static_cast<double>(v) * 127.0 / static_cast<double>(max_abs));
+  return static_cast<uint8_t>(128 + static_cast<int>(std::min(127.0, std::max(-127.0, q))));
+}
+
 namespace {
 
 constexpr uint64_t kFewRows = 8;    // up to this many rows: decode inside the row loop, no panel
@@ -55,7 +81,6 @@ constexpr size_t kMr = 6;           // micro-kernel rows
 constexpr size_t kNr = 16;          // micro-kernel columns (two AVX registers)
 constexpr size_t kTileBytes = 256 << 10;  // Conv: an im2col tile's budget (L2)
 constexpr size_t kConvTasks = 8;  // Conv: split output channels until a group has this many tasks
-constexpr uint64_t kMinParallelWork = 1 << 18;  // multiply-adds (or decoded weights) worth the thread pool
 
 size_t RoundUp(size_t x, size_t to) { return (x + to - 1) / to * to; }
 
@@ -65,32 +90,6 @@ bool HasAvx2Fma() {
   return has;
 }
 #endif
-
-// Runs f(task) for task < tasks on onnxruntime's pool, or in this thread when the whole call does
-// less than kMinParallelWork multiply-adds (a pool dispatch costs more than such small work);
-// false when a task threw (out of memory).
-template <typename F>
-bool ParallelTasks(const Ort::KernelContext& context, size_t tasks, uint64_t work, const F& f) {
-  struct Shared {
-    const F* f;
-    std::atomic<bool> failed{false};
-  };
-  Shared shared{&f};
-  void (*run)(void*, size_t) = [](void* data, size_t task) {
-    auto* s = static_cast<Shared*>(data);
-    try {
-      (*s->f)(task);
-    } catch (...) {
-      s->failed.store(true);
-    }
-  };
-  if (tasks > 1 && work >= kMinParallelWork) {
-    context.ParallelFor(run, tasks, 0, &shared);
-  } else {
-    for (size_t t = 0; t < tasks; ++t) run(&shared, t);
-  }
-  return !shared.failed.load();
-}
 
 // ---------------------------------------------------------------------------------------------
 // The three inner loops, portable and AVX2+FMA. Each computes the same sums; only the rounding
@@ -450,8 +449,9 @@ std::string CheckGather(const Ort::KernelContext& context, const std::vector<int
 // The kernels.
 
 FusedCpuKernel::FusedCpuKernel(FusedKind kind, std::string name, FusedAttributes attrs,
-                               std::unique_ptr<EncodedWeight> weight)
-    : kind_(kind), name_(std::move(name)), attrs_(std::move(attrs)), weight_(std::move(weight)) {}
+                               std::unique_ptr<EncodedWeight> weight, bool int8, Int8Plan plan)
+    : kind_(kind), name_(std::move(name)), attrs_(std::move(attrs)), weight_(std::move(weight)), int8_(int8),
+      int8_plan_(plan) {}
 
 OrtStatusPtr FusedCpuKernel::Fail(const std::string& message) const { return FailNode(OpName(kind_), name_, message); }
 
@@ -479,8 +479,9 @@ OrtStatusPtr FusedCpuKernel::MatMul(Ort::KernelContext& context) {
   const std::string error = CheckMatMul(context, weight_->shape(), &run);
   if (!error.empty()) return Fail(error);
   Ort::UnownedValue y = context.GetOutput(0, run.y_shape.data(), run.y_shape.size());
-  if (!GemmEncoded(context, *weight_, false, run.a, run.depth, run.rows, run.depth, run.cols,
-                   y.GetTensorMutableData<float>())) {
+  float* out = y.GetTensorMutableData<float>();
+  if (!(int8_ ? GemmInt8(context, *weight_, int8_plan_, run.a, run.depth, run.rows, out)
+              : GemmEncoded(context, *weight_, false, run.a, run.depth, run.rows, run.depth, run.cols, out))) {
     return Fail("out of memory");
   }
   return nullptr;
@@ -492,7 +493,9 @@ OrtStatusPtr FusedCpuKernel::Gemm(Ort::KernelContext& context) {
   if (!error.empty()) return Fail(error);
   Ort::UnownedValue y_value = context.GetOutput(0, run.y_shape.data(), run.y_shape.size());
   float* y = y_value.GetTensorMutableData<float>();
-  if (!GemmEncoded(context, *weight_, attrs_.trans_b != 0, run.a, run.depth, run.rows, run.depth, run.cols, y)) {
+  if (!(int8_ ? GemmInt8(context, *weight_, int8_plan_, run.a, run.depth, run.rows, y)
+              : GemmEncoded(context, *weight_, attrs_.trans_b != 0, run.a, run.depth, run.rows, run.depth, run.cols,
+                            y))) {
     return Fail("out of memory");
   }
   const float* cd = run.c;
@@ -687,6 +690,15 @@ std::vector<int64_t> IntsOr(const Ort::ConstKernelInfo& info, const char* name, 
   }
 }
 
+// accuracy_level (MatMul, Gemm): absent or 0 (float32), or 4 (int8 compute).
+std::string ReadAccuracyLevel(const Ort::ConstKernelInfo& info, FusedAttributes* a) {
+  a->accuracy_level = AttributeOr<int64_t>(info, "accuracy_level", 0);
+  if (a->accuracy_level != 0 && a->accuracy_level != 4) {
+    return "accuracy_level " + std::to_string(a->accuracy_level) + " is not supported: 0 (float32) or 4 (int8 compute)";
+  }
+  return "";
+}
+
 // The operator's own attributes and the weight's rank: "" or the message.
 std::string ReadFused(FusedKind kind, const Ort::ConstKernelInfo& info, const std::vector<int64_t>& shape,
                       FusedAttributes* a) {
@@ -694,9 +706,10 @@ std::string ReadFused(FusedKind kind, const Ort::ConstKernelInfo& info, const st
   switch (kind) {
     case FusedKind::kMatMul:
       if (shape.size() != 2) return "the weight must be a matrix [K, N] (rank " + rank + ")";
-      return "";
+      return ReadAccuracyLevel(info, a);
     case FusedKind::kGemm:
       if (shape.size() != 2) return "the weight must be a matrix (rank " + rank + ")";
+      if (std::string error = ReadAccuracyLevel(info, a); !error.empty()) return error;
       a->trans_b = AttributeOr<int64_t>(info, "op_transB", 0);
       a->alpha = AttributeOr<float>(info, "op_alpha", 1.0f);
       a->beta = AttributeOr<float>(info, "op_beta", 1.0f);
@@ -792,7 +805,10 @@ OrtStatusPtr FusedCpuOp::CreateKernelV2(const OrtApi& api, const OrtKernelInfo* 
     const std::string error = ReadFusedNode(kind_, info, &node);
     if (!error.empty()) return FailNode(OpName(kind_), name, error);
     auto weight = std::make_unique<EncodedWeight>(std::move(node.decoder), node.node.shape, node.seed, node.scales);
-    *kernel = new FusedCpuKernel(kind_, name, std::move(node.attrs), std::move(weight));
+    Int8Plan plan;
+    const bool int8 = node.attrs.accuracy_level == 4 && weight->PrepareInt8() &&
+                      PlanInt8(*weight, node.attrs.trans_b != 0, &plan);
+    *kernel = new FusedCpuKernel(kind_, name, std::move(node.attrs), std::move(weight), int8, plan);
     return nullptr;
   } catch (const std::bad_alloc&) {
     return api.CreateStatus(ORT_FAIL, (std::string(OpName(kind_)) + " node '" + Printable(name) + "': out of memory").c_str());

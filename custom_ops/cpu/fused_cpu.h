@@ -15,6 +15,8 @@
 // - Conv: one group's weights decoded once per call (one layer's block, never the model's
 //   weights), then im2col tiles (1x1 stride-1 convolutions copy input rows) and the same
 //   micro-kernel; a direct, vectorised loop for depthwise-like groups (one input channel).
+// - MatMul / Gemm with accuracy_level 4: int8 compute (int8_cpu.h), where the weight's groups line
+//   up with its tiles and blocks (else float32 as above);
 // Threads: onnxruntime's intra-op pool (KernelContext_ParallelFor). AVX2+FMA chosen at run time
 // (HYPERONNX_NO_AVX2=1 forces the portable loops). Products and sums are float32 in an order of
 // their own (FMA), so outputs agree with DecodeWeights + the standard op within float32
@@ -27,6 +29,7 @@
 
 #include "codec_cpu.h"
 #include "decode_weights_cpu.h"
+#include "int8_cpu.h"
 
 namespace hyperonnx {
 
@@ -36,6 +39,7 @@ enum class FusedKind { kMatMul, kGemm, kGather, kConv };
 struct FusedAttributes {
   int64_t trans_b = 0;  // Gemm
   float alpha = 1.0f, beta = 1.0f;
+  int64_t accuracy_level = 0;  // MatMul, Gemm: 0 float32, 4 int8 compute
   std::string auto_pad = "NOTSET";  // Conv
   int64_t group = 1;
   std::vector<int64_t> dilations, kernel_shape, pads, strides;
@@ -85,7 +89,8 @@ std::string CheckGather(const Ort::KernelContext& context, const std::vector<int
 
 class FusedCpuKernel {
  public:
-  FusedCpuKernel(FusedKind kind, std::string name, FusedAttributes attrs, std::unique_ptr<EncodedWeight> weight);
+  FusedCpuKernel(FusedKind kind, std::string name, FusedAttributes attrs, std::unique_ptr<EncodedWeight> weight,
+                 bool int8, Int8Plan plan);
   OrtStatusPtr ComputeV2(OrtKernelContext* context);
 
  private:
@@ -98,6 +103,8 @@ class FusedCpuKernel {
   std::string name_;
   FusedAttributes attrs_;
   std::unique_ptr<EncodedWeight> weight_;
+  bool int8_;  // accuracy_level 4 and a weight PlanInt8 takes: int8_plan_
+  Int8Plan int8_plan_;
 };
 
 // One op class for the four operators: inputs (activation, seed, scales, [bias / C]).

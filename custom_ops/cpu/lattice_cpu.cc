@@ -24,6 +24,7 @@
 #endif
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -268,16 +269,6 @@ __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,avx2,f16c"))) bool Dec
 #pragma GCC diagnostic pop
 #endif
 
-bool HasAvx512() {
-  static const bool has = [] {
-    const char* off = std::getenv("HYPERONNX_NO_AVX512");
-    if (off != nullptr && *off != '\0' && std::strcmp(off, "0") != 0) return false;
-    return HasAvx2() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
-           __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
-  }();
-  return has;
-}
-
 bool HasAvx2F16c() {
   static const bool has = HasAvx2() && __builtin_cpu_supports("f16c") != 0;
   return has;
@@ -377,6 +368,140 @@ RangeFn GetRange(int64_t dtype, uint32_t bits) {
   return SelectRange<kBFloat16>(bits, Widths{});
 }
 
+// int8 compute (codec_cpu.h: DecodePairsInt8): pairs [begin, end) as the two bytes of their step
+// in `table`, one by one.
+template <int B>
+void Int8Pairs(const LatticeParams& p, const uint8_t* seed, const uint8_t* table, uint64_t begin, uint64_t end,
+               uint8_t* out) {
+  constexpr uint32_t kMask = (uint32_t{1} << B) - 1;
+  const uint64_t windowed = Windowed<B>(p);
+  for (uint64_t i = begin; i < end; ++i) {
+    uint32_t j;
+    if (i < windowed) {
+      uint32_t window;
+      std::memcpy(&window, seed + ((i * B) >> 3), 4);
+      j = (window >> ((i * B) & 7)) & kMask;
+    } else {
+      j = ReadIndex(seed, p.seed_bytes, i, B);
+    }
+    std::memcpy(out + 2 * (i - begin), table + 2 * j, 2);
+  }
+}
+
+#ifdef HYPERONNX_AVX2
+// Int8Pairs with AVX2: 8 steps unpacked at a time (Unpack8Avx2) and their byte pairs gathered
+// from the table in one instruction; the ends as Int8Pairs.
+template <int B>
+__attribute__((target("avx2"))) void Int8PairsAvx2(const LatticeParams& p, const uint8_t* seed, const uint8_t* table,
+                                                   uint64_t begin, uint64_t end, uint8_t* out) {
+  const Unpack8Avx2<B> unpack;
+  // the first 2 bytes of each 32-bit lane, packed into the low 8 bytes of each 128-bit half
+  const __m256i pick = _mm256_setr_epi8(0, 1, 4, 5, 8, 9, 12, 13, -1, -1, -1, -1, -1, -1, -1, -1,
+                                        0, 1, 4, 5, 8, 9, 12, 13, -1, -1, -1, -1, -1, -1, -1, -1);
+  const uint64_t head = std::min(end, (begin + 7) / 8 * 8);
+  Int8Pairs<B>(p, seed, table, begin, head, out);
+  uint64_t i = head;
+  for (; i + 8 <= end && (i / 8) * B + Unpack8Avx2<B>::kReach <= p.seed_bytes; i += 8) {
+    const __m256i j = unpack(seed + (i / 8) * B);
+    const __m256i v = _mm256_shuffle_epi8(_mm256_i32gather_epi32(reinterpret_cast<const int*>(table), j, 2), pick);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 2 * (i - begin)),
+                     _mm256_castsi256_si128(_mm256_permute4x64_epi64(v, 0x08)));
+  }
+  Int8Pairs<B>(p, seed, table, i, end, out + 2 * (i - begin));
+}
+#endif
+
+// The VBMI unpack of 64 b-bit steps (b <= 8): 64-bit lane g takes bytes [gb, gb + 8) of the 8b
+// bytes; byte t of a lane is then its bits [tb, tb + 8) (vpmultishiftqb).
+struct ByteSpread {
+  uint8_t spread[64];
+  uint8_t shift[64];
+};
+
+constexpr ByteSpread MakeByteSpread(int b) {
+  ByteSpread layout{};
+  for (int g = 0; g < 8; ++g) {
+    for (int t = 0; t < 8; ++t) {
+      layout.spread[8 * g + t] = static_cast<uint8_t>(g * b + t);  // < 64
+      layout.shift[8 * g + t] = static_cast<uint8_t>(t * b);
+    }
+  }
+  return layout;
+}
+
+// (GCC 12's AVX-512 headers trip -Wmaybe-uninitialized on their own _mm512_undefined: GCC bug 105593.)
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+// Int8PairsAvx2 for b <= 8 with AVX-512 VBMI, 64 steps at a time: unpacked to bytes (each
+// step's b * 8 bits spread to one 64-bit lane, then vpmultishiftqb), both coordinates' bytes
+// looked up in tables held in registers (vpermi2b: 128 entries; b = 8: two, chosen by the top
+// bit), interleaved into pairs. Other steps go through Int8PairsAvx2.
+template <int B>
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512vbmi,avx2"))) void Int8PairsVbmi(
+    const LatticeParams& p, const uint8_t* seed, const uint8_t* table, uint64_t begin, uint64_t end, uint8_t* out) {
+  static_assert(B <= 8, "byte-sized steps");
+  const uint8_t* split = table + 2 * (size_t{1} << B) + 2;
+  __m512i tx[4], ty[4];  // entries 0-63, 64-127, 128-191, 192-255
+  for (int t = 0; t < 4; ++t) {
+    tx[t] = _mm512_loadu_si512(split + 64 * t);
+    ty[t] = _mm512_loadu_si512(split + 256 + 64 * t);
+  }
+  static constexpr ByteSpread kSpread = MakeByteSpread(B);
+  const __m512i spread_v = _mm512_loadu_si512(kSpread.spread), shifts_v = _mm512_loadu_si512(kSpread.shift);
+  const __m512i mask = _mm512_set1_epi8(static_cast<char>((1u << B) - 1));
+  const __m512i first = _mm512_setr_epi64(0, 1, 8, 9, 2, 3, 10, 11), second = _mm512_setr_epi64(4, 5, 12, 13, 6, 7, 14, 15);
+  const uint64_t head = std::min(end, (begin + 7) / 8 * 8);
+  if (head > begin) Int8Pairs<B>(p, seed, table, begin, head, out);
+  uint64_t i = head;
+  for (; i + 64 <= end; i += 64) {
+    // the 64 steps' 8B bytes: inside the seed (masked load: nothing past them is read)
+    const __m512i bytes = _mm512_maskz_loadu_epi8(B == 8 ? ~__mmask64{0} : (__mmask64{1} << (8 * B)) - 1,
+                                                  seed + (i / 8) * B);
+    const __m512i j = B == 8 ? bytes
+                             : _mm512_and_si512(_mm512_multishift_epi64_epi8(shifts_v, _mm512_permutexvar_epi8(spread_v, bytes)),
+                                                mask);
+    __m512i x = _mm512_permutex2var_epi8(tx[0], j, tx[1]);
+    __m512i y = _mm512_permutex2var_epi8(ty[0], j, ty[1]);
+    if (B == 8) {
+      const __mmask64 high = _mm512_movepi8_mask(j);
+      x = _mm512_mask_blend_epi8(high, x, _mm512_permutex2var_epi8(tx[2], j, tx[3]));
+      y = _mm512_mask_blend_epi8(high, y, _mm512_permutex2var_epi8(ty[2], j, ty[3]));
+    }
+    const __m512i lo = _mm512_unpacklo_epi8(x, y), hi = _mm512_unpackhi_epi8(x, y);  // pairs 0-7 / 8-15 of each 16
+    _mm512_storeu_si512(out + 2 * (i - begin), _mm512_permutex2var_epi64(lo, first, hi));
+    _mm512_storeu_si512(out + 2 * (i - begin) + 64, _mm512_permutex2var_epi64(lo, second, hi));
+  }
+  if (i < end) Int8PairsAvx2<B>(p, seed, table, i, end, out + 2 * (i - begin));
+}
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+
+using Int8Fn = void (*)(const LatticeParams&, const uint8_t*, const uint8_t*, uint64_t, uint64_t, uint8_t*);
+
+bool HasVbmi() {
+  static const bool has = HasAvx512() && __builtin_cpu_supports("avx512vbmi") != 0;
+  return has;
+}
+
+// The VBMI loop for b <= 8, the AVX2 one above.
+template <int B>
+constexpr Int8Fn kVbmiOrAvx2 = B <= 8 ? &Int8PairsVbmi<B <= 8 ? B : 8> : &Int8PairsAvx2<B>;
+
+template <int... Bs>
+Int8Fn SelectInt8(uint32_t bits, std::integer_sequence<int, Bs...>) {
+#ifdef HYPERONNX_AVX2
+  static const Int8Fn kVbmiByBits[] = {kVbmiOrAvx2<Bs + 1>...};
+  if (HasVbmi()) return kVbmiByBits[bits - 1];
+  static const Int8Fn kAvx2ByBits[] = {&Int8PairsAvx2<Bs + 1>...};
+  if (HasAvx2()) return kAvx2ByBits[bits - 1];
+#endif
+  static const Int8Fn kByBits[] = {&Int8Pairs<Bs + 1>...};
+  return kByBits[bits - 1];
+}
+
 // Tables by trajectory, kept while a node uses them.
 std::shared_ptr<const std::vector<float>> SharedTable(const LatticeParams& p) {
   using Key = std::tuple<uint32_t, uint32_t, uint32_t, uint32_t>;
@@ -412,6 +537,31 @@ bool LatticeCpuDecoder::DecodePairs(const uint8_t* seed, const uint16_t* scales,
   job.out = out;
   job.base = begin;
   return GetRange(params_.dtype, params_.bits)(job, begin, end);
+}
+
+bool LatticeCpuDecoder::PrepareInt8(Int8Info* info) {
+  const std::vector<float>& table = *table_;
+  float max_abs = 0.0f;
+  for (uint32_t e = 0; e < 2 * params_.points; ++e) max_abs = std::max(max_abs, std::fabs(table[e]));
+  if (!(max_abs >= kInt8MinMax)) return false;  // values this small: float32 compute
+  const size_t steps = size_t{1} << params_.bits;
+  int8_.assign(2 * steps + 2 + (params_.bits <= 8 ? 512 : 0), 128);
+  for (uint32_t e = 0; e < 2 * params_.points; ++e) int8_[e] = Int8Byte(table[e], max_abs);
+  if (params_.bits <= 8) {
+    for (uint32_t j = 0; j < params_.points; ++j) {
+      int8_[2 * steps + 2 + j] = int8_[2 * j];
+      int8_[2 * steps + 2 + 256 + j] = int8_[2 * j + 1];
+    }
+  }
+  info->unit = max_abs / 127.0f;
+  info->group = params_.group;
+  info->scale_unit = params_.scale_unit;
+  return true;
+}
+
+void LatticeCpuDecoder::DecodePairsInt8(const uint8_t* seed, uint64_t begin, uint64_t end, uint8_t* out) const {
+  if (begin >= end) return;
+  SelectInt8(params_.bits, std::make_integer_sequence<int, kLatticeMaxBits>{})(params_, seed, int8_.data(), begin, end, out);
 }
 
 }  // namespace hyperonnx

@@ -1,5 +1,5 @@
-// DecodeWeights, CPU: the partition of a tensor's whole pairs into onnxruntime thread-pool tasks,
-// shared by both codecs' decoders.
+// CPU kernels' onnxruntime thread-pool tasks: the partition of a tensor's whole pairs (DecodeWeights,
+// both codecs' decoders) and the fused operators' tasks (ParallelTasks).
 #pragma once
 
 #include <algorithm>
@@ -38,6 +38,34 @@ bool RunPairTasks(const Ort::KernelContext& context, uint64_t whole_pairs, const
     run(&shared, 0);
   }
   return shared.bad.load();
+}
+
+constexpr uint64_t kMinParallelWork = 1 << 18;  // multiply-adds (or decoded weights) worth the thread pool
+
+// Runs f(task) for task < tasks on onnxruntime's pool, or in this thread when the whole call does
+// less than kMinParallelWork multiply-adds (a pool dispatch costs more than such small work);
+// false when a task threw (out of memory).
+template <typename F>
+bool ParallelTasks(const Ort::KernelContext& context, size_t tasks, uint64_t work, const F& f) {
+  struct Shared {
+    const F* f;
+    std::atomic<bool> failed{false};
+  };
+  Shared shared{&f};
+  void (*run)(void*, size_t) = [](void* data, size_t task) {
+    auto* s = static_cast<Shared*>(data);
+    try {
+      (*s->f)(task);
+    } catch (...) {
+      s->failed.store(true);
+    }
+  };
+  if (tasks > 1 && work >= kMinParallelWork) {
+    context.ParallelFor(run, tasks, 0, &shared);
+  } else {
+    for (size_t t = 0; t < tasks; ++t) run(&shared, t);
+  }
+  return !shared.failed.load();
 }
 
 }  // namespace hyperonnx

@@ -16,6 +16,7 @@
 #endif
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 
 namespace hyperonnx {
@@ -31,21 +32,26 @@ void DecodeScalar(const TrellisParams& p, const uint8_t* seed, uint64_t q, uint3
 // Per k: the shuffle gathering the 4 bytes of each of 8 windows (window i starts at bit k*i of
 // a 16-byte block) and the shift of each within its first byte.
 struct Gather {
-  __m256i shuffle;
-  __m256i shift;
+  alignas(32) uint8_t shuffle[32];
+  alignas(32) int32_t shift[8];
 };
 
-__attribute__((target("avx2"))) Gather MakeGather(uint32_t k) {
-  alignas(32) uint8_t bytes[32];
-  alignas(32) int32_t shifts[8];
+constexpr Gather MakeGather(uint32_t k) {
+  Gather g{};
   for (uint32_t i = 0; i < 8; ++i) {
     const uint32_t bit = k * i;
-    for (uint32_t b = 0; b < 4; ++b) bytes[4 * i + b] = static_cast<uint8_t>((bit >> 3) + b);  // < 16 for k <= 8
-    shifts[i] = static_cast<int32_t>(bit & 7);
+    for (uint32_t b = 0; b < 4; ++b) g.shuffle[4 * i + b] = static_cast<uint8_t>((bit >> 3) + b);  // < 16 for k <= 8
+    g.shift[i] = static_cast<int32_t>(bit & 7);
   }
-  return Gather{_mm256_load_si256(reinterpret_cast<const __m256i*>(bytes)),
-                _mm256_load_si256(reinterpret_cast<const __m256i*>(shifts))};
+  return g;
 }
+
+// By k (plain data: vectors returned from an AVX2 function to a caller compiled without AVX
+// change the ABI)
+static_assert(kTrellisMaxBits == 8, "one Gather per k");
+constexpr Gather kGathers[kTrellisMaxBits + 1] = {MakeGather(0), MakeGather(1), MakeGather(2), MakeGather(3),
+                                                  MakeGather(4), MakeGather(5), MakeGather(6), MakeGather(7),
+                                                  MakeGather(8)};
 
 // h of 8 windows, FORMAT.md §9.3 lane by lane (the operations of TrellisValue, in its order).
 __attribute__((target("avx2"))) inline __m256 Values8(const TrellisParams& p, __m256i w) {
@@ -65,37 +71,85 @@ __attribute__((target("avx2"))) inline __m256 Values8(const TrellisParams& p, __
   return _mm256_div_ps(num, den);
 }
 
-// Weights [t0, t1) of group q, as DecodeScalar, in blocks of 8 from the first multiple of 8 on.
-// A block at byte o of the group reads the 16 bytes from o: from the seed while they lie inside
-// the group, else from `tail`, the group's last 16 bytes followed by its first 16 (the circular
-// stream, so wrapping windows need nothing else; any group size, every read inside the seed).
-__attribute__((target("avx2,f16c"))) void DecodeAvx2(const TrellisParams& p, const Gather& gather, const uint8_t* seed,
-                                                     uint64_t q, uint32_t t0, uint32_t t1, float s, float* out) {
-  const uint8_t* g = seed + q * p.group_bytes;
-  const uint32_t gb = p.group_bytes;
-  alignas(16) uint8_t tail[32];
+// The 8 windows of a 16-byte block starting on weight t (a multiple of 8).
+struct Windows {  // a Gather in registers, and the window mask
+  __m256i shuffle, shift, mask;
+};
+
+__attribute__((target("avx2"))) inline Windows LoadWindows(const TrellisParams& p) {
+  const Gather& g = kGathers[p.bits];
+  return Windows{_mm256_load_si256(reinterpret_cast<const __m256i*>(g.shuffle)),
+                 _mm256_load_si256(reinterpret_cast<const __m256i*>(g.shift)),
+                 _mm256_set1_epi32(static_cast<int32_t>((uint32_t{1} << p.window) - 1u))};
+}
+
+__attribute__((target("avx2"))) inline __m256i Windows8(const Windows& w, __m128i block) {
+  const __m256i bytes = _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(block), w.shuffle);
+  return _mm256_and_si256(_mm256_srlv_epi32(bytes, w.shift), w.mask);
+}
+
+// A group's last 16 bytes followed by its first 16: where blocks that wrap read (below).
+inline void GroupTail(const uint8_t* g, uint32_t gb, uint8_t* tail) {
   if (gb >= 16) {
     std::memcpy(tail, g + gb - 16, 16);
     std::memcpy(tail + 16, g, 16);
   } else {
     for (uint32_t i = 0; i < 32; ++i) tail[i] = g[(gb * 16 + i - 16) % gb];  // gb * 16 >= 16: never negative
   }
+}
+
+// Weights [t0, t1) of group q, as DecodeScalar, in blocks of 8 from the first multiple of 8 on.
+// A block at byte o of the group reads the 16 bytes from o: from the seed while they lie inside
+// the group, else from `tail`, the group's last 16 bytes followed by its first 16 (the circular
+// stream, so wrapping windows need nothing else; any group size, every read inside the seed).
+__attribute__((target("avx2,f16c"))) void DecodeAvx2(const TrellisParams& p, const uint8_t* seed, uint64_t q,
+                                                     uint32_t t0, uint32_t t1, float s, float* out) {
+  const uint8_t* g = seed + q * p.group_bytes;
+  const uint32_t gb = p.group_bytes;
+  alignas(16) uint8_t tail[32];
+  GroupTail(g, gb, tail);
   uint32_t t = t0;
   const uint32_t head = std::min<uint32_t>(t1, (t0 + 7) & ~7u);
   DecodeScalar(p, seed, q, t, head, s, out);
   out += head - t;
   t = head;
   const __m256 scale = _mm256_set1_ps(s);
-  const __m256i mask = _mm256_set1_epi32(static_cast<int32_t>((uint32_t{1} << p.window) - 1u));
+  const Windows windows = LoadWindows(p);
   for (; t + 8 <= t1; t += 8, out += 8) {
     const uint32_t o = p.bits * t >> 3;  // t is a multiple of 8: the block starts on a byte
     __m128i block;
     std::memcpy(&block, o + 16 <= gb ? g + o : tail + (o + 16 - gb), 16);
-    const __m256i bytes = _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(block), gather.shuffle);
-    const __m256i w = _mm256_and_si256(_mm256_srlv_epi32(bytes, gather.shift), mask);
-    _mm256_storeu_ps(out, _mm256_mul_ps(Values8(p, w), scale));
+    _mm256_storeu_ps(out, _mm256_mul_ps(Values8(p, Windows8(windows, block)), scale));
   }
   DecodeScalar(p, seed, q, t, t1, s, out);
+}
+
+// int8 compute: weights [t0, t1) of group q as the bytes of their windows in `table`, the blocks
+// of 8 as DecodeAvx2's with a gather from the table in place of h.
+__attribute__((target("avx2"))) void Int8Avx2(const TrellisParams& p, const uint8_t* seed, const uint8_t* table,
+                                              uint64_t q, uint32_t t0, uint32_t t1, uint8_t* out) {
+  const uint8_t* g = seed + q * p.group_bytes;
+  const uint32_t gb = p.group_bytes;
+  alignas(16) uint8_t tail[32];
+  GroupTail(g, gb, tail);
+  uint32_t t = t0;
+  const uint32_t head = std::min<uint32_t>(t1, (t0 + 7) & ~7u);
+  for (; t < head; ++t) *out++ = table[TrellisWindow(p, seed, q, t)];
+  const Windows windows = LoadWindows(p);
+  // byte 0 of each 32-bit lane, packed into the low 4 bytes of each 128-bit half
+  const __m256i pick = _mm256_setr_epi8(0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+                                        0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1);
+  for (; t + 8 <= t1; t += 8, out += 8) {
+    const uint32_t o = p.bits * t >> 3;
+    __m128i block;
+    std::memcpy(&block, o + 16 <= gb ? g + o : tail + (o + 16 - gb), 16);
+    const __m256i v = _mm256_shuffle_epi8(
+        _mm256_i32gather_epi32(reinterpret_cast<const int*>(table), Windows8(windows, block), 1), pick);
+    const uint64_t packed = static_cast<uint32_t>(_mm256_extract_epi32(v, 0)) |
+                            uint64_t{static_cast<uint32_t>(_mm256_extract_epi32(v, 4))} << 32;
+    std::memcpy(out, &packed, 8);
+  }
+  for (; t < t1; ++t) *out++ = table[TrellisWindow(p, seed, q, t)];
 }
 
 // float32 -> float16 (FORMAT.md §3; vcvtps2ph rounds to nearest even, keeps subnormals,
@@ -112,19 +166,13 @@ bool HasAvx2Now() {
   static const bool has = HasAvx2() && __builtin_cpu_supports("f16c") != 0;
   return has;
 }
+
 #endif
 
 }  // namespace
 
 void TrellisDecodeFloats(const TrellisParams& p, const uint8_t* seed, const uint16_t* scales, uint64_t begin,
                          uint64_t end, float* out) {
-#ifdef HYPERONNX_AVX2
-  static const Gather* gathers = [] {
-    static Gather g[kTrellisMaxBits + 1];
-    if (HasAvx2Now()) for (uint32_t k = 1; k <= kTrellisMaxBits; ++k) g[k] = MakeGather(k);
-    return g;
-  }();
-#endif
   for (uint64_t e = begin; e < end;) {
     const uint64_t q = e / p.group;
     const uint32_t t0 = static_cast<uint32_t>(e - q * p.group);
@@ -132,7 +180,7 @@ void TrellisDecodeFloats(const TrellisParams& p, const uint8_t* seed, const uint
     const float s = HalfToFloat(scales[q]) * p.scale_unit;  // FORMAT.md §9.3: S_q
 #ifdef HYPERONNX_AVX2
     if (HasAvx2Now()) {
-      DecodeAvx2(p, gathers[p.bits], seed, q, t0, t1, s, out);
+      DecodeAvx2(p, seed, q, t0, t1, s, out);
     } else {
       DecodeScalar(p, seed, q, t0, t1, s, out);
     }
@@ -174,6 +222,43 @@ bool TrellisCpuDecoder::DecodePairs(const uint8_t* seed, const uint16_t* scales,
     }
   }
   return false;
+}
+
+
+bool TrellisCpuDecoder::PrepareInt8(Int8Info* info) {
+  const uint32_t states = uint32_t{1} << params_.window;
+  std::vector<float> h(states);
+  float max_abs = 0.0f;
+  for (uint32_t w = 0; w < states; ++w) {
+    h[w] = TrellisValue(params_, w);
+    max_abs = std::max(max_abs, std::fabs(h[w]));
+  }
+  if (!(max_abs >= kInt8MinMax)) return false;  // values this small: float32 compute
+  int8_.assign(size_t{states} + 3, 128);
+  for (uint32_t w = 0; w < states; ++w) int8_[w] = Int8Byte(h[w], max_abs);
+  info->unit = max_abs / 127.0f;
+  info->group = params_.group;
+  info->scale_unit = params_.scale_unit;
+  return true;
+}
+
+void TrellisCpuDecoder::DecodePairsInt8(const uint8_t* seed, uint64_t begin, uint64_t end, uint8_t* out) const {
+  const TrellisParams& p = params_;
+  for (uint64_t e = 2 * begin; e < 2 * end;) {  // as DecodePairs: a half last pair's second weight is in the seed
+    const uint64_t q = e / p.group;
+    const uint32_t t0 = static_cast<uint32_t>(e - q * p.group);
+    const uint32_t t1 = static_cast<uint32_t>(std::min<uint64_t>(2 * end - q * p.group, p.group));
+#ifdef HYPERONNX_AVX2
+    if (HasAvx2Now()) {
+      Int8Avx2(p, seed, int8_.data(), q, t0, t1, out);
+      out += t1 - t0;
+      e += t1 - t0;
+      continue;
+    }
+#endif
+    for (uint32_t t = t0; t < t1; ++t) *out++ = int8_[TrellisWindow(p, seed, q, t)];
+    e += t1 - t0;
+  }
 }
 
 }  // namespace hyperonnx

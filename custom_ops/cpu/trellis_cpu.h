@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "codec_cpu.h"
 #include "hyperonnx/decode_weights_format.h"
@@ -24,9 +25,14 @@ class TrellisCpuDecoder final : public PairDecoder {
                    void* out) const override;
   uint64_t num_elements() const override { return params_.num_elements; }
   int64_t dtype() const override { return params_.dtype; }
+  bool PrepareInt8(Int8Info* info) override;
+  void DecodePairsInt8(const uint8_t* seed, uint64_t begin, uint64_t end, uint8_t* out) const override;
 
  private:
   TrellisParams params_;
+  // int8 compute: the byte of h(s) for every window s < 2^L, and 3 bytes of padding (the AVX2
+  // gather reads 4 bytes at s)
+  std::vector<uint8_t> int8_;
 };
 
 }  // namespace hyperonnx

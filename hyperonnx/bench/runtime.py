@@ -6,10 +6,12 @@
    preallocated buffer, on 1 intra-op thread and on all cores. Figures are GB/s of output written,
    next to a numpy copy into a preallocated array of the same output size (one core).
 2. The fused kernel (--fused): one DecodeMatMul against MatMul on the decoded weight, one
-   thread: weights decoded and seed bytes read per second, against the float32 bytes MatMul reads.
+   thread: weights decoded and seed bytes read per second, against the float32 bytes MatMul reads;
+   and its time with int8 compute (accuracy_level 4).
 3. Sessions on real models (MiniLM-L6 at batch 1, sequence 128; the digits CNN, PP-OCRv4 rec and
    a Llama-like 134 M decoder's single-token step, all at batch 1), per method: float32 (the
-   original), hyperonnx fused (the default compression), load and stream (DecodeWeights models,
+   original), hyperonnx fused (the default compression), fused-int8 (the same model with int8
+   compute: accuracy_level 4, its error against fused printed too), load and stream (DecodeWeights models,
    compress --no-fuse), and onnxruntime's int8 quantize_dynamic and 4-bit MatMulNBits (blocks 32
    and 128, accuracy_level 0 and 4) where they change the model. Each session runs in a fresh
    process (hyperonnx.bench.probe): creation time, median latency, peak RSS; the runtime's own
@@ -23,6 +25,7 @@ Targets (issues 4 and 14) are printed beside the measured ratios.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import os
@@ -38,6 +41,7 @@ import hyperonnx
 from .. import format as fmt
 from .. import models
 from ..codec import bitpack, lattice
+from ..graph.fuse import set_accuracy_level
 from . import probe
 
 DTYPES = {"float32": TensorProto.FLOAT, "float16": TensorProto.FLOAT16}
@@ -185,7 +189,8 @@ FUSED_SHAPES = ((1, 4096, 4096), (128, 384, 1536))  # (rows M, K, N): a decode s
 def measure_fused(log=print) -> list[dict]:
     """DecodeMatMul (a lattice-4.25 seed of N(0, 0.05) weights) against MatMul on the decoded float32
     weight, one thread, same run: ms per call, weights decoded and seed bytes read per second, and
-    the float32 weight bytes the plain MatMul reads per second."""
+    the float32 weight bytes the plain MatMul reads per second; ms per call with accuracy_level 4."""
+    import onnx
     import onnxruntime as ort
 
     rng = np.random.default_rng(0)
@@ -200,24 +205,27 @@ def measure_fused(log=print) -> list[dict]:
               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [m, n])])
         fused = helper.make_model(helper.make_graph([node], "fused", *io, inits),
                                   opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(fmt.OP_DOMAIN, fmt.FUSED_VERSION)])
+        int8 = onnx.ModelProto()
+        int8.CopyFrom(fused)
+        set_accuracy_level(int8, 4)
         plain = helper.make_model(helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "plain", *io,
                                                     [numpy_helper.from_array(hyperonnx.decode(seed), "w")]),
                                   opset_imports=[helper.make_opsetid("", 17)])
         so = hyperonnx.session_options("load")
         so.intra_op_num_threads = 1
         sessions = [ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
-                    for model in (fused, plain)]
-        fused_s, plain_s = (_median_time(lambda s=s: s.run(None, {"x": x})) for s in sessions)
-        row = {"m": m, "k": k, "n": n, "fused_ms": 1e3 * fused_s, "plain_ms": 1e3 * plain_s,
+                    for model in (fused, plain, int8)]
+        fused_s, plain_s, int8_s = (_median_time(lambda s=s: s.run(None, {"x": x})) for s in sessions)
+        row = {"m": m, "k": k, "n": n, "fused_ms": 1e3 * fused_s, "plain_ms": 1e3 * plain_s, "int8_ms": 1e3 * int8_s,
                "fused_vs_plain": fused_s / plain_s, "weights_g_per_s": k * n / fused_s / 1e9,
                "seed_gbs": seed.nbytes / fused_s / 1e9, "plain_weight_gbs": 4 * k * n / plain_s / 1e9}
         rows.append(row)
-        log(f"{m:>5} {k:>5} {n:>5} {row['plain_ms']:9.3f} {row['fused_ms']:9.3f} {row['fused_vs_plain']:7.2f} "
+        log(f"{m:>5} {k:>5} {n:>5} {row['plain_ms']:9.3f} {row['fused_ms']:9.3f} {row['int8_ms']:9.3f} {row['fused_vs_plain']:7.2f} "
             f"{row['plain_weight_gbs']:12.2f} {row['weights_g_per_s']:13.2f} {row['seed_gbs']:10.2f}")
     return rows
 
 
-FUSED_HEADER = (f"{'M':>5} {'K':>5} {'N':>5} {'MatMul ms':>9} {'fused ms':>9} {'x plain':>7} "
+FUSED_HEADER = (f"{'M':>5} {'K':>5} {'N':>5} {'MatMul ms':>9} {'fused ms':>9} {'int8 ms':>9} {'x plain':>7} "
                 f"{'float32 GB/s':>12} {'G weights/s':>13} {'seed GB/s':>10}")
 
 
@@ -265,9 +273,18 @@ def _nbits(block_size: int, accuracy_level: int):
     return make
 
 
-def _hyperonnx(fuse: bool):
+@functools.lru_cache(maxsize=1)
+def _compressed(src: Path, preset: str, fuse: bool):
+    return hyperonnx.compress(src, preset, fuse=fuse)
+
+
+def _hyperonnx(fuse: bool, accuracy_level: int = 0):
     def make(src: Path, dst: Path, preset: str) -> None:
-        hyperonnx.save(hyperonnx.compress(src, preset, fuse=fuse), dst)
+        import onnx
+        model = onnx.ModelProto()
+        model.CopyFrom(_compressed(src, preset, fuse))  # fused and fused-int8: one compression
+        set_accuracy_level(model, accuracy_level)
+        hyperonnx.save(model, dst)
     return make
 
 
@@ -275,6 +292,7 @@ def _hyperonnx(fuse: bool):
 METHODS = {
     "float32": (None, "plain"),
     "fused": (_hyperonnx(True), "load"),  # the default compression: fused operators, weights stay encoded
+    "fused-int8": (_hyperonnx(True, 4), "load"),  # the same, MatMul / Gemm with accuracy_level 4 (int8 compute)
     "load": (_hyperonnx(False), "load"),  # DecodeWeights decoded once at session creation
     "stream": (_hyperonnx(False), "stream"),  # DecodeWeights on every run
     "int8": (_int8_dynamic, "plain"),  # onnxruntime quantize_dynamic
@@ -288,7 +306,7 @@ METHODS = {
 BASELINES = {"minilm": ("int8", "nbits-b32-a0", "nbits-b128-a0", "nbits-b32-a4", "nbits-b128-a4"),
              "llama": ("int8", "nbits-b32-a0", "nbits-b128-a0", "nbits-b32-a4", "nbits-b128-a4"),
              "digits": ("int8",), "ppocr": ()}
-OURS = ("fused", "load", "stream")
+OURS = ("fused", "fused-int8", "load", "stream")
 
 
 def runtime_baseline(repeat: int, threads: int = 0) -> float:
@@ -376,8 +394,16 @@ def measure_sessions(names: list[str], preset: str, repeat: int, runs: int, thre
                 row["latency_alternating"] = alternating[method]
                 key = QUALITY_OUTPUT[name]
                 row["cos_vs_float32"] = _cosine(outputs[method][key], outputs["float32"][key])
+                if method == "fused-int8" and "fused" in outputs:  # the int8 compute's own error
+                    got, want = outputs[method][key].astype(np.float64), outputs["fused"][key].astype(np.float64)
+                    row["rel_rms_vs_fused"] = float(np.sqrt(np.mean((got - want) ** 2) / np.mean(want ** 2)))
+                    row["cos_vs_fused"] = _cosine(got, want)
                 rows.append(row)
                 log(_session_line(row))
+            int8 = next((r for r in rows if r["model"] == name and "rel_rms_vs_fused" in r), None)
+            if int8 is not None:
+                log(f"{'':26} fused-int8 against fused ({key}): relative RMS error {int8['rel_rms_vs_fused']:.4f}, "
+                    f"cosine {int8['cos_vs_fused']:.5f}")
     return rows
 
 
@@ -425,6 +451,16 @@ def targets(decode_rows: list[dict], session_rows: list[dict]) -> list[dict]:
             if name == "llama" and (name, "nbits-b128-a4") in by:
                 add(name, "fused latency / MatMulNBits b128 a4 (alt.)",
                     fused["latency_alternating"] / by[(name, "nbits-b128-a4")]["latency_alternating"], 1.5)
+        int8 = by.get((name, "fused-int8"))
+        if int8 is not None:
+            if name == "llama" and (name, "nbits-b128-a4") in by:
+                add(name, "fused-int8 latency / MatMulNBits b128 a4 (alt.)",
+                    int8["latency_alternating"] / by[(name, "nbits-b128-a4")]["latency_alternating"], 1.1)
+            if name == "minilm" and (name, "int8") in by:
+                add(name, "fused-int8 latency / int8 quantize_dynamic (alt.)",
+                    int8["latency_alternating"] / by[(name, "int8")]["latency_alternating"], 1.0)
+                add(name, "int8 quantize_dynamic cosine - fused-int8 cosine", by[(name, "int8")]["cos_vs_float32"]
+                    - int8["cos_vs_float32"], 0.0)
         if (name, "load") in by:
             add(name, "load (RSS-base - onnxruntime alone) / float32's",
                 above_runtime(by[(name, "load")]) / max(above_runtime(plain), 1e-9), 1.0)

@@ -50,6 +50,9 @@ def format_table(report, before: int | None, after: int | None, seconds: float) 
     lines.append("")
     lines.append(f"tensors: {n} of {len(report.tensors)} candidates compressed; weights {human(orig)} -> "
                  f"{human(seed)}")
+    if report.accuracy_level:
+        lines.append(f"int8 compute (accuracy_level {report.accuracy_level}) on {report.accuracy_nodes} fused "
+                     "MatMul / Gemm node(s), with the hyperonnx library")
     if before is not None and after is not None:
         lines.append(f"file: {human(before)} -> {human(after)}, ratio {before / max(1, after):.2f}x, "
                      f"time {seconds:.2f} s")
@@ -98,7 +101,8 @@ def run(args) -> int:
                                       max_output_error=args.max_output_error, inputs=feeds,
                                       allocation=args.allocation, min_elements=args.min_elements, include=args.include,
                                       exclude=args.exclude, function_fallback=not args.no_function,
-                                      progress=progress, spill=spill, fuse=not args.no_fuse)
+                                      progress=progress, spill=spill, fuse=not args.no_fuse,
+                                      accuracy_level=args.accuracy_level)
         graph.save(model, output, source=source, external_data=external)
     seconds = time.perf_counter() - start
     before, after = file_size(source), file_size(output)

@@ -40,7 +40,7 @@ from .. import codec
 from .. import format as fmt
 from . import allocate, samples
 from . import function as function_mod
-from .fuse import fuse_model
+from .fuse import fuse_model, set_accuracy_level
 from .model_io import SpillFile, tensor_array
 from .walk import NameMaker, all_names, default_opset, scopes
 
@@ -81,6 +81,8 @@ class CompressReport:
     target: str = ""  # the rate or quality target the widths were chosen for
     allocation: object = None  # allocate.Allocation when the widths were chosen on the outputs
     notes: list[str] = field(default_factory=list)  # one line each: fallbacks, warnings
+    accuracy_level: int = 0  # fused MatMul / Gemm compute: 0 float32, 4 int8
+    accuracy_nodes: int = 0  # the fused MatMul / Gemm nodes it applies to
 
     @property
     def compressed(self) -> list[TensorReport]:
@@ -92,7 +94,7 @@ class CompressReport:
         return {"preset": self.preset, "target": self.target, "min_elements": self.min_elements,
                 "function_fallback": self.function_fallback, "seconds": round(self.seconds, 3),
                 "allocation": self.allocation.to_dict() if self.allocation is not None else None,
-                "notes": self.notes,
+                "notes": self.notes, "accuracy_level": self.accuracy_level, "accuracy_nodes": self.accuracy_nodes,
                 "tensors_considered": len(self.tensors), "tensors_compressed": len(self.compressed),
                 "weight_bytes_before": orig, "weight_bytes_after": seed,
                 "tensors": [asdict(t) for t in self.tensors]}
@@ -180,10 +182,11 @@ def compress_model(model: ModelProto, config=None, *, bits: float | None = None,
                    include: Sequence[str] | None = None, exclude: Sequence[str] | None = None,
                    function_fallback: bool = True,
                    progress: Callable[[int, int, str], None] | None = None,
-                   spill: SpillFile | None = None, fuse: bool = True) -> CompressReport:
+                   spill: SpillFile | None = None, fuse: bool = True, accuracy_level: int = 0) -> CompressReport:
     """Compress `model` in place (see the module docstring); return the per-tensor report.
     With `spill`, seeds go to that scratch file as they are made, not into memory. With `fuse`,
-    weights read only by MatMul / Gemm / Gather / Conv then become fused operators (fuse.py).
+    weights read only by MatMul / Gemm / Gather / Conv then become fused operators (fuse.py);
+    `accuracy_level` 4 makes the fused MatMul / Gemm compute in int8 (docs/FORMAT.md §8).
 
     Rates (see `compress`): no preset and no target -> the default output budget; `bits` or
     `max_output_error` -> widths chosen on the model's outputs (allocate.py) on `inputs` (feeds)
@@ -196,6 +199,10 @@ def compress_model(model: ModelProto, config=None, *, bits: float | None = None,
         raise ValueError("max_output_error must be a positive relative error (e.g. 0.05)")
     if max_output_error is not None and (bits is not None or target_sqnr is not None):
         raise ValueError("give one target: bits, target_sqnr or max_output_error")
+    if accuracy_level not in fmt.ACCURACY_LEVELS:
+        raise ValueError(f"accuracy_level must be 0 (float32 compute) or 4 (int8), not {accuracy_level!r}")
+    if accuracy_level and not fuse:
+        raise ValueError("accuracy_level applies to fused operators: not with fuse=False (--no-fuse)")
     if config is None:
         config = DEFAULT_CODEC
         if bits is None and target_sqnr is None and max_output_error is None:
@@ -329,6 +336,8 @@ def compress_model(model: ModelProto, config=None, *, bits: float | None = None,
             _ensure_function(model)
     if fuse:
         fuse_model(model, function_fallback)
+        report.accuracy_level = accuracy_level
+        report.accuracy_nodes = set_accuracy_level(model, accuracy_level)
     report.seconds = time.perf_counter() - start
     return report
 
@@ -376,7 +385,7 @@ def compress(model_or_path, config=None, *, bits: float | None = None,
              include: Sequence[str] | None = None, exclude: Sequence[str] | None = None,
              function_fallback: bool = True,
              progress: Callable[[int, int, str], None] | None = None,
-             return_report: bool = False, fuse: bool = True):
+             return_report: bool = False, fuse: bool = True, accuracy_level: int = 0):
     """Compress an ONNX model (a ModelProto, left unmodified, or a path, external data included).
 
     Returns the compressed onnx.ModelProto, or (model, CompressReport) with return_report=True.
@@ -391,7 +400,9 @@ def compress(model_or_path, config=None, *, bits: float | None = None,
     fnmatch-style name patterns; `function_fallback` adds the standard-ops DecodeWeights function
     so the model runs without the hyperonnx library; `fuse` turns weights read only by MatMul / Gemm /
     Gather / Conv into fused operators (docs/FORMAT.md §8: computed from the seed, never decoded
-    whole; fuse=False keeps plain DecodeWeights nodes).
+    whole; fuse=False keeps plain DecodeWeights nodes); `accuracy_level=4` makes the fused MatMul /
+    Gemm compute in int8 with the library (activations quantised per block, integer dot products;
+    float32 in the function fallback), 0 in float32.
     """
     from .model_io import load
     if isinstance(model_or_path, ModelProto):
@@ -402,5 +413,6 @@ def compress(model_or_path, config=None, *, bits: float | None = None,
     report = compress_model(model, config, bits=bits, target_sqnr=target_sqnr,
                             max_output_error=max_output_error, inputs=inputs, allocation=allocation,
                             min_elements=min_elements, include=include,
-                            exclude=exclude, function_fallback=function_fallback, progress=progress, fuse=fuse)
+                            exclude=exclude, function_fallback=function_fallback, progress=progress, fuse=fuse,
+                            accuracy_level=accuracy_level)
     return (model, report) if return_report else model

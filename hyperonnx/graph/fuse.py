@@ -93,12 +93,36 @@ def fused_node(op: str, reader: NodeProto, decode: NodeProto) -> NodeProto:
     return node
 
 
+def _is_codec_attribute(name: str) -> bool:
+    """A fused node's attribute that belongs to its DecodeWeights (not op_*, not accuracy_level)."""
+    return not name.startswith(fmt.FUSED_ATTRIBUTE_PREFIX) and name != fmt.ACCURACY_LEVEL
+
+
+def set_accuracy_level(model: ModelProto, level: int) -> int:
+    """Every DecodeMatMul / DecodeGemm of `model` (all graphs) computes at `level` (docs/FORMAT.md
+    §8: 0 float32, the attribute left off; 4 int8), in place; returns how many nodes there are."""
+    if level not in fmt.ACCURACY_LEVELS:
+        raise ValueError(f"accuracy_level must be one of {', '.join(map(str, fmt.ACCURACY_LEVELS))} "
+                         f"(0 float32 compute, 4 int8), not {level!r}")
+    count = 0
+    for scope in scopes(model):
+        for node in scope.graph.node:
+            if node.domain == fmt.OP_DOMAIN and node.op_type in fmt.ACCURACY_OPS:
+                keep = [a for a in node.attribute if a.name != fmt.ACCURACY_LEVEL]
+                del node.attribute[:]
+                node.attribute.extend(keep)
+                if level:
+                    node.attribute.append(helper.make_attribute(fmt.ACCURACY_LEVEL, level))
+                count += 1
+    return count
+
+
 def split_fused(node: NodeProto, weight: str) -> tuple[NodeProto, NodeProto]:
     """A fused node as (DecodeWeights -> `weight`, the standard op reading `weight`)."""
     standard, position = fmt.FUSED_OPS[node.op_type]
     inputs = list(node.input) + [""] * (3 - len(node.input))
     seed_inputs = [inputs[1]] + ([inputs[2]] if inputs[2] else [])
-    codec = {a.name for a in node.attribute if not a.name.startswith(fmt.FUSED_ATTRIBUTE_PREFIX)}
+    codec = {a.name for a in node.attribute if _is_codec_attribute(a.name)}
     decode = helper.make_node(fmt.OP_TYPE, seed_inputs, [weight], name=f"DecodeWeights/{weight}", domain=fmt.OP_DOMAIN)
     decode.attribute.extend(a for a in node.attribute if a.name in codec)
     others = [inputs[0]] + list(node.input[3:])
@@ -190,8 +214,7 @@ def unfuse_model(model: ModelProto) -> int:
             if not is_fused(node):
                 nodes.append(node)
                 continue
-            codec_attrs = tuple(a.SerializeToString() for a in node.attribute
-                                if not a.name.startswith(fmt.FUSED_ATTRIBUTE_PREFIX))
+            codec_attrs = tuple(a.SerializeToString() for a in node.attribute if _is_codec_attribute(a.name))
             key = (tuple(node.input[1:3]), codec_attrs)
             weight = decoded.get(key) or names(weight_name(node))
             decode, reader = split_fused(node, weight)
@@ -263,6 +286,8 @@ def build_fused_function(op: str, opset: int, decode_function: FunctionProto) ->
         standard_node.attribute.append(helper.make_attribute_ref(name, kind,
                                                                  ref_attr_name=fmt.FUSED_ATTRIBUTE_PREFIX + name))
     attributes = list(codec_types) + [fmt.FUSED_ATTRIBUTE_PREFIX + name for name in op_attrs]
+    if op in fmt.ACCURACY_OPS:
+        attributes.append(fmt.ACCURACY_LEVEL)  # accepted, unused: the body computes in float32
     return helper.make_function(
         fmt.OP_DOMAIN, op, ["x", "seed", "scales"] + (["extra"] if has_extra else []), ["y"],
         [decode, standard_node], [helper.make_opsetid("", opset), helper.make_opsetid(fmt.OP_DOMAIN, fmt.FUSED_VERSION)],
