@@ -382,16 +382,8 @@ extern "C" __attribute__((visibility("default"))) int hyperonnx_cuda_decode(
         (ring_scales_count > 0 && ring_scales == nullptr) || mode < 0 || mode > 2) {
       return Report(message, message_size, 3, "bad argument: null array or unknown mode");
     }
-    WindingAttributes attrs;
-    attrs.codec = kCodecWinding;
-    attrs.shape.assign(shape, shape + rank);
-    attrs.dtype = dtype;
-    attrs.bits = bits;
-    attrs.points = points;
-    attrs.rings = rings;
-    attrs.center.assign(center, center + center_count);
-    attrs.side = side;
-    attrs.ring_scales.assign(ring_scales, ring_scales + ring_scales_count);
+    const WindingAttributes attrs{kCodecWinding, {shape, shape + rank}, dtype, bits, points, rings,
+                                  {center, center + center_count}, side, {ring_scales, ring_scales + ring_scales_count}};
     WindingParams params;
     std::string error = ValidateWinding(attrs, &params);
     const int64_t dims[1] = {static_cast<int64_t>(seed_bytes)};
@@ -429,16 +421,8 @@ extern "C" __attribute__((visibility("default"))) int hyperonnx_cuda_decode_latt
     if ((rank > 0 && shape == nullptr) || mode < 0 || mode > 2) {
       return Report(message, message_size, 3, "bad argument: null array or unknown mode");
     }
-    LatticeAttributes attrs;
-    attrs.codec = kCodecLattice;
-    attrs.shape.assign(shape, shape + rank);
-    attrs.dtype = dtype;
-    attrs.bits = bits;
-    attrs.generator = generator;
-    attrs.group = group;
-    attrs.alpha = alpha;
-    attrs.beta = beta;
-    attrs.scale_unit = scale_unit;
+    const LatticeAttributes attrs{kCodecLattice, {shape, shape + rank}, dtype, bits, generator, group, alpha, beta,
+                                  scale_unit};
     LatticeParams params;
     std::string error = ValidateLattice(attrs, &params);
     const int64_t seed_dims[1] = {static_cast<int64_t>(seed_bytes)};
@@ -480,14 +464,7 @@ extern "C" __attribute__((visibility("default"))) int hyperonnx_cuda_decode_trel
   using namespace hyperonnx;
   try {
     if (rank > 0 && shape == nullptr) return Report(message, message_size, 3, "bad argument: null shape");
-    TrellisAttributes attrs;
-    attrs.codec = kCodecTrellis;
-    attrs.shape.assign(shape, shape + rank);
-    attrs.dtype = dtype;
-    attrs.bits = bits;
-    attrs.window = window;
-    attrs.group = group;
-    attrs.scale_unit = scale_unit;
+    const TrellisAttributes attrs{kCodecTrellis, {shape, shape + rank}, dtype, bits, window, group, scale_unit};
     TrellisParams params;
     std::string error = ValidateTrellis(attrs, &params);
     const int64_t seed_dims[1] = {static_cast<int64_t>(seed_bytes)};

@@ -240,16 +240,8 @@ extern "C" HYPERONNX_EXPORT int hyperonnx_cuda_fused_lattice(const void* seed, u
   using namespace hyperonnx;
   try {
     if (rank > 0 && shape == nullptr) return Report(message, message_size, 3, "bad argument: null shape");
-    LatticeAttributes attrs;
-    attrs.codec = kCodecLattice;
-    attrs.shape.assign(shape, shape + rank);
-    attrs.dtype = kFloat32;
-    attrs.bits = bits;
-    attrs.generator = generator;
-    attrs.group = group;
-    attrs.alpha = alpha;
-    attrs.beta = beta;
-    attrs.scale_unit = scale_unit;
+    const LatticeAttributes attrs{kCodecLattice, {shape, shape + rank}, kFloat32, bits, generator, group, alpha, beta,
+                                  scale_unit};
     NodeParams node;
     node.lattice = true;
     node.shape = attrs.shape;
@@ -270,14 +262,7 @@ extern "C" HYPERONNX_EXPORT int hyperonnx_cuda_fused_trellis(const void* seed, u
   using namespace hyperonnx;
   try {
     if (rank > 0 && shape == nullptr) return Report(message, message_size, 3, "bad argument: null shape");
-    TrellisAttributes attrs;
-    attrs.codec = kCodecTrellis;
-    attrs.shape.assign(shape, shape + rank);
-    attrs.dtype = kFloat32;
-    attrs.bits = bits;
-    attrs.window = window;
-    attrs.group = group;
-    attrs.scale_unit = scale_unit;
+    const TrellisAttributes attrs{kCodecTrellis, {shape, shape + rank}, kFloat32, bits, window, group, scale_unit};
     NodeParams node;
     node.trellis = true;
     node.shape = attrs.shape;
@@ -302,16 +287,8 @@ extern "C" HYPERONNX_EXPORT int hyperonnx_cuda_fused_winding(const void* seed, u
         (ring_scales_count > 0 && ring_scales == nullptr)) {
       return Report(message, message_size, 3, "bad argument: null array");
     }
-    WindingAttributes attrs;
-    attrs.codec = kCodecWinding;
-    attrs.shape.assign(shape, shape + rank);
-    attrs.dtype = kFloat32;
-    attrs.bits = bits;
-    attrs.points = points;
-    attrs.rings = rings;
-    attrs.center.assign(center, center + center_count);
-    attrs.side = side;
-    attrs.ring_scales.assign(ring_scales, ring_scales + ring_scales_count);
+    const WindingAttributes attrs{kCodecWinding, {shape, shape + rank}, kFloat32, bits, points, rings,
+                                  {center, center + center_count}, side, {ring_scales, ring_scales + ring_scales_count}};
     NodeParams node;
     node.shape = attrs.shape;
     const std::string error = ValidateWinding(attrs, &node.winding);
