@@ -15,13 +15,14 @@ $HYPERONNX_CUDA_FIXTURES.
 from __future__ import annotations
 
 import ctypes
-import json
 import math
 import os
 import sys
 
 import numpy as np
 import pytest
+
+import cuda_fixtures
 
 pytestmark = pytest.mark.cuda
 
@@ -191,31 +192,16 @@ ARRAYS = ("payload", "expected", "scales")  # a case's arrays, stored beside the
 
 
 def write_fixtures(path):
-    cases = make_cases()
-    arrays = {"meta": np.frombuffer(json.dumps([{k: v for k, v in c.items() if k not in ARRAYS}
-                                                for c in cases]).encode(), dtype=np.uint8)}
-    for i, c in enumerate(cases):
-        for key in ARRAYS:
-            if key in c:
-                arrays[f"{key}{i}"] = c[key]
-    np.savez_compressed(path, **arrays)
-    return len(cases)
+    return cuda_fixtures.save(path, make_cases(), ARRAYS)
 
 
 def load_cases():
     if hyperonnx is not None:
         return make_cases()
-    path = os.environ.get("HYPERONNX_CUDA_FIXTURES")
-    if not path or not os.path.isfile(path):
-        pytest.skip("hyperonnx's reference decoder cannot be imported and $HYPERONNX_CUDA_FIXTURES is not set")
-    data = np.load(path)
-    meta = json.loads(data["meta"].tobytes())
-    for i, c in enumerate(meta):
+    cases = cuda_fixtures.load("HYPERONNX_CUDA_FIXTURES", ARRAYS)
+    for c in cases:
         c.setdefault("codec", "winding")
-        for key in ARRAYS:
-            if f"{key}{i}" in data:
-                c[key] = data[f"{key}{i}"]
-    return meta
+    return cases
 
 
 # ----------------------------------------------------------------------------- the device

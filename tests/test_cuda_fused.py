@@ -24,13 +24,12 @@ machine without onnx), the weights come from a fixture file written beforehand b
 from __future__ import annotations
 
 import ctypes
-import json
-import os
 import sys
 
 import numpy as np
 import pytest
 
+import cuda_fixtures
 from test_cuda import Device, library_path
 
 EPS = 2.0 ** -23
@@ -82,15 +81,7 @@ ARRAYS = ("payload", "scales", "weight")
 
 
 def write_fixtures(path):
-    cases = make_cases()
-    arrays = {"meta": np.frombuffer(json.dumps([{k: v for k, v in c.items() if k not in ARRAYS}
-                                                for c in cases]).encode(), dtype=np.uint8)}
-    for i, c in enumerate(cases):
-        for key in ARRAYS:
-            if key in c:
-                arrays[f"{key}{i}"] = c[key]
-    np.savez_compressed(path, **arrays)
-    return len(cases)
+    return cuda_fixtures.save(path, make_cases(), ARRAYS)
 
 
 _CASES = None
@@ -99,18 +90,7 @@ _CASES = None
 def cases():
     global _CASES
     if _CASES is None:
-        if hyperonnx is not None:
-            _CASES = make_cases()
-        else:
-            path = os.environ.get("HYPERONNX_CUDA_FUSED_FIXTURES")
-            if not path or not os.path.isfile(path):
-                pytest.skip("hyperonnx cannot be imported and $HYPERONNX_CUDA_FUSED_FIXTURES is not set")
-            data = np.load(path)
-            _CASES = json.loads(data["meta"].tobytes())
-            for i, c in enumerate(_CASES):
-                for key in ARRAYS:
-                    if f"{key}{i}" in data:
-                        c[key] = data[f"{key}{i}"]
+        _CASES = make_cases() if hyperonnx is not None else cuda_fixtures.load("HYPERONNX_CUDA_FUSED_FIXTURES", ARRAYS)
     return _CASES
 
 
