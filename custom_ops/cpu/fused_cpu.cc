@@ -796,25 +796,13 @@ std::string ReadFusedNode(FusedKind kind, const Ort::ConstKernelInfo& info, Fuse
 }
 
 OrtStatusPtr FusedCpuOp::CreateKernelV2(const OrtApi& api, const OrtKernelInfo* raw_info, void** kernel) const {
-  *kernel = nullptr;
-  std::string name = "?";
-  try {
-    Ort::ConstKernelInfo info(raw_info);
-    name = info.GetNodeName();
-    FusedNode node;
-    const std::string error = ReadFusedNode(kind_, info, &node);
-    if (!error.empty()) return FailNode(OpName(kind_), name, error);
+  return CreateFusedKernel(api, kind_, raw_info, kernel, [&](FusedNode node) {
     auto weight = std::make_unique<EncodedWeight>(std::move(node.decoder), node.node.shape, node.seed, node.scales);
     Int8Plan plan;
     const bool int8 = node.attrs.accuracy_level == 4 && weight->PrepareInt8() &&
                       PlanInt8(*weight, node.attrs.trans_b != 0, &plan);
-    *kernel = new FusedCpuKernel(kind_, name, std::move(node.attrs), std::move(weight), int8, plan);
-    return nullptr;
-  } catch (const std::bad_alloc&) {
-    return api.CreateStatus(ORT_FAIL, (std::string(OpName(kind_)) + " node '" + Printable(name) + "': out of memory").c_str());
-  } catch (const std::exception& e) {
-    return api.CreateStatus(ORT_FAIL, (std::string(OpName(kind_)) + " node '" + Printable(name) + "': " + e.what()).c_str());
-  }
+    return new FusedCpuKernel(kind_, node.name, std::move(node.attrs), std::move(weight), int8, plan);
+  });
 }
 
 }  // namespace hyperonnx

@@ -23,7 +23,9 @@
 // summation error, not bit for bit; the decoded weights themselves are bit-identical.
 #pragma once
 
+#include <exception>
 #include <memory>
+#include <new>
 #include <string>
 #include <vector>
 
@@ -61,6 +63,29 @@ struct FusedNode {
 
 // "" and `out` filled, or the message naming the rule broken.
 std::string ReadFusedNode(FusedKind kind, const Ort::ConstKernelInfo& info, FusedNode* out);
+
+// CreateKernelV2 of a fused op (CPU and CUDA): the node read and validated by ReadFusedNode, then
+// `make(std::move(node))` returns the kernel; a broken rule or an exception becomes onnxruntime's
+// status naming the operator and the node.
+template <typename Make>
+OrtStatusPtr CreateFusedKernel(const OrtApi& api, FusedKind kind, const OrtKernelInfo* raw_info, void** kernel,
+                               Make make) {
+  *kernel = nullptr;
+  std::string name = "?";
+  try {
+    Ort::ConstKernelInfo info(raw_info);
+    name = info.GetNodeName();
+    FusedNode node;
+    const std::string error = ReadFusedNode(kind, info, &node);
+    if (!error.empty()) return FailNode(OpName(kind), name, error);
+    *kernel = make(std::move(node));
+    return nullptr;
+  } catch (const std::bad_alloc&) {
+    return api.CreateStatus(ORT_FAIL, (std::string(OpName(kind)) + " node '" + Printable(name) + "': out of memory").c_str());
+  } catch (const std::exception& e) {
+    return api.CreateStatus(ORT_FAIL, (std::string(OpName(kind)) + " node '" + Printable(name) + "': " + e.what()).c_str());
+  }
+}
 
 // Rules 5 and 7 over a whole seed whose rules 2-4 and 6 hold: "" or IndexRuleError's message.
 std::string ScanSeed(const PairDecoder& decoder, const NodeParams& node, const uint8_t* seed, const uint16_t* scales);

@@ -127,22 +127,10 @@ struct FusedCudaOp : Ort::CustomOpBase<FusedCudaOp, FusedCudaKernel, /*WithStatu
     end_ver_ = kFormatVersion;
   }
   OrtStatusPtr CreateKernelV2(const OrtApi& api, const OrtKernelInfo* raw_info, void** kernel) const {
-    *kernel = nullptr;
-    std::string name = "?";
-    try {
-      Ort::ConstKernelInfo info(raw_info);
-      name = info.GetNodeName();
-      FusedNode node;
-      const std::string error = ReadFusedNode(kind_, info, &node);
-      if (!error.empty()) return FailNode(OpName(kind_), name, error);
+    return CreateFusedKernel(api, kind_, raw_info, kernel, [&](FusedNode node) {
       node.decoder.reset();  // the host decoder served the scan; the GPU decodes from here on
-      *kernel = new FusedCudaKernel(kind_, std::move(node));
-      return nullptr;
-    } catch (const std::bad_alloc&) {
-      return api.CreateStatus(ORT_FAIL, (std::string(OpName(kind_)) + " node '" + Printable(name) + "': out of memory").c_str());
-    } catch (const std::exception& e) {
-      return api.CreateStatus(ORT_FAIL, (std::string(OpName(kind_)) + " node '" + Printable(name) + "': " + e.what()).c_str());
-    }
+      return new FusedCudaKernel(kind_, std::move(node));
+    });
   }
   const char* GetName() const { return cpu_.GetName(); }
   const char* GetExecutionProviderType() const { return "CUDAExecutionProvider"; }

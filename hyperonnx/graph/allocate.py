@@ -407,10 +407,10 @@ def allocate(model: ModelProto, sites, config: RateConfig, *, max_output_error: 
         return codec.decode(seed)
 
     module = codec.module_of(config)
+    probe_widths = {rate * module.WEIGHTS_PER_INDEX for rate in PROBE_RATES}
     unreached = 0
     for k, t in enumerate(tensors):  # one tensor at a time, at a few widths
-        probe_rungs = [r for r, c in enumerate(t.configs[:-1])
-                       if c.index_bits in {rate * module.WEIGHTS_PER_INDEX for rate in PROBE_RATES}] or [0]
+        probe_rungs = [r for r, c in enumerate(t.configs[:-1]) if c.index_bits in probe_widths] or [0]
         original = tensor_array(sites[t.sites[0]].tensor)
         array = original.astype(np.float64)
         weight_errors, output_errors = {}, {}
