@@ -312,7 +312,7 @@ class _Tensor:
     signal: float  # sum of squares
     configs: list  # the widths this tensor may take, cheapest first; the last (None) is raw
     bits: np.ndarray  # seed bits at each rung
-    weight_error: np.ndarray | None = None  # squared weight error at each rung (measured or estimated)
+    weight_error: np.ndarray | None = None  # squared weight error at each rung (probed, interpolated between)
     output_error: np.ndarray | None = None  # (rungs, outputs) squared relative error, this tensor alone
     sensitivity: float | None = None  # output error per unit weight error at the first probe width
 
