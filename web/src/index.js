@@ -1,0 +1,41 @@
+// hyperonnx-web: decode hyperonnx-compressed ONNX models (docs/FORMAT.md) in the browser or Node,
+// bit for bit as the Python reference decoder, into a plain ONNX model any runtime loads.
+//
+//   import { decode, createSession } from "hyperonnx-web";
+//   const plain = decode(bytes);                       // Uint8Array: a plain .onnx, no ai.hyperonnx node
+//   const session = await createSession(ort, bytes);   // onnxruntime-web / -node session, weights as external data
+
+import { decodeModel } from "./model.js";
+
+export { FormatError, decodeSeed, validate, trellisValues } from "./codecs.js";
+export { decodeModel } from "./model.js";
+
+/** A plain ONNX model (Uint8Array) with every compressed weight decoded into it. */
+export function decode(bytes, options = {}) {
+  return decodeModel(bytes, { externalData: options.externalData }).model;
+}
+
+/**
+ * The model and its decoded weights as one external-data buffer, the form onnxruntime-web loads
+ * fastest and in the least memory: `{model, externalData: [{path, data}]}`, for
+ * `ort.InferenceSession.create(model, {externalData})`.
+ */
+export function decodeForSession(bytes, options = {}) {
+  const { model, externalData } = decodeModel(bytes, { externalData: options.externalData,
+                                                        externalWeights: options.path ?? "hyperonnx.weights" });
+  return { model, externalData };
+}
+
+/**
+ * An onnxruntime InferenceSession (`ort` = the onnxruntime-web or onnxruntime-node module) for a
+ * compressed model. onnxruntime-web gets the weights as external data; runtimes without the
+ * `externalData` option (onnxruntime-node) the plain model.
+ */
+export async function createSession(ort, bytes, sessionOptions = {}, options = {}) {
+  const web = Boolean(ort.env?.versions?.web);
+  if (web && options.external !== false) {
+    const { model, externalData } = decodeForSession(bytes, options);
+    return ort.InferenceSession.create(model, { ...sessionOptions, externalData });
+  }
+  return ort.InferenceSession.create(decode(bytes, options), sessionOptions);
+}
