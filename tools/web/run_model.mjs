@@ -1,14 +1,22 @@
-// One model in onnxruntime-web (WASM backend, one thread) under Node: session creation time, run
-// time, peak RSS, and every output against the Python reference. Called by tools/test_web.py,
-// once per model in a process of its own; prints one JSON line.
+// One model in onnxruntime-web (WASM backend, one thread) or onnxruntime-node under Node: session
+// creation time, run time, peak RSS, and every output against the Python reference. Called by
+// tools/test_web.py, once per model in a process of its own; prints one JSON line.
 //   node run_model.mjs MANIFEST.json   (model path, inputs and expected outputs as raw files)
+// manifest.decode: "external" (hyperonnx-web's decodeForSession: weights as external data),
+// "inline" (hyperonnx-web's decode: a plain .onnx) or absent (the file as it is); the decoding
+// counts in the session time. manifest.runtime: "web" (default) or "node".
 import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { performance } from "node:perf_hooks";
 
 const require = createRequire(process.env.ORT_WEB_PREFIX + "/");
-const ort = require("onnxruntime-web");
-ort.env.wasm.numThreads = 1;
+const manifest = JSON.parse(readFileSync(process.argv[2], "utf8"));
+const runtime = manifest.runtime ?? "web";
+const ort = require(runtime === "node" ? "onnxruntime-node" : "onnxruntime-web");
+const providers = runtime === "node" ? ["cpu"] : ["wasm"];
+const options = { executionProviders: providers };
+if (runtime === "web") ort.env.wasm.numThreads = 1;
+else Object.assign(options, { intraOpNumThreads: 1, interOpNumThreads: 1 });
 
 const ARRAYS = { float32: Float32Array, int64: BigInt64Array };
 function read(entry) {
@@ -21,11 +29,22 @@ function peakRssMB() {
   return Number(line.split(/\s+/)[1]) / 1024;
 }
 
-const manifest = JSON.parse(readFileSync(process.argv[2], "utf8"));
-const model = readFileSync(manifest.model);
+const web = manifest.decode ? await import(new URL("../../web/src/index.js", import.meta.url)) : null;
+let model = readFileSync(manifest.model);
 const baseline = process.memoryUsage().rss / 2 ** 20;
 let start = performance.now();
-const session = await ort.InferenceSession.create(model, { executionProviders: ["wasm"] });
+let session;
+if (manifest.decode === "external") {
+  const decoded = web.decodeForSession(model);
+  model = null;  // the compressed bytes are not needed any more
+  session = await ort.InferenceSession.create(decoded.model, { ...options, externalData: decoded.externalData });
+} else if (manifest.decode === "inline") {
+  const plain = web.decode(model);
+  model = null;
+  session = await ort.InferenceSession.create(plain, options);
+} else {
+  session = await ort.InferenceSession.create(model, options);
+}
 const sessionSeconds = (performance.now() - start) / 1000;
 const feeds = {};
 for (const [name, entry] of Object.entries(manifest.inputs)) feeds[name] = new ort.Tensor(entry.dtype, read(entry), entry.shape);

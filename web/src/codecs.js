@@ -195,29 +195,18 @@ export function validate(seed) {
 }
 
 // --- decoding --------------------------------------------------------------------------------
-// decodeChunks(seed) yields consecutive float32 chunks of the flattened output: {values, count}
-// (values may be longer than count and is reused between chunks).
+// Each codec writes the `count` decoded float32 values of a seed into `out` (a Float32Array of at
+// least `count` elements). The bulk of the indices is read straight from the seed, 32 bits at a
+// time; the last few, whose 32-bit window would run past the seed, from a zero-padded copy.
 
-const CHUNK_PAIRS = 1 << 15;  // a multiple of 8: every chunk starts on a byte boundary of the seed
-
-// Indices [first, first + count) of b bits each, first a multiple of 8, into out (Uint32Array).
-function unpack(payload, bits, first, count, out, scratch) {
-  const startByte = (first / 8) * bits;
-  const bytes = Math.ceil((count * bits) / 8);
-  const avail = Math.min(bytes, payload.length - startByte);
-  scratch.fill(0, 0, bytes + 4);
-  scratch.set(payload.subarray(startByte, startByte + avail), 0);
-  const mask = bits === 32 ? 0xffffffff : (1 << bits) - 1;
-  let pos = 0;
-  for (let i = 0; i < count; i++, pos += bits) {
-    const o = pos >>> 3;
-    const word = (scratch[o] | (scratch[o + 1] << 8) | (scratch[o + 2] << 16) | (scratch[o + 3] << 24)) >>> (pos & 7);
-    out[i] = word & mask;
-  }
+function paddedTail(payload, fromByte) {
+  const tail = new Uint8Array(payload.length - fromByte + 8);
+  tail.set(payload.subarray(fromByte));
+  return tail;
 }
 
-function* lattice(seed, count) {
-  const { bits, generator, group, alpha, beta, scale_unit: unit } = seed.attrs;
+function latticeTables(attrs) {
+  const { bits, generator, alpha, beta } = attrs;
   const n = 2 ** bits - 1;
   const c = (generator - 1) / 2;
   const r = fround(1 / n);
@@ -231,82 +220,121 @@ function* lattice(seed, count) {
   }
   const rows = new Float32Array(n);
   for (let j = 0; j < n; j++) rows[j] = table[(j * generator + c) % n];
-  const scales = new Float32Array(seed.scales.length);
-  for (let q = 0; q < scales.length; q++) scales[q] = halfToFloat(seed.scales[q]) * unit;
+  return [table, rows];
+}
+
+function groupScales(scales16, unit) {
+  const scales = new Float32Array(scales16.length);
+  for (let q = 0; q < scales.length; q++) scales[q] = halfToFloat(scales16[q]) * unit;
+  return scales;
+}
+
+function lattice(seed, count, out) {
+  const { bits, group } = seed.attrs;
+  const n = 2 ** bits - 1;
+  const [table, rows] = latticeTables(seed.attrs);
+  const scales = groupScales(seed.scales, seed.attrs.scale_unit);
   const pairs = Math.ceil(count / 2);
-  const steps = new Uint32Array(CHUNK_PAIRS);
-  const scratch = new Uint8Array((CHUNK_PAIRS * bits) / 8 + 8);
-  const values = new Float32Array(2 * CHUNK_PAIRS);
-  const halfGroup = group / 2;
-  for (let first = 0; first < pairs; first += CHUNK_PAIRS) {
-    const chunk = Math.min(CHUNK_PAIRS, pairs - first);
-    unpack(seed.payload, bits, first, chunk, steps, scratch);
-    for (let i = 0; i < chunk; i++) {
-      const j = steps[i];
+  const half = group / 2;
+  const mask = (1 << bits) - 1;
+  let p = seed.payload;
+  // pairs [0, fast) read 4 bytes in bounds and store both values
+  let fast = Math.floor(count / 2);
+  while (fast > 0 && Math.floor(((fast - 1) * bits) / 8) + 3 >= p.length) fast--;
+  let byte = 0;
+  let shift = 0;
+  let i = 0;
+  for (let q = 0; i < fast; q++) {
+    const s = scales[q];
+    const end = Math.min(i + half, fast);
+    for (; i < end; i++) {
+      const j = ((p[byte] | (p[byte + 1] << 8) | (p[byte + 2] << 16) | (p[byte + 3] << 24)) >>> shift) & mask;
       if (j >= n) throw new FormatError(`rule 7: seed index ${j} is beyond the trajectory's ${n} points`);
-      const s = scales[Math.floor((first + i) / halfGroup)];
-      values[2 * i] = table[j] * s;
-      values[2 * i + 1] = rows[j] * s;
+      out[2 * i] = table[j] * s;
+      out[2 * i + 1] = rows[j] * s;
+      shift += bits;
+      byte += shift >> 3;
+      shift &= 7;
     }
-    yield { values, count: Math.min(2 * chunk, count - 2 * first) };
+  }
+  if (i < pairs) {
+    p = paddedTail(p, byte);
+    byte = 0;
+    for (; i < pairs; i++) {
+      const j = ((p[byte] | (p[byte + 1] << 8) | (p[byte + 2] << 16) | (p[byte + 3] << 24)) >>> shift) & mask;
+      if (j >= n) throw new FormatError(`rule 7: seed index ${j} is beyond the trajectory's ${n} points`);
+      const s = scales[Math.floor(i / half)];
+      out[2 * i] = table[j] * s;
+      if (2 * i + 1 < count) out[2 * i + 1] = rows[j] * s;
+      shift += bits;
+      byte += shift >> 3;
+      shift &= 7;
+    }
   }
 }
 
-function* winding(seed, count) {
-  const { bits, points, rings, center, side, ring_scales: ringScales } = seed.attrs;
-  let mm = Math.ceil(Math.sqrt(points));  // m = ceil(sqrt(n)): the least m with m*m >= n, exactly
-  while (mm > 1 && (mm - 1) * (mm - 1) >= points) mm--;
-  while (mm * mm < points) mm++;
-  const modulus = mm * mm;
+function windingPair(attrs) {  // (index) -> [x, y], FORMAT.md §3 operation by operation
+  const { points, center, side, ring_scales: ringScales } = attrs;
+  let m = Math.ceil(Math.sqrt(points));  // m = ceil(sqrt(n)): the least m with m*m >= n, exactly
+  while (m > 1 && (m - 1) * (m - 1) >= points) m--;
+  while (m * m < points) m++;
+  const modulus = m * m;
   const step = fround(side / modulus);
   const offset = fround(-0.5 * side);
   const scales = [1, ...ringScales].map(fround);
-  const size = (points + 1) * (rings + 1);
   const cx = fround(center[0]);
   const cy = fround(center[1]);
-  const pairValue = (x) => {
+  return (x) => {
     const j = x % (points + 1);
     const k = Math.floor(x / (points + 1));
     let qx = 0;
     let qy = 0;
     if (j !== points) {
-      const ux = j % modulus;
-      const uy = (j * mm) % modulus;
-      qx = fround(fround(ux * step) + offset);
-      qy = fround(fround(uy * step) + offset);
+      qx = fround(fround((j % modulus) * step) + offset);
+      qy = fround(fround(((j * m) % modulus) * step) + offset);
     }
     const s = scales[k];
     return [fround(cx + fround(qx * s)), fround(cy + fround(qy * s))];
   };
+}
+
+function winding(seed, count, out) {
+  const { bits, points, rings } = seed.attrs;
+  const size = (points + 1) * (rings + 1);
+  const pairValue = windingPair(seed.attrs);
   const pairs = Math.ceil(count / 2);
-  let table = null;
-  if (pairs > 4 * size) {
-    table = new Float32Array(2 * size);
-    for (let x = 0; x < size; x++) {
-      const [a, b] = pairValue(x);
-      table[2 * x] = a;
-      table[2 * x + 1] = b;
+  const table = new Float32Array(2 * Math.min(size, 1 << 22));
+  const filled = new Uint8Array(table.length / 2);  // entries computed so far (lazily)
+  const mask = bits === 32 ? 0xffffffff : (1 << bits) - 1;
+  let p = seed.payload;
+  let byte = 0;
+  let shift = 0;
+  let padded = false;
+  for (let i = 0; i < pairs; i++) {
+    if (!padded && byte + 3 >= p.length) {  // the last few: a padded copy
+      p = paddedTail(p, byte);
+      byte = 0;
+      padded = true;
     }
-  }
-  const indices = new Uint32Array(CHUNK_PAIRS);
-  const scratch = new Uint8Array((CHUNK_PAIRS * bits) / 8 + 8);
-  const values = new Float32Array(2 * CHUNK_PAIRS);
-  for (let first = 0; first < pairs; first += CHUNK_PAIRS) {
-    const chunk = Math.min(CHUNK_PAIRS, pairs - first);
-    unpack(seed.payload, bits, first, chunk, indices, scratch);
-    for (let i = 0; i < chunk; i++) {
-      const x = indices[i];
-      if (x >= size) throw new FormatError(`rule 5: seed index ${x} is beyond the codebook's ${size} entries`);
-      if (table) {
-        values[2 * i] = table[2 * x];
-        values[2 * i + 1] = table[2 * x + 1];
-      } else {
-        const [a, b] = pairValue(x);
-        values[2 * i] = a;
-        values[2 * i + 1] = b;
+    const x = ((p[byte] | (p[byte + 1] << 8) | (p[byte + 2] << 16) | (p[byte + 3] << 24)) >>> shift) & mask;
+    if (x >= size) throw new FormatError(`rule 5: seed index ${x} is beyond the codebook's ${size} entries`);
+    let a;
+    let b;
+    if (x < filled.length) {
+      if (!filled[x]) {
+        [table[2 * x], table[2 * x + 1]] = pairValue(x);
+        filled[x] = 1;
       }
+      a = table[2 * x];
+      b = table[2 * x + 1];
+    } else {
+      [a, b] = pairValue(x);
     }
-    yield { values, count: Math.min(2 * chunk, count - 2 * first) };
+    out[2 * i] = a;
+    if (2 * i + 1 < count) out[2 * i + 1] = b;
+    shift += bits;
+    byte += shift >> 3;
+    shift &= 7;
   }
 }
 
@@ -337,61 +365,66 @@ export function trellisValues(window) {
   return table;
 }
 
-function* trellis(seed, count) {
+function trellis(seed, count, out) {
   const { bits: k, window, group, scale_unit: unit } = seed.attrs;
   const h = trellisValues(window);
   const groups = seed.scales.length;
   const streamBytes = (group * k) / 8;
-  const perChunk = Math.max(1, Math.floor(65536 / group));
-  const values = new Float32Array(perChunk * group);
   const stream = new Uint8Array(streamBytes + 4);
+  const last = new Float32Array(group);
   const mask = 2 ** window - 1;
-  for (let firstGroup = 0; firstGroup < groups; firstGroup += perChunk) {
-    const chunkGroups = Math.min(perChunk, groups - firstGroup);
-    for (let g = 0; g < chunkGroups; g++) {
-      const q = firstGroup + g;
-      const base = q * streamBytes;
-      stream.set(seed.payload.subarray(base, base + streamBytes), 0);
-      for (let i = 0; i < 4; i++) stream[streamBytes + i] = stream[i % streamBytes];  // circular
-      const s = fround(halfToFloat(seed.scales[q]) * unit);
-      const out = g * group;
-      for (let t = 0, pos = 0; t < group; t++, pos += k) {
-        const o = pos >>> 3;
-        const w = ((stream[o] | (stream[o + 1] << 8) | (stream[o + 2] << 16)) >>> (pos & 7)) & mask;
-        values[out + t] = h[w] * s;
-      }
+  for (let q = 0; q < groups; q++) {
+    const base = q * streamBytes;
+    stream.set(seed.payload.subarray(base, base + streamBytes), 0);
+    for (let i = 0; i < 4; i++) stream[streamBytes + i] = stream[i % streamBytes];  // the stream is circular
+    const s = fround(halfToFloat(seed.scales[q]) * unit);
+    const whole = (q + 1) * group <= count;
+    const target = whole ? out : last;
+    const first = whole ? q * group : 0;
+    for (let t = 0, pos = 0; t < group; t++, pos += k) {
+      const o = pos >>> 3;
+      const w = ((stream[o] | (stream[o + 1] << 8) | (stream[o + 2] << 16)) >>> (pos & 7)) & mask;
+      target[first + t] = h[w] * s;
     }
-    yield { values, count: Math.min(chunkGroups * group, count - firstGroup * group) };
+    if (!whole) out.set(last.subarray(0, count - q * group), q * group);
   }
 }
 
-export function decodeChunks(seed) {
+// The decoded float32 values of a seed, validated first (FORMAT.md's rules), into out (or a new array).
+export function decodeFloat32(seed, out) {
   const count = validate(seed);
-  if (seed.codec === "lattice") return lattice(seed, count);
-  if (seed.codec === "trellis") return trellis(seed, count);
-  return winding(seed, count);
+  out ??= new Float32Array(count);
+  if (seed.codec === "lattice") lattice(seed, count, out);
+  else if (seed.codec === "trellis") trellis(seed, count, out);
+  else winding(seed, count, out);
+  return out;
 }
 
 export function outputBytes(seed) {
   return elementCount(seed.shape) * DTYPE_BYTES[seed.dtype];
 }
 
-// Writes the decoded tensor (its dtype's little-endian bytes) into target (Uint8Array) at offset.
+// Writes the decoded tensor (its dtype's little-endian bytes) into target (Uint8Array) at offset;
+// returns the offset after it. float32 at an aligned offset is decoded in place.
 export function decodeInto(seed, target, offset) {
+  const count = validate(seed);
+  const at = target.byteOffset + offset;
+  if (seed.dtype === DTYPE_FLOAT && at % 4 === 0) {
+    decodeFloat32(seed, new Float32Array(target.buffer, at, count));
+    return offset + 4 * count;
+  }
+  const values = decodeFloat32(seed);
+  if (seed.dtype === DTYPE_FLOAT) {
+    target.set(new Uint8Array(values.buffer, 0, 4 * count), offset);
+    return offset + 4 * count;
+  }
+  const bits = new Uint32Array(values.buffer, 0, count);
+  const convert = seed.dtype === DTYPE_FLOAT16 ? floatBitsToHalf : floatBitsToBfloat;
   let pos = offset;
-  for (const { values, count } of decodeChunks(seed)) {
-    if (seed.dtype === DTYPE_FLOAT) {
-      target.set(new Uint8Array(values.buffer, values.byteOffset, count * 4), pos);
-      pos += count * 4;
-    } else {
-      const bits = new Uint32Array(values.buffer, values.byteOffset, count);
-      const convert = seed.dtype === DTYPE_FLOAT16 ? floatBitsToHalf : floatBitsToBfloat;
-      for (let i = 0; i < count; i++, pos += 2) {
-        const v = convert(bits[i]);
-        target[pos] = v & 0xff;
-        target[pos + 1] = v >>> 8;
-      }
-    }
+  for (let i = 0; i < count; i++, pos += 2) {
+    const v = convert(bits[i]);
+    target[pos] = v & 0xff;
+    target[pos + 1] = v >>> 8;
   }
   return pos;
 }
