@@ -35,7 +35,7 @@ def _add_bench(sub) -> None:
                          help="minilm, digits, ppocr, llama (default minilm digits)")
     runtime.add_argument("--no-models", action="store_true", help="decode throughput only")
     runtime.add_argument("--methods", nargs="+", default=None,
-                         help="float32 (always), fused, fused-int8, load, stream, int8, nbits-b32-a0, nbits-b128-a0, nbits-b32-a4, "
+                         help="float32 (always), fused, fused-int8, load, stream, decoded, std-int8, std-int4, int8, nbits-b32-a0, nbits-b128-a0, nbits-b32-a4, "
                               "nbits-b128-a4 (default: all that apply to the model)")
     runtime.add_argument("--fused", action="store_true", help="also the fused kernel against MatMul, one thread")
     runtime.add_argument("--preset", default="lattice-4.25",
@@ -144,7 +144,13 @@ def _add_graph_commands(sub) -> None:
 
     d = sub.add_parser("decompress", help="write a plain ONNX model with the decoded weights")
     d.add_argument("model")
-    d.add_argument("-o", "--output", help="output .onnx (default: <input>.plain.onnx)")
+    d.add_argument("-o", "--output", help="output .onnx (default: <input>.plain.onnx, or .int8.onnx / .int4.onnx)")
+    d.add_argument("--to", choices=("float", "int8", "int4"), default="float",
+                   help="float (default): the decoded weights; int8 / int4: standard ops only, for runtimes "
+                        "without custom ops (NPUs, WebGPU, stock onnxruntime): MatMul / Gemm / Conv / Gather "
+                        "weights as blocked int8 / int4 DequantizeLinear initializers (opset 21), the rest float")
+    d.add_argument("--block-size", type=int, default=32, metavar="N",
+                   help="weights per scale of --to int8 / int4 (default 32)")
     d.add_argument("-q", "--quiet", action="store_true")
     d.set_defaults(run=_command("decompress"))
 

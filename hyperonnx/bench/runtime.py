@@ -20,7 +20,7 @@
    model's sessions in one process taking turns run by run ("x alt.", the median per-run ratio to
    float32): on a shared machine only this cancels the other users' load, so the targets use it.
 
-Targets (issues 4 and 14) are printed beside the measured ratios.
+Targets (issues 4, 14 and 22) are printed beside the measured ratios.
 """
 
 from __future__ import annotations
@@ -288,6 +288,14 @@ def _hyperonnx(fuse: bool, accuracy_level: int = 0):
     return make
 
 
+def _standard(to: str):
+    """The default compression written back as plain ONNX (hyperonnx decompress --to `to`):
+    float, or blocked int8 / int4 DequantizeLinear weights (issue 22), for stock onnxruntime."""
+    def make(src: Path, dst: Path, preset: str) -> None:
+        hyperonnx.save(hyperonnx.decompress(_compressed(src, preset, True), to=to), dst)
+    return make
+
+
 # method: (how its model is made from the original (None: the original), how probe.py opens it)
 METHODS = {
     "float32": (None, "plain"),
@@ -295,6 +303,9 @@ METHODS = {
     "fused-int8": (_hyperonnx(True, 4), "load"),  # the same, MatMul / Gemm with accuracy_level 4 (int8 compute)
     "load": (_hyperonnx(False), "load"),  # DecodeWeights decoded once at session creation
     "stream": (_hyperonnx(False), "stream"),  # DecodeWeights on every run
+    "decoded": (_standard("float"), "plain"),  # decompress: the decoded float32 weights, stock onnxruntime
+    "std-int8": (_standard("int8"), "plain"),  # decompress --to int8: blocked DequantizeLinear, stock onnxruntime
+    "std-int4": (_standard("int4"), "plain"),  # decompress --to int4
     "int8": (_int8_dynamic, "plain"),  # onnxruntime quantize_dynamic
     "nbits-b32-a0": (_nbits(32, 0), "plain"),  # onnxruntime MatMulNBits, 4 bits, block 32, fp32 compute
     "nbits-b128-a0": (_nbits(128, 0), "plain"),
@@ -306,7 +317,7 @@ METHODS = {
 BASELINES = {"minilm": ("int8", "nbits-b32-a0", "nbits-b128-a0", "nbits-b32-a4", "nbits-b128-a4"),
              "llama": ("int8", "nbits-b32-a0", "nbits-b128-a0", "nbits-b32-a4", "nbits-b128-a4"),
              "digits": ("int8",), "ppocr": ()}
-OURS = ("fused", "fused-int8", "load", "stream")
+OURS = ("fused", "fused-int8", "load", "stream", "decoded", "std-int8", "std-int4")
 
 
 def runtime_baseline(repeat: int, threads: int = 0) -> float:
@@ -394,6 +405,8 @@ def measure_sessions(names: list[str], preset: str, repeat: int, runs: int, thre
                 row["latency_alternating"] = alternating[method]
                 key = QUALITY_OUTPUT[name]
                 row["cos_vs_float32"] = _cosine(outputs[method][key], outputs["float32"][key])
+                if method.startswith("std-") and "fused" in outputs:  # against the compressed model
+                    row["cos_vs_fused"] = _cosine(outputs[method][key], outputs["fused"][key])
                 if method == "fused-int8" and "fused" in outputs:  # the int8 compute's own error
                     got, want = outputs[method][key].astype(np.float64), outputs["fused"][key].astype(np.float64)
                     row["rel_rms_vs_fused"] = float(np.sqrt(np.mean((got - want) ** 2) / np.mean(want ** 2)))
@@ -420,7 +433,7 @@ def _session_line(row: dict) -> str:
 # --- targets -----------------------------------------------------------------------------------
 
 def targets(decode_rows: list[dict], session_rows: list[dict]) -> list[dict]:
-    """One line per target and measurement: what issues 4 and 14 ask, what was measured, met or not."""
+    """One line per target and measurement: what issues 4, 14 and 22 ask, what was measured, met or not."""
     lines = []
     for row in decode_rows:
         what = f"decode {_size_name(row['elements'])} {row['dtype']} {row['codec']}"
@@ -461,6 +474,14 @@ def targets(decode_rows: list[dict], session_rows: list[dict]) -> list[dict]:
                     int8["latency_alternating"] / by[(name, "int8")]["latency_alternating"], 1.0)
                 add(name, "int8 quantize_dynamic cosine - fused-int8 cosine", by[(name, "int8")]["cos_vs_float32"]
                     - int8["cos_vs_float32"], 0.0)
+        standard = by.get((name, "std-int8"))
+        if standard is not None:  # issue 22
+            add(name, "std-int8 RSS-base / float32's", standard["session_rss_mb"] / max(plain["session_rss_mb"], 1e-9),
+                0.45)
+            add(name, "std-int8 latency / float32 (alt.)", standard["latency_alternating"], 1.0)
+            if "cos_vs_fused" in standard:
+                lines.append({"target": f"{MODEL_TITLES[name]}: std-int8 cosine to fused's output >= 0.999",
+                              "measured": standard["cos_vs_fused"], "met": standard["cos_vs_fused"] >= 0.999})
         if (name, "load") in by:
             add(name, "load (RSS-base - onnxruntime alone) / float32's",
                 above_runtime(by[(name, "load")]) / max(above_runtime(plain), 1e-9), 1.0)
@@ -507,7 +528,7 @@ def main(args) -> int:
         session_rows = measure_sessions(names, args.preset, args.repeat, args.runs, args.session_threads, methods)
     lines = targets(decode_rows, session_rows)
     if lines:
-        print("\nTargets (issues 4 and 14)")
+        print("\nTargets (issues 4, 14 and 22)")
         for line in lines:
             print(f"  {'met   ' if line['met'] else 'MISSED'} {line['measured']:6.2f}  {line['target']}")
     if args.json:

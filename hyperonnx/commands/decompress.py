@@ -1,4 +1,5 @@
-"""`hyperonnx decompress in.onnx -o out.onnx`: a plain ONNX model for runtimes without hyperonnx."""
+"""`hyperonnx decompress in.onnx -o out.onnx [--to int8|int4]`: a plain ONNX model for runtimes
+without hyperonnx (float weights, or blocked int8 / int4 DequantizeLinear weights)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ from ._common import Progress
 
 def run(args) -> int:
     source = Path(args.model)
-    output = Path(args.output) if args.output else source.with_name(source.stem + ".plain.onnx")
+    to = getattr(args, "to", "float")
+    suffix = ".plain.onnx" if to == "float" else f".{to}.onnx"
+    output = Path(args.output) if args.output else source.with_name(source.stem + suffix)
     check_output(output, source)  # before the (possibly long) decoding
     model = graph.load(source, load_external_data=False)  # tensors are read one at a time
     # an input stored with external data gives an output stored the same way; otherwise the
@@ -23,7 +26,8 @@ def run(args) -> int:
     progress = Progress("decompressing", enabled=not args.quiet)
     # decoded weights go to a scratch file beside the output as they are made: memory holds one
     with SpillFile(output.parent if str(output.parent) else ".", prefix=f".{output.name}") as spill:
-        count = decompress_model(model, spill=spill, progress=progress)
+        count = decompress_model(model, spill=spill, progress=progress, to=to,
+                                 block_size=getattr(args, "block_size", 32))
         graph.save(model, output, source=source, external_data=external)
     if not args.quiet:
         print(f"decoded {count} tensors; wrote {output}")

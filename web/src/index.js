@@ -9,6 +9,7 @@ import { decodeModel } from "./model.js";
 
 export { FormatError, decodeSeed, validate, trellisValues } from "./codecs.js";
 export { decodeModel } from "./model.js";
+export { modelInputs } from "./inputs.js";
 
 /** A plain ONNX model (Uint8Array) with every compressed weight decoded into it. */
 export function decode(bytes, options = {}) {
