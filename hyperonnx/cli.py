@@ -39,7 +39,8 @@ def _add_bench(sub) -> None:
                               "nbits-b128-a4 (default: all that apply to the model)")
     runtime.add_argument("--fused", action="store_true", help="also the fused kernel against MatMul, one thread")
     runtime.add_argument("--preset", default="lattice-4.25",
-                         help="codec preset of the compressed models (default lattice-4.25)")
+                         help="codec preset of the compressed models (default lattice-4.25; 'default': "
+                              "compress's default, widths for the default output budget)")
     runtime.add_argument("--repeat", type=int, default=5, help="interleaved rounds of the sessions (default 5)")
     runtime.add_argument("--runs", type=int, default=100, help="timed runs per session (default 100)")
     runtime.add_argument("--session-threads", type=int, default=0,

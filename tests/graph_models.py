@@ -75,3 +75,38 @@ def nested(seed=0) -> onnx.ModelProto:
     model.ir_version = 8
     onnx.checker.check_model(model, full_check=True)
     return model
+
+
+def zoo(opset: int = 17, reduce_mean: bool = False) -> onnx.ModelProto:
+    """Every reader the form quantizes: Gemm (transB=1, with bias), MatMul, Gather (a table whose
+    rows are summed in), Conv (8 input channels: per output channel; 32: blocked), and a weight
+    read by an Add (stays float)."""
+    rng = np.random.default_rng(0)
+    w = lambda *shape: (rng.standard_normal(shape) * 0.2).astype(np.float32)  # noqa: E731
+    inits = {"W1": w(96, 64), "b1": w(96), "W2": w(96, 40), "E": w(300, 40), "B": w(4, 40),
+             "C1": w(16, 8, 3, 3), "C2": w(8, 32, 1, 1)}
+    nodes = [helper.make_node("Gemm", ["x", "W1", "b1"], ["h1"], transB=1),
+             helper.make_node("Relu", ["h1"], ["r1"]),
+             helper.make_node("MatMul", ["r1", "W2"], ["h2"]),
+             helper.make_node("Gather", ["E", "ids"], ["e"]),
+             helper.make_node("Add", ["h2", "e"], ["h3"]),
+             helper.make_node("Add", ["h3", "B"], ["y"]),
+             helper.make_node("Conv", ["img", "C1"], ["c1"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c1"], ["c1r"]),
+             helper.make_node("Concat", ["c1r", "c1r"], ["c1c"], axis=1),
+             helper.make_node("Conv", ["c1c", "C2"], ["z0"])]
+    if reduce_mean:  # an operator whose meaning changed since (axes attribute -> input at 18)
+        nodes.append(helper.make_node("ReduceMean", ["z0"], ["z"], axes=[1], keepdims=1))
+    else:
+        nodes.append(helper.make_node("Identity", ["z0"], ["z"]))
+    graph = helper.make_graph(
+        nodes, "zoo",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 64]),
+         helper.make_tensor_value_info("ids", TensorProto.INT64, [4]),
+         helper.make_tensor_value_info("img", TensorProto.FLOAT, [1, 8, 6, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 40]),
+         helper.make_tensor_value_info("z", TensorProto.FLOAT, [1, None, 6, 6])],
+        [numpy_helper.from_array(v, k) for k, v in inits.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=8)
+    onnx.checker.check_model(model, full_check=True)
+    return model

@@ -275,7 +275,9 @@ def _nbits(block_size: int, accuracy_level: int):
 
 @functools.lru_cache(maxsize=1)
 def _compressed(src: Path, preset: str, fuse: bool):
-    return hyperonnx.compress(src, preset, fuse=fuse)
+    """The compression the sessions measure; preset "default": hyperonnx.compress's default (lattice
+    widths for the default output budget)."""
+    return hyperonnx.compress(src, None if preset == "default" else preset, fuse=fuse)
 
 
 def _hyperonnx(fuse: bool, accuracy_level: int = 0):

@@ -11,9 +11,13 @@ export { FormatError, decodeSeed, validate, trellisValues } from "./codecs.js";
 export { decodeModel } from "./model.js";
 export { modelInputs } from "./inputs.js";
 
-/** A plain ONNX model (Uint8Array) with every compressed weight decoded into it. */
+/**
+ * A plain ONNX model (Uint8Array) with every compressed weight decoded into it; `options.to`
+ * "int8" / "int4": the standard-ops form (blocked DequantizeLinear weights, opset 21) for runtimes
+ * and providers without custom ops (onnxruntime-web's WebGPU / WebNN, NPUs), as `hyperonnx decompress --to`.
+ */
 export function decode(bytes, options = {}) {
-  return decodeModel(bytes, { externalData: options.externalData }).model;
+  return decodeModel(bytes, { externalData: options.externalData, to: options.to }).model;
 }
 
 /**

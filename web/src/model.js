@@ -3,9 +3,10 @@
 // the input, so the rewrite costs the decoded weights and little else.
 
 import {
-  ATTR, ATTRIBUTE_TYPES, DTYPE_BYTES, FormatError, OP_DOMAIN, SCALED_CODECS, checkModelVersion, decodeInto,
-  elementCount,
+  ATTR, ATTRIBUTE_TYPES, DTYPE_BYTES, FormatError, OP_DOMAIN, SCALED_CODECS, checkModelVersion, decodeFloat32,
+  decodeInto, elementCount,
 } from "./codecs.js";
+import { BLOCK_SIZE, QUANTIZED_OPSET, checkUpgradable, family, layout, quantizeWeight } from "./standard.js";
 import { Message, fields, readFloats, readInts, text } from "./proto.js";
 
 const OP_TYPE = "DecodeWeights";
@@ -268,7 +269,7 @@ function plan(bytes, root, options) {
       }
     }
   }
-  return all;
+  return { all, names };
 }
 
 function emitAttribute(bytes, a, rewrite) {  // an attribute whose subgraphs are rewritten
@@ -293,7 +294,7 @@ function emitNode(bytes, node, rewrite) {
     if (node.name) m.stringField(NODE.name, node.name);
     m.stringField(NODE.op_type, standard);
     for (const a of node.attributes) {
-      if (!a.name.startsWith(FUSED_PREFIX)) continue;
+      if (!a.name.startsWith(FUSED_PREFIX) || (node.transB0 && a.name === `${FUSED_PREFIX}transB`)) continue;
       const attr = new Message();
       attr.stringField(ATTRIBUTE.name, a.name.slice(FUSED_PREFIX.length));
       for (const x of fields(bytes, a.field.value.start, a.field.value.end)) {
@@ -301,7 +302,17 @@ function emitNode(bytes, node, rewrite) {
       }
       m.bytesField(NODE.attribute, attr);
     }
+    if (node.transB0) m.bytesField(NODE.attribute, intAttribute("transB", 0));
     return m;
+  }
+  if (node.transB0) {  // a Gemm whose weight is stored transposed
+    const m = new Message();
+    let index = 0;
+    for (const x of fields(bytes, node.field.value.start, node.field.value.end)) {
+      if (x.field === NODE.attribute && node.attributes[index++].name === "transB") continue;
+      m.raw(bytes.subarray(x.start, x.end));
+    }
+    return m.bytesField(NODE.attribute, intAttribute("transB", 0));
   }
   if (!node.attributes.some((a) => a.graphs.length)) return null;  // unchanged: copied as is
   const m = new Message();
@@ -316,6 +327,95 @@ function emitNode(bytes, node, rewrite) {
     }
   }
   return m;
+}
+
+function intAttribute(name, value) {
+  return new Message().stringField(ATTRIBUTE.name, name).varintField(ATTRIBUTE.i, value).varintField(ATTRIBUTE.type, ATTR.INT);
+}
+
+function simpleNode(opType, inputs, outputs, name, attrs = {}) {
+  const m = new Message();
+  for (const n of inputs) m.stringField(NODE.input, n);
+  for (const n of outputs) m.stringField(NODE.output, n);
+  m.stringField(NODE.name, name);
+  m.stringField(NODE.op_type, opType);
+  for (const key of Object.keys(attrs).sort()) m.bytesField(NODE.attribute, intAttribute(key, attrs[key]));
+  return m;
+}
+
+// The nodes after the rewrite as the standard ops they are: [{node, opType, domain, input, attrs}]
+function standardView(node) {
+  const attrs = {};
+  if (node.action === "split") {
+    const [standard, position] = FUSED_OPS[node.opType];
+    const input = [node.input[0] ?? "", ...node.input.slice(3)];
+    input.splice(position, 0, node.weight);
+    for (const a of node.attributes) if (a.name.startsWith(FUSED_PREFIX) && a.i !== undefined) attrs[a.name.slice(3)] = a.i;
+    return { node, opType: standard, domain: "", input, attrs };
+  }
+  for (const a of node.attributes) if (a.i !== undefined) attrs[a.name] = a.i;
+  return { node, opType: node.opType, domain: node.domain, input: node.input, attrs };
+}
+
+function namesInSubgraphs(graph) {
+  const names = new Set();
+  const stack = [];
+  for (const node of graph.nodes) for (const a of node.attributes) for (const sub of a.graphs) stack.push(sub.graph);
+  while (stack.length) {
+    const g = stack.pop();
+    for (const node of g.nodes) {
+      node.input.forEach((n) => names.add(n));
+      for (const a of node.attributes) for (const sub of a.graphs) stack.push(sub.graph);
+    }
+    g.outputs.forEach((n) => names.add(n));
+  }
+  return names;
+}
+
+// Which decoded weights of `graph` become DequantizeLinear initializers (graph/decompress.py
+// quantize_weights): d.quant = {fam, qName, sName, dqName} and the readers' patches.
+function planQuantized(graph, names, bits) {
+  const views = graph.nodes.filter((n) => n.action !== "drop").map(standardView);
+  const readers = new Map();
+  for (const v of views) {
+    v.input.forEach((name, position) => {
+      if (!readers.has(name)) readers.set(name, []);
+      readers.get(name).push({ view: v, position });
+    });
+  }
+  const blocked = new Set([...graph.outputs, ...namesInSubgraphs(graph)]);
+  graph.front = [];
+  const sorted = [...graph.decodes].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  for (const d of sorted) {
+    const users = readers.get(d.name);
+    if (blocked.has(d.name) || !users) continue;
+    const rank = d.seed.shape.length;
+    const fams = new Set(users.map((u) => family(u.view.opType, u.view.domain, u.position, rank, u.view.attrs)));
+    if (fams.size !== 1 || fams.has(null)) continue;
+    const fam = [...fams][0];
+    const width = fam === "gather" ? 8 : bits;
+    const lay = layout(fam, d.seed.shape, BLOCK_SIZE);
+    const block = lay.block;
+    d.quant = { fam, width, qName: names.make(`${d.name}.q${width}`), sName: names.make(`${d.name}.scale`) };
+    if (fam === "nk") users.forEach((u) => { u.view.node.transB0 = true; });
+    if (fam !== "gather") {
+      const attrs = block === null ? { axis: 0 } : { axis: lay.axis, block_size: block };
+      graph.front.push(simpleNode("DequantizeLinear", [d.quant.qName, d.quant.sName], [d.name],
+                                  names.make(`DequantizeLinear/${d.name}`), attrs));
+    } else {
+      for (const u of users) {
+        const reader = u.view.node;
+        const out = reader.output[0];
+        const rows = names.make(`${out}.q${width}`);
+        const rowScales = names.make(`${out}.scale`);
+        reader.replacement = [
+          simpleNode("Gather", [d.quant.qName, u.view.input[1]], [rows], names.make(`${reader.name}.q`)),
+          simpleNode("Gather", [d.quant.sName, u.view.input[1]], [rowScales], names.make(`${reader.name}.scale`)),
+          simpleNode("DequantizeLinear", [rows, rowScales], [out], names.make(`DequantizeLinear/${out}`),
+                     { axis: -1, block_size: block })];
+      }
+    }
+  }
 }
 
 // A TensorProto: name, dims, data_type and either raw data written by `fill` or an external location.
@@ -346,6 +446,8 @@ function tensorMessage(name, dims, dataType, data) {
  * @param {string} [options.externalWeights] write decoded weights to one external-data buffer of this
  *   name (returned as `externalData`) instead of into the model
  * @param {Object<string, Uint8Array>} [options.externalData] the input model's external data files, by location
+ * @param {"float" | "int8" | "int4"} [options.to] int8 / int4: the standard-ops form (MatMul / Gemm / Conv
+ *   weights and Gather tables as blocked DequantizeLinear initializers, opset 21), as `hyperonnx decompress --to`
  * @returns {{model: Uint8Array, externalData: {path: string, data: Uint8Array}[], decoded: number}}
  */
 export function decodeModel(bytes, options = {}) {
@@ -372,7 +474,9 @@ export function decodeModel(bytes, options = {}) {
   }
   if (!graph) throw new FormatError("the model has no graph");
   checkModelVersion(version);
-  const graphs = plan(bytes, graph, options);
+  const { all: graphs, names } = plan(bytes, graph, options);
+  const to = options.to ?? "float";
+  if (!["float", "int8", "int4"].includes(to)) throw new Error(`to must be float, int8 or int4, not ${to}`);
 
   // decode plan: every seed validated before anything is written (sizes, layout)
   const external = options.externalWeights ?? null;
@@ -413,11 +517,34 @@ export function decodeModel(bytes, options = {}) {
     g.outputs.forEach((n) => used.add(n));
   }
 
+  let defaultOpset = 0;
+  if (to !== "float") {
+    if (top.some((f) => f.field === MODEL.functions && f.domain !== OP_DOMAIN)) {
+      throw new Error("a model with model-local functions of its own: convert it with `hyperonnx decompress --to` in Python");
+    }
+    for (const f of top) {
+      if (f.field === MODEL.opset_import && (f.domain === "" || f.domain === "ai.onnx")) {
+        for (const x of fields(bytes, f.value.start, f.value.end)) if (x.field === 2) defaultOpset = x.value;
+      }
+    }
+    const ops = new Set();
+    for (const g of graphs) {
+      for (const n of g.nodes) if (n.action !== "drop" && (n.domain === "" || n.domain === "ai.onnx")) ops.add(n.opType);
+    }
+    checkUpgradable(defaultOpset, ops);
+    for (const g of graphs) planQuantized(g, names, to === "int8" ? 8 : 4);
+  }
+
   const rewrite = (g) => {
     const m = new Message();
+    for (const node of g.front ?? []) m.bytesField(GRAPH.node, node);
     for (const f of g.fields) {
       if (f.field === GRAPH.node) {
         if (f.node.action === "drop") continue;
+        if (f.node.replacement) {
+          for (const node of f.node.replacement) m.bytesField(GRAPH.node, node);
+          continue;
+        }
         const node = emitNode(bytes, f.node, rewrite);
         if (node) m.bytesField(GRAPH.node, node);
         else m.raw(bytes.subarray(f.start, f.end));
@@ -428,6 +555,12 @@ export function decodeModel(bytes, options = {}) {
       }
     }
     for (const d of g.decodes) {
+      if (d.quant) {
+        const q = quantizeWeight(decodeFloat32(d.seed), d.seed.shape, d.seed.dtype, d.quant.fam, d.quant.width, BLOCK_SIZE);
+        m.bytesField(GRAPH.initializer, tensorMessage(d.quant.qName, q.shape, q.qType, q.qBytes));
+        m.bytesField(GRAPH.initializer, tensorMessage(d.quant.sName, q.scaleShape, d.seed.dtype, q.scaleBytes));
+        continue;
+      }
       let data;
       if (external) {
         decodeInto(d.seed, weights, d.offset);
@@ -444,6 +577,13 @@ export function decodeModel(bytes, options = {}) {
   for (const f of top) {
     if (f.field === MODEL.graph) {
       out.bytesField(MODEL.graph, rewrite(f.graph));
+    } else if (to !== "float" && f.field === 1) {  // ir_version: 10 at least (opset 21, int4)
+      out.varintField(1, Math.max(f.value, 10));
+    } else if (to !== "float" && f.field === MODEL.opset_import && (f.domain === "" || f.domain === "ai.onnx") &&
+               defaultOpset < QUANTIZED_OPSET) {
+      const opset = new Message();
+      for (const x of fields(bytes, f.value.start, f.value.end)) if (x.field !== 2) opset.raw(bytes.subarray(x.start, x.end));
+      out.bytesField(MODEL.opset_import, opset.varintField(2, QUANTIZED_OPSET));
     } else if (!domainLeft && (f.field === MODEL.opset_import || f.field === MODEL.functions) && f.domain === OP_DOMAIN) {
       continue;
     } else {
