@@ -20,7 +20,9 @@ test-ort-versions: $(VENV)/.installed
 test-arm64: $(VENV)/.installed
 	tools/test_arm64.sh
 
-# compressed digits CNN and MiniLM in onnxruntime-web (npm, WASM) under Node against Python onnxruntime
+# compressed digits CNN and MiniLM in onnxruntime-web (npm, WASM) under Node against Python onnxruntime:
+# as they are, decoded by hyperonnx-web (web/), float; then the demo page (web/demo/) in headless Chromium
+# (Debian's chromium: apt-get install chromium; npm packages go to build/web/)
 test-web: $(VENV)/.installed
 	$(BIN)/python tools/test_web.py
 

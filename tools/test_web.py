@@ -191,14 +191,16 @@ def main() -> int:
     for label, variant, size, r, worst, ok in rows:
         print(f"| {label} | {variant} | {size:.2f} | {r['session_s']:.2f} | {r['run_ms']:.1f} | "
               f"{r['peak_rss_mb']:.0f} | {r['baseline_rss_mb']:.0f} | {worst:.2e} | {'ok' if ok else 'FAILED'} |")
-    print("\nissue 22 targets (hyperonnx-web decoded against the float32 original):")
+    print("\nhyperonnx-web decoded against the float32 original (issue 22's targets are MiniLM's):")
     for label in dict.fromkeys(r[0] for r in rows):
         by = {variant: r for lab, variant, _size, r, _w, _ok in rows if lab == label}
         web, plain = by["hyperonnx default, decoded by hyperonnx-web"], by["float32 (original)"]
         ratio = web["session_s"] / plain["session_s"]
-        print(f"  {label}: session {ratio:.2f}x float's ({'met' if ratio <= SESSION_RATIO else 'MISSED'}, <= "
-              f"{SESSION_RATIO}), peak RSS {web['peak_rss_mb']:.0f} MB vs {plain['peak_rss_mb']:.0f} "
-              f"({'met' if web['peak_rss_mb'] <= plain['peak_rss_mb'] else 'MISSED'})")
+        target = label == "MiniLM-L6"
+        verdict = (lambda ok: f" ({'met' if ok else 'MISSED'})") if target else (lambda ok: "")
+        print(f"  {label}: session {ratio:.2f}x float's{verdict(ratio <= SESSION_RATIO)}"
+              f"{', target <= ' + str(SESSION_RATIO) if target else ''}; peak RSS {web['peak_rss_mb']:.0f} MB vs "
+              f"{plain['peak_rss_mb']:.0f}{verdict(web['peak_rss_mb'] <= plain['peak_rss_mb'])}")
     if not args.no_browser:
         failed |= not browser_test(compressed_models, install_npm([ORT_WEB, PLAYWRIGHT]))
     return 1 if failed else 0
