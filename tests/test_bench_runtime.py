@@ -40,7 +40,7 @@ def test_decode_rows_check_the_kernel_against_the_reference(capsys):
 def test_cli_decode_only(capsys):
     assert main(["bench", "runtime", "--sizes", "2K", "--no-models", "--threads", "1"]) == 0
     out = capsys.readouterr().out
-    assert "memcpy GB/s" in out and "Targets (issues 4 and 14)" in out and "1 thread / memcpy" in out
+    assert "memcpy GB/s" in out and "Targets (issues 4, 14 and 22)" in out and "1 thread / memcpy" in out
 
 
 def test_cli_bad_arguments(capsys):
@@ -89,6 +89,12 @@ def test_session_targets_use_alternating_latency_and_rss_above_the_runtime():
     lines = {line["target"].split(": ")[1]: line for line in runtime.targets([], minilm)}
     assert not lines["fused-int8 latency / int8 quantize_dynamic (alt.) <= 1"]["met"]
     assert lines["int8 quantize_dynamic cosine - fused-int8 cosine <= 0"]["met"]
+    standard = [row("float32", 10.0, 1.0, 140.0, "minilm"),
+                dict(row("std-int8", 8.0, 0.8, 63.0, "minilm"), cos_vs_fused=0.9985)]  # issue 22
+    lines = {line["target"].split(": ")[1]: line for line in runtime.targets([], standard)}
+    assert lines["std-int8 RSS-base / float32's <= 0.45"]["measured"] == pytest.approx(0.45)
+    assert lines["std-int8 latency / float32 (alt.) <= 1"]["met"]
+    assert not lines["std-int8 cosine to fused's output >= 0.999"]["met"]
 
 
 def test_runtime_baseline_is_small_and_positive():
