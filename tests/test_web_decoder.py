@@ -207,6 +207,18 @@ def test_compressed_models_fused_ops_and_subgraphs(tmp_path, preset):
         _check(compressed, folder)
 
 
+def test_seeds_in_external_data(tmp_path):
+    """A compressed model saved with its tensors in external data: seeds read from that file."""
+    compressed = hyperonnx.compress(mlp(), "trellis", min_elements=64)
+    source = tmp_path / "m.hc.onnx"
+    hyperonnx.save(compressed, str(source), external_data=True)
+    assert (tmp_path / "m.hc.onnx.data").exists()
+    child = subprocess.run([NODE, str(CLI), str(source), str(tmp_path / "out.onnx")], capture_output=True, text=True,
+                           timeout=120)
+    assert child.returncode == 0, child.stderr
+    assert_same_model(hyperonnx.decompress(str(source)), onnx.load(str(tmp_path / "out.onnx")))
+
+
 def test_refuses_what_the_format_refuses(tmp_path):
     seed = codec.encode(np.random.default_rng(0).standard_normal(64).astype(np.float32), LatticeConfig(index_bits=4))
     model = decode_model({"w": seed})

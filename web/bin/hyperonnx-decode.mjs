@@ -17,7 +17,10 @@ if (args.length !== 2) {
 }
 const [source, target] = args;
 try {
-  const { model, externalData, decoded } = decodeModel(readFileSync(source), { externalWeights: external, to });
+  // the input's external data files, read when a seed points there (by location, beside the input)
+  const files = new Proxy({}, { get: (cache, location) => (cache[location] ??= readFileSync(join(dirname(source), String(location)))) });
+  const { model, externalData, decoded } = decodeModel(readFileSync(source), { externalWeights: external, to,
+                                                                               externalData: files });
   writeFileSync(target, model);
   for (const { path, data } of externalData) writeFileSync(join(dirname(target), path), data);
   console.log(`decoded ${decoded} tensors; wrote ${target}`);

@@ -23,12 +23,15 @@ export function decode(bytes, options = {}) {
 /**
  * The model and its decoded weights as one external-data buffer, the form onnxruntime-web loads
  * fastest and in the least memory: `{model, externalData: [{path, data}]}`, for
- * `ort.InferenceSession.create(model, {externalData})`.
+ * `ort.InferenceSession.create(model, {externalData})`. `options.externalData`: the input model's
+ * own external data files ({location: Uint8Array}), passed on.
  */
 export function decodeForSession(bytes, options = {}) {
   const { model, externalData } = decodeModel(bytes, { externalData: options.externalData,
                                                         externalWeights: options.path ?? "hyperonnx.weights" });
-  return { model, externalData };
+  // the input's own external files (tensors that were not compressed still point there)
+  const given = Object.entries(options.externalData ?? {}).map(([path, data]) => ({ path, data }));
+  return { model, externalData: [...given, ...externalData] };
 }
 
 /**
