@@ -52,6 +52,7 @@ from onnx import ModelProto, TensorProto, helper
 from .. import codec
 from ..codec import LatticeConfig, RateConfig
 from .model_io import first_line, inline_external_data, tensor_array
+from .fidelity import MIN_SCORE_AGREEMENT, Judge, sigmoid_outputs
 from .samples import generate, graph_inputs
 
 DEFAULT_MAX_OUTPUT_ERROR = 0.1  # relative error of each float output (cosine ~0.995)
@@ -90,13 +91,21 @@ class Allocation:
         parts = []
         for o in self.outputs:
             if o["kind"] == "float":
-                parts.append(f"{o['name']} rel err {o['measured']:.4f}")
-                if o.get("argmax_agreement") is not None:
-                    parts.append(f"{o['name']} argmax agreement {o['argmax_agreement']:.4f}")
+                where = f" (worst slice {o['worst_slice']['index']} on axis {o['worst_slice']['axis']})" \
+                    if "worst_slice" in o else ""
+                parts.append(f"{o['name']} rel err {o['measured']:.4f}{where}")
+                for key, label in (("argmax_agreement", "argmax"), ("score_agreement", "score decision")):
+                    if o.get(key) is not None:
+                        parts.append(f"{o['name']} {label} agreement {o[key]:.4f}")
             else:
                 parts.append(f"{o['name']} {o['measured']:.2%} changed")
-        verdict = "at" if self.target.startswith("bits") else "within" if self.met else "MISSES"
-        return (f"outputs on {self.inputs}: {', '.join(parts)} ({verdict} {self.target}; "
+        if self.target.startswith("bits"):
+            verdict = (f"at {self.target}; within the default max_output_error {DEFAULT_MAX_OUTPUT_ERROR:g}"
+                       if self.met else f"at {self.target}; WARNING: misses the default max_output_error "
+                                        f"{DEFAULT_MAX_OUTPUT_ERROR:g}")
+        else:
+            verdict = f"within {self.target}" if self.met else f"MISSES {self.target}"
+        return (f"outputs on {self.inputs}: {', '.join(parts)} ({verdict}; "
                 f"{self.rounds} round{'s' if self.rounds != 1 else ''}, {self.seconds:.1f} s)")
 
     def to_dict(self) -> dict:
@@ -144,7 +153,6 @@ class Probe:
         self.float_outputs = [i for i, r in enumerate(self.reference[0]) if np.issubdtype(r.dtype, np.floating)]
         if not self.float_outputs:
             raise CannotRun("the model has no float output to measure")
-        self.energy = np.array([[_energy(f[i]) for i in self.float_outputs] for f in self.reference])
         producers = {o: n.op_type for n in model.graph.node for o in n.output}
         # class scores (a Softmax / LogSoftmax at the end, or an output named like logits or
         # probabilities): their decisions, argmax over the last axis, are what they are judged by
@@ -152,6 +160,9 @@ class Probe:
                         if (producers.get(self.outputs[i]) in ("Softmax", "LogSoftmax")
                             or _CLASS_NAME.search(self.outputs[i]))
                         and self.reference[0][i].ndim >= 1 and self.reference[0][i].shape[-1] > 1]
+        self.judge = Judge([self.outputs[i] for i in self.float_outputs],
+                           [[f[i] for i in self.float_outputs] for f in self.reference],
+                           sigmoid_outputs(model), set(self.classes))
         self.decisive = {j: [_decisive(f[self.float_outputs[j]]) for f in self.reference] for j in self.classes}
         # probabilities saturate (a few flipped positions dominate their error): decisions only,
         # where the decisions vary. Decisions that are all one class (a text recogniser's blank on
@@ -175,37 +186,57 @@ class Probe:
         return [self.session.run(self.outputs, {**feed, **overrides}) for feed in self.feeds]
 
     def measure(self, overrides: dict) -> tuple[np.ndarray, np.ndarray]:
-        """(squared relative error of each float output, argmax agreement of each class output on
-        the decisive positions) with these weights replaced."""
+        """(squared relative error of every part of the float outputs (fidelity.Judge), decision
+        agreement of each float output: argmax on the decisive positions of class outputs,
+        threshold decisions of score-like ones, 1 elsewhere) with these weights replaced."""
         return self._compare(self.run(overrides))
 
     def _compare(self, got: list[list[np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
-        noise = np.array([[_energy(g[i].astype(np.float64) - r[i]) for i in self.float_outputs]
-                          for g, r in zip(got, self.reference)])
-        # the worst feed: a feed whose outputs are small (another branch taken) is not outweighed
-        error = np.where(self.energy > 0, noise / np.maximum(self.energy, 1e-300), noise).max(axis=0)
-        agreement = np.ones(len(self.float_outputs))
+        floats = [[g[i] for i in self.float_outputs] for g in got]
+        errors = self.judge.errors(floats)
+        agreement = self.judge.score_agreement(floats)
         for j in self.classes:
             i = self.float_outputs[j]
             same = total = 0
             for g, r, keep in zip(got, self.reference, self.decisive[j]):
                 same += int(np.sum((g[i].argmax(-1) == r[i].argmax(-1))[keep]))
                 total += int(np.sum(keep))
-            agreement[j] = same / total if total else 1.0
-        return error, agreement
+            agreement[j] = min(agreement[j], same / total if total else 1.0)
+        return errors, agreement
+
+    def passes(self, output_errors: np.ndarray, agreement: np.ndarray, budget: float | None) -> np.ndarray:
+        """Per float output: whether it is kept (decisions agree; error within the squared budget
+        where its error counts)."""
+        decisions_only = np.isin(np.arange(len(self.float_outputs)), self.probabilities)
+        agrees = agreement >= self.min_agreement
+        if budget is None:
+            return agrees
+        return agrees & (decisions_only | (output_errors <= budget * (1 + 1e-9)))
+
+    @property
+    def min_agreement(self) -> np.ndarray:
+        return np.array([MIN_ARGMAX_AGREEMENT if j in self.classes else MIN_SCORE_AGREEMENT
+                         for j in range(len(self.float_outputs))])
 
     def describe(self, overrides: dict, budget: float | None) -> list[dict]:
-        """Per output: kind, measured error (relative for floats, share of elements changed
-        otherwise), the budget, and argmax agreement for class probabilities."""
+        """Per output: kind, measured error (the worst part's relative error for floats, share of
+        elements changed otherwise), how it was judged, the budget, and decision agreement."""
         got = self.run(overrides)
-        error, agreement = self._compare(got)
+        part_errors, agreement = self._compare(got)
+        error = self.judge.per_output(part_errors)
         rows = []
         for i, name in enumerate(self.outputs):
             if i in self.float_outputs:
                 j = self.float_outputs.index(i)
-                row = {"name": name, "kind": "float", "measured": float(math.sqrt(error[j])), "budget": budget}
+                row = {"name": name, "kind": "float", "measured": float(math.sqrt(error[j])), "budget": budget,
+                       "judged": self.judge.describe(j)}
+                axis, index, _ = self.judge.worst_part(part_errors, j)
+                if axis is not None:
+                    row["worst_slice"] = {"axis": axis, "index": index}
                 if j in self.classes:
                     row.update(argmax_agreement=float(agreement[j]), min_agreement=MIN_ARGMAX_AGREEMENT)
+                elif self.judge.layouts[j].scored:
+                    row.update(score_agreement=float(agreement[j]), min_agreement=MIN_SCORE_AGREEMENT)
                 if j in self.probabilities:  # judged by its decisions, not by the error of probabilities
                     row["budget"] = None
             else:
@@ -214,10 +245,6 @@ class Probe:
                        "measured": changed / max(1, sum(r[i].size for r in self.reference)), "budget": None}
             rows.append(row)
         return rows
-
-
-def _energy(x: np.ndarray) -> float:
-    return float(np.sum(np.square(x, dtype=np.float64)))
 
 
 def _decisive(scores: np.ndarray) -> np.ndarray:
@@ -436,7 +463,7 @@ def allocate(model: ModelProto, sites, config: RateConfig, *, max_output_error: 
         allocation.notes.append(f"{unreached} tensor(s) not reached by the sample inputs (or not "
                                 f"measurable): widths for {FALLBACK_SQNR:g} dB weight SQNR")
     fixed = np.array([t.output_error is None for t in tensors], dtype=bool)
-    outputs = len(probe.float_outputs)
+    outputs = probe.judge.parts
     predicted = np.array([t.output_error if t.output_error is not None else np.zeros((len(t.bits), outputs))
                           for t in tensors]) if tensors else np.zeros((0, 0, outputs))
     rung = np.array([_fallback_rung(t) if fixed[k] else 0 for k, t in enumerate(tensors)], dtype=np.int64)
@@ -457,10 +484,11 @@ def allocate(model: ModelProto, sites, config: RateConfig, *, max_output_error: 
         rung = _search(probe, predicted, bit_table, start_rung, fixed, max_output_error ** 2,
                        overrides, allocation)
     final = overrides(rung)
-    rows = probe.describe(final, max_output_error)
-    allocation.met = bits is not None or all(
-        r.get("argmax_agreement", 1.0) >= MIN_ARGMAX_AGREEMENT and
-        (r["budget"] is None or r["measured"] <= r["budget"] * (1 + 1e-9)) for r in rows if r["kind"] == "float")
+    # a size target is judged against the default budget: the summary warns when it misses it
+    rows = probe.describe(final, max_output_error if bits is None else DEFAULT_MAX_OUTPUT_ERROR)
+    allocation.met = all(r.get("argmax_agreement", r.get("score_agreement", 1.0)) >= r.get("min_agreement", 0) and
+                         (r["budget"] is None or r["measured"] <= r["budget"] * (1 + 1e-9))
+                         for r in rows if r["kind"] == "float")
     allocation.outputs = rows
     seeds: dict[int, object] = {}
     for k, t in enumerate(tensors):
@@ -483,14 +511,16 @@ def _fallback_rung(t: _Tensor) -> int:
 
 def _search(probe: Probe, predicted, bit_table, start_rung, fixed, budget: float, overrides,
             allocation: Allocation) -> np.ndarray:
-    """The cheapest rungs found whose measured outputs meet the budget: float outputs within
-    `budget` (squared relative error), class outputs keeping MIN_ARGMAX_AGREEMENT of their
-    decisions (probabilities by their decisions alone). Each output has a target for the
-    predicted error the greedy plans to; each round measures the plan and moves every output's
-    target, bisecting between the loosest target seen to pass and the tightest seen to fail
-    (decisions are not predictable: those targets are found by measurement alone)."""
+    """The cheapest rungs found whose measured outputs meet the budget: every part of every float
+    output within `budget` (squared relative error), decisions kept (class outputs:
+    MIN_ARGMAX_AGREEMENT, probabilities by their decisions alone; score-like outputs:
+    MIN_SCORE_AGREEMENT). Each output has a target for the predicted error of its parts that the
+    greedy plans to; each round measures the plan and moves every output's target, bisecting
+    between the loosest target seen to pass and the tightest seen to fail (decisions are not
+    predictable: those targets are found by measurement alone)."""
     outputs = len(probe.float_outputs)
-    is_class = np.isin(np.arange(outputs), probe.classes)
+    owner = probe.judge.owner
+    decides = np.array([j in probe.classes or probe.judge.layouts[j].scored for j in range(outputs)])
     decisions_only = np.isin(np.arange(outputs), probe.probabilities)
     target = np.where(decisions_only, CLASS_START ** 2, budget * TARGET_MARGIN)
     passed, failed = np.zeros(outputs), np.full(outputs, np.inf)  # bounds of the targets
@@ -498,11 +528,12 @@ def _search(probe: Probe, predicted, bit_table, start_rung, fixed, budget: float
     best, best_bits, rung = None, np.inf, start_rung
     for round_ in range(1, MAX_ROUNDS + 1):
         allocation.rounds = round_
-        rung = _greedy(predicted, bit_table, start_rung, fixed, target, None)
+        rung = _greedy(predicted, bit_table, start_rung, fixed, target[owner], None)
         used = float(bit_table[index, rung].sum())
-        error, agreement = probe.measure(overrides(rung))
-        agrees = ~is_class | (agreement >= MIN_ARGMAX_AGREEMENT)
-        ok = agrees & (decisions_only | (error <= budget))
+        part_errors, agreement = probe.measure(overrides(rung))
+        error = probe.judge.per_output(part_errors)
+        agrees = ~decides | (agreement >= probe.min_agreement)
+        ok = probe.passes(error, agreement, budget)
         if ok.all() and used < best_bits:
             best, best_bits = rung, used
         passed = np.where(ok, np.maximum(passed, target), passed)
