@@ -246,3 +246,63 @@ def test_bad_targets_are_refused_before_any_work(tmp_path, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and expect in err[0], err
         assert not out.exists()
+
+
+def test_a_branch_the_feeds_do_not_all_take_is_held_at_the_conservative_rule():
+    """A verifier behind If(max score >= 0): some feeds take it, some do not (the wake-word chain):
+    its weight is measured only where the scores happen to pass, so it is held at 40 dB."""
+    rng = np.random.default_rng(0)
+    W = graph_models.weights(rng, 64, 64, scale=0.1)
+    V = graph_models.weights(rng, 64, 64, scale=0.1)
+    then = helper.make_graph([helper.make_node("MatMul", ["h", "V"], ["t"])], "then", [],
+                             [helper.make_tensor_value_info("t", TensorProto.FLOAT, None)],
+                             [numpy_helper.from_array(V, "V")])
+    other = helper.make_graph([helper.make_node("Identity", ["h"], ["e"])], "else", [],
+                              [helper.make_tensor_value_info("e", TensorProto.FLOAT, None)])
+    nodes = [helper.make_node("MatMul", ["x", "W"], ["h"]), helper.make_node("ReduceMax", ["x"], ["m"], keepdims=0),
+             helper.make_node("Greater", ["m", "zero"], ["c"]),
+             helper.make_node("If", ["c"], ["y"], then_branch=then, else_branch=other)]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(W, "W"), numpy_helper.from_array(np.float32(0), "zero")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    feeds = [{"x": (s * np.abs(rng.standard_normal((1, 64)))).astype(np.float32)} for s in (1, -1, 1, -1)]
+    _, report = hyperonnx.compress(model, inputs=feeds, return_report=True)
+    by_name = {t.name: t for t in report.tensors}
+    assert by_name["V"].rule == "rare If branch" and by_name["V"].sqnr_db >= allocate.FALLBACK_SQNR - 1.5
+    assert by_name["W"].rule in ("outputs", "floor")
+    assert any("do not all take" in n for n in report.notes)
+
+
+def test_no_tensor_goes_below_the_floor():
+    """A tensor whose measured response is nil (its path is multiplied by 1e-6) is still held at
+    the weight SQNR floor: a measurement on a few feeds cannot lower it."""
+    rng = np.random.default_rng(0)
+    A = graph_models.weights(rng, 64, 64, scale=0.1)
+    B = graph_models.weights(rng, 64, 64, scale=0.1)
+    nodes = [helper.make_node("MatMul", ["x", "A"], ["a"]), helper.make_node("MatMul", ["x", "B"], ["b"]),
+             helper.make_node("Mul", ["b", "tiny"], ["bt"]), helper.make_node("Add", ["a", "bt"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 64])],
+                              [numpy_helper.from_array(A, "A"), numpy_helper.from_array(B, "B"),
+                               numpy_helper.from_array(np.float32(1e-6), "tiny")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    _, report = hyperonnx.compress(model, return_report=True)
+    b = {t.name: t for t in report.tensors}["B"]
+    assert b.rule == "floor" and b.sqnr_db >= allocate.FLOOR_SQNR - 1.0
+    assert report.allocation.rules.get("floor", 0) >= 1
+
+
+@pytest.mark.parametrize("preset", ["lattice", "trellis"])
+def test_the_weight_planner_holds_a_floor_per_tensor(preset):
+    """A total SQNR target is energy-weighted: a tensor 1000x smaller than the rest would get the
+    least width. Each tensor keeps at least target - TARGET_SLACK dB."""
+    from hyperonnx import codec
+    from hyperonnx.codec import rates
+    rng = np.random.default_rng(0)
+    arrays = [rng.standard_normal(8192).astype(np.float32), 1e-3 * rng.standard_normal(4096).astype(np.float32)]
+    configs = codec.plan(arrays, preset, target_sqnr=30)
+    for array, config in zip(arrays, configs):
+        decoded = codec.decode(codec.encode(array, config))
+        sqnr = 10 * np.log10(np.sum(array.astype(np.float64) ** 2) / np.sum((decoded - array.astype(np.float64)) ** 2))
+        assert sqnr >= max(rates.MIN_TENSOR_SQNR, 30 - rates.TARGET_SLACK) - 1.0

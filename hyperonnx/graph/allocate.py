@@ -59,6 +59,10 @@ DEFAULT_MAX_OUTPUT_ERROR = 0.1  # relative error of each float output (cosine ~0
 DEFAULT_SAMPLES = 4  # generated feeds when the user gives none
 PROBE_RATES = (3, 5, 7)  # bits/weight at which each tensor's output error is measured (interpolated between)
 FALLBACK_SQNR = 40.0  # dB: weights the sample inputs never reach (and the weight planner's default)
+# dB: the least weight SQNR of any tensor, whatever its measured response says. Sample feeds are
+# few and may miss what a tensor does on real data (a detector's class head measured harmless at
+# 7-8 dB destroyed every score); the floor is a prior that no measurement lowers.
+FLOOR_SQNR = 12.0
 MAX_PROBE_BYTES = 1 << 29  # candidate weights beyond this: the weight planner (memory: compress peaks near
 # 11x the weights with the probe session, e.g. 1.0 GB for MiniLM-L6's 90 MB)
 TARGET_MARGIN = 0.8  # plan for this share of the budget (squared): prediction error
@@ -86,6 +90,7 @@ class Allocation:
     seconds: float = 0.0
     met: bool = True
     notes: list[str] = field(default_factory=list)
+    rules: dict[str, int] = field(default_factory=dict)  # how many tensor names each rule held
 
     def summary(self) -> str:
         parts = []
@@ -110,7 +115,8 @@ class Allocation:
 
     def to_dict(self) -> dict:
         return {"inputs": self.inputs, "target": self.target, "met": self.met, "rounds": self.rounds,
-                "seconds": round(self.seconds, 3), "outputs": self.outputs, "notes": self.notes}
+                "seconds": round(self.seconds, 3), "outputs": self.outputs, "rules": self.rules,
+                "notes": self.notes}
 
 
 class Probe:
@@ -123,6 +129,12 @@ class Probe:
         work.CopyFrom(model)
         inline_external_data(work)  # a model loaded without its data: the session gets the bytes
         self.movable = _expose(work, set(names))
+        self.outputs = [o.name for o in model.graph.output]
+        # the conditions of the main graph's If nodes, read on every feed: a branch the feeds do
+        # not all take is measured in a regime real data may not share
+        self.conditions = sorted({n.input[0] for n in model.graph.node if n.op_type == "If"} - set(self.outputs))
+        for name in self.conditions:
+            work.graph.output.append(helper.make_tensor_value_info(name, TensorProto.BOOL, None))
         options = ort.SessionOptions()
         options.log_severity_level = 4
         try:
@@ -136,7 +148,6 @@ class Probe:
         except Exception as error:  # noqa: BLE001
             raise CannotRun(f"onnxruntime cannot load the model here: {first_line(error)[:300]}") from None
         del work
-        self.outputs = [o.name for o in self.session.get_outputs()]
         if feeds is None:
             self.source = f"{sample_count} generated feed{'s' if sample_count != 1 else ''}"
             try:
@@ -148,6 +159,8 @@ class Probe:
         self.feeds = _batched(model, feeds)
         try:
             self.reference = self.run({})
+            self.taken = {name: {bool(np.asarray(v).any()) for v in values} for name, values in
+                          zip(self.conditions, zip(*[self.session.run(self.conditions, f) for f in self.feeds]))}
         except Exception as error:  # noqa: BLE001
             raise CannotRun(f"onnxruntime cannot run the model on the sample inputs: {first_line(error)[:300]}") from None
         self.float_outputs = [i for i, r in enumerate(self.reference[0]) if np.issubdtype(r.dtype, np.floating)]
@@ -462,12 +475,27 @@ def allocate(model: ModelProto, sites, config: RateConfig, *, max_output_error: 
     if unreached:
         allocation.notes.append(f"{unreached} tensor(s) not reached by the sample inputs (or not "
                                 f"measurable): widths for {FALLBACK_SQNR:g} dB weight SQNR")
+    chains = _branch_chains(model)
+    branch = np.array([not all(c is not None and probe.taken.get(c) == {taken} for c, taken in
+                               chains.get(id(sites[t.sites[0]].scope.graph), ()))
+                       for t in tensors], dtype=bool)
+    if branch.any():
+        allocation.notes.append(f"{int(branch.sum())} tensor(s) in If branches the sample feeds do not all take: "
+                                f"held at {FALLBACK_SQNR:g} dB weight SQNR (not judged by rarely reached outputs)")
+    for k in np.where(branch)[0]:
+        tensors[k].output_error = None
     fixed = np.array([t.output_error is None for t in tensors], dtype=bool)
     outputs = probe.judge.parts
     predicted = np.array([t.output_error if t.output_error is not None else np.zeros((len(t.bits), outputs))
                           for t in tensors]) if tensors else np.zeros((0, 0, outputs))
-    rung = np.array([_fallback_rung(t) if fixed[k] else 0 for k, t in enumerate(tensors)], dtype=np.int64)
+    rung = np.array([_sqnr_rung(t, FALLBACK_SQNR) if fixed[k] else _sqnr_rung(t, FLOOR_SQNR)
+                     for k, t in enumerate(tensors)], dtype=np.int64)
     bit_table = np.array([t.bits for t in tensors]) if tensors else np.zeros((0, 0))
+    if bits is not None and tensors and \
+            bit_table[np.arange(len(tensors)), rung].sum() > bits * sum(t.size for t in tensors):
+        rung = np.where(fixed, rung, 0)
+        allocation.notes.append(f"bits {bits:g} is below what the {FLOOR_SQNR:g} dB weight SQNR floor needs: "
+                                "the floor is not applied")
     start_rung = rung
 
     def overrides(rung: np.ndarray) -> dict:
@@ -495,18 +523,45 @@ def allocate(model: ModelProto, sites, config: RateConfig, *, max_output_error: 
         for s in t.sites:
             seeds[s] = encoded(k, int(rung[k]))
         chosen = t.configs[int(rung[k])]
-        info = {"width": None if chosen is None else chosen.index_bits,
+        r = int(rung[k])
+        rule = ("rare If branch" if branch[k] else "unreached" if fixed[k] else
+                "floor" if r == start_rung[k] and r > 0 else "outputs")
+        info = {"width": None if chosen is None else chosen.index_bits, "rule": rule,
                 "sensitivity": t.sensitivity,
                 "predicted_output_error": None if fixed[k] else float(math.sqrt(np.max(predicted[k, int(rung[k])])))}
         for name in t.names:
             allocation.tensors[name] = info
+    rules = {}
+    for info in allocation.tensors.values():
+        rules[info["rule"]] = rules.get(info["rule"], 0) + 1
+    allocation.rules = rules
     allocation.seconds = time.perf_counter() - start
     return seeds, allocation
 
 
-def _fallback_rung(t: _Tensor) -> int:
-    """The cheapest rung whose weight SQNR reaches FALLBACK_SQNR (raw if none does)."""
-    return int(np.argmax(t.weight_error <= t.signal / 10 ** (FALLBACK_SQNR / 10)))  # raw (0) always qualifies
+def _sqnr_rung(t: _Tensor, sqnr: float) -> int:
+    """The cheapest rung whose weight SQNR reaches `sqnr` dB (raw if none does)."""
+    return int(np.argmax(t.weight_error <= t.signal / 10 ** (sqnr / 10)))  # raw (0) always qualifies
+
+
+def _branch_chains(model: ModelProto) -> dict[int, list[tuple[str | None, bool]]]:
+    """{id(graph): the If branches it lies in, outermost first, as (condition name, branch taken
+    when the condition is true)} for every subgraph inside an If; a condition that is not the main
+    graph's (a nested If) is None: it cannot be read."""
+    chains: dict[int, list] = {}
+
+    def visit(graph, chain, main: bool) -> None:
+        for node in graph.node:
+            for attribute in node.attribute:
+                graphs = [attribute.g] if attribute.type == onnx.AttributeProto.GRAPH else list(attribute.graphs)
+                for g in graphs:
+                    inner = chain
+                    if node.op_type == "If":
+                        inner = chain + [(node.input[0] if main else None, attribute.name == "then_branch")]
+                    chains[id(g)] = inner
+                    visit(g, inner, False)
+    visit(model.graph, [], True)
+    return chains
 
 
 def _search(probe: Probe, predicted, bit_table, start_rung, fixed, budget: float, overrides,

@@ -69,6 +69,9 @@ class TensorReport:
     attrs: dict = field(default_factory=dict)
     sensitivity: float | None = None  # output-aware allocation: output error per unit weight error
     predicted_output_error: float | None = None  # this tensor's share of the output error, predicted
+    # which rule set its width: "outputs" (measured), "floor" (allocate.FLOOR_SQNR), "unreached" or
+    # "rare If branch" (allocate.FALLBACK_SQNR), None for the weight planner
+    rule: str | None = None
 
 
 @dataclass
@@ -278,6 +281,7 @@ def compress_model(model: ModelProto, config=None, *, bits: float | None = None,
                 info = report.allocation.tensors.get(t.name, {})
                 entry.sensitivity = info.get("sensitivity")
                 entry.predicted_output_error = info.get("predicted_output_error")
+                entry.rule = info.get("rule")
                 if seed is None:
                     entry.reason = "kept exact: the output budget needs it"
                     continue
