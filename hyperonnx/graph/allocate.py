@@ -53,7 +53,7 @@ from .. import codec
 from ..codec import LatticeConfig, RateConfig
 from .model_io import first_line, inline_external_data, tensor_array
 from .fidelity import MIN_SCORE_AGREEMENT, Judge, sigmoid_outputs
-from .samples import generate, graph_inputs
+from .samples import graph_inputs, plausible
 
 DEFAULT_MAX_OUTPUT_ERROR = 0.1  # relative error of each float output (cosine ~0.995)
 DEFAULT_SAMPLES = 4  # generated feeds when the user gives none
@@ -149,9 +149,14 @@ class Probe:
             raise CannotRun(f"onnxruntime cannot load the model here: {first_line(error)[:300]}") from None
         del work
         if feeds is None:
-            self.source = f"{sample_count} generated feed{'s' if sample_count != 1 else ''}"
             try:
-                feeds = generate(model, sample_count, run=lambda f: self.session.run(self.outputs, f))
+                producers = {o: n.op_type for n in model.graph.node for o in n.output}
+                named = [k for k, o in enumerate(self.outputs)
+                         if producers.get(o) in ("Softmax", "LogSoftmax") or _CLASS_NAME.search(o)]
+                feeds, regime = plausible(model, sample_count, run=lambda f: self.session.run(self.outputs, f),
+                                          class_outputs=named)
+                self.source = f"{len(feeds)} generated feed{'s' if len(feeds) != 1 else ''}" + \
+                    (f" ({regime})" if regime else "")
             except Exception as error:  # noqa: BLE001
                 raise CannotRun(f"no generated input runs the model: {first_line(error)[:300]}; give --inputs") from None
         else:

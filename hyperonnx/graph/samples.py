@@ -33,6 +33,10 @@ MAX_GENERATED_ELEMENTS = 1 << 28
 # (height, width) tried in turn for images whose spatial size the graph leaves open: square
 # classifier inputs first, then text-line strips; a model that needs another size takes --inputs.
 IMAGE_SIZES = ((224, 224), (64, 256), (32, 128), (48, 320), (32, 32))
+# value ranges tried for images whose graph does not say (normalisation happens before the model)
+IMAGE_RANGES = ((-1.0, 1.0), (0.0, 1.0), (0.0, 255.0))
+# scales tried for raw audio: float samples (|x| < 1) and int16-scale floats, unless the graph says
+AUDIO_SCALES = (1.0, 32768.0)
 SAMPLE_ELEMENTS = 1 << 16  # input elements a generated feed aims at (its batch grows to reach it)
 MAX_BATCH = 8
 AUDIO_SAMPLES = 512  # one frame at 16 kHz for streaming speech models
@@ -72,8 +76,8 @@ def _dims(value) -> list[int | None]:
 
 
 def _image_layout(dims: list, dtype) -> tuple[int, int] | None:
-    """(height axis, width axis) of an image input, or None."""
-    if len(dims) != 4 or not np.issubdtype(dtype, np.floating):
+    """(height axis, width axis) of an image input (float, or uint8 pixels), or None."""
+    if len(dims) != 4 or not (np.issubdtype(dtype, np.floating) or dtype == np.uint8):
         return None
     if dims[1] in (1, 2, 3, 4):
         return 2, 3
@@ -86,6 +90,70 @@ def _is_audio(name: str, dims: list, dtype) -> bool:
     if not np.issubdtype(dtype, np.floating) or len(dims) not in (2, 3):
         return False
     return bool(_AUDIO.search(name)) or (len(dims) == 2 and dims[1] is None and not _STATE.search(name))
+
+
+def _consumers(model: ModelProto, name: str) -> list:
+    """Nodes reading `name`, looking through Cast / Identity / Transpose / Unsqueeze / Reshape."""
+    found, frontier = [], [name]
+    while frontier:
+        current = frontier.pop()
+        for node in model.graph.node:
+            if current in node.input:
+                if node.op_type in ("Cast", "Identity", "Transpose", "Unsqueeze", "Reshape", "Squeeze"):
+                    frontier.extend(node.output[:1])
+                else:
+                    found.append(node)
+    return found
+
+
+def _constant_values(model: ModelProto) -> dict[str, np.ndarray]:
+    from onnx import numpy_helper
+    values = {t.name: t for t in model.graph.initializer}
+    values |= {n.output[0]: a.t for n in model.graph.node if n.op_type == "Constant"
+               for a in n.attribute if a.name == "value"}
+    return {k: v for k, v in values.items() if int(np.prod(v.dims)) <= 64} | {"__np__": numpy_helper}
+
+
+def image_ranges(model: ModelProto, name: str) -> list[tuple[float, float]]:
+    """Plausible value ranges of an image input, read from what the graph does with it first: a
+    division by ~255 (or a product by ~1/255) or a mean near 127 means pixels 0-255; a mean near
+    0.5 means [0, 1]; uint8 pixels are 0-255. Otherwise every range of IMAGE_RANGES."""
+    constants = _constant_values(model)
+    to_array = constants.pop("__np__").to_array
+    for node in _consumers(model, name):
+        other = [to_array(constants[i]).astype(np.float64) for i in node.input if i in constants]
+        if not other or not other[0].size:
+            continue
+        value = float(np.mean(np.abs(other[0])))
+        if (node.op_type == "Div" and value >= 100) or (node.op_type == "Mul" and 0 < value <= 0.01):
+            return [(0.0, 255.0)]
+        if node.op_type == "Sub" or (node.op_type == "Add" and float(np.mean(other[0])) < 0):
+            if value >= 50:
+                return [(0.0, 255.0)]
+            if 0.3 <= value <= 0.7:
+                return [(0.0, 1.0)]
+    return list(IMAGE_RANGES)
+
+
+def _padding_rows(model: ModelProto) -> dict[str, int]:
+    """{input name: a row of its embedding table that is all zeros} (a padding id)."""
+    from onnx import numpy_helper
+    tables = {t.name: t for t in model.graph.initializer}
+    casts = {n.output[0]: n.input[0] for n in model.graph.node if n.op_type == "Cast"}
+    rows = {}
+    for node in model.graph.node:
+        if node.op_type == "Gather" and len(node.input) == 2 and node.input[0] in tables \
+                and not any(a.name == "axis" and a.i != 0 for a in node.attribute):
+            table = tables[node.input[0]]
+            if len(table.dims) != 2 or int(np.prod(table.dims)) > (1 << 26):
+                continue
+            array = numpy_helper.to_array(table) if not table.external_data else None
+            if array is None:
+                continue
+            zero = np.where(~array.any(axis=1))[0]
+            if zero.size:
+                rows[casts.get(node.input[1], node.input[1])] = int(zero[0])
+    return rows
 
 
 def _image(rng: np.random.Generator, height: int, width: int, channels: int) -> np.ndarray:
@@ -132,12 +200,15 @@ def _speech(rng: np.random.Generator, samples: int) -> np.ndarray:
 
 
 def generate_inputs(model: ModelProto, seed: int = 0, batch: int = 2, sequence: int = 16,
-                    image_size: tuple[int, int] | None = None) -> dict:
+                    image_size: tuple[int, int] | None = None, image_range: tuple[float, float] | None = None,
+                    audio_scale: float = 1.0) -> dict:
     """One feed generated from the model's input specs (module docstring): symbolic first
     dimensions -> `batch`, other symbolic dimensions -> `sequence` (image height/width ->
-    `image_size` or IMAGE_SIZES[0], audio length -> AUDIO_SAMPLES)."""
+    `image_size` or IMAGE_SIZES[0], audio length -> AUDIO_SAMPLES); images in `image_range`
+    (default: what `image_ranges` reads from the graph first), audio times `audio_scale`."""
     rng = np.random.default_rng(seed)
     rows = _gather_rows(model)
+    padding = _padding_rows(model)
     feeds = {}
     for value in graph_inputs(model):
         ttype = value.type.tensor_type
@@ -167,15 +238,15 @@ def generate_inputs(model: ModelProto, seed: int = 0, batch: int = 2, sequence: 
             if _STATE.search(name):
                 data = np.zeros(shape)
             elif image:
-                h, w = image
-                channel_axis = 1 if h == 2 else 3
-                pictures = np.stack([_image(rng, shape[h], shape[w], shape[channel_axis]) for _ in range(shape[0])])
-                data = pictures if channel_axis == 1 else pictures.transpose(0, 2, 3, 1)
+                data = _pictures(rng, shape, image, image_range or image_ranges(model, name)[0])
             elif audio:
-                data = np.stack([_speech(rng, shape[-1]) for _ in range(math.prod(shape[:-1]))]).reshape(shape)
+                data = audio_scale * np.stack([_speech(rng, shape[-1])
+                                               for _ in range(math.prod(shape[:-1]))]).reshape(shape)
             else:
                 data = rng.standard_normal(shape)
             feeds[name] = data.astype(dtype)
+        elif image:  # uint8 pixels
+            feeds[name] = np.round(_pictures(rng, shape, image, (0.0, 255.0))).astype(dtype)
         elif dtype == np.bool_:
             feeds[name] = np.asarray(rng.random(shape) < 0.5)  # a 0-d input must stay an array
         elif _RATE.search(name):
@@ -186,8 +257,20 @@ def generate_inputs(model: ModelProto, seed: int = 0, batch: int = 2, sequence: 
             feeds[name] = np.zeros(shape, dtype)
         else:
             high = min(rows.get(name, 100), int(np.iinfo(dtype).max) + 1)
-            feeds[name] = rng.integers(0, high, size=shape).astype(dtype)
+            ids = rng.integers(0, high, size=shape).astype(dtype)
+            if name in padding and ids.ndim >= 2 and ids.shape[-1] >= 4:  # padded tails, as batches have
+                ids[..., -(ids.shape[-1] // 4):] = padding[name]
+            feeds[name] = ids
     return feeds
+
+
+def _pictures(rng, shape: list, layout: tuple[int, int], value_range: tuple[float, float]) -> np.ndarray:
+    h, w = layout
+    channel_axis = 1 if h == 2 else 3
+    pictures = np.stack([_image(rng, shape[h], shape[w], shape[channel_axis]) for _ in range(shape[0])])
+    low, high = value_range
+    pictures = low + (pictures + 1) / 2 * (high - low)
+    return pictures if channel_axis == 1 else pictures.transpose(0, 2, 3, 1)
 
 
 def has_open_image_size(model: ModelProto) -> bool:
@@ -201,7 +284,7 @@ def has_open_image_size(model: ModelProto) -> bool:
 
 
 def generate(model: ModelProto, count: int, run=None, *, seed: int = 0, batch: int | None = None,
-             sequence: int = 32) -> list[dict]:
+             sequence: int = 32, **regime) -> list[dict]:
     """`count` generated feeds (seeds seed .. seed+count-1). Where an image's size is open, each of
     IMAGE_SIZES is tried with `run(feed)` (raising when the model cannot take it) and the first
     that runs is used; with no size running, the first size's error is raised. `batch` None: as
@@ -211,11 +294,11 @@ def generate(model: ModelProto, count: int, run=None, *, seed: int = 0, batch: i
     first_error = None
     for size in sizes:
         if batch is None:
-            one = sum(np.asarray(a).size for a in generate_inputs(model, seed, 1, sequence, size).values())
+            one = sum(np.asarray(a).size for a in generate_inputs(model, seed, 1, sequence, size, **regime).values())
             rows = int(np.clip(SAMPLE_ELEMENTS // max(1, one), 1, MAX_BATCH))
         else:
             rows = batch
-        feeds = [generate_inputs(model, seed + k, rows, sequence, size) for k in range(count)]
+        feeds = [generate_inputs(model, seed + k, rows, sequence, size, **regime) for k in range(count)]
         if run is None or size is None:
             return feeds
         try:
@@ -224,6 +307,82 @@ def generate(model: ModelProto, count: int, run=None, *, seed: int = 0, batch: i
         except Exception as error:  # noqa: BLE001 - onnxruntime's errors: try the next size
             first_error = first_error or error
     raise first_error
+
+
+def variants(model: ModelProto) -> list[dict]:
+    """The input regimes worth trying (generate_inputs keywords): every plausible image range of
+    the first float image input (image_ranges) times every plausible audio scale (AUDIO_SCALES)."""
+    images = audio = None
+    for value in graph_inputs(model):
+        dtype = _NP.get(value.type.tensor_type.elem_type, np.int8)
+        dims = _dims(value)
+        if images is None and _image_layout(dims, dtype) and np.issubdtype(dtype, np.floating):
+            images = image_ranges(model, value.name)
+        elif audio is None and _is_audio(value.name, dims, dtype) and not _STATE.search(value.name):
+            audio = AUDIO_SCALES
+    return [{"image_range": r, "audio_scale": a} for r in (images or [None]) for a in (audio or [1.0])]
+
+
+def _regime(variant: dict, model: ModelProto) -> str:
+    parts = []
+    if variant["image_range"] is not None:
+        parts.append(f"images in [{variant['image_range'][0]:g}, {variant['image_range'][1]:g}]")
+    if any(_is_audio(v.name, _dims(v), _NP.get(v.type.tensor_type.elem_type, np.int8)) for v in graph_inputs(model)):
+        parts.append("audio at " + ("int16 scale" if variant["audio_scale"] > 1 else "|x| < 1"))
+    return ", ".join(parts)
+
+
+def degenerate(outputs: list, class_outputs=()) -> str | None:
+    """Why outputs on a feed say nothing about the model (non-finite, constant, scores all at one
+    extreme, class decisions all saturated: top probability within 1e-4 of 1 at every position),
+    or None. `class_outputs`: indices of the outputs that hold class scores (logits, probabilities)."""
+    floats = [(i, np.asarray(o, dtype=np.float64)) for i, o in enumerate(outputs)
+              if isinstance(o, np.ndarray) and np.issubdtype(o.dtype, np.floating) and o.size]
+    if not floats:
+        return None
+    if any(not np.isfinite(o).all() for _, o in floats):
+        return "non-finite outputs"
+    if all(float(o.max() - o.min()) <= 1e-6 * (float(np.abs(o).max()) + 1e-30) for _, o in floats if o.size > 1) \
+            and any(o.size > 1 for _, o in floats):
+        return "constant outputs"
+    bounded = [o for _, o in floats if o.min() >= 0 and o.max() <= 1]
+    if bounded and all(o.max() < 1e-3 or o.min() > 1 - 1e-3 for o in bounded):
+        return "saturated scores"
+    for i, o in floats:
+        if i in class_outputs and o.ndim >= 1 and o.shape[-1] > 1:
+            p = o if o.min() >= 0 and np.allclose(o.sum(-1), 1, atol=1e-3) else np.exp(o - o.max(-1, keepdims=True))
+            p = p / p.sum(-1, keepdims=True)
+            if float(p.max(-1).min()) > 1 - 1e-4:
+                return "saturated class decisions"
+    return None
+
+
+def plausible(model: ModelProto, count: int, run, *, seed: int = 0, class_outputs=()) -> tuple[list[dict], str]:
+    """Generated feeds in every plausible input regime (`variants`) whose outputs are not
+    degenerate, `count` in all (at least 2 per regime kept), and a description of what was used.
+    When every regime is degenerate, the first is kept and the description says so."""
+    kept, dropped, first = [], [], None
+    options = variants(model)
+    for variant in options:
+        try:
+            feeds = generate(model, count, run, seed=seed, **variant)
+            reason = degenerate(run(feeds[0]), class_outputs)
+        except Exception as error:  # noqa: BLE001 - onnxruntime's errors: this regime does not run
+            first = first or error
+            continue
+        (dropped if reason else kept).append((variant, feeds, reason))
+    if not kept and not dropped:
+        raise first
+    if not kept:
+        variant, feeds, reason = dropped[0]
+        regime = _regime(variant, model)
+        return feeds, f"{regime + ', ' if regime else ''}outputs degenerate on every regime tried ({reason})"
+    share = max(2, -(-count // len(kept))) if len(kept) > 1 else count
+    feeds = [f for _, fs, _ in kept for f in fs[:share]]
+    described = " and ".join(filter(None, (_regime(v, model) for v, _, _ in kept)))
+    if dropped:
+        described += "; not " + ", ".join(f"{_regime(v, model)} ({r})" for v, _, r in dropped)
+    return feeds, described
 
 
 def _describe(value) -> str:
