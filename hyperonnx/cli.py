@@ -102,7 +102,9 @@ def _add_graph_commands(sub) -> None:
     c.add_argument("model", help="input .onnx (never modified)")
     c.add_argument("-o", "--output", help="output .onnx (default: <input>.hc.onnx; must differ from the input)")
     c.add_argument("--preset", default=None, choices=sorted(PRESETS),
-                   help=f"codec preset (default: {DEFAULT_CODEC}, widths per tensor for the default output budget)")
+                   help=f"codec preset (default: {DEFAULT_CODEC}); without a target, any lattice or trellis preset "
+                        "gets widths per tensor for the default output budget; every result is measured on "
+                        "the outputs and the summary line says so")
     rate = c.add_mutually_exclusive_group()
     rate.add_argument("--max-output-error", type=float, metavar="R",
                       help=f"quality target (the default, R = {DEFAULT_MAX_OUTPUT_ERROR:g}): the smallest model whose "

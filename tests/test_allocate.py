@@ -306,3 +306,36 @@ def test_the_weight_planner_holds_a_floor_per_tensor(preset):
         decoded = codec.decode(codec.encode(array, config))
         sqnr = 10 * np.log10(np.sum(array.astype(np.float64) ** 2) / np.sum((decoded - array.astype(np.float64)) ** 2))
         assert sqnr >= max(rates.MIN_TENSOR_SQNR, 30 - rates.TARGET_SLACK) - 1.0
+
+
+def test_every_mode_prints_a_measured_fidelity_line(tmp_path, capsys):
+    """A preset without a target gets the default budget; a weight rule, a fixed codec and a size
+    target are measured on the outputs, and a size that breaks them says WARNING, never "within"."""
+    src, out = tmp_path / "m.onnx", tmp_path / "m.hc.onnx"
+    onnx.save(sensitive_model(), src)
+    expected = {("--preset", "trellis"): "(within max_output_error 0.1;",
+                ("--preset", "paper"): "(at preset paper;",
+                ("--target-sqnr", "40"): "(at weight SQNR 40 dB; within the default max_output_error 0.1;",
+                ("--bits", "2.2"): "WARNING: misses the default max_output_error 0.1"}
+    for argv, text in expected.items():
+        assert main(["compress", str(src), "-o", str(out), "-q", *argv]) == 0
+        lines = capsys.readouterr().out.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("outputs on 4 generated feeds") and text in lines[0], lines
+        out.unlink()
+    _, report = hyperonnx.compress(sensitive_model(), "trellis", return_report=True)
+    assert report.allocation.target == "max_output_error 0.1" and report.allocation.met
+
+
+def test_a_log_gets_progress_lines_for_each_stage():
+    import io
+    from hyperonnx.commands._common import Progress
+    stream = io.StringIO()
+    progress = Progress("compressing", stream=stream)
+    progress.start -= 20  # a long run, its last line 20 s ago
+    progress.last -= 20
+    progress(3, 10, "a", "measured")
+    progress(10, 10, "", "measured")
+    progress(10, 10, "")
+    lines = stream.getvalue().splitlines()
+    assert lines[0].startswith("compressing: 3/10 tensors measured") and "10/10 tensors measured" in lines[1]
+    assert lines[2].startswith("compressing: 10/10 tensors,")

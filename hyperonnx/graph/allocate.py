@@ -104,14 +104,24 @@ class Allocation:
                         parts.append(f"{o['name']} {label} agreement {o[key]:.4f}")
             else:
                 parts.append(f"{o['name']} {o['measured']:.2%} changed")
-        if self.target.startswith("bits"):
+        if self.quality_target:
+            verdict = f"within {self.target}" if self.met else f"MISSES {self.target}"
+        else:
             verdict = (f"at {self.target}; within the default max_output_error {DEFAULT_MAX_OUTPUT_ERROR:g}"
                        if self.met else f"at {self.target}; WARNING: misses the default max_output_error "
                                         f"{DEFAULT_MAX_OUTPUT_ERROR:g}")
-        else:
-            verdict = f"within {self.target}" if self.met else f"MISSES {self.target}"
-        return (f"outputs on {self.inputs}: {', '.join(parts)} ({verdict}; "
-                f"{self.rounds} round{'s' if self.rounds != 1 else ''}, {self.seconds:.1f} s)")
+        rounds = f"{self.rounds} round{'s' if self.rounds != 1 else ''}, " if self.rounds else ""
+        return f"outputs on {self.inputs}: {', '.join(parts)} ({verdict}; {rounds}{self.seconds:.1f} s)"
+
+    @property
+    def quality_target(self) -> bool:
+        """Whether the target was an output budget (else a size or a weight rule, measured after)."""
+        return self.target.startswith("max_output_error")
+
+    @property
+    def budget_missed(self) -> bool:
+        """An output budget that the result misses (a size or weight rule misses none)."""
+        return self.quality_target and not self.met
 
     def to_dict(self) -> dict:
         return {"inputs": self.inputs, "target": self.target, "met": self.met, "rounds": self.rounds,
@@ -417,7 +427,7 @@ def _respond(probe_weight: np.ndarray, probe_output: np.ndarray, weight_error: n
 
 def allocate(model: ModelProto, sites, config: RateConfig, *, max_output_error: float | None = None,
              bits: float | None = None, feeds: list[dict] | None = None,
-             sample_count: int = DEFAULT_SAMPLES, min_elements: int = 1):
+             sample_count: int = DEFAULT_SAMPLES, min_elements: int = 1, progress=None):
     """Choose a width of `config`'s codec per site (a config, or None: keep raw) for an output
     budget or a size. Returns ({site index: Seed or None}, Allocation). Raises CannotRun when the
     model cannot run here (the caller falls back to the weight planner)."""
@@ -455,6 +465,8 @@ def allocate(model: ModelProto, sites, config: RateConfig, *, max_output_error: 
     probe_widths = {rate * module.WEIGHTS_PER_INDEX for rate in PROBE_RATES}
     unreached = 0
     for k, t in enumerate(tensors):  # one tensor at a time, at a few widths
+        if progress:
+            progress(k, len(tensors), t.names[0], "measured")
         probe_rungs = [r for r, c in enumerate(t.configs[:-1]) if c.index_bits in probe_widths] or [0]
         original = tensor_array(sites[t.sites[0]].tensor)
         array = original.astype(np.float64)
@@ -477,6 +489,8 @@ def allocate(model: ModelProto, sites, config: RateConfig, *, max_output_error: 
             t.sensitivity = float(np.max(probe_output[0] / probe_weight[0]))
         elif any(e > 0 for e in weight_errors.values()):
             unreached += 1
+    if progress:
+        progress(len(tensors), len(tensors), "", "measured")
     if unreached:
         allocation.notes.append(f"{unreached} tensor(s) not reached by the sample inputs (or not "
                                 f"measurable): widths for {FALLBACK_SQNR:g} dB weight SQNR")
@@ -519,9 +533,7 @@ def allocate(model: ModelProto, sites, config: RateConfig, *, max_output_error: 
     final = overrides(rung)
     # a size target is judged against the default budget: the summary warns when it misses it
     rows = probe.describe(final, max_output_error if bits is None else DEFAULT_MAX_OUTPUT_ERROR)
-    allocation.met = all(r.get("argmax_agreement", r.get("score_agreement", 1.0)) >= r.get("min_agreement", 0) and
-                         (r["budget"] is None or r["measured"] <= r["budget"] * (1 + 1e-9))
-                         for r in rows if r["kind"] == "float")
+    allocation.met = _met(rows)
     allocation.outputs = rows
     seeds: dict[int, object] = {}
     for k, t in enumerate(tensors):
@@ -542,6 +554,41 @@ def allocate(model: ModelProto, sites, config: RateConfig, *, max_output_error: 
     allocation.rules = rules
     allocation.seconds = time.perf_counter() - start
     return seeds, allocation
+
+
+def _met(rows: list[dict]) -> bool:
+    """Every float output kept: decisions agree, error within its budget where it has one."""
+    return all(r.get("argmax_agreement", r.get("score_agreement", 1.0)) >= r.get("min_agreement", 0) and
+               (r["budget"] is None or r["measured"] <= r["budget"] * (1 + 1e-9))
+               for r in rows if r["kind"] == "float")
+
+
+class Assessor:
+    """Measures on the outputs a result the allocator did not choose (the weight planner, a fixed
+    rate): the same probe, feeds and judgement, so every mode prints a true fidelity line."""
+
+    def __init__(self, model: ModelProto, sites, *, inputs: list[dict] | None, min_elements: int = 1,
+                 sample_count: int = DEFAULT_SAMPLES):
+        self.start = time.perf_counter()
+        if any(site.tensor.data_type == TensorProto.BFLOAT16 for site in sites):
+            raise CannotRun("onnxruntime's Python API takes no bfloat16 weights to measure with")
+        total = sum(int(np.prod(site.tensor.dims)) * 4 for site in sites)
+        if total > MAX_PROBE_BYTES:
+            raise CannotRun(f"{total / 1e9:.1f} GB of weights: more than a probe session may hold")
+        self.names = {i: site.tensor.name for i, site in enumerate(sites)}
+        self.probe = Probe(model, sorted(set(self.names.values())), inputs, sample_count)
+
+    def overrides(self, site: int, decoded: np.ndarray) -> dict:
+        name = self.names[site]
+        return {name: decoded} if name in self.probe.movable else {}
+
+    def assess(self, overrides: dict, target: str) -> Allocation:
+        allocation = Allocation(self.probe.source, target)
+        allocation.notes.extend(self.probe.notes)
+        allocation.outputs = self.probe.describe(overrides, DEFAULT_MAX_OUTPUT_ERROR)
+        allocation.met = _met(allocation.outputs)
+        allocation.seconds = time.perf_counter() - self.start
+        return allocation
 
 
 def _sqnr_rung(t: _Tensor, sqnr: float) -> int:

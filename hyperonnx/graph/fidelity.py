@@ -5,8 +5,8 @@ detector's `[1, 4 + classes, anchors]` output holds pixel coordinates (0-320) be
 (0-1); the coordinates dominate the norm, and the class scores can be destroyed at a total error
 of 0.096 (measured). So each float output is cut into *parts*, and every part is judged alone:
 
-- parts: the slices along one small axis (not the batch axis, 2 to MAX_SLICES long) whose slices
-  differ in kind (some bounded in [0, 1], some not) or in scale (the largest slice's RMS over
+- parts: the slices along one small axis (not the batch axis, 2 to MAX_SLICES long, each slice
+  holding MIN_SLICE_VALUES values or more over the feeds) whose slices differ in kind (some bounded in [0, 1], some not) or in scale (the largest slice's RMS over
   SCALE_SPREAD times the median's): boxes + scores, heads of different scales. Otherwise the
   whole output is one part;
 - each part's error is relative, with a floor that keeps near-zero parts meaningful:
@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 MAX_SLICES = 128  # an axis longer than this is data (anchors, tokens, pixels), not parts
+MIN_SLICE_VALUES = 32  # values per slice (over the feeds) below which slices say nothing of kinds or scales
 MAX_PARTS = 512  # over all outputs: beyond this, the largest outputs are judged whole
 SCALE_SPREAD = 20.0  # slices this much larger than the median one: judged apart
 SCORE_FLOOR = 0.05  # absolute floor of a score-like part's error (probability scale)
@@ -91,7 +92,7 @@ def _layout(references: list[np.ndarray], sigmoid: bool, allow_slices: bool) -> 
                 continue
             moved = [np.moveaxis(a, axis, 0).reshape(size, -1) for a in arrays]
             stacked = np.concatenate(moved, axis=1)
-            if stacked.shape[1] == 0:
+            if stacked.shape[1] < MIN_SLICE_VALUES:
                 continue
             slice_rms = np.sqrt(np.mean(stacked * stacked, axis=1))
             kinds = (stacked.min(axis=1) >= 0) & (stacked.max(axis=1) <= 1)
