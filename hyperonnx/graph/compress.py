@@ -120,7 +120,10 @@ def _matches(name: str, patterns: Sequence[str] | None) -> bool:
 def find_candidates(model: ModelProto, *, min_elements: int = DEFAULT_MIN_ELEMENTS,
                     include: Sequence[str] | None = None, exclude: Sequence[str] | None = None):
     """(eligible sites, skipped (name, reason)) — eligible: float32/16/bf16 initializers and
-    Constant values with >= min_elements elements, not graph inputs, passing include/exclude."""
+    Constant values with >= min_elements elements, passing include/exclude. Initializers that the
+    main graph also lists as inputs (the IR < 4 export style, torch.onnx's
+    keep_initializers_as_inputs) are weights too: compressing one removes it from the inputs. A
+    subgraph's inputs are its formal parameters: initializers named like them are skipped."""
     eligible, skipped = [], []
     # a lattice node's float16 scales are part of a seed, never a weight
     decode_inputs = {name for s in scopes(model) for n in s.graph.node for name in fmt.seed_inputs(n)}
@@ -141,8 +144,8 @@ def find_candidates(model: ModelProto, *, min_elements: int = DEFAULT_MIN_ELEMEN
             if t.data_type not in FLOAT_TYPES or t.name in decode_inputs:
                 continue  # integers, seeds (uint8, and float16 scales), strings: never weights
             count = math.prod(t.dims)
-            if t.name in inputs and site.source == "initializer":
-                skipped.append((t.name, "graph input (overridable at run time)"))
+            if t.name in inputs and site.source == "initializer" and not scope.is_main:
+                skipped.append((t.name, "subgraph input"))
             elif count < max(1, min_elements):
                 continue
             elif include and not _matches(t.name, include):
@@ -349,6 +352,14 @@ def compress_model(model: ModelProto, config=None, *, bits: float | None = None,
             keep = [t for t in graph.initializer if t.name not in gone]
             del graph.initializer[:]
             graph.initializer.extend(keep)
+            if graph is model.graph and any(v.name in gone for v in graph.input):
+                listed = [v for v in graph.input if v.name in gone]
+                report.notes.append(f"{len(listed)} compressed weight(s) were also graph inputs (the IR < 4 "
+                                    "export style): they are weights of the compressed model, no longer inputs")
+                keep_inputs = [v for v in graph.input if v.name not in gone]
+                del graph.input[:]
+                graph.input.extend(keep_inputs)
+                model.ir_version = max(model.ir_version, 4)  # initializers need not be inputs from IR 4 on
         replacements = replaced_constants.get(gid, {})
         front = new_nodes.get(gid, [])
         front = [n for n in front if n.op_type != "Identity"] + [n for n in front if n.op_type == "Identity"]
