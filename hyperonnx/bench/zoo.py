@@ -139,15 +139,25 @@ class Entry:
 
     name: str
     domain: str
-    source: Source
+    source: Source | None
     task: str  # what the check compares, and its bar
     make_inputs: Callable[["Entry"], list[dict]]
     compare: Callable[["Entry", list[dict], list[dict]], tuple[float, bool, str]]
     needs: tuple[str, ...] = ()  # external tools the inputs need (espeak-ng)
+    held: bool = False  # a model the project held before the corpus (hyperonnx.models, rapidocr, silero)
+    builder: Callable[[], Path] | None = None  # models the repo builds (hyperonnx.models) instead of a Source
     state: dict = field(default_factory=dict)  # cached inputs, ground truth
 
     def path(self) -> Path:
+        if self.builder is not None:
+            return self.builder()
         return self.source.model(self.name)
+
+    @property
+    def origin(self) -> str:
+        if self.source is None:
+            return "built by hyperonnx.models"
+        return f"{self.source.package}=={self.source.version}"
 
     def inputs(self) -> list[dict]:
         if "feeds" not in self.state:
@@ -186,10 +196,14 @@ def _rgb_chw(img, scale: float = 1 / 255.0, bgr: bool = False, mean=None, std=No
 # nudenet: YOLOv8n at 320, 18 body-part / face classes --------------------------------------------
 
 def _nudenet_inputs(e: Entry) -> list[dict]:
+    """Drawn people, three per scene, softened (blur 2 px): the original finds ~55 faces in 20
+    scenes, nearly all at confidence > 0.5 (sharp drawings give fewer, borderline ones)."""
+    from PIL import ImageFilter
     rng = np.random.default_rng(1)
     feeds = []
-    for k in range(24):
-        scene = zd.face_scene(rng, (int(rng.integers(280, 480)), int(rng.integers(280, 480))), faces=2 + k % 2)
+    for k in range(20):
+        scene = zd.face_scene(rng, (int(rng.integers(360, 460)), int(rng.integers(360, 460))), faces=3)
+        scene = scene.filter(ImageFilter.GaussianBlur(2.0))
         feeds.append({"images": _rgb_chw(zd.letterbox(scene, 320, (0, 0, 0)))})
     return feeds
 
@@ -694,10 +708,192 @@ def entries() -> list[Entry]:
     ]
 
 
-def by_name(names: list[str] | None) -> list[Entry]:
-    every = entries()
+# --- models the project held before the corpus --------------------------------------------------
+
+RAPIDOCR = ("rapidocr-onnxruntime", "1.4.4", "971d7d5f223a7a808662229df1ef69893809d8457d834e6373d3854bc1782cbf")
+
+
+def _ppocr_det_inputs(e: Entry) -> list[dict]:
+    from PIL import Image
+    rng = np.random.default_rng(10)
+    feeds = []
+    for k in range(6):
+        page = zd.document_page(rng, (int(rng.integers(560, 680)), int(rng.integers(760, 880))), kind=k)
+        w, h = page.size
+        r = 736 / max(w, h)  # rapidocr: limit_side_len 736, sides multiples of 32
+        nw, nh = max(32, int(round(w * r / 32)) * 32), max(32, int(round(h * r / 32)) * 32)
+        img = page.resize((nw, nh), Image.BILINEAR)
+        feeds.append({"x": _rgb_chw(img, bgr=True, mean=[0.5, 0.5, 0.5], std=[0.5, 0.5, 0.5])})
+    return feeds
+
+
+def _db_boxes(prob: np.ndarray, thresh: float = 0.3, box_thresh: float = 0.5, min_size: int = 3):
+    """DB post-processing (rapidocr's defaults) without the unclip: components of the map above
+    thresh, their bounding boxes, kept when the mean probability inside reaches box_thresh."""
+    from scipy import ndimage
+    prob = np.asarray(prob, np.float32).reshape(prob.shape[-2], prob.shape[-1])
+    labels, n = ndimage.label(prob > thresh)
+    boxes = []
+    for i, sl in enumerate(ndimage.find_objects(labels), 1):
+        if sl is None:
+            continue
+        ys, xs = sl
+        if min(ys.stop - ys.start, xs.stop - xs.start) < min_size:
+            continue
+        if prob[sl][labels[sl] == i].mean() < box_thresh:
+            continue
+        boxes.append([xs.start, ys.start, xs.stop, ys.stop])
+    boxes = np.array(boxes, np.float64).reshape(-1, 4)
+    return boxes, np.zeros(len(boxes), np.int64)
+
+
+def _detections_db(e, ref, out):
+    return zd.detections_agree([_db_boxes(_first(o)) for o in ref], [_db_boxes(_first(o)) for o in out])
+
+
+def _ppocr_cls_inputs(e: Entry) -> list[dict]:
+    from PIL import Image
+    lines = models._ocr_lines(64)
+    rng = np.random.default_rng(11)
+    feeds, truth = [], []
+    for k, text in enumerate(lines):
+        f = zd.font(int(rng.integers(24, 34)), int(rng.integers(0, 8)))
+        from PIL import ImageDraw
+        left, top, right, bottom = f.getbbox(text)
+        img = Image.new("RGB", (right - left + 16, bottom - top + 14), "white")
+        ImageDraw.Draw(img).text((8 - left, 7 - top), text, fill="black", font=f)
+        flipped = k % 2 == 1
+        if flipped:
+            img = img.rotate(180)
+        rw = min(192, int(np.ceil(48 * img.width / img.height)))
+        x = np.zeros((1, 3, 48, 192), np.float32)
+        x[0, :, :, :rw] = _rgb_chw(img.resize((rw, 48), Image.BILINEAR), mean=[0.5] * 3, std=[0.5] * 3)[0]
+        feeds.append({"x": x})
+        truth.append(int(flipped))
+    e.state["truth"] = truth
+    return feeds
+
+
+def _decisions_cls(e, ref, out):
+    dec = lambda o: int(_first(o).reshape(-1).argmax())  # noqa: E731
+    return zd.decisions_agree([dec(o) for o in ref], [dec(o) for o in out], truth=e.state.get("truth"), what="angles (0 / 180)")
+
+
+def _ppocr_rec_path() -> Path:
+    return models.ppocr_rec()[0]
+
+
+def _ppocr_rec_inputs(e: Entry) -> list[dict]:
+    data = np.load(models.ppocr_rec()[1])
+    e.state["truth"] = [str(t) for t in data["text"][:96]]
+    return [{"x": data["input"][i:i + 1]} for i in range(96)]
+
+
+def _strings_ppocr_rec(e, ref, out):
+    path = _ppocr_rec_path()
+    dec = lambda o: models.ppocr_decode(_first(o), path)[0]  # noqa: E731
+    return zd.strings_agree([dec(o) for o in ref], [dec(o) for o in out], truth=e.state.get("truth"))
+
+
+SILERO = Source("silero-vad", "6.2.3", "7b7f5436cfcb02fae583a05b512ea96467fd449fe54cb49a5e4f06c51a1e43b8",
+                "silero_vad/data/silero_vad.onnx", "1a153a22f4509e292a94e67d6f9b85e8deb25b4988682b7e174c65279d8788e3")
+
+
+def _silero_inputs(e: Entry) -> list[dict]:
+    """512-sample chunks (+ 64 samples of context, as silero_vad's OnnxWrapper feeds v5) of espeak-ng
+    clips; the recurrent state of each chunk is the original's after the chunk before (teacher
+    forcing: every model is judged on the same feeds)."""
+    sess = _session(e.path())
+    feeds, truth = [], []
+    for k in range(6):
+        wave, mask = _clip(k)
+        state = np.zeros((2, 1, 128), np.float32)
+        context = np.zeros((1, 64), np.float32)
+        for i in range(0, len(wave) - 512 + 1, 512):
+            chunk = wave[None, i:i + 512].astype(np.float32)
+            x = np.concatenate([context, chunk], 1)
+            feed = {"input": x, "state": state, "sr": np.array(16000, np.int64)}
+            feeds.append(feed)
+            truth.append(bool(mask[i:i + 512].mean() > 0.5))
+            _, state = sess.run(None, feed)
+            context = chunk[:, -64:]
+    e.state["truth"] = truth
+    return feeds
+
+
+def _decisions_silero(e, ref, out):
+    r = np.array([float(o["output"].reshape(-1)[0]) for o in ref]) >= 0.5
+    s = np.array([float(o["output"].reshape(-1)[0]) for o in out]) >= 0.5
+    score, kept, text = zd.decisions_agree(r, s, what="speech chunks (p >= 0.5)")
+    t = np.array(e.state.get("truth", []), bool)
+    if len(t) == len(r):
+        text += f"; original speech chunks {r.mean():.2f}, agrees with the clips' speech {np.mean(r == t):.2f}"
+    return score, kept, text
+
+
+def _minilm_inputs(e: Entry) -> list[dict]:
+    texts = models.sample_texts(64)
+    feeds = []
+    for i in range(0, 64, 8):
+        ids, mask, types = models.minilm_tokenize(texts[i:i + 8])
+        feeds.append({"input_ids": ids, "attention_mask": mask, "token_type_ids": types})
+    return feeds
+
+
+def _cosine_minilm(e, ref, out):
+    return zd.cosine_agree(np.concatenate([o["sentence_embedding"] for o in ref]),
+                           np.concatenate([o["sentence_embedding"] for o in out]))
+
+
+def _digits_inputs(e: Entry) -> list[dict]:
+    data = np.load(models.digits_cnn()[1])
+    e.state["truth"] = data["label"].tolist()
+    name = "input"
+    import onnx
+    name = onnx.load(str(models.digits_cnn()[0]), load_external_data=False).graph.input[0].name
+    return [{name: data["input"][i:i + 50]} for i in range(0, len(data["input"]), 50)]
+
+
+def _decisions_digits(e, ref, out):
+    r = np.concatenate([_first(o).argmax(1) for o in ref])
+    s = np.concatenate([_first(o).argmax(1) for o in out])
+    return zd.decisions_agree(r, s, truth=e.state.get("truth"), what="digits")
+
+
+def held_entries() -> list[Entry]:
+    """The models the project held before the corpus: PP-OCRv4 det / rec / angle classifier
+    (rapidocr-onnxruntime), silero VAD v5, MiniLM-L6 and the digits CNN (built by hyperonnx.models)."""
+    return [
+        Entry("ppocr-v4-det", "text detection (DB, PP-OCRv4)",
+              Source(*RAPIDOCR, "rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx",
+                     "d2a7720d45a54257208b1e13e36a8479894cb74155a5efe29462512d42f49da9"),
+              "text boxes on drawn pages (DB map > 0.3, box score >= 0.5, no unclip), matched both ways >= 0.9 at IoU 0.5",
+              _ppocr_det_inputs, _detections_db, held=True),
+        Entry("ppocr-v4-rec", "OCR (PP-OCRv4 rec, SVTR + CTC)", None,
+              "strings read from rendered lines (hyperonnx.models' test set), >= 0.95 as the original's",
+              _ppocr_rec_inputs, _strings_ppocr_rec, held=True, builder=_ppocr_rec_path),
+        Entry("ppocr-cls", "text angle classifier (PP-OCR mobile v2, 0 / 180)",
+              Source(*RAPIDOCR, "rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx",
+                     "e47acedf663230f8863ff1ab0e64dd2d82b838fceb5957146dab185a89d6215c"),
+              "0 / 180 of rendered lines, half upside down, >= 0.95 as the original's",
+              _ppocr_cls_inputs, _decisions_cls, held=True),
+        Entry("silero-vad-v5", "voice activity detection (silero v5, If on the rate)", SILERO,
+              "speech per 32 ms chunk (p >= 0.5) on espeak-ng clips, states teacher-forced, >= 0.95 as the original's",
+              _silero_inputs, _decisions_silero, needs=("espeak-ng",), held=True),
+        Entry("minilm-l6", "sentence embedding (MiniLM-L6)", None,
+              "sentence embeddings of 64 sentences: cosine mean >= 0.99, min >= 0.98",
+              _minilm_inputs, _cosine_minilm, held=True, builder=models.minilm),
+        Entry("digits-cnn", "digit classifier (CNN trained here)", None,
+              "digits of the held-out split, >= 0.95 as the original's (target: accuracy equal)",
+              _digits_inputs, _decisions_digits, held=True, builder=lambda: models.digits_cnn()[0]),
+    ]
+
+
+def by_name(names: list[str] | None, held: bool = True) -> list[Entry]:
+    """Entries by name (default: the corpus, then the held models unless held=False)."""
+    every = entries() + held_entries()
     if not names:
-        return every
+        return [e for e in every if held or not e.held]
     known = {e.name: e for e in every}
     missing = [n for n in names if n not in known]
     if missing:
@@ -801,7 +997,7 @@ def run(names: list[str] | None, method_names: list[str], out_dir: Path, log=pri
             rows.append({**base, "method": "original", "error": f"{type(error).__name__}: {error}"})
             continue
         size = file_size(path)
-        base.update({"source": f"{e.source.package}=={e.source.version}", "size": size})
+        base.update({"source": e.origin, "size": size})
         log(f"{e.name}: {human(size)}, {len(feeds)} inputs; original: {self_check[2]}")
         rows.append({**base, "method": "original", "ratio": 1.0, "score": self_check[0], "kept": self_check[1],
                      "text": self_check[2], "seconds": 0.0, "fidelity": ""})
@@ -899,7 +1095,7 @@ def main(args) -> int:
         method(m)  # unknown names fail before any download
     if args.list:
         for e in by_name(args.models):
-            print(f"{e.name:20s} {e.domain:52s} {e.source.package}=={e.source.version}")
+            print(f"{e.name:20s} {e.domain:56s} {e.origin}{' (held)' if e.held else ''}")
         return 0
     out = Path(args.out)
     rows = run(args.models, method_names, out)

@@ -243,12 +243,17 @@ def font(size: int, index: int = 0):
     return ImageFont.load_default(size=size)
 
 
+@functools.lru_cache(maxsize=1)
+def _word_pool() -> tuple[str, ...]:
+    from .. import models
+    pool = [w.strip(".,;:!?\"'()") for s in models.sample_texts(400) for w in s.split()]
+    return tuple(w for w in pool if w.isalpha())
+
+
 def words(count: int, seed: int) -> list[str]:
     """English-like words from the repo's sample sentences."""
-    from .. import models
+    pool = _word_pool()
     rng = np.random.default_rng(seed)
-    pool = [w.strip(".,;:!?\"'()") for s in models.sample_texts(400) for w in s.split()]
-    pool = [w for w in pool if w.isalpha()]
     return [pool[i] for i in rng.integers(0, len(pool), count)]
 
 
