@@ -683,3 +683,84 @@ def read_kaldi_mvn(text: str) -> tuple[np.ndarray, np.ndarray]:
     shift = np.array(vecs[0].split(), np.float32)
     scale = np.array(vecs[1].split(), np.float32)
     return shift, scale
+
+
+# --- music (madmom's key CNN) --------------------------------------------------------------------
+
+def madmom_log_filterbank(frame_size: int = 8192, rate: int = 44100, bands: int = 24, fmin: float = 65.0,
+                          fmax: float = 2100.0, fref: float = 440.0) -> np.ndarray:
+    """madmom's LogarithmicFilterbank (unique bins, overlapping triangular filters normalised to
+    area 1, bands merged by maximum) as a [fft bins, bands] matrix."""
+    bin_freqs = np.fft.fftfreq(frame_size, 1.0 / rate)[:frame_size // 2]
+    left = np.floor(np.log2(fmin / fref) * bands)
+    right = np.ceil(np.log2(fmax / fref) * bands)
+    freqs = fref * 2.0 ** (np.arange(left, right) / bands)
+    freqs = freqs[np.searchsorted(freqs, fmin):]
+    freqs = freqs[:np.searchsorted(freqs, fmax, "right")]
+    idx = np.clip(bin_freqs.searchsorted(freqs), 1, len(bin_freqs) - 1)
+    idx = idx - (freqs - bin_freqs[idx - 1] < bin_freqs[idx] - freqs)
+    bins = np.unique(idx)
+    fb = np.zeros((len(bin_freqs), len(bins) - 2), np.float32)
+    for band in range(len(bins) - 2):
+        start, center, stop = (int(v) for v in bins[band:band + 3])
+        if stop - start < 2:
+            center, stop = start, start + 1
+        data = np.zeros(stop - start)
+        c = center - start
+        data[:c] = np.linspace(0, 1, c, endpoint=False)
+        data[c:] = np.linspace(1, 0, stop - start - c, endpoint=False)
+        data /= data.sum()
+        fb[start:stop, band] = np.maximum(fb[start:stop, band], data)
+    return fb
+
+
+def madmom_key_spectrogram(signal: np.ndarray, rate: int = 44100, frame_size: int = 8192, fps: float = 5.0) -> np.ndarray:
+    """The key CNN's input as madmom computes it: frames of 8192 centred every rate / fps samples
+    (zero padded), Hann window, |FFT|, the log filterbank, log10(1 + x). [frames, bands] float32."""
+    hop = rate / fps
+    n = int(np.ceil(len(signal) / hop))
+    pad = np.concatenate([np.zeros(frame_size // 2), signal, np.zeros(frame_size)])
+    starts = (np.arange(n) * hop).astype(np.int64)
+    frames = np.stack([pad[s:s + frame_size] for s in starts])
+    spec = np.abs(np.fft.rfft(frames * np.hanning(frame_size), frame_size))[:, :frame_size // 2]
+    return np.log10(1.0 + spec @ madmom_log_filterbank(frame_size, rate)).astype(np.float32)
+
+
+KEY_TONICS = ["A", "Bb", "B", "C", "Db", "D", "Eb", "E", "F", "F#", "G", "Ab"]  # madmom KEY_LABELS order
+
+
+def chord_progression(key: int, rng, seconds: float = 12.0, rate: int = 44100) -> np.ndarray:
+    """A piece in key (0-11 major with tonic KEY_TONICS[key], 12-23 minor): I-IV-V-I style
+    progressions of triads with a bass and a melody of scale notes, harmonic tones with decay."""
+    tonic = 57 + key % 12  # MIDI, A3 = 57
+    minor = key >= 12
+    scale = [0, 2, 3, 5, 7, 8, 11] if minor else [0, 2, 4, 5, 7, 9, 11]
+    degrees = [[0, 3, 4, 0], [0, 5, 3, 4], [0, 3, 0, 4], [5, 3, 4, 0]][int(rng.integers(0, 4))]
+    out = np.zeros(int(seconds * rate))
+    beat = 0.5
+    t = np.arange(int(beat * 4 * rate)) / rate
+    env = np.exp(-t * 1.5)
+    pos = 0
+    bar = 0
+    while pos < len(out):
+        d = degrees[bar % len(degrees)]
+        chord = [scale[(d + i) % 7] + 12 * ((d + i) // 7) for i in (0, 2, 4)]
+        notes = [tonic + c for c in chord] + [tonic - 12 + chord[0]]
+        seg = np.zeros(len(t))
+        for m in notes:
+            f = 440.0 * 2 ** ((m - 69) / 12)
+            for h, a in ((1, 1.0), (2, 0.5), (3, 0.25), (4, 0.12)):
+                seg += a * np.sin(2 * np.pi * f * h * t + rng.uniform(0, 6.28))
+        for b in range(4):  # melody: one scale note a beat
+            m = tonic + 12 + scale[int(rng.integers(0, 7))]
+            f = 440.0 * 2 ** ((m - 69) / 12)
+            s0, s1 = int(b * beat * rate), int((b + 1) * beat * rate)
+            tt = t[:s1 - s0]
+            seg[s0:s1] += 0.6 * np.sin(2 * np.pi * f * tt) * np.exp(-tt * 4)
+        seg *= env
+        n = min(len(seg), len(out) - pos)
+        out[pos:pos + n] += seg[:n]
+        pos += n
+        bar += 1
+    out += rng.normal(0, 0.01, len(out))
+    return (0.5 * out / np.abs(out).max()).astype(np.float32)
