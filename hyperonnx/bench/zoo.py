@@ -951,22 +951,40 @@ def _hyperonnx_method(**kwargs):
         hyperonnx.save(model, dst)
         alloc = getattr(report, "allocation", None)
         line = alloc.summary() if alloc is not None and hasattr(alloc, "summary") else ""
-        return line
+        return line, _held(report)
     return make
 
 
-def _int8(src: Path, dst: Path) -> str:
+def _held(report) -> str:
+    """What the rule held, from the compress report: tensors coded, bits/weight over them (weighted
+    by size), the lowest tensor SQNR and the share of weights below 20 dB."""
+    try:
+        coded = [t for t in report.tensors if t.compressed and not t.reason]
+        if not coded:
+            return f"0 of {len(report.tensors)} tensors coded"
+        n = np.array([float(np.prod(t.shape)) if t.shape else 1.0 for t in coded])
+        bits = np.array([t.bits_per_weight for t in coded])
+        sq = np.array([t.sqnr_db if t.sqnr_db is not None else np.inf for t in coded])
+        low = n[sq < 20].sum() / n.sum()
+        return (f"{len(coded)}/{len(report.tensors)} tensors, {np.sum(bits * n) / n.sum():.2f} b/w, "
+                f"SQNR min {sq.min():.1f} dB, {low:.0%} of weights < 20 dB")
+    except Exception as error:  # noqa: BLE001 - the report's shape may change with the allocator
+        return f"(report unreadable: {type(error).__name__})"
+
+
+def _int8(src: Path, dst: Path) -> tuple[str, str]:
     from onnxruntime.quantization import QuantType, quantize_dynamic
     quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8)
-    return ""
+    return "", ""
 
 
 def _preset(preset: str):
     return _hyperonnx_method(config=preset)
 
 
-METHODS: dict[str, tuple[Callable[[Path, Path], str], bool]] = {
-    # name: (make(src, dst) -> the fidelity line compress printed, runs with the hyperonnx runtime)
+METHODS: dict[str, tuple[Callable[[Path, Path], tuple[str, str]], bool]] = {
+    # name: (make(src, dst) -> (the fidelity line compress printed, what the rule held),
+    #        runs with the hyperonnx runtime)
     "default": (_hyperonnx_method(), True),
     "sqnr40": (_hyperonnx_method(target_sqnr=40), True),
     "int8": (_int8, False),
@@ -1034,9 +1052,10 @@ def run(names: list[str] | None, method_names: list[str], out_dir: Path, log=pri
                 row = {**base, "method": m}
                 try:
                     t0 = time.perf_counter()
-                    line = make(path, dst)
+                    line, held = make(path, dst)
                     row["seconds"] = time.perf_counter() - t0
                     row["fidelity"] = line
+                    row["held"] = held
                     row["compressed_size"] = file_size(dst)
                     row["ratio"] = size / max(1, row["compressed_size"])
                     outs = run_model(dst, feeds, hyperonnx_runtime=hyper)
@@ -1064,20 +1083,22 @@ def _line(row) -> str:
     if "error" in row:
         return f"  {row['model']} {row['method']}: ERROR {row['error']}"
     return (f"  {row['model']} {row['method']}: {row['ratio']:.2f}x, {row['score']:.3f} {_verdict(row)} "
-            f"({row['text']}), {row['seconds']:.1f} s" + (f"\n      compress: {row['fidelity']}" if row.get("fidelity") else ""))
+            f"({row['text']}), {row['seconds']:.1f} s" + (f"\n      compress: {row['fidelity']}" if row.get("fidelity") else "")
+            + (f"\n      held: {row['held']}" if row.get("held") else ""))
 
 
 def table(rows: list[dict]) -> str:
-    head = ["model", "domain", "size", "method", "ratio", "task", "verdict", "compress s", "compress printed"]
+    head = ["model", "domain", "size", "method", "ratio", "task", "verdict", "compress s", "compress printed", "held"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         if r.get("method") == "original":
             continue
         if "error" in r:
-            lines.append(f"| {r['model']} | {r['domain']} | {human(r.get('size', 0))} | {r['method']} | - | {r['error'][:120]} | ERROR | - | - |")
+            lines.append(f"| {r['model']} | {r['domain']} | {human(r.get('size', 0))} | {r['method']} | - | {r['error'][:120]} | ERROR | - | - | - |")
             continue
         lines.append(f"| {r['model']} | {r['domain']} | {human(r['size'])} | {r['method']} | {r['ratio']:.2f}x | "
-                     f"{r['score']:.3f}: {r['text']} | {_verdict(r)} | {r['seconds']:.1f} | {r.get('fidelity') or '-'} |")
+                     f"{r['score']:.3f}: {r['text']} | {_verdict(r)} | {r['seconds']:.1f} | {r.get('fidelity') or '-'} | "
+                     f"{r.get('held') or '-'} |")
     return "\n".join(lines)
 
 
