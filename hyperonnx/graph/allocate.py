@@ -65,8 +65,9 @@ FALLBACK_SQNR = 40.0  # dB: weights the sample inputs never reach (and the weigh
 FLOOR_SQNR = 12.0
 MAX_PROBE_BYTES = 1 << 29  # candidate weights beyond this: the weight planner (memory: compress peaks near
 # 11x the weights with the probe session, e.g. 1.0 GB for MiniLM-L6's 90 MB)
-TARGET_MARGIN = 0.8  # plan for this share of the budget (squared): prediction error
+TARGET_MARGIN = 0.9  # plan for this share of the budget (squared): prediction error
 MAX_ROUNDS = 8
+BRACKET = 2.0  # a target bracketed this close (squared error) is settled: 1.3 bought nothing on MiniLM
 CLASS_START = 0.2  # relative error of class probabilities the first plan aims at
 _CLASS_NAME = re.compile(r"logit|prob", re.I)
 MIN_ARGMAX_AGREEMENT = 0.99  # class outputs: share of decisive positions whose top class stays
@@ -652,9 +653,9 @@ def _search(probe: Probe, predicted, bit_table, start_rung, fixed, budget: float
         bracketed = (passed > 0) & np.isfinite(failed)
         target = np.where(bracketed, np.sqrt(passed * np.where(np.isfinite(failed), failed, 1.0)),
                           np.clip(guess, passed, failed))
-        # settled: bracketed to a factor 2 (each round costs a run and new encodes), or a float
+        # settled: bracketed to BRACKET (each round costs a run and new encodes), or a float
         # output measured close to its budget
-        settled = np.where(bracketed, failed / np.maximum(passed, 1e-300) <= 2.0,
+        settled = np.where(bracketed, failed / np.maximum(passed, 1e-300) <= BRACKET,
                            ~decisions_only & ok & (error >= budget * TARGET_MARGIN ** 2))
         if best is not None and settled.all():
             break
