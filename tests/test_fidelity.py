@@ -12,8 +12,8 @@ from hyperonnx.commands._common import session
 from hyperonnx.graph import allocate, fidelity, samples
 
 
-def _judge(reference: np.ndarray, sigmoid: bool = False) -> fidelity.Judge:
-    return fidelity.Judge(["y"], [[reference]], {"y"} if sigmoid else set())
+def _judge(reference: np.ndarray) -> fidelity.Judge:
+    return fidelity.Judge(["y"], [[reference]])
 
 
 def _boxes_and_scores(rng, anchors: int = 400, classes: int = 20) -> np.ndarray:
@@ -27,7 +27,7 @@ def test_boxes_beside_scores_are_judged_per_slice():
     dominate it): per slice, it is a total loss."""
     rng = np.random.default_rng(0)
     y = _boxes_and_scores(rng)
-    judge = _judge(y, sigmoid=True)
+    judge = _judge(y)
     assert judge.layouts[0].axis == 1 and judge.parts == 24 and judge.layouts[0].scores.sum() == 20
     broken = y.copy()
     broken[:, 4:] = rng.permutation(broken[:, 4:].ravel()).reshape(broken[:, 4:].shape)  # scores shuffled
@@ -62,7 +62,7 @@ def test_a_scalar_score_near_zero_keeps_a_meaningful_error():
     """A sigmoid of 1e-4 moving to 3e-3 is no change (relative error 29 before the floor); moving
     to 0.9 is a flipped decision."""
     y = np.array([[1e-4]], np.float32)
-    judge = _judge(y, sigmoid=True)
+    judge = _judge(y)
     small = judge.errors([[np.array([[3e-3]], np.float32)]])
     assert np.sqrt(small[0]) < allocate.DEFAULT_MAX_OUTPUT_ERROR
     assert judge.score_agreement([[np.array([[3e-3]], np.float32)]])[0] == 1.0
@@ -74,7 +74,7 @@ def test_a_sparse_score_map_that_loses_its_few_positives_fails():
     detection is gone."""
     y = np.full((1, 1, 64, 64), 0.01, np.float32)
     y[0, 0, 10:12, 20:23] = 0.95
-    judge = _judge(y, sigmoid=True)
+    judge = _judge(y)
     lost = np.full_like(y, 0.01)
     assert judge.score_agreement([[lost]])[0] == 0.0
     kept = y.copy()

@@ -52,7 +52,7 @@ from onnx import ModelProto, TensorProto, helper
 from .. import codec
 from ..codec import LatticeConfig, RateConfig
 from .model_io import first_line, inline_external_data, tensor_array
-from .fidelity import MIN_SCORE_AGREEMENT, Judge, sigmoid_outputs
+from .fidelity import MIN_SCORE_AGREEMENT, Judge
 from .samples import graph_inputs, plausible
 
 DEFAULT_MAX_OUTPUT_ERROR = 0.1  # relative error of each float output (cosine ~0.995)
@@ -190,8 +190,7 @@ class Probe:
                             or _CLASS_NAME.search(self.outputs[i]))
                         and self.reference[0][i].ndim >= 1 and self.reference[0][i].shape[-1] > 1]
         self.judge = Judge([self.outputs[i] for i in self.float_outputs],
-                           [[f[i] for i in self.float_outputs] for f in self.reference],
-                           sigmoid_outputs(model), set(self.classes))
+                           [[f[i] for i in self.float_outputs] for f in self.reference], set(self.classes))
         self.decisive = {j: [_decisive(f[self.float_outputs[j]]) for f in self.reference] for j in self.classes}
         # probabilities saturate (a few flipped positions dominate their error): decisions only,
         # where the decisions vary. Decisions that are all one class (a text recogniser's blank on

@@ -6,15 +6,15 @@ detector's `[1, 4 + classes, anchors]` output holds pixel coordinates (0-320) be
 of 0.096 (measured). So each float output is cut into *parts*, and every part is judged alone:
 
 - parts: the slices along one small axis (not the batch axis, 2 to MAX_SLICES long, each slice
-  holding MIN_SLICE_VALUES values or more over the feeds) whose slices differ in kind (some bounded in [0, 1], some not) or in scale (the largest slice's RMS over
-  SCALE_SPREAD times the median's): boxes + scores, heads of different scales. Otherwise the
-  whole output is one part;
+  holding MIN_SLICE_VALUES values or more over the feeds) whose slices differ in kind (some
+  bounded in [0, 1], some not) or in scale (the largest slice's RMS over SCALE_SPREAD times the
+  median's): boxes + scores, heads of different scales. Otherwise the whole output is one part;
 - each part's error is relative, with a floor that keeps near-zero parts meaningful:
   ||y' - y|| / sqrt(||y||^2 + n * floor^2), floor SCORE_FLOOR for score-like parts (a probability
   of 1e-4 moving to 3e-3 is no change) and VALUE_FLOOR times the output's RMS otherwise; the worst
   feed counts;
-- score-like outputs (produced through a Sigmoid, or every value in [0, 1]) are also judged by
-  their decisions: positions decisively above THRESHOLD (by DECISION_MARGIN) must stay above it,
+- score-like parts (every value in [0, 1] on every feed: a Sigmoid's, a probability map) are
+  also judged by their decisions: positions decisively above THRESHOLD (by DECISION_MARGIN) must stay above it,
   and positions decisively below must not cross it, counted against the positives (so a sparse
   score map that loses its few detections, or gains false ones, fails even when its norm barely
   moves): agreement min(kept / positives, 1 - false / positives) >= MIN_SCORE_AGREEMENT.
@@ -37,31 +37,6 @@ VALUE_FLOOR = 1e-3  # floor of any other part: this share of its output's RMS
 THRESHOLD = 0.5
 DECISION_MARGIN = 0.1
 MIN_SCORE_AGREEMENT = 0.98
-# ops that move values without changing them: an output reached from a Sigmoid through these
-# still holds scores
-_PASS_THROUGH = {"Concat", "Transpose", "Reshape", "Squeeze", "Unsqueeze", "Identity", "Flatten",
-                 "Slice", "Gather", "Split", "Expand", "Tile", "Cast", "GatherElements", "Pad"}
-
-
-def sigmoid_outputs(model) -> set[str]:
-    """Names of the model's outputs reached from a Sigmoid (or HardSigmoid) through ops that only
-    move values (a detector's Concat of boxes and scores, a Transpose)."""
-    producer = {o: n for n in model.graph.node for o in n.output}
-    found = set()
-    for value in model.graph.output:
-        stack, seen = [value.name], set()
-        while stack:
-            name = stack.pop()
-            node = producer.get(name)
-            if node is None or name in seen:
-                continue
-            seen.add(name)
-            if node.op_type in ("Sigmoid", "HardSigmoid"):
-                found.add(value.name)
-                break
-            if node.op_type in _PASS_THROUGH:
-                stack.extend(node.input[:1] if node.op_type != "Concat" else node.input)
-    return found
 
 
 def _bounded(x: np.ndarray) -> bool:
@@ -78,7 +53,8 @@ class _Layout:
     scored: bool  # judged by threshold decisions too
 
 
-def _layout(references: list[np.ndarray], sigmoid: bool, allow_slices: bool) -> _Layout:
+def _layout(references: list[np.ndarray], allow_slices: bool) -> _Layout:
+    """The parts of one output, from its values on the feeds."""
     arrays = [r.astype(np.float64) for r in references]
     rms = float(np.sqrt(np.mean([np.mean(a * a) if a.size else 0.0 for a in arrays])))
     bounded = all(_bounded(a) for a in arrays)
@@ -108,12 +84,11 @@ def _layout(references: list[np.ndarray], sigmoid: bool, allow_slices: bool) -> 
         stacked = np.concatenate([np.moveaxis(a, best_axis, 0).reshape(size, -1) for a in arrays], axis=1)
         scores = (stacked.min(axis=1) >= 0) & (stacked.max(axis=1) <= 1)
     floors = np.where(scores, SCORE_FLOOR, VALUE_FLOOR * rms)
-    return _Layout(best_axis, scores, floors, scored=bool(scores.any()) and (sigmoid or bounded or
-                                                                             best_axis is not None))
+    return _Layout(best_axis, scores, floors, scored=bool(scores.any()))
 
 
 def _sums(x: np.ndarray, axis: int | None) -> np.ndarray:
-    """Per-part sums of squares and element counts."""
+    """Per-part sums of squares."""
     if axis is None:
         return np.array([float(np.sum(x * x))])
     return np.sum(np.moveaxis(x, axis, 0).reshape(x.shape[axis], -1) ** 2, axis=1)
@@ -123,7 +98,7 @@ class Judge:
     """The parts of a model's float outputs, fixed from the reference outputs on the sample feeds;
     `errors` gives each part's squared relative error (worst feed) for other outputs."""
 
-    def __init__(self, names: list[str], references: list[list[np.ndarray]], sigmoid: set[str],
+    def __init__(self, names: list[str], references: list[list[np.ndarray]],
                  decisions_judged: set[int] = frozenset()):
         """`references[f][j]`: output j on feed f; `decisions_judged`: outputs whose decisions are
         judged elsewhere (Softmax classes): no threshold decisions, no slicing."""
@@ -131,12 +106,12 @@ class Judge:
         sizes = [max(a.shape[ax] if a.ndim else 1 for ax in range(max(1, a.ndim))) for a in references[0]]
         # largest outputs judged whole first when the parts would be too many
         allow = {j: j not in decisions_judged for j in range(len(names))}
-        layouts = {j: _layout([f[j] for f in references], names[j] in sigmoid, allow[j]) for j in range(len(names))}
+        layouts = {j: _layout([f[j] for f in references], allow[j]) for j in range(len(names))}
         for j in sorted(range(len(names)), key=lambda j: -sizes[j]):
             if sum(len(layouts[k].scores) for k in layouts) <= MAX_PARTS:
                 break
             if layouts[j].axis is not None:
-                layouts[j] = _layout([f[j] for f in references], names[j] in sigmoid, False)
+                layouts[j] = _layout([f[j] for f in references], False)
         self.layouts = [layouts[j] for j in range(len(names))]
         for j in decisions_judged:
             self.layouts[j].scored = False
