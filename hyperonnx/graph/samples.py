@@ -4,15 +4,21 @@ generated from the graph's input specs, seeded and deterministic.
 What generation ensures (the allocator and `verify` measure outputs on these, so they should look
 like data, not noise, where the graph says what the data is):
 - token ids (graph inputs that index a Gather on a weight table, through a Cast too): uniform over
-  the table's rows; masks ones; token type / segment ids zeros;
-- images (float, rank 4, 1-4 channels first or last): text- and edge-like pictures, smooth
-  backgrounds with dark strokes, in [-1, 1]; dynamic height/width tried from a short list of
-  common sizes until the model runs (`candidate_sizes`);
+  the table's rows, the last quarter of each sequence the table's all-zero row where it has one
+  (a padding id); masks ones; token type / segment ids zeros;
+- images (float or uint8, rank 4, 1-4 channels first or last): text- and edge-like pictures,
+  smooth backgrounds with dark strokes, in the range the graph's first normalisation implies
+  (`image_ranges`: x / 255 or a mean near 127 -> 0-255, a mean near 0.5 -> [0, 1], uint8 -> 0-255;
+  else each of IMAGE_RANGES); dynamic height/width tried from a short list of common sizes until
+  the model runs (IMAGE_SIZES);
 - audio (float, rank 2 or 3 named like audio, a rank-2 float with a dynamic last dim): speech-like
-  energy, voiced harmonic bursts and pauses, |x| < 1, 512-sample frames when the length is dynamic;
+  energy, voiced harmonic bursts and pauses, |x| < 1 or at int16 scale (AUDIO_SCALES),
+  512-sample frames when the length is dynamic;
 - recurrent state / caches (names with state, cache, past, hidden, h0/c0): zeros;
 - sample rates (integer inputs named sr / sample_rate): 16000;
 - any other float ~ N(0, 1), any other integer uniform in [0, 100), booleans random.
+
+`plausible` tries every regime (`variants`) and keeps those whose outputs are not degenerate.
 """
 
 from __future__ import annotations
