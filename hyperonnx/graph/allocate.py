@@ -161,9 +161,7 @@ class Probe:
         del work
         if feeds is None:
             try:
-                producers = {o: n.op_type for n in model.graph.node for o in n.output}
-                named = [k for k, o in enumerate(self.outputs)
-                         if producers.get(o) in ("Softmax", "LogSoftmax") or _CLASS_NAME.search(o)]
+                named = [k for k, o in enumerate(self.outputs) if _scores_of(model, o)]
                 feeds, regime = plausible(model, sample_count, run=lambda f: self.session.run(self.outputs, f),
                                           class_outputs=named)
                 self.source = f"{len(feeds)} generated feed{'s' if len(feeds) != 1 else ''}" + \
@@ -182,16 +180,25 @@ class Probe:
         self.float_outputs = [i for i, r in enumerate(self.reference[0]) if np.issubdtype(r.dtype, np.floating)]
         if not self.float_outputs:
             raise CannotRun("the model has no float output to measure")
-        producers = {o: n.op_type for n in model.graph.node for o in n.output}
-        # class scores (a Softmax / LogSoftmax at the end, or an output named like logits or
-        # probabilities): their decisions, argmax over the last axis, are what they are judged by
+        # class scores (a Softmax / LogSoftmax or a final linear layer at the end, through ops that
+        # only move values, or an output named like logits or probabilities): their decisions,
+        # argmax over the last axis, are what they are judged by
+        kinds = {i: _scores_of(model, self.outputs[i]) for i in self.float_outputs}
+        for i, kind in kinds.items():  # a linear layer's output over a sequence of many classes
+            if kind == "linear":
+                kinds[i] = "logits" if _sequence_classes(self.reference[0][i]) >= SEQUENCE_CLASSES else None
         self.classes = [j for j, i in enumerate(self.float_outputs)
-                        if (producers.get(self.outputs[i]) in ("Softmax", "LogSoftmax")
-                            or _CLASS_NAME.search(self.outputs[i]))
-                        and self.reference[0][i].ndim >= 1 and self.reference[0][i].shape[-1] > 1]
-        self.judge = Judge([self.outputs[i] for i in self.float_outputs],
-                           [[f[i] for i in self.float_outputs] for f in self.reference], set(self.classes))
+                        if kinds[i] and self.reference[0][i].ndim >= 1 and self.reference[0][i].shape[-1] > 1]
         self.decisive = {j: [_decisive(f[self.float_outputs[j]]) for f in self.reference] for j in self.classes}
+        self.off_modal = {}
+        for j in self.classes:
+            tops = [f[self.float_outputs[j]].argmax(-1) for f in self.reference]
+            values, counts = np.unique(np.concatenate([t.ravel() for t in tops]), return_counts=True)
+            self.off_modal[j] = [t != values[np.argmax(counts)] for t in tops]
+        self.judge = Judge([self.outputs[i] for i in self.float_outputs],
+                           [[f[i] for i in self.float_outputs] for f in self.reference], set(self.classes),
+                           content={j: self.off_modal[j] for j in self.classes
+                                    if self.reference[0][self.float_outputs[j]].ndim >= 3})
         # probabilities saturate (a few flipped positions dominate their error): decisions only,
         # where the decisions vary. Decisions that are all one class (a text recogniser's blank on
         # generated images) vouch for nothing: such probabilities are judged by their error too.
@@ -199,7 +206,7 @@ class Probe:
         self.probabilities = []
         for j in self.classes:
             i = self.float_outputs[j]
-            if producers.get(self.outputs[i]) not in ("Softmax", "LogSoftmax"):
+            if kinds[i] != "probabilities":
                 continue
             decided = np.unique(np.concatenate([f[i].argmax(-1)[keep].ravel()
                                                 for f, keep in zip(self.reference, self.decisive[j])]))
@@ -225,11 +232,16 @@ class Probe:
         agreement = self.judge.score_agreement(floats)
         for j in self.classes:
             i = self.float_outputs[j]
-            same = total = 0
-            for g, r, keep in zip(got, self.reference, self.decisive[j]):
-                same += int(np.sum((g[i].argmax(-1) == r[i].argmax(-1))[keep]))
-                total += int(np.sum(keep))
-            agreement[j] = min(agreement[j], same / total if total else 1.0)
+            counts = np.zeros((2, 2))  # [all decisive, decisive off the modal class] x [same, total]
+            for g, r, keep, off in zip(got, self.reference, self.decisive[j], self.off_modal[j]):
+                same = g[i].argmax(-1) == r[i].argmax(-1)
+                counts[0] += (np.sum(same[keep]), np.sum(keep))
+                counts[1] += (np.sum(same[keep & off]), np.sum(keep & off))
+            # the modal class (a recogniser's blank) must not outvote the decisions that carry the
+            # content: both shares count
+            for same, total in counts:
+                if total:
+                    agreement[j] = min(agreement[j], same / total)
         return errors, agreement
 
     def passes(self, output_errors: np.ndarray, agreement: np.ndarray, budget: float | None) -> np.ndarray:
@@ -554,6 +566,38 @@ def allocate(model: ModelProto, sites, config: RateConfig, *, max_output_error: 
     allocation.rules = rules
     allocation.seconds = time.perf_counter() - start
     return seeds, allocation
+
+
+_MOVERS = {"Transpose", "Reshape", "Squeeze", "Unsqueeze", "Flatten", "Identity", "Cast"}
+SEQUENCE_CLASSES = 16  # a linear layer's output with this many classes over a sequence: class scores
+
+
+def _sequence_classes(x: np.ndarray) -> int:
+    """The classes of a sequence of class scores (its last axis where it has rank 3 or more), 0 else."""
+    return int(x.shape[-1]) if x.ndim >= 3 else 0
+
+
+def _scores_of(model: ModelProto, name: str) -> str | None:
+    """"probabilities" for an output made by a Softmax / LogSoftmax, "logits" for one named like
+    logits / probabilities, or made by a final linear layer (MatMul / Gemm, or its bias Add) with
+    SEQUENCE_CLASSES or more classes over a sequence (rank 3 or more: a CTC head, reshaped flat
+    or not; a linear layer of rank 2 is as often a regression or an embedding), through ops that
+    only move values; None otherwise."""
+    producer = {o: n for n in model.graph.node for o in n.output}
+    current = name
+    for _ in range(8):
+        node = producer.get(current)
+        if node is None or node.op_type not in _MOVERS:
+            break
+        current = node.input[0]
+    node = producer.get(current)
+    if node is not None and node.op_type in ("Softmax", "LogSoftmax"):
+        return "probabilities"
+    if _CLASS_NAME.search(name):
+        return "logits"
+    return "linear" if node is not None and (node.op_type in ("MatMul", "Gemm") or (
+        node.op_type == "Add" and any(producer.get(i) is not None and producer[i].op_type in ("MatMul", "Gemm")
+                                      for i in node.input))) else None
 
 
 def _met(rows: list[dict]) -> bool:

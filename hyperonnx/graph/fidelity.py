@@ -99,9 +99,12 @@ class Judge:
     `errors` gives each part's squared relative error (worst feed) for other outputs."""
 
     def __init__(self, names: list[str], references: list[list[np.ndarray]],
-                 decisions_judged: set[int] = frozenset()):
+                 decisions_judged: set[int] = frozenset(), content: dict[int, list[np.ndarray]] | None = None):
         """`references[f][j]`: output j on feed f; `decisions_judged`: outputs whose decisions are
-        judged elsewhere (Softmax classes): no threshold decisions, no slicing."""
+        judged elsewhere (class scores): no threshold decisions, no slicing. `content[j]`: per feed,
+        the positions (all axes but the last) of class output j whose decision carries content
+        (not the modal class, e.g. a recogniser's characters among its blanks): their scores are
+        one more part, so the many easy positions cannot dilute the error where the text is."""
         self.names = names
         sizes = [max(a.shape[ax] if a.ndim else 1 for ax in range(max(1, a.ndim))) for a in references[0]]
         # largest outputs judged whole first when the parts would be too many
@@ -115,10 +118,17 @@ class Judge:
         self.layouts = [layouts[j] for j in range(len(names))]
         for j in decisions_judged:
             self.layouts[j].scored = False
-        self.owner = np.concatenate([np.full(len(l.scores), j) for j, l in enumerate(self.layouts)]).astype(np.int64)
-        self.energy = np.array([np.concatenate([self._energy(l, f[j]) for j, l in enumerate(self.layouts)])
-                                for f in references])
+        self.content = {j: masks for j, masks in (content or {}).items() if any(m.any() for m in masks)}
+        self.owner = np.concatenate([np.full(len(l.scores), j) for j, l in enumerate(self.layouts)] +
+                                    [np.full(1, j) for j in self.content]).astype(np.int64)
         self.references = references
+        self.energy = np.array([np.concatenate([self._energy(l, f[j]) for j, l in enumerate(self.layouts)] +
+                                               [self._content_sums(j, k, f[j]) for j in self.content])
+                                for k, f in enumerate(references)])
+
+    def _content_sums(self, j: int, feed: int, x: np.ndarray) -> np.ndarray:
+        x = x.astype(np.float64)
+        return np.array([float(np.sum(x[self.content[j][feed]] ** 2))])
 
     @staticmethod
     def _energy(layout: _Layout, x: np.ndarray) -> np.ndarray:
@@ -133,8 +143,9 @@ class Judge:
     def errors(self, got: list[list[np.ndarray]]) -> np.ndarray:
         """Squared relative error of every part, the worst feed counting."""
         noise = np.array([np.concatenate([_sums(g[j].astype(np.float64) - r[j], l.axis)
-                                          for j, l in enumerate(self.layouts)])
-                          for g, r in zip(got, self.references)])
+                                          for j, l in enumerate(self.layouts)] +
+                                         [self._content_sums(j, k, g[j].astype(np.float64) - r[j]) for j in self.content])
+                          for k, (g, r) in enumerate(zip(got, self.references))])
         return np.where(self.energy > 0, noise / np.maximum(self.energy, 1e-300), noise).max(axis=0)
 
     def per_output(self, part_errors: np.ndarray) -> np.ndarray:
@@ -145,7 +156,7 @@ class Judge:
 
     def worst_part(self, part_errors: np.ndarray, j: int) -> tuple[int | None, int, float]:
         """(axis, slice index, squared error) of output j's worst part."""
-        mine = np.where(self.owner == j)[0]
+        mine = np.where(self.owner == j)[0][:len(self.layouts[j].scores)]  # its slices (content aside)
         k = int(mine[np.argmax(part_errors[mine])])
         return self.layouts[j].axis, int(k - mine[0]), float(part_errors[k])
 
@@ -179,7 +190,8 @@ class Judge:
     def describe(self, j: int) -> str:
         """How output j is judged, for the report."""
         layout = self.layouts[j]
+        extra = ", and its content positions apart" if j in self.content else ""
         if layout.axis is None:
-            return "whole" + (", scores" if layout.scored else "")
+            return "whole" + (", scores" if layout.scored else "") + extra
         return (f"{len(layout.scores)} slices along axis {layout.axis} "
-                f"({int(layout.scores.sum())} score-like)")
+                f"({int(layout.scores.sum())} score-like){extra}")

@@ -162,9 +162,32 @@ def _padding_rows(model: ModelProto) -> dict[str, int]:
     return rows
 
 
+# a glyph cell's segments, (x0, y0, x1, y1) in cell units: the strokes of a 14-segment display
+_GLYPH_SEGMENTS = ((0, 0, 1, 0), (0, 0.5, 1, 0.5), (0, 1, 1, 1), (0, 0, 0, 0.5), (0, 0.5, 0, 1),
+                   (1, 0, 1, 0.5), (1, 0.5, 1, 1), (0.5, 0, 0.5, 1), (0, 0, 1, 1), (1, 0, 0, 1),
+                   (0, 0, 0.5, 0.5), (1, 0, 0.5, 0.5), (0, 1, 0.5, 0.5), (1, 1, 0.5, 0.5))
+
+
+def _stroke(image: np.ndarray, x0: float, y0: float, x1: float, y1: float, thickness: float) -> None:
+    """Draw a dark line segment into `image` in place (anti-aliased, over its bounding box only)."""
+    height, width = image.shape
+    pad = 2 * thickness + 1
+    top, bottom = max(0, int(min(y0, y1) - pad)), min(height, int(max(y0, y1) + pad) + 1)
+    left, right = max(0, int(min(x0, x1) - pad)), min(width, int(max(x0, x1) + pad) + 1)
+    if top >= bottom or left >= right:
+        return
+    y, x = np.mgrid[top:bottom, left:right].astype(np.float64)
+    dx, dy = x1 - x0, y1 - y0
+    t = np.clip(((x - x0) * dx + (y - y0) * dy) / (dx * dx + dy * dy + 1e-9), 0, 1)
+    dist = np.hypot(x - (x0 + t * dx), y - (y0 + t * dy))
+    window = image[top:bottom, left:right]
+    np.minimum(window, np.clip(dist / thickness - 0.5, 0, 1) * 0.9 + 0.05, out=window)
+
+
 def _image(rng: np.random.Generator, height: int, width: int, channels: int) -> np.ndarray:
-    """A picture with structure: a smooth bright background, dark strokes (text-like line
-    segments) and a few filled blocks (edges), in [-1, 1], float64 [channels, height, width]."""
+    """A picture with structure, in [-1, 1], float64 [channels, height, width]: a smooth bright
+    background and a few filled blocks (edges), then either rows of glyphs (text: characters
+    made of 2-4 strokes of a 14-segment cell, evenly spaced on lines) or scattered strokes."""
     y, x = np.mgrid[0:height, 0:width].astype(np.float64)
     gx, gy = rng.uniform(-1, 1, 2)
     image = 0.7 + 0.2 * (gx * x / max(1, width) + gy * y / max(1, height))
@@ -172,15 +195,26 @@ def _image(rng: np.random.Generator, height: int, width: int, channels: int) -> 
         top, left = rng.integers(0, height), rng.integers(0, width)
         h, w = rng.integers(1, max(2, height // 2)), rng.integers(1, max(2, width // 3))
         image[top:top + h, left:left + w] = rng.uniform(0.2, 0.9)
-    thickness = max(1.0, height / 24)
-    for _ in range(int(rng.integers(4, 4 + width // 8))):  # strokes
-        x0, y0 = rng.uniform(0, width), rng.uniform(0.2 * height, 0.8 * height)
-        angle, length = rng.uniform(0, math.pi), rng.uniform(0.1, 0.5) * height
-        x1, y1 = x0 + length * math.cos(angle), y0 + length * math.sin(angle)
-        dx, dy = x1 - x0, y1 - y0
-        t = np.clip(((x - x0) * dx + (y - y0) * dy) / (dx * dx + dy * dy + 1e-9), 0, 1)
-        dist = np.hypot(x - (x0 + t * dx), y - (y0 + t * dy))
-        image = np.minimum(image, np.clip(dist / thickness - 0.5, 0, 1) * 0.9 + 0.05)
+    if rng.random() < 0.5:  # text: one line on a strip, a few on a page
+        lines = 1 if width >= 2 * height else int(rng.integers(2, 6))
+        pitch = height / lines
+        glyph = rng.uniform(0.45, 0.7) * pitch
+        thickness = max(1.0, glyph / 9)
+        for line in range(lines):
+            top = line * pitch + (pitch - glyph) / 2
+            left = rng.uniform(0.02, 0.15) * width
+            while left + 0.6 * glyph < width * 0.97:
+                for k in rng.choice(len(_GLYPH_SEGMENTS), int(rng.integers(2, 5)), replace=False):
+                    a, b, c, d = _GLYPH_SEGMENTS[k]
+                    _stroke(image, left + a * 0.6 * glyph, top + b * glyph, left + c * 0.6 * glyph,
+                            top + d * glyph, thickness)
+                left += glyph * rng.uniform(0.75, 0.95) + (glyph * 0.6 if rng.random() < 0.15 else 0)
+    else:
+        thickness = max(1.0, height / 24)
+        for _ in range(int(rng.integers(4, 4 + width // 8))):  # strokes
+            x0, y0 = rng.uniform(0, width), rng.uniform(0.2 * height, 0.8 * height)
+            angle, length = rng.uniform(0, math.pi), rng.uniform(0.1, 0.5) * height
+            _stroke(image, x0, y0, x0 + length * math.cos(angle), y0 + length * math.sin(angle), thickness)
     image = image[None].repeat(channels, 0) + rng.normal(0, 0.02, (channels, height, width))
     return np.clip(image, 0, 1) * 2 - 1
 
