@@ -9,7 +9,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 import hyperonnx
 from hyperonnx.commands._common import session
-from hyperonnx.graph import allocate, fidelity, samples
+from hyperonnx.graph import allocate, fidelity
+from test_allocate import allocator_feeds
 
 
 def _judge(reference: np.ndarray) -> fidelity.Judge:
@@ -108,7 +109,7 @@ def test_the_default_keeps_a_detectors_class_scores():
     compressed, report = hyperonnx.compress(model, min_elements=64, return_report=True)
     (row,) = report.allocation.outputs
     assert report.allocation.met and "slices along axis 1" in row["judged"]
-    feeds = samples.generate(model, allocate.DEFAULT_SAMPLES)
+    feeds = allocator_feeds(model)
     ref, _ = session(model, use_library=False)
     got, _ = session(compressed)
     for feed in feeds:
