@@ -9,6 +9,7 @@ import numpy as np
 
 from .. import graph
 from ..graph.model_io import first_line
+from ..graph.validate import check_model
 from ..graph.samples import generate_inputs, load_inputs
 from ._common import session
 
@@ -38,6 +39,7 @@ def verify(original, compressed, feeds=None, tolerance: float = DEFAULT_TOLERANC
     return (results per output, library path or None, ok)."""
     original_model = graph.load(original) if not hasattr(original, "graph") else original
     compressed_model = graph.load(compressed) if not hasattr(compressed, "graph") else compressed
+    check_model(compressed_model)  # FORMAT.md first, as every path does (with or without the library)
     feeds = feeds if feeds is not None else generate_inputs(original_model)
     feeds = [feeds] if isinstance(feeds, dict) else feeds
     ref_sess, _ = session(original_model, use_library=False)
@@ -74,7 +76,8 @@ def print_results(results, lib) -> None:
 def run(args) -> int:
     original = graph.load(args.original)
     compressed = graph.load(args.compressed)
-    feeds = load_inputs(args.inputs, original) if args.inputs else None
+    limit = None if getattr(args, "max_inputs_mb", None) is None else int(args.max_inputs_mb * 2**20)
+    feeds = load_inputs(args.inputs, original, max_bytes=limit) if args.inputs else None
     try:
         results, lib, ok = verify(original, compressed, feeds, args.tolerance, args.min_cosine,
                                   use_library=not args.no_library)
