@@ -49,6 +49,10 @@ def check_node(node: NodeProto, chain, version: int | None, indices: bool = True
     computed = [name for name in decode.input if name and find_initializer(chain, name) is None]
     if fused and computed:
         raise fmt.FormatError(f"rule 9: {node.op_type}'s seed and scales must be constant initializers")
+    for name in computed:  # computed at run time: then by some node, or a graph input
+        if not any(name in _produced(graph) for graph in chain):
+            raise fmt.FormatError(f"rule 4: the seed or scales {name!r} of {node.op_type} is no initializer, "
+                                  "graph input or node output")
     seed = read_seed(decode, chain, missing_ok=True)
     fmt.check_model_version(version if version is not None else 0, (seed.codec,))
     if fused and (version or 0) < fmt.FUSED_VERSION:
@@ -59,6 +63,14 @@ def check_node(node: NodeProto, chain, version: int | None, indices: bool = True
         fmt.validate_fused(node, seed)
     if indices and not computed:
         fmt.check_indices(seed)
+
+
+def _produced(graph) -> set[str]:
+    """The values a graph's nodes compute, and its inputs."""
+    names = {v.name for v in graph.input}
+    for node in graph.node:
+        names.update(node.output)
+    return names
 
 
 def problems(model: ModelProto, indices: bool = True):
