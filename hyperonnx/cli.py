@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import argparse
+import functools
 import math
 import os
 import signal
@@ -15,6 +15,8 @@ from . import __version__
 def number(kind=float, low=None, high=None, low_open=False, high_open=False):
     """An argparse type: a finite `kind` in [low, high] (an end open where told); anything else
     is a one-line usage error naming the range."""
+    import argparse
+
     def parse(text: str):
         try:
             value = kind(text)
@@ -37,13 +39,17 @@ class UsageError(Exception):
     """An argument argparse refuses: already said in one line."""
 
 
-class Parser(argparse.ArgumentParser):
-    """argparse with one-line usage errors (`hyperonnx VERB: error: ...`, exit status 2), as every
-    other error of the command line."""
+@functools.lru_cache(maxsize=None)
+def parser_class():
+    """argparse's parser with one-line usage errors (`hyperonnx VERB: error: ...`, exit status 2),
+    as every other error of the command line (argparse imported here: after main's handlers)."""
+    import argparse
 
-    def error(self, message: str):
-        print(f"{self.prog}: error: {message} (see {self.prog} --help)", file=sys.stderr)
-        raise UsageError(message)
+    class Parser(argparse.ArgumentParser):
+        def error(self, message: str):
+            print(f"{self.prog}: error: {message} (see {self.prog} --help)", file=sys.stderr)
+            raise UsageError(message)
+    return Parser
 
 
 def _add_bench(sub) -> None:
@@ -145,7 +151,7 @@ def _add_graph_commands(sub) -> None:
                       help=f"quality target (the default, R = {DEFAULT_MAX_OUTPUT_ERROR:g}): the smallest model whose "
                            "float outputs stay within relative error R of the original's on the sample inputs "
                            f"(and class probabilities keep >= {MIN_ARGMAX_AGREEMENT:g} of their decisions)")
-    rate.add_argument("--bits", type=number(float, 0, 32, low_open=True), metavar="B",
+    rate.add_argument("--bits", type=number(float, 0, low_open=True),  # the codec's reach: commands/compress.py metavar="B",
                       help="size target: average bits/weight over the model, widths per tensor for the least output error")
     rate.add_argument("--target-sqnr", type=number(float, 0, 300, low_open=True), metavar="DB",
                       help="weight-error target: least total weight SQNR in dB (the weight planner)")
@@ -216,8 +222,8 @@ def _add_graph_commands(sub) -> None:
     e.set_defaults(run=_command("example"))
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = Parser(prog="hyperonnx", description=__doc__)
+def build_parser():
+    parser = parser_class()(prog="hyperonnx", description=__doc__)
     parser.add_argument("--version", action="version", version=f"hyperonnx {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_graph_commands(sub)
@@ -273,7 +279,6 @@ def main(argv: list[str] | None = None) -> int:
     if threading.current_thread() is threading.main_thread():  # signal handlers live there only
         for signum in (signal.SIGINT, signal.SIGTERM):
             handlers[signum] = signal.signal(signum, _note_signal)
-    del _PENDING[:]
     try:
         # While modules load, a signal is only noted: an exception raised inside an import (of a
         # C extension above all) can leave a half-made module behind, and a traceback.
@@ -292,7 +297,9 @@ def main(argv: list[str] | None = None) -> int:
                 except ImportError:  # the verb says what is missing when it needs it
                     pass
         if _PENDING:
-            return _interrupted(_PENDING[0])
+            signum = _PENDING[0]
+            del _PENDING[:]
+            return _interrupted(signum)
         for signum in handlers:
             signal.signal(signum, _raise_interrupted)
         try:
@@ -308,7 +315,9 @@ def main(argv: list[str] | None = None) -> int:
         return _interrupted(getattr(interrupt, "signum", signal.SIGINT))
     finally:
         for signum, handler in handlers.items():
-            signal.signal(signum, handler)
+            # the program's own command line (argv None): the work is done, a signal now would
+            # only turn the exit into a traceback; a caller's handlers are restored
+            signal.signal(signum, signal.SIG_IGN if argv is None else handler)
 
 
 if __name__ == "__main__":

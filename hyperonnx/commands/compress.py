@@ -86,7 +86,8 @@ def _check_bits(args) -> None:
     if args.bits is None:
         return
     from .. import codec
-    config = codec.resolve_config(args.preset or graph.compress.DEFAULT_CODEC)
+    from ..graph.compress import DEFAULT_CODEC
+    config = codec.resolve_config(args.preset or DEFAULT_CODEC)
     if not isinstance(config, (codec.LatticeConfig, codec.TrellisConfig)):
         return  # resolve_config says: bits= needs a rate codec
     module = codec.module_of(config)
@@ -94,7 +95,7 @@ def _check_bits(args) -> None:
     low = config.min_index_bits / per + 16 / config.group
     high = config.max_index_bits / per + 16 / config.group
     if not low <= args.bits <= high:
-        name = args.preset or graph.compress.DEFAULT_CODEC
+        name = args.preset or DEFAULT_CODEC
         raise ValueError(f"--bits {args.bits:g} is beyond the {name} codec's reach: {low:.4g} to {high:.4g} "
                          "bits/weight on the weights it compresses")
 

@@ -575,7 +575,8 @@ def build_trellis_function(opset: int) -> FunctionProto:
 
     # S_q = float32(scales[q]) * U; rule 6 (a NaN or Inf scale) and the bounds of U make the
     # Gather of U out of range: an error, not output
-    scales = f.op("Cast", "scales", to=TensorProto.FLOAT)
+    # rule 6's type: Concat takes inputs of one type, so scales other than float16 fail the graph
+    scales = f.op("Cast", f.op("Concat", "scales", f.const(np.zeros(0, np.float16)), axis=0), to=TensorProto.FLOAT)
     unit = _checked_unit(f, scales, unit, f.const(np.array(True)))
     scale = f.op("Reshape", f.op("Mul", scales, unit), f.const(np.array([-1, 1], I64)))  # rule 6: Q of them
     values = f.cast_to_dtype(f.op("Mul", f.op("Gather", h, states), scale))  # [Q, G]

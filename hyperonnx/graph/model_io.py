@@ -168,7 +168,12 @@ def _external_source(t: TensorProto) -> tuple[Path, int, int]:
 def tensor_array(t: TensorProto) -> np.ndarray:
     """A tensor's value, its external data read from its file when it was not loaded."""
     if not _is_external(t):
-        return numpy_helper.to_array(t)
+        try:
+            return numpy_helper.to_array(t)
+        except (ValueError, TypeError) as e:  # data that does not fill the declared shape: name the tensor
+            raise ModelIOError(f"tensor {t.name}: its data does not match its shape {list(t.dims)} "
+                               f"({TensorProto.DataType.Name(t.data_type) if t.data_type in TensorProto.DataType.values() else t.data_type}): "
+                               f"{first_line(e)}") from None
     file, offset, length = _external_source(t)
     expected = math.prod(t.dims) * np.dtype(helper.tensor_dtype_to_np_dtype(t.data_type)).itemsize \
         if t.data_type in (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16, TensorProto.UINT8) else None
@@ -346,16 +351,17 @@ def write_atomic(path: str | os.PathLike, data: bytes) -> None:
 
 
 def _unbind(model: ModelProto, before: set[int]) -> None:
-    """Drop the folder binding from the tensors that did not have it (`before`: their ids)."""
-    for t in all_tensors(model):
-        if _is_external(t) and id(t) in before:
+    """Drop the folder binding from the tensors that did not have it (`before`: their positions
+    in `all_tensors` order)."""
+    for i, t in enumerate(all_tensors(model)):
+        if i in before:
             _set_entries(t, {k: v for k, v in _entries(t).items() if k != _BASE_KEY})
 
 
 @contextlib.contextmanager
 def bound(model: ModelProto, base_dir: str | os.PathLike | None):
     """`bind_external_data` for the duration of a block; the model is left as it was after it."""
-    unbound = {id(t) for t in all_tensors(model) if _is_external(t) and _BASE_KEY not in _entries(t)}
+    unbound = {i for i, t in enumerate(all_tensors(model)) if _is_external(t) and _BASE_KEY not in _entries(t)}
     if not unbound or base_dir is None:
         yield model
         return
