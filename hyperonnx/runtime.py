@@ -134,13 +134,13 @@ def session_options(mode: str = "stream", sess_options=None):
 
 
 def _load_model(path_or_model, base_dir=None) -> tuple[onnx.ModelProto, str | None]:
-    from .graph.model_io import bind_external_data, has_external_data, inline_external_data, load
+    from .graph.model_io import bind_external_data, forget_bindings, has_external_data, inline_external_data, load
     if isinstance(path_or_model, (onnx.ModelProto, bytes, bytearray, memoryview)):
         if isinstance(path_or_model, onnx.ModelProto):
             model = onnx.ModelProto()
             model.CopyFrom(path_or_model)  # the caller's model stays as it is
         else:
-            model = onnx.load_from_string(bytes(path_or_model))
+            model = forget_bindings(onnx.load_from_string(bytes(path_or_model)))
         if has_external_data(model):
             # read here, from `base_dir` only (checked: inside it), never by onnxruntime relative
             # to the working directory; without base_dir a clear error

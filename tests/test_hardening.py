@@ -992,3 +992,17 @@ def test_sigint_at_any_time_is_one_line_and_exit_130(tmp_path):
         (tmp_path / "p.onnx").unlink(missing_ok=True)
         assert sorted(p.name for p in tmp_path.iterdir()) == before
     assert 130 in outcomes
+
+
+def test_our_own_binding_key_in_a_file_is_not_trusted(tmp_path):
+    """Even this process's own (secret, per-process) binding key, written into a file by onnx.save
+    and pointed outside, is dropped when the file is read (hyperonnx.load, bytes to a session)."""
+    from hyperonnx.graph import model_io
+    outside = _secret_folder(tmp_path)
+    folder = tmp_path / "model"
+    path = _external_model(folder, {"location": "secret.bin", model_io._BASE_KEY: str(outside)})
+    with pytest.raises(hyperonnx.ModelIOError):
+        hyperonnx.load(path, load_external_data=False)
+    with pytest.raises(hyperonnx.ModelIOError):
+        hyperonnx.InferenceSession(path.read_bytes())
+    assert _leaks(tmp_path) == []

@@ -86,7 +86,7 @@ def load(path: str | os.PathLike, load_external_data: bool = True) -> ModelProto
             if not location or not (path.parent / location).is_file():
                 raise ModelIOError(f"{path}: missing external-data file {location} (tensor {t.name})")
     try:  # a clear error now for a location outside the folder or a bad range
-        bind_external_data(model, path.parent)
+        bind_external_data(forget_bindings(model), path.parent)
         if load_external_data:  # read by our checked reader, not onnx's (one containment rule)
             inline_external_data(model)
     except ModelIOError as e:
@@ -108,6 +108,15 @@ def _contained(base: Path, location: str) -> tuple[Path, bool]:
 
 def has_external_data(model: ModelProto) -> bool:
     return any(_is_external(t) for t in all_tensors(model))
+
+
+def forget_bindings(model: ModelProto) -> ModelProto:
+    """Drop every folder binding (a model read from a file or bytes: whatever keys it carries,
+    even this process's own, say nothing about where its data is)."""
+    for t in all_tensors(model):
+        if _is_external(t) and _BASE_KEY in _entries(t):
+            _set_entries(t, {k: v for k, v in _entries(t).items() if k != _BASE_KEY})
+    return model
 
 
 def bind_external_data(model: ModelProto, base_dir: str | os.PathLike | None) -> ModelProto:
