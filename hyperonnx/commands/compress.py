@@ -81,6 +81,52 @@ def file_size(path: Path) -> int:
     return total
 
 
+def _check_bits(args) -> None:
+    """--bits within what the codec reaches (its least and largest index widths, with the scales),
+    else a one-line error naming the range: a rate nobody can meet is not reported as met."""
+    if args.bits is None:
+        return
+    from .. import codec
+    from ..graph.compress import DEFAULT_CODEC
+    config = codec.resolve_config(args.preset or DEFAULT_CODEC)
+    if not isinstance(config, (codec.LatticeConfig, codec.TrellisConfig)):
+        return  # resolve_config says: bits= needs a rate codec
+    module = codec.module_of(config)
+    per = module.WEIGHTS_PER_INDEX
+    low = config.min_index_bits / per + 16 / config.group
+    high = config.max_index_bits / per + 16 / config.group
+    if not low <= args.bits <= high:
+        name = args.preset or DEFAULT_CODEC
+        raise ValueError(f"--bits {args.bits:g} is beyond the {name} codec's reach: {low:.4g} to {high:.4g} "
+                         "bits/weight on the weights it compresses")
+
+
+def nothing_compressed(model, report, args) -> str:
+    """Why no tensor was compressed, as one line: what was kept raw and why, or why nothing was
+    a candidate (excluded, not included, graph inputs, too small, already seeds, no float weights)."""
+    if report.tensors:
+        reasons = sorted({t.reason or "raw" for t in report.tensors})
+        return (f"no tensor was compressed: all {len(report.tensors)} candidate(s) were kept raw "
+                f"({'; '.join(reasons)[:200]})")
+    from ..graph.compress import FLOAT_TYPES, find_candidates
+    _eligible, skipped = find_candidates(model, min_elements=args.min_elements, include=args.include,
+                                         exclude=args.exclude)
+    if skipped:
+        counts = {}
+        for _name, reason in skipped:
+            counts[reason] = counts.get(reason, 0) + 1
+        return "no tensor was compressed: " + "; ".join(f"{n} {reason}" for reason, n in sorted(counts.items()))
+    floats = [t for t in all_tensors(model) if t.data_type in FLOAT_TYPES]
+    seeds = sum(1 for t in all_tensors(model) if t.data_type == TensorProto.UINT8 and t.name.endswith(".seed"))
+    if seeds and not any(math.prod(t.dims) >= args.min_elements for t in floats):
+        return (f"no tensor was compressed: the model is already compressed ({seeds} seed(s)); what float "
+                f"tensors remain have fewer than --min-elements {args.min_elements} elements")
+    if floats:
+        return (f"nothing eligible: the model's {len(floats)} float tensor(s) all have fewer than "
+                f"--min-elements {args.min_elements} elements")
+    return "nothing eligible: the model has no float32 / float16 / bfloat16 weights"
+
+
 def run(args) -> int:
     source = Path(args.model)
     output = Path(args.output) if args.output else default_output(source)
@@ -89,10 +135,12 @@ def run(args) -> int:
     # an input stored with external data gives an output stored the same way
     external = any(t.data_location == TensorProto.EXTERNAL for t in all_tensors(model)) or None
     # refuse before the (possibly long) compression
-    check_output(output, source)
+    check_output(output, source, model=model)
     if args.report:
         check_output(args.report, source, others=[output, output.with_name(output.name + ".data")])
-    feeds = samples.load_inputs(args.inputs, model) if args.inputs else None  # checked before the work
+    _check_bits(args)
+    limit = None if getattr(args, "max_inputs_mb", None) is None else int(args.max_inputs_mb * 2**20)
+    feeds = samples.load_inputs(args.inputs, model, max_bytes=limit) if args.inputs else None  # checked before the work
     progress = Progress("compressing", enabled=not args.quiet)
     # seeds go to a scratch file beside the output as they are made: memory holds one weight
     with SpillFile(output.parent if str(output.parent) else ".", prefix=f".{output.name}") as spill, \
@@ -104,6 +152,11 @@ def run(args) -> int:
                                       exclude=args.exclude, function_fallback=not args.no_function,
                                       progress=progress, spill=spill, fuse=not args.no_fuse,
                                       accuracy_level=args.accuracy_level)
+        missed = report.allocation is not None and report.allocation.budget_missed
+        if missed and not getattr(args, "allow_missed_budget", False):
+            print(report.allocation.summary())
+            raise ValueError(f"the output budget is missed ({report.target}); nothing written "
+                             "(--allow-missed-budget writes the model anyway)")
         graph.save(model, output, source=source, external_data=external)
     seconds = time.perf_counter() - start
     before, after = file_size(source), file_size(output)
@@ -125,8 +178,7 @@ def run(args) -> int:
         write_atomic(args.report, json.dumps(data, indent=2).encode())
     if not report.compressed:
         if not args.quiet:
-            print("note: no tensor was compressed (nothing eligible: see --min-elements/--include)",
-                  file=sys.stderr)
+            print(f"note: {nothing_compressed(model, report, args)}", file=sys.stderr)
     elif not args.no_function and not any(f.domain == fmt.OP_DOMAIN and f.name == fmt.OP_TYPE
                                            for f in model.functions):
         print(f"note: the model has no standard-ops DecodeWeights fallback (it needs ONNX opset >= "

@@ -223,9 +223,8 @@ def compress_model(model: ModelProto, config=None, *, bits: float | None = None,
         raise ValueError("max_output_error needs a lattice or trellis preset or config")
     report = CompressReport(preset=config if isinstance(config, str) else repr(config_obj),
                             min_elements=min_elements, function_fallback=function_fallback)
-    for opset in model.opset_import:
-        if opset.domain == fmt.OP_DOMAIN:
-            fmt.check_model_version(opset.version, ())
+    from .validate import check_model
+    check_model(model)  # an already compressed input: its nodes must follow FORMAT.md (validate.py)
     sites, _skipped = find_candidates(model, min_elements=min_elements, include=include, exclude=exclude)
     chosen: dict[int, object] = {}  # site index -> Seed chosen by the allocator (None: keep raw)
     configs = None
@@ -244,6 +243,8 @@ def compress_model(model: ModelProto, config=None, *, bits: float | None = None,
                 bits=config_obj.bits, feeds=feeds, min_elements=min_elements, progress=_staged(progress))
             report.notes.extend(report.allocation.notes)
         except allocate.CannotRun as why:
+            if feeds is not None:  # the user's own inputs: never silently measured on something else
+                raise ValueError(f"the sample inputs cannot be run: {why}") from None
             runs_here = False
             fallback = (f"weight SQNR {allocate.FALLBACK_SQNR:g} dB" if max_output_error is not None
                         else f"{config_obj.bits:g} bits/weight")
@@ -267,6 +268,8 @@ def compress_model(model: ModelProto, config=None, *, bits: float | None = None,
                 assessor = allocate.Assessor(model, sites, inputs=samples.as_feeds(inputs, model)
                                              if inputs is not None else None, min_elements=min_elements)
             except allocate.CannotRun as why:
+                if inputs is not None:  # the user's own inputs: a clear stop, as for the allocation
+                    raise ValueError(f"the sample inputs cannot be run: {why}") from None
                 report.notes.append(f"output fidelity not measured ({why})")
     decoded_weights: dict[str, np.ndarray] = {}
     version = max((o.version for o in model.opset_import if o.domain == fmt.OP_DOMAIN),
@@ -435,7 +438,7 @@ def compress(model_or_path, config=None, *, bits: float | None = None,
              include: Sequence[str] | None = None, exclude: Sequence[str] | None = None,
              function_fallback: bool = True,
              progress: Callable[[int, int, str], None] | None = None,
-             return_report: bool = False, fuse: bool = True, accuracy_level: int = 0):
+             return_report: bool = False, fuse: bool = True, accuracy_level: int = 0, base_dir=None):
     """Compress an ONNX model (a ModelProto, left unmodified, or a path, external data included).
 
     Returns the compressed onnx.ModelProto, or (model, CompressReport) with return_report=True.
@@ -452,12 +455,14 @@ def compress(model_or_path, config=None, *, bits: float | None = None,
     Gather / Conv into fused operators (docs/FORMAT.md §8: computed from the seed, never decoded
     whole; fuse=False keeps plain DecodeWeights nodes); `accuracy_level=4` makes the fused MatMul /
     Gemm compute in int8 with the library (activations quantised per block, integer dot products;
-    float32 in the function fallback), 0 in float32.
+    float32 in the function fallback), 0 in float32. `base_dir`: the folder a ModelProto's external
+    data is relative to (model_io.bind_external_data: without it such a model is refused).
     """
-    from .model_io import load
+    from .model_io import bind_external_data, load
     if isinstance(model_or_path, ModelProto):
         model = ModelProto()
         model.CopyFrom(model_or_path)
+        bind_external_data(model, base_dir)
     else:
         model = load(model_or_path)
     report = compress_model(model, config, bits=bits, target_sqnr=target_sqnr,

@@ -26,8 +26,8 @@ def decompress_model(model: ModelProto, *, spill: SpillFile | None = None,
                      progress: Callable[[int, int, str], None] | None = None) -> int:
     """Decompress `model` in place; return the number of tensors decoded. With `spill`, each
     decoded tensor goes to that scratch file at once (memory holds one), not into the model."""
-    version = next((o.version for o in model.opset_import if o.domain == fmt.OP_DOMAIN), fmt.OP_VERSION)
-    fmt.check_model_version(version, ())
+    from .validate import check_model
+    check_model(model)  # FORMAT.md rules 1-9 on every node first: nothing invalid is carried over
     unfuse_model(model)  # fused operators: DecodeWeights + the standard op, decoded below
     decoded = 0
     inputs_of_decode: set[str] = set()  # seeds and scales: dropped once nothing reads them
@@ -46,7 +46,6 @@ def decompress_model(model: ModelProto, *, spill: SpillFile | None = None,
             if progress:
                 progress(decoded, total, node.output[0] if node.output else node.name)
             seed = read_seed(node, chain)
-            fmt.check_model_version(version, (seed.codec,))
             new_inits.append(initializer(codec.decode(seed), node.output[0]))
             inputs_of_decode.update(node.input)
             decoded += 1
@@ -122,12 +121,15 @@ def read_seed(node, chain, missing_ok: bool = False) -> fmt.Seed:
     return fmt.seed_from_node(node, *arrays)
 
 
-def decompress(model_or_path) -> ModelProto:
-    """A plain ONNX copy of a compressed model (ModelProto, left unmodified, or a path)."""
-    from .model_io import load
+def decompress(model_or_path, base_dir=None) -> ModelProto:
+    """A plain ONNX copy of a compressed model (ModelProto, left unmodified, or a path).
+    `base_dir`: the folder a ModelProto's external data is relative to (without it such a model
+    is refused: model_io.bind_external_data)."""
+    from .model_io import bind_external_data, load
     if isinstance(model_or_path, ModelProto):
         model = ModelProto()
         model.CopyFrom(model_or_path)
+        bind_external_data(model, base_dir)
     else:
         model = load(model_or_path)
     decompress_model(model)

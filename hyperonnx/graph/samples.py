@@ -452,60 +452,136 @@ def _describe(value) -> str:
     return f"[{', '.join(dims)}] {np.dtype(dtype).name if dtype else 'type ' + str(value.type.tensor_type.elem_type)}"
 
 
+# Sample inputs are untrusted input: what a file may hold, and how much of it one run takes.
+MAX_INPUT_BYTES = 64 << 20  # all given feeds together, as stored (decompressed) arrays (--max-inputs-mb)
+FEED_BYTES = 8 << 20  # a feed larger than this is split along a symbolic batch axis into runs of about this size
+
+
+class InputsError(ValueError):
+    """Sample inputs that cannot be used: one line naming the file and the input."""
+
+
 def check_feed(feed: dict, model: ModelProto, source: str) -> dict:
     """The feed restricted to the model's inputs, each checked: present, of the input's dtype and
-    rank, and of its static dims. ValueError (one line naming the input and what the graph
-    expects) otherwise."""
+    rank, of its static dims, not empty, and (floats) finite. InputsError (a ValueError: one line
+    naming the input and what the graph expects) otherwise."""
     checked = {}
     for value in graph_inputs(model):
         expected = _describe(value)
         if value.name not in feed:
-            raise ValueError(f"{source}: lacks input {value.name!r} (the graph expects {expected}; "
-                             f"has {', '.join(sorted(feed)) or 'nothing'})")
+            raise InputsError(f"{source}: lacks input {value.name!r} (the graph expects {expected}; "
+                              f"has {', '.join(sorted(map(str, feed))) or 'nothing'})")
         array = np.asarray(feed[value.name])
         dtype = _NP.get(value.type.tensor_type.elem_type)
         dims = _dims(value)
+        if array.dtype.hasobject:
+            raise InputsError(f"{source}: input {value.name!r} holds Python objects, not numbers; "
+                              f"the graph expects {expected}")
         if dtype is not None and array.dtype != dtype:
-            raise ValueError(f"{source}: input {value.name!r} is {array.dtype.name} {list(array.shape)}; "
-                             f"the graph expects {expected}")
+            raise InputsError(f"{source}: input {value.name!r} is {array.dtype.name} {list(array.shape)}; "
+                              f"the graph expects {expected}")
         if value.type.tensor_type.HasField("shape") and (
                 array.ndim != len(dims) or any(d is not None and d != s for d, s in zip(dims, array.shape))):
-            raise ValueError(f"{source}: input {value.name!r} has shape {list(array.shape)}; "
-                             f"the graph expects {expected}")
+            raise InputsError(f"{source}: input {value.name!r} has shape {list(array.shape)}; "
+                              f"the graph expects {expected}")
+        if array.size == 0:
+            raise InputsError(f"{source}: input {value.name!r} is empty (shape {list(array.shape)}): nothing to "
+                              "measure the outputs on")
+        if np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.complexfloating):
+            bad = array.size - int(np.count_nonzero(np.isfinite(array)))
+            if bad:
+                raise InputsError(f"{source}: input {value.name!r} holds {bad} NaN or Inf value(s) of "
+                                  f"{array.size}: outputs on them say nothing about the compression")
         checked[value.name] = array
     return checked
 
 
-def load_inputs(path, model: ModelProto) -> list[dict]:
+def _npz_bytes(file: Path) -> int:
+    """The bytes an .npz's arrays take once read, from their headers (nothing decompressed):
+    a small file can hold a huge array. InputsError for pickled (object) arrays."""
+    import zipfile
+    total = 0
+    try:
+        with zipfile.ZipFile(file) as archive:
+            for info in archive.infolist():
+                if not info.filename.endswith(".npy"):
+                    continue
+                with archive.open(info) as member:
+                    version = np.lib.format.read_magic(member)
+                    if version == (1, 0):
+                        shape, _order, dtype = np.lib.format.read_array_header_1_0(member)
+                    else:
+                        shape, _order, dtype = np.lib.format.read_array_header_2_0(member)
+                if dtype.hasobject:
+                    raise InputsError(f"{file}: array {info.filename[:-4]!r} holds pickled Python objects; "
+                                      "hyperonnx reads only plain numeric arrays (np.savez of numpy arrays)")
+                total += math.prod(shape) * dtype.itemsize
+    except InputsError:
+        raise
+    except Exception as error:  # noqa: BLE001 - a broken or non-npz file: one line
+        raise InputsError(f"{file}: not a readable .npz ({first_line(error)})") from None
+    return total
+
+
+def split_feed(feed: dict, model: ModelProto, feed_bytes: int | None = None) -> list[dict]:
+    """A feed larger than `feed_bytes` as several along the batch axis (the first, where every
+    graph input leaves it symbolic and the arrays agree on it), each about `feed_bytes`; else the
+    feed itself. The runs then take bounded memory, whatever the file held."""
+    feed_bytes = FEED_BYTES if feed_bytes is None else feed_bytes
+    inputs = graph_inputs(model)
+    size = sum(np.asarray(a).nbytes for a in feed.values())
+    if size <= feed_bytes or not inputs:
+        return [feed]
+    batches = {np.asarray(feed[v.name]).shape[0] if np.asarray(feed[v.name]).ndim else None for v in inputs}
+    if len(batches) != 1 or None in batches or any(_dims(v)[:1] != [None] for v in inputs):
+        return [feed]
+    batch = batches.pop()
+    rows = max(1, batch * feed_bytes // size)
+    return [{name: array[start:start + rows] for name, array in feed.items()} for start in range(0, batch, rows)]
+
+
+def load_inputs(path, model: ModelProto, max_bytes: int | None = None, feed_bytes: int | None = None) -> list[dict]:
     """Feeds from an .npz (one array per graph input: one feed) or a folder of them (one feed
-    each, in name order), checked against the model (`check_feed`)."""
+    each, in name order), checked against the model (`check_feed`): at most `max_bytes` of
+    arrays in all (read from the headers before anything is decompressed), each feed split into
+    runs of about `feed_bytes` (`split_feed`)."""
+    max_bytes = MAX_INPUT_BYTES if max_bytes is None else max_bytes
     path = Path(path)
     if path.is_dir():
         files = sorted(path.glob("*.npz"))
         if not files:
-            raise ValueError(f"{path}: no .npz file in this folder")
+            raise InputsError(f"{path}: no .npz file in this folder")
     elif path.is_file():
         files = [path]
     else:
-        raise ValueError(f"{path}: no such file or folder")
+        raise InputsError(f"{path}: no such file or folder")
+    total = 0
+    for file in files:
+        total += _npz_bytes(file)
+        if total > max_bytes:
+            raise InputsError(f"{file if len(files) == 1 else path}: the sample inputs hold over "
+                              f"{total / 2**20:.0f} MiB of arrays, beyond the limit of {max_bytes / 2**20:.0f} MiB "
+                              "(--max-inputs-mb raises it; fewer or smaller samples measure as well)")
     feeds = []
     for file in files:
         try:
             with np.load(file, allow_pickle=False) as data:
                 feed = {name: data[name] for name in data.files}
         except Exception as error:  # noqa: BLE001 - a broken or non-npz file: one line
-            raise ValueError(f"{file}: not a readable .npz ({first_line(error)})") from None
-        feeds.append(check_feed(feed, model, str(file)))
+            raise InputsError(f"{file}: not a readable .npz ({first_line(error)})") from None
+        feeds.extend(split_feed(check_feed(feed, model, str(file)), model, feed_bytes))
     return feeds
 
 
-def as_feeds(inputs, model: ModelProto) -> list[dict]:
-    """The Python API's `inputs=`: a path (.npz or folder), one feed dict, or a list of them."""
+def as_feeds(inputs, model: ModelProto, max_bytes: int | None = None, feed_bytes: int | None = None) -> list[dict]:
+    """The Python API's `inputs=`: a path (.npz or folder), one feed dict, or a list of them;
+    checked and split as `load_inputs` does (the size limit applies to files)."""
     if isinstance(inputs, (str, Path)):
-        return load_inputs(inputs, model)
+        return load_inputs(inputs, model, max_bytes, feed_bytes)
     if isinstance(inputs, dict):
         inputs = [inputs]
-    feeds = [check_feed(feed, model, f"inputs[{i}]") for i, feed in enumerate(inputs)]
+    feeds = [part for i, feed in enumerate(inputs)
+             for part in split_feed(check_feed(feed, model, f"inputs[{i}]"), model, feed_bytes)]
     if not feeds:
-        raise ValueError("inputs: an empty list of feeds")
+        raise InputsError("inputs: an empty list of feeds")
     return feeds
