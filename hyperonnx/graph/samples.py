@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import math
 import re
-import time
 from pathlib import Path
 
 import numpy as np
@@ -46,7 +45,7 @@ IMAGE_RANGES = ((-1.0, 1.0), (0.0, 1.0), (0.0, 255.0))
 AUDIO_SCALES = (1.0, 32768.0)
 SAMPLE_ELEMENTS = 1 << 16  # input elements a generated feed aims at (its batch grows to reach it)
 MAX_BATCH = 8
-CHEAP_RUN = 0.01  # s: a feed that runs faster than this may grow to MAX_CHEAP_BATCH samples
+CHEAP_WORK = 1 << 30  # weight elements x input elements of all samples in a cheap feed
 MAX_CHEAP_BATCH = 64
 AUDIO_SAMPLES = 512  # one frame at 16 kHz for streaming speech models
 _STATE = re.compile(r"(state|cache|past|hidden|^h0?$|^c0?$|^h_|^c_)", re.I)
@@ -403,14 +402,18 @@ def degenerate(outputs: list, class_outputs=()) -> str | None:
     return None
 
 
-def _cheap_batch(model: ModelProto, feed: dict, seconds: float) -> int | None:
-    """A larger batch for a model whose feed ran in under CHEAP_RUN seconds, where every input's
-    first dimension is open: as many samples as keep a run near CHEAP_RUN, at most MAX_CHEAP_BATCH."""
+def _cheap_batch(model: ModelProto, feed: dict) -> int | None:
+    """A larger batch for a cheap model, where every input's first dimension is open: the weights'
+    elements times one sample's input elements (a deterministic proxy for a run's work) within
+    CHEAP_WORK. Up to MAX_CHEAP_BATCH samples a feed: more decisions to judge, at little cost."""
     inputs = graph_inputs(model)
-    if not inputs or any(_dims(v)[:1] != [None] for v in inputs) or seconds >= CHEAP_RUN / 2:
+    if not inputs or any(_dims(v)[:1] != [None] for v in inputs):
         return None
     rows = int(np.asarray(feed[inputs[0].name]).shape[0])
-    batch = min(MAX_CHEAP_BATCH, rows * int(CHEAP_RUN / max(seconds, 1e-5)))
+    sample = sum(np.asarray(a).size for a in feed.values()) / max(1, rows)
+    weights = sum(math.prod(t.dims) for t in model.graph.initializer
+                  if t.data_type in (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE))
+    batch = min(MAX_CHEAP_BATCH, int(CHEAP_WORK / max(1.0, weights * sample)))
     return batch if batch > rows else None
 
 
@@ -423,9 +426,8 @@ def plausible(model: ModelProto, count: int, run, *, seed: int = 0, class_output
     for variant in options:
         try:
             feeds = generate(model, count, run, seed=seed, **variant)
-            start = time.perf_counter()
             reason = degenerate(run(feeds[0]), class_outputs)
-            batch = _cheap_batch(model, feeds[0], time.perf_counter() - start)
+            batch = _cheap_batch(model, feeds[0])
             if batch:  # a cheap model: more samples per feed, more decisions to judge
                 feeds = generate(model, count, run, seed=seed, batch=batch, **variant)
         except Exception as error:  # noqa: BLE001 - onnxruntime's errors: this regime does not run
