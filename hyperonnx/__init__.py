@@ -1,12 +1,39 @@
-"""hyperonnx: hyper-compression of ONNX model weights, decoded by a custom operator at run time."""
+"""hyperonnx: hyper-compression of ONNX model weights, decoded by a custom operator at run time.
 
-from .codec import PRESETS, LatticeConfig, Seed, TrellisConfig, WindingConfig, decode, encode
-from .format import FormatError
-from .graph import ModelIOError, compress, decompress, inspect_model, load, save
-from .runtime import InferenceSession, get_library_path, session_options
+The names below are imported when first used (PEP 562), so `import hyperonnx` and the command
+line start without loading numpy, onnx or onnxruntime (the CLI loads them with signals held off).
+"""
+
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = ["PRESETS", "FormatError", "InferenceSession", "LatticeConfig", "ModelIOError", "Seed", "TrellisConfig", "WindingConfig",
-           "compress", "decode", "decompress", "encode", "get_library_path", "inspect_model", "load",
-           "save", "session_options", "__version__"]
+# public name -> the module that defines it
+_EXPORTS = {
+    "PRESETS": "codec", "LatticeConfig": "codec", "Seed": "codec", "TrellisConfig": "codec",
+    "WindingConfig": "codec", "decode": "codec", "encode": "codec",
+    "FormatError": "format",
+    "ModelIOError": "graph", "compress": "graph", "decompress": "graph", "inspect_model": "graph",
+    "load": "graph", "save": "graph",
+    "InferenceSession": "runtime", "get_library_path": "runtime", "session_options": "runtime",
+}
+
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        try:  # a submodule: hyperonnx.runtime, hyperonnx.graph, ...
+            return importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as error:
+            if error.name != f"{__name__}.{name}":
+                raise
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return __all__

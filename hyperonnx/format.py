@@ -133,8 +133,9 @@ def num_pairs(num_elements: int) -> int:
     return (num_elements + 1) // 2
 
 
-def validate(seed: Seed) -> None:
-    """Apply every rule of FORMAT.md §5 to a seed; raise FormatError naming the first rule broken."""
+def validate(seed: Seed, inputs: bool = True) -> None:
+    """Apply every rule of FORMAT.md §5 to a seed; raise FormatError naming the first rule broken.
+    With `inputs` False (a seed or scales computed at run time) only the attributes' rules 2-3."""
     if seed.codec not in CODECS:
         raise FormatError(f"rule 2: unknown codec {seed.codec!r} (this decoder knows {', '.join(CODECS)})")
     if seed.dtype not in OUTPUT_DTYPES:
@@ -147,12 +148,38 @@ def validate(seed: Seed) -> None:
         if count > MAX_ELEMENTS:
             raise FormatError(f"rule 3: shape {list(seed.shape)} has more than 2**40 elements")
     if seed.codec == CODEC_LATTICE:
-        _validate_lattice(seed, count)
+        _validate_lattice(seed, count, inputs)
     elif seed.codec == CODEC_TRELLIS:
-        _validate_trellis(seed, count)
+        _validate_trellis(seed, count, inputs)
     else:
-        _validate_winding(seed, count)
+        _validate_winding(seed, count, inputs)
 
+
+_SCAN_CHUNK = 1 << 20  # indices unpacked per step by `check_indices`: bounded memory
+
+
+def check_indices(seed: Seed) -> None:
+    """Rules 5 (winding: every index below (n + 1) * (C + 1)) and 7 (lattice: every step below
+    2^b - 1) over the whole seed, a chunk at a time, on a seed `validate` accepted; trellis has
+    no such rule. Raises FormatError naming the rule."""
+    from .codec import bitpack  # the codec package imports this module
+    if seed.codec == CODEC_TRELLIS:
+        return
+    bits = int(seed.attrs["bits"])
+    if seed.codec == CODEC_LATTICE:
+        limit, rule, what = (1 << bits) - 1, 7, "the trajectory's steps"
+    else:
+        limit, rule, what = (int(seed.attrs["points"]) + 1) * (int(seed.attrs["rings"]) + 1), 5, "the codebook's entries"
+    if limit >= 1 << bits:
+        return  # every b-bit value is a valid index
+    pairs = num_pairs(seed.num_elements)
+    for start in range(0, pairs, _SCAN_CHUNK):  # chunks of a multiple of 8 indices: whole bytes
+        count = min(_SCAN_CHUNK, pairs - start)
+        first = start * bits // 8
+        part = seed.payload[first:first + (count * bits + 7) // 8]
+        indices = bitpack.unpack(part, bits, count)
+        if indices.size and int(indices.max()) >= limit:
+            raise FormatError(f"rule {rule}: seed index {int(indices.max())} is beyond {what} ({limit})")
 
 def _int_in(attrs: dict, name: str, low: int, high: int) -> int:
     value = attrs.get(name)
@@ -184,7 +211,7 @@ def _check_payload(seed: Seed, count: int, bits: int, indices: int | None = None
                           f"{bits} bits per pair needs exactly {expected}")
 
 
-def _validate_lattice(seed: Seed, count: int) -> None:
+def _validate_lattice(seed: Seed, count: int, inputs: bool = True) -> None:
     """FORMAT.md §5 rules 2-4 and §7.4 for the lattice codec."""
     a = seed.attrs
     bits = _int_in(a, "bits", *LATTICE_BITS)
@@ -201,8 +228,9 @@ def _validate_lattice(seed: Seed, count: int) -> None:
     unit = _float32(_finite(a, "scale_unit"))
     if not 0 < unit <= LATTICE_FLOAT_LIMIT:
         raise FormatError(f"rule 2: attribute scale_unit={unit!r} must be > 0 and <= 2**100")
-    _check_payload(seed, count, bits)
-    _check_scales(seed, count, group)
+    if inputs:
+        _check_payload(seed, count, bits)
+        _check_scales(seed, count, group)
 
 
 def _check_scales(seed: Seed, count: int, group: int) -> None:
@@ -217,7 +245,7 @@ def _check_scales(seed: Seed, count: int, group: int) -> None:
         raise FormatError("rule 6: scales must all be finite")
 
 
-def _validate_trellis(seed: Seed, count: int) -> None:
+def _validate_trellis(seed: Seed, count: int, inputs: bool = True) -> None:
     """FORMAT.md §5 rules 2-4 and §9.4 for the trellis codec."""
     a = seed.attrs
     bits = _int_in(a, "bits", *TRELLIS_BITS)
@@ -230,11 +258,12 @@ def _validate_trellis(seed: Seed, count: int) -> None:
     unit = _float32(_finite(a, "scale_unit"))
     if not 0 < unit <= LATTICE_FLOAT_LIMIT:
         raise FormatError(f"rule 2: attribute scale_unit={unit!r} must be > 0 and <= 2**100")
-    _check_payload(seed, count, bits, scale_count(count, group) * group)
-    _check_scales(seed, count, group)
+    if inputs:
+        _check_payload(seed, count, bits, scale_count(count, group) * group)
+        _check_scales(seed, count, group)
 
 
-def _validate_winding(seed: Seed, count: int) -> None:
+def _validate_winding(seed: Seed, count: int, inputs: bool = True) -> None:
     """FORMAT.md §5 rules 2-4 for the winding codec."""
     a = seed.attrs
     bits, points, rings = a.get("bits"), a.get("points"), a.get("rings")
@@ -250,8 +279,9 @@ def _validate_winding(seed: Seed, count: int) -> None:
     if scales is None or len(scales) != rings or not all(math.isfinite(s) and s > 0 for s in scales):
         raise FormatError(f"rule 2: attribute ring_scales must hold rings={rings} finite values > 0")
     if seed.scales is not None:
-        raise FormatError("a winding node has one input (seed); it got scales")
-    _check_payload(seed, count, bits)
+        raise FormatError("rule 2: a winding node has one input (seed); it got scales")
+    if inputs:
+        _check_payload(seed, count, bits)
 
 
 # Attribute name -> ONNX attribute type, in the order FORMAT.md §2 (winding) and §7.1 (lattice) list them.
@@ -336,3 +366,67 @@ def check_model_version(version: int, codecs) -> None:
         if CODEC_VERSION.get(codec, 1) > version:
             raise FormatError(f"rule 8: codec {codec!r} needs {OP_DOMAIN} version {CODEC_VERSION[codec]}; "
                               f"the model imports version {version}")
+
+
+# The standard operators' attributes a fused node may carry (docs/FORMAT.md §8), prefixed `op_`.
+FUSED_OP_ATTRIBUTES = {
+    "DecodeMatMul": {},
+    "DecodeGemm": {"transA": AttributeProto.INT, "transB": AttributeProto.INT, "alpha": AttributeProto.FLOAT,
+                   "beta": AttributeProto.FLOAT},
+    "DecodeGather": {"axis": AttributeProto.INT},
+    "DecodeConv": {"auto_pad": AttributeProto.STRING, "dilations": AttributeProto.INTS, "group": AttributeProto.INT,
+                   "kernel_shape": AttributeProto.INTS, "pads": AttributeProto.INTS, "strides": AttributeProto.INTS},
+}
+FUSED_RANKS = {"DecodeMatMul": (2,), "DecodeGemm": (2,), "DecodeConv": (4,)}  # DecodeGather: rank >= 1
+AUTO_PADS = (b"NOTSET", b"VALID", b"SAME_UPPER", b"SAME_LOWER")
+_CONV_LIMIT = 1 << 20  # strides, dilations and pads of DecodeConv (as the kernels accept)
+
+
+def validate_fused(node: NodeProto, seed: Seed) -> None:
+    """FORMAT.md §8.1 rule 9's static part for a fused node whose codec attributes decode `seed`
+    (already validated): the weight float32 of a rank that fits, every `op_` attribute known, of
+    its type and within what the standard operator accepts, `accuracy_level` 0 or 4."""
+    op = node.op_type
+    if seed.dtype != TensorProto.FLOAT:
+        raise FormatError(f"rule 9: a fused operator's weight must be float32 (dtype 1), not dtype {seed.dtype}")
+    shape = list(seed.shape)
+    if len(shape) not in FUSED_RANKS.get(op, range(1, 1 << 30)):
+        raise FormatError(f"rule 9: {op}'s weight cannot have rank {len(shape)}")
+    known = FUSED_OP_ATTRIBUTES[op]
+    attrs = {}
+    for a in node.attribute:
+        if a.name == ACCURACY_LEVEL:
+            if op not in ACCURACY_OPS or a.type != AttributeProto.INT or a.i not in ACCURACY_LEVELS:
+                raise FormatError(f"rule 9: {ACCURACY_LEVEL} must be an int, 0 (float32) or 4 (int8), on "
+                                  f"DecodeMatMul / DecodeGemm only")
+        elif a.name.startswith(FUSED_ATTRIBUTE_PREFIX):
+            name = a.name[len(FUSED_ATTRIBUTE_PREFIX):]
+            if name not in known or a.type != known[name]:
+                raise FormatError(f"rule 9: {op} has an unknown or mistyped attribute {a.name!r}")
+            attrs[name] = helper.get_attribute_value(a)
+
+    def ints(name, default, count, low):
+        value = list(attrs.get(name) or default)  # empty: the default, as the kernels and onnxruntime read it
+        if len(value) != count or not all(low <= v <= _CONV_LIMIT for v in value):
+            raise FormatError(f"rule 9: op_{name} needs {count} values in [{low}, 2**20]")
+        return value
+
+    if op == "DecodeGemm":
+        if attrs.get("transA", 0) != 0 or attrs.get("transB", 0) not in (0, 1):
+            raise FormatError("rule 9: op_transA must be 0 and op_transB 0 or 1")
+    elif op == "DecodeGather":
+        if attrs.get("axis", 0) != 0:
+            raise FormatError("rule 9: op_axis must be 0")
+    elif op == "DecodeConv":
+        if attrs.get("auto_pad", b"NOTSET") not in AUTO_PADS:
+            raise FormatError("rule 9: op_auto_pad is not NOTSET, VALID, SAME_UPPER or SAME_LOWER")
+        group = attrs.get("group", 1)
+        if group < 1 or shape[0] % group:
+            raise FormatError(f"rule 9: op_group={group} must be >= 1 and divide M = {shape[0]}")
+        ints("dilations", [1, 1], 2, 1)
+        ints("strides", [1, 1], 2, 1)
+        ints("pads", [0, 0, 0, 0], 4, 0)
+        if list(attrs.get("kernel_shape", shape[2:])) != shape[2:]:
+            raise FormatError("rule 9: op_kernel_shape does not match the weight")
+        if min(shape[1:]) < 1:
+            raise FormatError("rule 9: the weight has an empty kernel")

@@ -133,14 +133,19 @@ def session_options(mode: str = "stream", sess_options=None):
     return so
 
 
-def _load_model(path_or_model) -> tuple[onnx.ModelProto, str | None]:
-    if isinstance(path_or_model, onnx.ModelProto):
-        copy = onnx.ModelProto()
-        copy.CopyFrom(path_or_model)  # the caller's model stays as it is
-        return copy, None
-    if isinstance(path_or_model, (bytes, bytearray, memoryview)):
-        return onnx.load_from_string(bytes(path_or_model)), None
-    from .graph.model_io import load
+def _load_model(path_or_model, base_dir=None) -> tuple[onnx.ModelProto, str | None]:
+    from .graph.model_io import bind_external_data, forget_bindings, has_external_data, inline_external_data, load
+    if isinstance(path_or_model, (onnx.ModelProto, bytes, bytearray, memoryview)):
+        if isinstance(path_or_model, onnx.ModelProto):
+            model = onnx.ModelProto()
+            model.CopyFrom(path_or_model)  # the caller's model stays as it is
+        else:
+            model = forget_bindings(onnx.load_from_string(bytes(path_or_model)))
+        if has_external_data(model):
+            # read here, from `base_dir` only (checked: inside it), never by onnxruntime relative
+            # to the working directory; without base_dir a clear error
+            inline_external_data(bind_external_data(model, base_dir))
+        return model, None
     path = os.fspath(path_or_model)
     return load(path), path  # a clear ModelIOError for an unreadable file
 
@@ -156,23 +161,12 @@ def _decode_nodes(graph: onnx.GraphProto) -> list[int]:
 
 
 def _check_opset(model: onnx.ModelProto) -> None:
-    """Rule 1 (a known version) and rule 8 (no lattice node under version 1): a kernel cannot see
-    the model's opsets, so they are checked here before onnxruntime sees the model."""
-    for opset in model.opset_import:
-        if opset.domain != fmt.OP_DOMAIN:
-            continue
-        if opset.version not in fmt.KNOWN_VERSIONS:
-            raise fmt.FormatError(f"the model imports {fmt.OP_DOMAIN} version {opset.version}; this hyperonnx "
-                                  f"decodes versions {', '.join(map(str, fmt.KNOWN_VERSIONS))} "
-                                  "(docs/FORMAT.md section 5, rule 1)")
-        codecs = {_attribute(node, "codec") for scope in scopes(model) for node in scope.graph.node
-                  if node.domain == fmt.OP_DOMAIN and (node.op_type == fmt.OP_TYPE or node.op_type in fmt.FUSED_OPS)}
-        for codec in codecs:
-            name = codec.decode("utf-8", "replace") if isinstance(codec, bytes) else codec
-            if fmt.CODEC_VERSION.get(name, 1) > opset.version:
-                raise fmt.FormatError(f"a DecodeWeights node of codec {name!r} needs {fmt.OP_DOMAIN} version "
-                                      f"{fmt.CODEC_VERSION[name]}; the model imports version {opset.version} "
-                                      "(docs/FORMAT.md section 7.4, rule 8)")
+    """FORMAT.md's rules, by the validator every path applies (graph/validate.py), before
+    onnxruntime sees the model: rule 1 (a known version) and rule 8 (no codec or operator under a
+    version older than it), which a kernel cannot see, and rules 2-4, 6 and 9 (the kernels
+    apply them too; rules 5 and 7, a scan of every seed, are the kernels')."""
+    from .graph.validate import check_model
+    check_model(model, indices=False)
 
 
 def _attribute(node: onnx.NodeProto, name: str):
@@ -423,7 +417,8 @@ def _session_class():
 
 
 def InferenceSession(path_or_model, sess_options=None, providers: Sequence | None = None,  # noqa: N802
-                     provider_options=None, *, mode: str = "load", accuracy_level: int | None = None, **kwargs):
+                     provider_options=None, *, mode: str = "load", accuracy_level: int | None = None,
+                     base_dir=None, **kwargs):
     """An `onnxruntime.InferenceSession` for a hyperonnx-compressed model (any model works).
 
     path_or_model: a path, serialized bytes or an `onnx.ModelProto` (not modified).
@@ -433,6 +428,8 @@ def InferenceSession(path_or_model, sess_options=None, providers: Sequence | Non
     sess_options: optional `onnxruntime.SessionOptions`; the library is registered on it (and, in
     load mode, the decoded weights are added to it: use a fresh one per session).
     providers: default ``["CPUExecutionProvider"]``; other arguments are onnxruntime's.
+    base_dir: the folder the external data of a ModelProto or bytes is relative to (without it
+    such a model is refused; a path's folder is its own).
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
@@ -440,7 +437,7 @@ def InferenceSession(path_or_model, sess_options=None, providers: Sequence | Non
     if providers is None:
         providers = ["CPUExecutionProvider"]
     so = session_options(mode, sess_options)
-    model, path = _load_model(path_or_model)
+    model, path = _load_model(path_or_model, base_dir)
     if accuracy_level is not None and set_accuracy_level(model, accuracy_level):
         path = None  # onnxruntime gets our changed copy, not the file
     if mode == "stream":

@@ -20,6 +20,7 @@ def run(args) -> int:
     output = Path(args.output) if args.output else source.with_name(source.stem + suffix)
     check_output(output, source)  # before the (possibly long) decoding
     model = graph.load(source, load_external_data=False)  # tensors are read one at a time
+    check_output(output, source, model=model)  # its .data is no file the input reads
     # an input stored with external data gives an output stored the same way; otherwise the
     # decoded size decides (save's threshold)
     external = any(t.data_location == TensorProto.EXTERNAL for t in all_tensors(model)) or None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from .. import graph
+from .. import format as fmt
 from ..format import FormatError
 from ._common import human
 
@@ -16,11 +17,12 @@ def run(args) -> int:
         print(json.dumps(info, indent=2))
     else:
         _print(args, info)
-    invalid = [c for c in info["compressed"] if c["problem"]]
+    invalid = info["invalid"]
     if invalid:  # listed, and the exit status says the model would be refused
         first = invalid[0]
-        raise FormatError(f"{len(invalid)} DecodeWeights node(s) break docs/FORMAT.md; first "
-                          f"{(first['graph'] + ':') if first['graph'] else ''}{first['name']}: {first['problem']}")
+        where = f"{first['graph']}:" if first["graph"] else ""
+        raise FormatError(f"{len(invalid)} {fmt.OP_DOMAIN} node(s) break docs/FORMAT.md; first "
+                          + (f"{where}{first['node']}: " if first["node"] else "") + first["problem"])
     return 0
 
 

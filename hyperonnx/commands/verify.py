@@ -9,6 +9,7 @@ import numpy as np
 
 from .. import graph
 from ..graph.model_io import first_line
+from ..graph.validate import check_model
 from ..graph.samples import generate_inputs, load_inputs
 from ._common import session
 
@@ -38,26 +39,61 @@ def verify(original, compressed, feeds=None, tolerance: float = DEFAULT_TOLERANC
     return (results per output, library path or None, ok)."""
     original_model = graph.load(original) if not hasattr(original, "graph") else original
     compressed_model = graph.load(compressed) if not hasattr(compressed, "graph") else compressed
+    check_model(compressed_model)  # FORMAT.md first, as every path does (with or without the library)
     feeds = feeds if feeds is not None else generate_inputs(original_model)
     feeds = [feeds] if isinstance(feeds, dict) else feeds
     ref_sess, _ = session(original_model, use_library=False)
     cmp_sess, lib = session(compressed_model, use_library=use_library)
     names = [o.name for o in ref_sess.get_outputs()]
-    # every feed's outputs, each output flattened and joined over the feeds
-    ref = [np.concatenate([np.ravel(r) for r in outs]) for outs in zip(*(ref_sess.run(names, f) for f in feeds))]
-    got = [np.concatenate([np.ravel(g) for g in outs]) for outs in zip(*(cmp_sess.run(names, f) for f in feeds))]
+    # feed by feed (a batch at a time: memory holds one feed's outputs), each output's statistics
+    # accumulated over the feeds as if they were joined
+    sums = [_Sums() for _ in names]
+    for feed in feeds:
+        for acc, r, g in zip(sums, ref_sess.run(names, feed), cmp_sess.run(names, feed)):
+            acc.add(r, g)
     results, ok = [], True
-    for name, r, g in zip(names, ref, got):
-        if r.shape != g.shape:
-            results.append({"output": name, "error": f"shape {r.shape} vs {g.shape}"})
+    for name, acc in zip(names, sums):
+        if acc.error:
+            results.append({"output": name, "error": acc.error})
             ok = False
             continue
-        stats = compare(r, g)
+        stats = acc.stats()
         stats["output"] = name
         stats["ok"] = stats["max_rel"] <= tolerance and stats["cosine"] >= min_cosine
         ok &= stats["ok"]
         results.append(stats)
     return results, lib, ok
+
+
+class _Sums:
+    """`compare` over outputs joined across feeds, accumulated one feed at a time."""
+
+    def __init__(self):
+        self.max_abs = self.scale = self.dot = self.aa = self.bb = 0.0
+        self.nan = False
+        self.error = ""
+
+    def add(self, reference, actual) -> None:
+        a = np.asarray(reference, np.float64).ravel()
+        b = np.asarray(actual, np.float64).ravel()
+        if np.shape(reference) != np.shape(actual):
+            self.error = self.error or f"shape {np.shape(reference)} vs {np.shape(actual)}"
+            return
+        if a.size:
+            diff = np.abs(a - b)
+            self.nan |= bool(np.isnan(diff).any())
+            self.max_abs = max(self.max_abs, float(diff.max()))
+            self.scale = max(self.scale, float(np.abs(a).max()))
+            self.dot += float(np.dot(a, b))
+            self.aa += float(np.dot(a, a))
+            self.bb += float(np.dot(b, b))
+
+    def stats(self) -> dict:
+        max_abs = float("nan") if self.nan else self.max_abs
+        denom = float(np.sqrt(self.aa) * np.sqrt(self.bb))
+        cosine = self.dot / denom if denom > 0 else (1.0 if max_abs == 0 else 0.0)
+        max_rel = max_abs / self.scale if self.scale > 0 else (0.0 if max_abs == 0 else float("inf"))
+        return {"max_abs": max_abs, "max_rel": max_rel, "cosine": float(cosine)}
 
 
 def print_results(results, lib) -> None:
@@ -74,7 +110,8 @@ def print_results(results, lib) -> None:
 def run(args) -> int:
     original = graph.load(args.original)
     compressed = graph.load(args.compressed)
-    feeds = load_inputs(args.inputs, original) if args.inputs else None
+    limit = None if getattr(args, "max_inputs_mb", None) is None else int(args.max_inputs_mb * 2**20)
+    feeds = load_inputs(args.inputs, original, max_bytes=limit) if args.inputs else None
     try:
         results, lib, ok = verify(original, compressed, feeds, args.tolerance, args.min_cosine,
                                   use_library=not args.no_library)

@@ -54,8 +54,8 @@ def decompress_model(model: ModelProto, *, spill: SpillFile | None = None,
         raise ValueError(f"to must be one of {', '.join(FORMS)}, not {to!r}")
     if to != "float" and not (isinstance(block_size, int) and block_size >= 2):
         raise ValueError(f"block_size must be an integer >= 2, not {block_size!r}")
-    version = next((o.version for o in model.opset_import if o.domain == fmt.OP_DOMAIN), fmt.OP_VERSION)
-    fmt.check_model_version(version, ())
+    from .validate import check_model
+    check_model(model)  # FORMAT.md rules 1-9 on every node first: nothing invalid is carried over
     decoded_names: dict[str, set[str]] = {}  # scope path -> names of the weights decoded there
     unfuse_model(model)  # fused operators: DecodeWeights + the standard op, decoded below
     decoded = 0
@@ -75,7 +75,6 @@ def decompress_model(model: ModelProto, *, spill: SpillFile | None = None,
             if progress:
                 progress(decoded, total, node.output[0] if node.output else node.name)
             seed = read_seed(node, chain)
-            fmt.check_model_version(version, (seed.codec,))
             new_inits.append(initializer(codec.decode(seed), node.output[0]))
             decoded_names.setdefault(scope.path, set()).add(node.output[0])
             inputs_of_decode.update(node.input)
@@ -355,14 +354,16 @@ def read_seed(node, chain, missing_ok: bool = False) -> fmt.Seed:
     return fmt.seed_from_node(node, *arrays)
 
 
-def decompress(model_or_path, *, to: str = "float", block_size: int = BLOCK_SIZE) -> ModelProto:
-    """A plain ONNX copy of a compressed model (ModelProto, left unmodified, or a path); `to`
-    "int8" / "int4": the standard-ops form (blocked DequantizeLinear weights, opset 21; see the
-    module docstring)."""
-    from .model_io import load
+def decompress(model_or_path, base_dir=None, *, to: str = "float", block_size: int = BLOCK_SIZE) -> ModelProto:
+    """A plain ONNX copy of a compressed model (ModelProto, left unmodified, or a path).
+    `base_dir`: the folder a ModelProto's external data is relative to (without it such a model
+    is refused: model_io.bind_external_data). `to` "int8" / "int4": the standard-ops form
+    (blocked DequantizeLinear weights, opset 21; see the module docstring)."""
+    from .model_io import bind_external_data, load
     if isinstance(model_or_path, ModelProto):
         model = ModelProto()
         model.CopyFrom(model_or_path)
+        bind_external_data(model, base_dir)
     else:
         model = load(model_or_path)
     decompress_model(model, to=to, block_size=block_size)

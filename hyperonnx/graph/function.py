@@ -135,14 +135,84 @@ class _Body:
                                            value=numpy_helper.from_array(np.asarray(array), out)))
         return out
 
-    def attr(self, name, kind):
+    def attr(self, name, kind, raw: bool = False):
+        """The attribute `name` as a tensor `_attr_<name>` (`raw`: `_raw_<name>`, to be checked
+        and then `gated`)."""
         value_name = {AttributeProto.INT: "value_int", AttributeProto.INTS: "value_ints",
-                      AttributeProto.FLOAT: "value_float", AttributeProto.FLOATS: "value_floats"}[kind]
-        out = f"_attr_{name}"
+                      AttributeProto.FLOAT: "value_float", AttributeProto.FLOATS: "value_floats",
+                      AttributeProto.STRING: "value_string"}[kind]
+        out = f"_{'raw' if raw else 'attr'}_{name}"
         node = helper.make_node("Constant", [], [out])
         node.attribute.append(helper.make_attribute_ref(value_name, kind, ref_attr_name=name))
         self.nodes.append(node)
         return out
+
+    def scalar(self, x):
+        """A one-element tensor as a scalar."""
+        return self.op("Reshape", x, self.const(np.zeros(0, np.int64)))
+
+    def gated(self, value, gate):
+        """`value` read through a Gather at `gate` (0, or 1 when a rule is broken: an index out of
+        range, an error). Every size the body allocates from (a Range's end, a Pad's amount,
+        ConstantOfShape's shape) is gated, so no allocation is made from an unchecked value; the
+        If conditions are not (onnxruntime must fold them)."""
+        rows = self.op("Unsqueeze", value, self.const(np.array([0], np.int64)))  # [1, ...]
+        return self.op("Gather", rows, gate, axis=0)
+
+    def all_of(self, conditions):
+        """0 (int64 scalar) when every boolean condition holds, else 1."""
+        one = self.const(np.array([1], np.int64))
+        bad = [self.op("Cast", self.op("Reshape", self.op("Not", c), one), to=TensorProto.INT64) for c in conditions]
+        return self.op("ReduceMax", self.op("Concat", *bad, axis=0), keepdims=0)
+
+    def within(self, x, low, high):
+        """low <= x <= high for an int64 scalar (bounds as Python ints)."""
+        return self.op("And", self.op("GreaterOrEqual", x, self.const(np.array(low, np.int64))),
+                       self.op("LessOrEqual", x, self.const(np.array(high, np.int64))))
+
+    def codec_is(self, codec, name):
+        """Whether the string attribute tensor `codec` is `name`: Unique of the two has one value
+        (string Equal needs opset 19)."""
+        pair = self.op("Concat", self.op("Reshape", codec, self.const(np.array([1], np.int64))),
+                       self.const(np.array([name], dtype=object)), axis=0)
+        return self.scalar(self.op("Equal", self.op("Shape", self.op("Unique", pair)),
+                                   self.const(np.array([1], np.int64))))
+
+    def common_checks(self, shape, dtype, seed_bytes):
+        """Rules 2 (dtype), 3 (shape: no negative dimension, at most 2^40 elements, in float64: no
+        int64 wrap) and 4 (a rank-1 seed of exactly `seed_bytes` bytes, an int64 [1])."""
+        d = self.op("Concat", self.op("Cast", shape, to=TensorProto.DOUBLE), self.const(np.array([1.0])), axis=0)
+        dtype_ok = self.op("Or", self.op("Or", self.op("Equal", dtype, self.const(np.array(1, np.int64))),
+                                         self.op("Equal", dtype, self.const(np.array(10, np.int64)))),
+                           self.op("Equal", dtype, self.const(np.array(16, np.int64))))
+        seed_shape = self.op("Shape", "seed")
+        # rule 4's type: BitShift by a uint8 takes only a uint8 seed (unsigned types only, both
+        # the same): any other type fails the graph. One byte of it: no copy of the seed.
+        first = self.op("Slice", "seed", self.const(np.array([0], np.int64)), self.const(np.array([1], np.int64)))
+        byte = self.op("BitShift", first, self.const(np.array(0, np.uint8)), direction="RIGHT")
+        return [self.op("Equal", self.op("Size", byte), self.op("Size", first)), dtype_ok,
+                self.op("GreaterOrEqual", self.op("ReduceMin", d, keepdims=0), self.const(np.array(0.0))),
+                self.op("LessOrEqual", self.op("ReduceProd", d, keepdims=0), self.const(np.array(float(fmt.MAX_ELEMENTS)))),
+                self.scalar(self.op("Equal", self.op("Size", seed_shape), self.const(np.array(1, np.int64)))),
+                self.scalar(self.op("Equal", self.op("ReduceMax", self.op("Concat", seed_shape, self.const(np.array([-1], np.int64)), axis=0),
+                                                     keepdims=1), seed_bytes))]
+
+    def finite_positive(self, x, limit=3.4028234663852886e38):
+        """0 < x <= limit for every element of a float32 tensor (NaN and Inf fail; x may be empty)."""
+        x1 = self.op("Concat", self.op("Reshape", x, self.const(np.array([-1], np.int64))),
+                     self.const(np.array([1.0], np.float32)), axis=0)
+        bad = self.op("Or", self.op("Or", self.op("IsNaN", x1), self.op("Greater", x1, self.const(np.array(limit, np.float32)))),
+                      self.op("Not", self.op("Greater", x1, self.const(np.array(0.0, np.float32)))))
+        return self.op("Equal", self.op("ReduceSum", self.op("Cast", bad, to=TensorProto.INT64), keepdims=0),
+                       self.const(np.array(0, np.int64)))
+
+    def finite(self, x):
+        """Every element of a float32 tensor finite (x may be empty)."""
+        x1 = self.op("Concat", self.op("Reshape", x, self.const(np.array([-1], np.int64))),
+                     self.const(np.array([0.0], np.float32)), axis=0)
+        bad = self.op("Or", self.op("IsNaN", x1), self.op("IsInf", x1))
+        return self.op("Equal", self.op("ReduceSum", self.op("Cast", bad, to=TensorProto.INT64), keepdims=0),
+                       self.const(np.array(0, np.int64)))
 
     def cast_to_dtype(self, value):
         self._n += 1
@@ -211,13 +281,15 @@ def build_function(opset: int) -> FunctionProto:
     lattice = decodes_lattice(opset)
     f = _Body()
     I64 = np.int64
-    shape = f.attr("shape", AttributeProto.INTS)
-    bits = f.attr("bits", AttributeProto.INT)
-    points = f.attr("points", AttributeProto.INT)
-    rings = f.attr("rings", AttributeProto.INT)
-    center = f.attr("center", AttributeProto.FLOATS)
-    side = f.attr("side", AttributeProto.FLOAT)
-    ring_scales = f.attr("ring_scales", AttributeProto.FLOATS)
+    raw = {name: f.attr(name, kind) for name, kind in (
+        ("shape", AttributeProto.INTS), ("bits", AttributeProto.INT), ("points", AttributeProto.INT),
+        ("rings", AttributeProto.INT), ("center", AttributeProto.FLOATS), ("side", AttributeProto.FLOAT),
+        ("ring_scales", AttributeProto.FLOATS), ("codec", AttributeProto.STRING), ("dtype", AttributeProto.INT))
+        + ((("generator", AttributeProto.INT), ("group", AttributeProto.INT), ("alpha", AttributeProto.FLOAT),
+            ("beta", AttributeProto.FLOAT)) if lattice else ())}
+    gate = _winding_lattice_checks(f, raw, lattice)
+    shape, bits, points, rings = raw["shape"], raw["bits"], raw["points"], raw["rings"]
+    center, side, ring_scales = raw["center"], raw["side"], raw["ring_scales"]
     one = f.const(np.array([1], I64))
     zero = f.const(np.array([0], I64))
     eight = f.const(np.array([8], I64))
@@ -231,7 +303,7 @@ def build_function(opset: int) -> FunctionProto:
         n = f.op("Cast", points, to=TensorProto.INT32)  # scalar
         n1 = f.op("Add", n, f.const(np.array(1, np.int32)))
         c1 = f.op("Add", f.op("Cast", rings, to=TensorProto.INT32), f.const(np.array(1, np.int32)))
-        t = f.op("Range", f.const(np.array(0, np.int32)), f.op("Mul", n1, c1), f.const(np.array(1, np.int32)))
+        t = f.op("Range", f.const(np.array(0, np.int32)), f.gated(f.op("Mul", n1, c1), gate), f.const(np.array(1, np.int32)))
         j = f.op("Mod", t, n1)
         k = f.op("Div", t, n1)
         m = f.op("Cast", f.op("Ceil", f.op("Sqrt", f.op("Cast", f.op("Max", n, f.const(np.array(1, np.int32))),
@@ -250,10 +322,8 @@ def build_function(opset: int) -> FunctionProto:
         return f.cast_to_dtype(f.op("Add", center, f.op("Mul", q, s)))
 
     if lattice:
-        generator = f.attr("generator", AttributeProto.INT)
-        group = f.op("Reshape", f.attr("group", AttributeProto.INT), one)
-        alpha = f.attr("alpha", AttributeProto.FLOAT)
-        beta = f.attr("beta", AttributeProto.FLOAT)
+        generator = "_attr_generator"
+        group = f.op("Reshape", "_attr_group", one)
         unit = f.attr("scale_unit", AttributeProto.FLOAT)
         is_lattice = f.op("Greater", generator, f.const(np.array(0, I64)))  # winding: the default 0
         # Pairs come in rows of `per` (one scale each; winding: the default group 16 gives 8),
@@ -274,14 +344,14 @@ def build_function(opset: int) -> FunctionProto:
         grid_shape = f.op("Concat", groups, bits1, axis=0)
 
     # --- unpack the indices, groups of 8 in b bytes --------------------------------------------
-    pad = f.op("Sub", f.op("Mul", groups, bits1), f.op("Shape", "seed"))
+    pad = f.gated(f.op("Sub", f.op("Mul", groups, bits1), f.op("Shape", "seed")), gate)
     seed = f.op("Pad", "seed", f.op("Concat", zero, pad, axis=0))
     grid = f.op("Reshape", seed, grid_shape)  # [..., b] uint8
     index = _unpack(f, grid, bits, bits1, opset)
 
     # --- look the pairs up (and scale them), in `dtype` ----------------------------------------
     if lattice:
-        decoded = f.if_(is_lattice, lambda: lattice_values(f, index, aligned, rows, per, elements),
+        decoded = f.if_(is_lattice, lambda: lattice_values(f, index, aligned, rows, per, elements, gate),
                         lambda: f.op("Gather", winding_table(), index))
     else:
         decoded = f.op("Gather", winding_table(), index)  # [groups, 8, 2]
@@ -309,7 +379,50 @@ def build_function(opset: int) -> FunctionProto:
                    f"{fmt.CODEC_VERSION[fmt.CODEC_LATTICE] if lattice else 1}); a registered kernel takes precedence.")
 
 
-def lattice_values(f: _Body, index, aligned, rows, per, elements):
+def _seed_bytes(f: _Body, shape, bits):
+    """ceil(ceil(N/2) * b / 8) as an int64 [1] from the raw shape and bits (rule 4)."""
+    I64 = np.int64
+    elements = f.op("ReduceProd", shape, keepdims=1)
+    pairs = f.op("Div", f.op("Add", elements, f.const(np.array([1], I64))), f.const(np.array([2], I64)))
+    return f.op("Div", f.op("Add", f.op("Mul", pairs, f.op("Reshape", bits, f.const(np.array([1], I64)))),
+                            f.const(np.array([7], I64))), f.const(np.array([8], I64)))
+
+
+def _winding_lattice_checks(f: _Body, raw: dict, lattice: bool):
+    """The gate of the winding / lattice body: 0 when the node follows FORMAT.md §5 rules 2-4 (and
+    §7.4 for lattice nodes), else 1. Rule 5 / 7 (an index beyond the table) fails its Gather,
+    rule 6 the scales' LayerNormalization and `_checked_unit`."""
+    I64 = np.int64
+    bits, points, rings = raw["bits"], raw["points"], raw["rings"]
+    seed_bytes = _seed_bytes(f, raw["shape"], bits)
+    common = f.common_checks(raw["shape"], raw["dtype"], seed_bytes)
+    n_scales = f.scalar(f.op("Shape", raw["ring_scales"]))
+    winding = [f.codec_is(raw["codec"], fmt.CODEC_WINDING), f.within(bits, 1, fmt.MAX_BITS),
+               f.within(points, 1, fmt.MAX_POINTS), f.within(rings, 0, fmt.MAX_RINGS),
+               f.finite_positive(raw["side"]), f.finite(raw["center"]),
+               f.scalar(f.op("Equal", f.op("Shape", raw["center"]), f.const(np.array([2], I64)))),
+               f.op("Equal", n_scales, rings), f.finite_positive(raw["ring_scales"])]
+    if not lattice:
+        return f.all_of(common + winding)
+    generator, group = raw["generator"], raw["group"]
+    winding.append(f.op("Equal", generator, f.const(np.array(0, I64))))  # a winding node has no generator
+    clipped = f.op("Clip", bits, f.const(np.array(0, I64)), f.const(np.array(fmt.MAX_BITS, I64)))
+    size = f.op("Gather", f.const(np.array([(1 << b) - 1 for b in range(fmt.MAX_BITS + 1)], I64)), clipped)
+    limit = f.const(np.array(fmt.LATTICE_FLOAT_LIMIT, np.float32))
+    lattice_ok = [f.codec_is(raw["codec"], fmt.CODEC_LATTICE), f.within(bits, *fmt.LATTICE_BITS),
+                  f.op("GreaterOrEqual", generator, f.const(np.array(1, I64))),
+                  f.op("LessOrEqual", generator, f.op("Sub", size, f.const(np.array(1, I64)))),
+                  f.op("Equal", f.op("Mod", generator, f.const(np.array(2, I64))), f.const(np.array(1, I64))),
+                  f.within(group, 2, fmt.MAX_GROUP),
+                  f.op("Equal", f.op("Mod", group, f.const(np.array(2, I64))), f.const(np.array(0, I64))),
+                  f.op("LessOrEqual", f.op("Abs", raw["alpha"]), limit), f.op("LessOrEqual", f.op("Abs", raw["beta"]), limit),
+                  f.op("Equal", points, f.const(np.array(0, I64))), f.op("Equal", rings, f.const(np.array(0, I64)))]
+    ok_w = f.op("Equal", f.all_of(winding), f.const(np.array(0, I64)))
+    ok_l = f.op("Equal", f.all_of(lattice_ok), f.const(np.array(0, I64)))
+    return f.all_of(common + [f.op("Or", ok_w, ok_l)])
+
+
+def lattice_values(f: _Body, index, aligned, rows, per, elements, gate):
     """The lattice branch: FORMAT.md §7.3 values of the unpacked steps `index` ([rows, per/8, 8]
     when `aligned`, else [groups, 1, 8]), scaled per row, in `dtype`."""
     I64 = np.int64
@@ -319,7 +432,7 @@ def lattice_values(f: _Body, index, aligned, rows, per, elements):
     bits = "_attr_bits"
     # the pair table [N, 2] float32: row j = (v(j), v((j*g + c) mod N)), v(m) = phi(u(m)) op by op
     size = f.op("Gather", f.const(np.array([(1 << b) - 1 for b in range(fmt.MAX_BITS + 1)], I64)), bits)
-    rows_n = f.op("Mul", size, f.op("Min", generator, f.const(np.array(1, I64))))
+    rows_n = f.gated(f.op("Mul", size, f.op("Min", generator, f.const(np.array(1, I64)))), gate)
     steps = f.op("Range", f.const(np.array(0, I64)), rows_n, f.const(np.array(1, I64)))
     c = f.op("Div", f.op("Sub", generator, f.const(np.array(1, I64))), f.const(np.array(2, I64)))
     y = f.op("Mod", f.op("Add", f.op("Mul", steps, generator), c), size)  # int64: j*g < 2^32
@@ -337,7 +450,7 @@ def lattice_values(f: _Body, index, aligned, rows, per, elements):
     # input: LayerNormalization's bias B is one, and normalising zeros with Scale = -1 gives
     # -0 + B = B bit for bit.
     group = f.op("Mul", per, f.const(np.array([2], I64)))
-    count = f.op("Div", f.op("Add", elements, f.op("Sub", group, one)), group)
+    count = f.gated(f.op("Div", f.op("Add", elements, f.op("Sub", group, one)), group), gate)
     zeros = f.op("ConstantOfShape", f.op("Concat", one, count, axis=0),
                  value=numpy_helper.from_array(np.zeros(1, np.float16)))
     minus = f.op("ConstantOfShape", count, value=numpy_helper.from_array(np.full(1, -1, np.float16)))
@@ -377,6 +490,30 @@ _POWERS = np.array([1 << e for e in range(25)], np.int64)
 _INVERSE_POWERS = np.array([2.0 ** -e for e in range(fmt.TRELLIS_MAX_WINDOW + 1)], np.float32)
 
 
+def _trellis_checks(f: _Body, raw: dict):
+    """The gate of the trellis body: 0 when the node follows FORMAT.md §9.4 (rules 2-4 and the
+    count of rule 6; a NaN / Inf scale and the scale unit fail `_checked_unit`), else 1."""
+    I64 = np.int64
+    bits, window, group = raw["bits"], raw["window"], raw["group"]
+    elements = f.op("ReduceProd", raw["shape"], keepdims=1)
+    g1 = f.op("Reshape", f.op("Max", group, f.const(np.array(1, I64))), f.const(np.array([1], I64)))
+    count = f.op("Div", f.op("Add", elements, f.op("Sub", g1, f.const(np.array([1], I64)))), g1)
+    seed_bytes = f.op("Div", f.op("Mul", f.op("Mul", count, g1), f.op("Reshape", bits, f.const(np.array([1], I64)))),
+                      f.const(np.array([8], I64)))
+    scales_shape = f.op("Shape", "scales")
+    checks = f.common_checks(raw["shape"], raw["dtype"], seed_bytes) + [
+        f.codec_is(raw["codec"], fmt.CODEC_TRELLIS), f.within(bits, *fmt.TRELLIS_BITS),
+        f.op("And", f.op("GreaterOrEqual", window, bits),
+             f.op("LessOrEqual", window, f.const(np.array(fmt.TRELLIS_MAX_WINDOW, I64)))),
+        f.within(group, 8, fmt.MAX_GROUP),
+        f.op("Equal", f.op("Mod", group, f.const(np.array(8, I64))), f.const(np.array(0, I64))),
+        f.op("GreaterOrEqual", f.op("Mul", bits, group), window),
+        f.scalar(f.op("Equal", f.op("Size", scales_shape), f.const(np.array(1, I64)))),
+        f.scalar(f.op("Equal", f.op("ReduceMax", f.op("Concat", scales_shape, f.const(np.array([-1], I64)), axis=0),
+                                    keepdims=1), count))]
+    return f.all_of(checks)
+
+
 def build_trellis_function(opset: int) -> FunctionProto:
     """FunctionProto `ai.hyperonnx.DecodeWeights` for a model whose DecodeWeights nodes are all
     `trellis` (FORMAT.md §9), default-domain `opset` >= MIN_OPSET.
@@ -393,10 +530,13 @@ def build_trellis_function(opset: int) -> FunctionProto:
         raise ValueError(f"the DecodeWeights function needs opset >= {MIN_OPSET}, model has {opset}")
     f = _Body()
     I64, I32 = np.int64, np.int32
-    shape = f.attr("shape", AttributeProto.INTS)
-    bits = f.attr("bits", AttributeProto.INT)
-    window = f.attr("window", AttributeProto.INT)
-    group = f.attr("group", AttributeProto.INT)
+    raw = {name: f.attr(name, kind) for name, kind in (
+        ("shape", AttributeProto.INTS), ("bits", AttributeProto.INT), ("window", AttributeProto.INT),
+        ("group", AttributeProto.INT), ("codec", AttributeProto.STRING), ("dtype", AttributeProto.INT))}
+    gate = _trellis_checks(f, raw)
+    shape, bits, window = raw["shape"], raw["bits"], raw["window"]
+    group = f.gated(raw["group"], gate)  # the sizes below (Range, the 2^L table) come from gated values
+    window = f.gated(window, gate)
     unit = f.attr("scale_unit", AttributeProto.FLOAT)
     one = f.const(np.array([1], I64))
     zero = f.const(np.array([0], I64))
@@ -435,7 +575,8 @@ def build_trellis_function(opset: int) -> FunctionProto:
 
     # S_q = float32(scales[q]) * U; rule 6 (a NaN or Inf scale) and the bounds of U make the
     # Gather of U out of range: an error, not output
-    scales = f.op("Cast", "scales", to=TensorProto.FLOAT)
+    # rule 6's type: Concat takes inputs of one type, so scales other than float16 fail the graph
+    scales = f.op("Cast", f.op("Concat", "scales", f.const(np.zeros(0, np.float16)), axis=0), to=TensorProto.FLOAT)
     unit = _checked_unit(f, scales, unit, f.const(np.array(True)))
     scale = f.op("Reshape", f.op("Mul", scales, unit), f.const(np.array([-1, 1], I64)))  # rule 6: Q of them
     values = f.cast_to_dtype(f.op("Mul", f.op("Gather", h, states), scale))  # [Q, G]

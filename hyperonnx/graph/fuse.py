@@ -263,6 +263,8 @@ def ensure_functions(model: ModelProto) -> None:
     opset = default_opset(model)
     for op in sorted(used - set(ours)):
         model.functions.append(build_fused_function(op, opset, ours[fmt.OP_TYPE]))
+        if model.functions[-1].attribute_proto:
+            model.ir_version = max(model.ir_version, 9)  # function attribute defaults: IR version 9
 
 
 def build_fused_function(op: str, opset: int, decode_function: FunctionProto) -> FunctionProto:
@@ -274,7 +276,22 @@ def build_fused_function(op: str, opset: int, decode_function: FunctionProto) ->
     names = list(decode_function.attribute) + [a.name for a in decode_function.attribute_proto]
     codec_types = {name: known[name] for name in names}
     scaled = list(decode_function.input) == ["seed", "scales"]
-    decode = helper.make_node(fmt.OP_TYPE, ["seed", "scales"] if scaled else ["seed"], ["weight"], domain=fmt.OP_DOMAIN)
+    checks, seed = [], "seed"
+    if op in fmt.ACCURACY_OPS:  # rule 9: accuracy_level 0 (absent) or 4, else the seed's Gather fails
+        level = helper.make_node("Constant", [], ["_level"])
+        level.attribute.append(helper.make_attribute_ref("value_int", AttributeProto.INT, ref_attr_name=fmt.ACCURACY_LEVEL))
+        const = lambda name, value: helper.make_node("Constant", [], [name], value=helper.make_tensor(  # noqa: E731
+            name, TensorProto.INT64, [len(value)] if isinstance(value, list) else [], value if isinstance(value, list) else [value]))
+        checks = [level, const("_zero", 0), const("_four", 4), const("_axes", [0]),
+                  helper.make_node("Equal", ["_level", "_zero"], ["_is0"]),
+                  helper.make_node("Equal", ["_level", "_four"], ["_is4"]),
+                  helper.make_node("Or", ["_is0", "_is4"], ["_ok"]),
+                  helper.make_node("Not", ["_ok"], ["_bad"]),
+                  helper.make_node("Cast", ["_bad"], ["_gate"], to=TensorProto.INT64),
+                  helper.make_node("Unsqueeze", ["seed", "_axes"], ["_seed_rows"]),
+                  helper.make_node("Gather", ["_seed_rows", "_gate"], ["_seed_checked"], axis=0)]
+        seed = "_seed_checked"
+    decode = helper.make_node(fmt.OP_TYPE, [seed, "scales"] if scaled else [seed], ["weight"], domain=fmt.OP_DOMAIN)
     for name, kind in codec_types.items():
         decode.attribute.append(helper.make_attribute_ref(name, kind, ref_attr_name=name))
     has_extra = op in ("DecodeGemm", "DecodeConv")
@@ -286,11 +303,12 @@ def build_fused_function(op: str, opset: int, decode_function: FunctionProto) ->
         standard_node.attribute.append(helper.make_attribute_ref(name, kind,
                                                                  ref_attr_name=fmt.FUSED_ATTRIBUTE_PREFIX + name))
     attributes = list(codec_types) + [fmt.FUSED_ATTRIBUTE_PREFIX + name for name in op_attrs]
-    if op in fmt.ACCURACY_OPS:
-        attributes.append(fmt.ACCURACY_LEVEL)  # accepted, unused: the body computes in float32
+    # accuracy_level: checked (0, its default, or 4), else unused: the body computes in float32
+    defaults = [helper.make_attribute(fmt.ACCURACY_LEVEL, 0)] if op in fmt.ACCURACY_OPS else []
     return helper.make_function(
         fmt.OP_DOMAIN, op, ["x", "seed", "scales"] + (["extra"] if has_extra else []), ["y"],
-        [decode, standard_node], [helper.make_opsetid("", opset), helper.make_opsetid(fmt.OP_DOMAIN, fmt.FUSED_VERSION)],
-        attributes=attributes,
+        checks + [decode, standard_node],
+        [helper.make_opsetid("", opset), helper.make_opsetid(fmt.OP_DOMAIN, fmt.FUSED_VERSION)],
+        attributes=attributes, attribute_protos=defaults,
         doc_string=f"{op} from DecodeWeights and {standard} (hyperonnx docs/FORMAT.md §8); a registered kernel "
                    "takes precedence.")

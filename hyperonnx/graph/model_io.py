@@ -2,15 +2,17 @@
 beyond protobuf's 2 GB limit. The input file is never written.
 
 Models larger than memory: `load(path, load_external_data=False)` leaves external tensors in
-their files (each marked with onnx's `basepath` key, the folder its location is relative to);
+their files (each bound to the model's folder, see `bind_external_data`);
 `tensor_array` reads one such tensor when a pass needs it, new tensors can go to a `SpillFile`,
 and `save` copies them into the output one at a time. So `hyperonnx compress` holds one weight
 at a time (and its encoder's temporaries), whatever the model's size."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import secrets
 import shutil
 import tempfile
 import warnings
@@ -28,6 +30,11 @@ PROTOBUF_LIMIT = 2**31 - 1
 EXTERNAL_DATA_THRESHOLD = 1_800_000_000
 EXTERNAL_MIN_BYTES = 1024  # smaller tensors stay in the .onnx file
 _COPY_CHUNK = 16 << 20
+# The external-data entry that binds a tensor to the folder its `location` is relative to. Its
+# name is new in every process, so no file can carry it: a key read from a file (onnx's own
+# `basepath` included) is never trusted, and a ModelProto's external data is read only once the
+# caller has named its folder (`bind_external_data`, the `base_dir=` arguments).
+_BASE_KEY = f"hyperonnx.base.{secrets.token_hex(8)}"
 
 
 class ModelIOError(Exception):
@@ -71,28 +78,65 @@ def load(path: str | os.PathLike, load_external_data: bool = True) -> ModelProto
         raise ModelIOError(f"{path}: not an ONNX model (no graph)")
     if not model.opset_import and model.ir_version == 0:
         raise ModelIOError(f"{path}: not an ONNX model (no IR version or opset)")
-    folder = str(path.parent.resolve())
-    external = [t for t in all_tensors(model) if _is_external(t)]
-    for t in external:
-        location = next((e.value for e in t.external_data if e.key == "location"), "")
-        if not (path.parent / location).is_file():
-            raise ModelIOError(f"{path}: missing external-data file {location} (tensor {t.name})")
-        if not load_external_data:
-            _set_entries(t, {**_entries(t), "basepath": folder})
-            try:  # a clear error now for a location outside the folder or a bad range
-                _external_source(t)
-            except ModelIOError as e:
-                raise ModelIOError(f"{path}: {e}") from None
-    if not load_external_data:
-        return model
-    try:
-        with warnings.catch_warnings():  # onnx warns of unknown keys (a corrupted entry) on stderr
-            warnings.simplefilter("ignore")
-            onnx.load_external_data_for_model(model, str(path.parent))
-    except FileNotFoundError as e:
-        raise ModelIOError(f"{path}: missing external-data file {Path(e.filename or '?').name}") from None
-    except (OSError, ValueError, onnx.checker.ValidationError) as e:
-        raise ModelIOError(f"{path}: cannot read external data: {first_line(e)}") from None
+    for t in all_tensors(model):
+        if _is_external(t):
+            location = next((e.value for e in t.external_data if e.key == "location"), "")
+            if location and not _contained(path.parent, location)[1]:
+                raise ModelIOError(f"{path}: tensor {t.name}: external data {location!r} is outside the model's folder")
+            if not location or not (path.parent / location).is_file():
+                raise ModelIOError(f"{path}: missing external-data file {location} (tensor {t.name})")
+    try:  # a clear error now for a location outside the folder or a bad range
+        bind_external_data(forget_bindings(model), path.parent)
+        if load_external_data:  # read by our checked reader, not onnx's (one containment rule)
+            inline_external_data(model)
+    except ModelIOError as e:
+        raise ModelIOError(f"{path}: {e}") from None
+    except OSError as e:
+        raise ModelIOError(f"{path}: cannot read external data: {e.strerror or e}") from None
+    return model
+
+
+def _contained(base: Path, location: str) -> tuple[Path, bool]:
+    """(the file `location` names relative to `base`, whether it lies inside `base`): no absolute
+    path, no `..` out of it, no symbolic link leading out of it."""
+    root = Path(base).resolve()
+    if not location or os.path.isabs(location) or "\0" in location:
+        return root, False
+    file = (root / location).resolve()
+    return file, file != root and file.is_relative_to(root)
+
+
+def has_external_data(model: ModelProto) -> bool:
+    return any(_is_external(t) for t in all_tensors(model))
+
+
+def forget_bindings(model: ModelProto) -> ModelProto:
+    """Drop every folder binding (a model read from a file or bytes: whatever keys it carries,
+    even this process's own, say nothing about where its data is)."""
+    for t in all_tensors(model):
+        if _is_external(t) and _BASE_KEY in _entries(t):
+            _set_entries(t, {k: v for k, v in _entries(t).items() if k != _BASE_KEY})
+    return model
+
+
+def bind_external_data(model: ModelProto, base_dir: str | os.PathLike | None) -> ModelProto:
+    """Bind every external tensor of `model` to `base_dir`, the folder its `location` is relative
+    to (checked now: inside that folder, within its file). Tensors already bound (by `load`, by
+    an earlier call, spilled by this process) keep their folder; with `base_dir` None, an unbound
+    external tensor is a ModelIOError: its folder is not guessed (not the working directory, not a
+    key from the file). Returns `model`, changed in place."""
+    for t in all_tensors(model):
+        if not _is_external(t) or _BASE_KEY in _entries(t):
+            continue
+        if base_dir is None:
+            location = _entries(t).get("location", "")
+            raise ModelIOError(f"tensor {t.name}: its data is in the external file {location!r}; give the folder "
+                               "it is relative to (base_dir=, the model's folder) or load the model with "
+                               "hyperonnx.load(path)")
+        # keys from the file other than onnx's own layout keys are dropped: never trusted
+        entries = {k: v for k, v in _entries(t).items() if k in ("location", "offset", "length", "checksum")}
+        _set_entries(t, {**entries, _BASE_KEY: str(Path(base_dir).resolve())})
+        _external_source(t)
     return model
 
 
@@ -110,10 +154,13 @@ def _set_entries(t: TensorProto, entries: dict[str, str]) -> None:
 def _external_source(t: TensorProto) -> tuple[Path, int, int]:
     """(file, offset, length) of an external tensor, checked: inside its folder, within the file."""
     info = _entries(t)
-    base = Path(info.get("basepath", ".")).resolve()
     location = info.get("location", "")
-    file = (base / location).resolve()
-    if not location or not file.is_relative_to(base) or not file.is_file():
+    if _BASE_KEY not in info:
+        raise ModelIOError(f"tensor {t.name}: its data is in the external file {location!r}; give the folder "
+                           "it is relative to (base_dir=, the model's folder) or load the model with "
+                           "hyperonnx.load(path)")
+    file, inside = _contained(Path(info[_BASE_KEY]), location)
+    if not inside or not file.is_file():
         raise ModelIOError(f"tensor {t.name}: external data {location!r} is missing or outside the model's folder")
     try:
         size = file.stat().st_size
@@ -130,7 +177,12 @@ def _external_source(t: TensorProto) -> tuple[Path, int, int]:
 def tensor_array(t: TensorProto) -> np.ndarray:
     """A tensor's value, its external data read from its file when it was not loaded."""
     if not _is_external(t):
-        return numpy_helper.to_array(t)
+        try:
+            return numpy_helper.to_array(t)
+        except (ValueError, TypeError) as e:  # data that does not fill the declared shape: name the tensor
+            raise ModelIOError(f"tensor {t.name}: its data does not match its shape {list(t.dims)} "
+                               f"({TensorProto.DataType.Name(t.data_type) if t.data_type in TensorProto.DataType.values() else t.data_type}): "
+                               f"{first_line(e)}") from None
     file, offset, length = _external_source(t)
     expected = math.prod(t.dims) * np.dtype(helper.tensor_dtype_to_np_dtype(t.data_type)).itemsize \
         if t.data_type in (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16, TensorProto.UINT8) else None
@@ -164,7 +216,7 @@ class SpillFile:
         self._file.write(inline.raw_data)
         self._file.flush()  # save() reads it through another handle
         _set_entries(t, {"location": "spill.data", "offset": str(offset), "length": str(self._file.tell() - offset),
-                         "basepath": str(self.folder.resolve())})
+                         _BASE_KEY: str(self.folder.resolve())})
         return t
 
     def close(self) -> None:
@@ -271,16 +323,24 @@ def writable_folder(path: str | os.PathLike) -> Path:
 
 
 def check_output(path: str | os.PathLike, source: str | os.PathLike | None = None,
-                 others: Sequence[str | os.PathLike] = ()) -> Path:
+                 others: Sequence[str | os.PathLike] = (), model: ModelProto | None = None) -> Path:
     """Before a long run: `path` is neither the input model `source` nor one of `others` (files
-    the same run writes), and its folder takes files. Returns the folder; ModelIOError if not."""
+    the same run writes), its folder takes files, and (given the input `model`) its external-data
+    file `<path>.data` is none the model reads. Returns the folder; ModelIOError if not."""
     path = Path(path)
     if source is not None and (Path(source).resolve() == path.resolve() or _same_file(Path(source), path)):
         raise ModelIOError(f"{path}: would overwrite the input model; choose another path")
     for other in others:
-        if Path(other).resolve() == path.resolve():
+        if Path(other).resolve() == path.resolve() or _same_file(Path(other), path):
             raise ModelIOError(f"{path}: is also {other}; choose another path")
-    return writable_folder(path)
+    folder = writable_folder(path)
+    if model is not None:  # the output's external data must not replace a file the input reads
+        data = folder / (path.name + ".data")
+        for t in all_tensors(model):
+            if _is_external(t) and _BASE_KEY in _entries(t) and _same_file(_external_source(t)[0], data):
+                raise ModelIOError(f"{path}: its external data would overwrite {data.name}, which the input "
+                                   "model reads its tensors from; choose another output name")
+    return folder
 
 
 def write_atomic(path: str | os.PathLike, data: bytes) -> None:
@@ -299,8 +359,38 @@ def write_atomic(path: str | os.PathLike, data: bytes) -> None:
         raise ModelIOError(f"{path}: cannot write: {e.strerror or e}") from None
 
 
+def _unbind(model: ModelProto, before: set[int]) -> None:
+    """Drop the folder binding from the tensors that did not have it (`before`: their positions
+    in `all_tensors` order)."""
+    for i, t in enumerate(all_tensors(model)):
+        if i in before:
+            _set_entries(t, {k: v for k, v in _entries(t).items() if k != _BASE_KEY})
+
+
+@contextlib.contextmanager
+def bound(model: ModelProto, base_dir: str | os.PathLike | None):
+    """`bind_external_data` for the duration of a block; the model is left as it was after it."""
+    unbound = {i for i, t in enumerate(all_tensors(model)) if _is_external(t) and _BASE_KEY not in _entries(t)}
+    if not unbound or base_dir is None:
+        yield model
+        return
+    try:
+        yield bind_external_data(model, base_dir)
+    finally:
+        _unbind(model, unbound)
+
+
 def save(model: ModelProto, path: str | os.PathLike, *, source: str | os.PathLike | None = None,
-         external_data: bool | None = None) -> Path:
+         external_data: bool | None = None, base_dir: str | os.PathLike | None = None) -> Path:
+    """See `_save`; `base_dir`: the folder the external data of a ModelProto that `load` did not
+    read is relative to (its tensors are read from there, checked as `load` checks them; without
+    it such a model is refused, see `bind_external_data`)."""
+    with bound(model, base_dir):
+        return _save(model, path, source=source, external_data=external_data)
+
+
+def _save(model: ModelProto, path: str | os.PathLike, *, source: str | os.PathLike | None = None,
+          external_data: bool | None = None) -> Path:
     """Write `model` to `path` atomically: a temporary file in the same folder, then a rename, so
     a failure or an interruption leaves no partial output. `source` (the input file) is refused
     as the output. Models with more tensor data than fits one protobuf are written with their
@@ -314,10 +404,10 @@ def save(model: ModelProto, path: str | os.PathLike, *, source: str | os.PathLik
         external_data = sum(_data_bytes(t) for t in tensors) > EXTERNAL_DATA_THRESHOLD
     data_name = path.name + ".data"
     read_from = [_external_source(t)[0] for t in tensors if _is_external(t)]
-    if source is not None:
-        read_from.append(Path(source).parent / data_name)
+    # an earlier run's <output>.data beside the output is replaced, unless this model reads from it
     if external_data and any(_same_file(f, folder / data_name) for f in read_from):
-        raise ModelIOError(f"{path}: its external data would overwrite the input's {data_name}")
+        raise ModelIOError(f"{path}: its external data would overwrite {data_name}, which the input model "
+                           "reads its tensors from; choose another output name")
     try:
         tmpdir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder))
     except OSError as e:
