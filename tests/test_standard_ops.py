@@ -168,6 +168,6 @@ def test_cli(tmp_path, compressed, capsys):
     model = onnx.load(str(out))
     assert_standard(model)
     assert any(t.data_type == TensorProto.INT4 for t in model.graph.initializer)
-    with pytest.raises(SystemExit):
-        main(["decompress", str(source), "--to", "int2"])
+    assert main(["decompress", str(source), "--to", "int2"]) == 2
     assert "invalid choice" in capsys.readouterr().err
+    assert main(["decompress", str(source), "--to", "int8", "--block-size", "1"]) == 2
