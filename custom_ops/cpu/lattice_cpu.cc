@@ -411,6 +411,9 @@ __attribute__((target("avx2"))) void Int8PairsAvx2(const LatticeParams& p, const
 }
 #endif
 
+using Int8Fn = void (*)(const LatticeParams&, const uint8_t*, const uint8_t*, uint64_t, uint64_t, uint8_t*);
+
+#ifdef HYPERONNX_AVX2  // x86 only: AVX-512 VBMI (aarch64 builds have no such loop)
 // The VBMI unpack of 64 b-bit steps (b <= 8): 64-bit lane g takes bytes [gb, gb + 8) of the 8b
 // bytes; byte t of a lane is then its bits [tb, tb + 8) (vpmultishiftqb).
 struct ByteSpread {
@@ -479,8 +482,6 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512vbmi,avx2"))) void Int8Pa
 #pragma GCC diagnostic pop
 #endif
 
-using Int8Fn = void (*)(const LatticeParams&, const uint8_t*, const uint8_t*, uint64_t, uint64_t, uint8_t*);
-
 bool HasVbmi() {
   static const bool has = HasAvx512() && __builtin_cpu_supports("avx512vbmi") != 0;
   return has;
@@ -489,6 +490,7 @@ bool HasVbmi() {
 // The VBMI loop for b <= 8, the AVX2 one above.
 template <int B>
 constexpr Int8Fn kVbmiOrAvx2 = B <= 8 ? &Int8PairsVbmi<B <= 8 ? B : 8> : &Int8PairsAvx2<B>;
+#endif  // HYPERONNX_AVX2
 
 template <int... Bs>
 Int8Fn SelectInt8(uint32_t bits, std::integer_sequence<int, Bs...>) {
