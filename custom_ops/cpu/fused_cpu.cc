@@ -449,9 +449,37 @@ std::string CheckGather(const Ort::KernelContext& context, const std::vector<int
 // The kernels.
 
 FusedCpuKernel::FusedCpuKernel(FusedKind kind, std::string name, FusedAttributes attrs,
-                               std::unique_ptr<EncodedWeight> weight, bool int8, Int8Plan plan)
+                               std::unique_ptr<EncodedWeight> weight, bool int8, Int8Plan plan,
+                               std::unique_ptr<Int8Packed> packed)
     : kind_(kind), name_(std::move(name)), attrs_(std::move(attrs)), weight_(std::move(weight)), int8_(int8),
-      int8_plan_(plan) {}
+      int8_plan_(plan), packed_(std::move(packed)) {
+  if (packed_) CountPackedBytes(static_cast<int64_t>(packed_->bytes()));
+}
+
+FusedCpuKernel::~FusedCpuKernel() {
+  if (packed_) CountPackedBytes(-static_cast<int64_t>(packed_->bytes()));
+}
+
+namespace {
+std::atomic<int64_t> packed_bytes{0};
+}  // namespace
+
+void CountPackedBytes(int64_t delta) { packed_bytes.fetch_add(delta); }
+
+bool ParsePacking(const std::string& text, Packing* packing) {
+  if (text.empty() || text == "auto" || text == "packed") {
+    *packing = Packing::kPacked;
+    return true;
+  }
+  if (text == "none") {
+    *packing = Packing::kNone;
+    return true;
+  }
+  return false;
+}
+
+// Bytes of packed weights the live fused kernels hold (tests, `bench runtime`).
+extern "C" HYPERONNX_EXPORT int64_t HyperonnxPackedBytes() { return packed_bytes.load(); }
 
 OrtStatusPtr FusedCpuKernel::Fail(const std::string& message) const { return FailNode(OpName(kind_), name_, message); }
 
@@ -480,7 +508,7 @@ OrtStatusPtr FusedCpuKernel::MatMul(Ort::KernelContext& context) {
   if (!error.empty()) return Fail(error);
   Ort::UnownedValue y = context.GetOutput(0, run.y_shape.data(), run.y_shape.size());
   float* out = y.GetTensorMutableData<float>();
-  if (!(int8_ ? GemmInt8(context, *weight_, int8_plan_, run.a, run.depth, run.rows, out)
+  if (!(int8_ ? GemmInt8(context, *weight_, int8_plan_, run.a, run.depth, run.rows, out, packed_.get())
               : GemmEncoded(context, *weight_, false, run.a, run.depth, run.rows, run.depth, run.cols, out))) {
     return Fail("out of memory");
   }
@@ -493,7 +521,7 @@ OrtStatusPtr FusedCpuKernel::Gemm(Ort::KernelContext& context) {
   if (!error.empty()) return Fail(error);
   Ort::UnownedValue y_value = context.GetOutput(0, run.y_shape.data(), run.y_shape.size());
   float* y = y_value.GetTensorMutableData<float>();
-  if (!(int8_ ? GemmInt8(context, *weight_, int8_plan_, run.a, run.depth, run.rows, y)
+  if (!(int8_ ? GemmInt8(context, *weight_, int8_plan_, run.a, run.depth, run.rows, y, packed_.get())
               : GemmEncoded(context, *weight_, attrs_.trans_b != 0, run.a, run.depth, run.rows, run.depth, run.cols,
                             y))) {
     return Fail("out of memory");
@@ -801,7 +829,13 @@ OrtStatusPtr FusedCpuOp::CreateKernelV2(const OrtApi& api, const OrtKernelInfo* 
     Int8Plan plan;
     const bool int8 = node.attrs.accuracy_level == 4 && weight->PrepareInt8() &&
                       PlanInt8(*weight, node.attrs.trans_b != 0, &plan);
-    return new FusedCpuKernel(kind_, node.name, std::move(node.attrs), std::move(weight), int8, plan);
+    std::unique_ptr<Int8Packed> packed;
+    if (int8 && packing_ == Packing::kPacked) {  // the int8 form once, here: no decode per call
+      packed = std::make_unique<Int8Packed>();
+      PackInt8(*weight, plan, packed.get());
+    }
+    return new FusedCpuKernel(kind_, node.name, std::move(node.attrs), std::move(weight), int8, plan,
+                              std::move(packed));
   });
 }
 

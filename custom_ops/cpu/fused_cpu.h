@@ -37,6 +37,19 @@ namespace hyperonnx {
 
 enum class FusedKind { kMatMul, kGemm, kGather, kConv };
 
+// What a fused kernel makes of its weight at creation (the session config entry
+// "hyperonnx.packing", read when the library is registered on the session options; see
+// kPackingConfigKey): kPacked transcodes it once into the layout its compute reads fastest
+// (int8 compute: int8 quads with their scales, Int8Packed; about 1 byte a weight beside the
+// seed), kNone keeps only the seed and decodes from it on every call (memory-tight devices).
+enum class Packing { kPacked, kNone };
+constexpr const char* kPackingConfigKey = "hyperonnx.packing";
+// "" (absent: packed), "auto" / "packed" or "none": the mode, or false for another value.
+bool ParsePacking(const std::string& text, Packing* packing);
+// Bytes of packed weights held by live kernels (exported as HyperonnxPackedBytes for tests and
+// `bench runtime`).
+void CountPackedBytes(int64_t delta);
+
 // A fused node's own attributes (beyond DecodeWeights'), validated at creation.
 struct FusedAttributes {
   int64_t trans_b = 0;  // Gemm
@@ -115,7 +128,10 @@ std::string CheckGather(const Ort::KernelContext& context, const std::vector<int
 class FusedCpuKernel {
  public:
   FusedCpuKernel(FusedKind kind, std::string name, FusedAttributes attrs, std::unique_ptr<EncodedWeight> weight,
-                 bool int8, Int8Plan plan);
+                 bool int8, Int8Plan plan, std::unique_ptr<Int8Packed> packed);
+  ~FusedCpuKernel();
+  FusedCpuKernel(const FusedCpuKernel&) = delete;
+  FusedCpuKernel& operator=(const FusedCpuKernel&) = delete;
   OrtStatusPtr ComputeV2(OrtKernelContext* context);
 
  private:
@@ -130,11 +146,12 @@ class FusedCpuKernel {
   std::unique_ptr<EncodedWeight> weight_;
   bool int8_;  // accuracy_level 4 and a weight PlanInt8 takes: int8_plan_
   Int8Plan int8_plan_;
+  std::unique_ptr<Int8Packed> packed_;  // int8 compute with Packing::kPacked, else null
 };
 
 // One op class for the four operators: inputs (activation, seed, scales, [bias / C]).
 struct FusedCpuOp : Ort::CustomOpBase<FusedCpuOp, FusedCpuKernel, /*WithStatus=*/true> {
-  explicit FusedCpuOp(FusedKind kind) : kind_(kind) {
+  FusedCpuOp(FusedKind kind, Packing packing) : kind_(kind), packing_(packing) {
     OrtCustomOp::version = kOrtApiVersion;  // as DecodeWeightsCpuOp's: onnxruntime refuses a newer op struct
     start_ver_ = kFusedFormatVersion;
     end_ver_ = kFormatVersion;
@@ -152,6 +169,7 @@ struct FusedCpuOp : Ort::CustomOpBase<FusedCpuOp, FusedCpuKernel, /*WithStatus=*
 
  private:
   FusedKind kind_;
+  Packing packing_;
 };
 
 }  // namespace hyperonnx

@@ -206,8 +206,9 @@ void PackRows(const EncodedWeight& w, const Int8Plan& plan, size_t n0, size_t nb
 }
 
 // Up to kRows quantised activation rows (QuantiseRow's q, d, sum of one class), row r at
-// q + r * q_stride and d, sum + r * block_stride.
-constexpr size_t kRows = 4;
+// q + r * q_stride and d, sum + r * block_stride. The VNNI loop keeps all kRows rows' sums in
+// registers, so each weight load serves kRows rows (many-row products: prompts, batches).
+constexpr size_t kRows = 8;
 struct ActivationRows {
   const int8_t* q;
   const float* d;
@@ -308,7 +309,8 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni"))) void TileVnniRow
 #endif
 
 void TileVnni(const uint8_t* tile, const ActivationRows& rows, const float* lane, size_t blocks, float* y) {
-  static constexpr TileFn kByRows[kRows] = {&TileVnniRows<1>, &TileVnniRows<2>, &TileVnniRows<3>, &TileVnniRows<4>};
+  static constexpr TileFn kByRows[kRows] = {&TileVnniRows<1>, &TileVnniRows<2>, &TileVnniRows<3>, &TileVnniRows<4>,
+                                            &TileVnniRows<5>, &TileVnniRows<6>, &TileVnniRows<7>, &TileVnniRows<8>};
   kByRows[rows.count - 1](tile, rows, lane, blocks, y);
 }
 #endif
@@ -343,7 +345,7 @@ bool PlanInt8(const EncodedWeight& w, bool trans, Int8Plan* plan) {
 }
 
 bool GemmInt8(const Ort::KernelContext& context, const EncodedWeight& w, const Int8Plan& plan, const float* a,
-              size_t lda, size_t rows, float* y) {
+              size_t lda, size_t rows, float* y, const Int8Packed* packed) {
   const size_t depth = plan.k, n = plan.n, kp = RoundUp(depth, kBlock), blocks = kp / kBlock;
   const size_t classes = plan.trans ? 1 : (n + plan.class_width - 1) / plan.class_width;
   if (rows == 0) return true;
@@ -363,10 +365,11 @@ bool GemmInt8(const Ort::KernelContext& context, const EncodedWeight& w, const I
   });
   if (!ok) return false;
   const TileFn tile_fn = GetTile();
-  // The tiles of a panel (tiles [0, tt) of the columns from n0, blocks [b0, b0 + nblocks)) against
-  // every activation row, written to out [rows, n] (added to it with `add`).
-  auto run_tiles = [&](const uint8_t* panel, const float* lane, size_t tt, size_t n0, size_t b0, size_t nblocks,
-                       float* out, bool add) {
+  // The tiles of a panel (tiles [0, tt) of the columns from n0, blocks [b0, b0 + nblocks); tile t's
+  // bytes at panel + t * panel_stride, its lane scales at lane + t * lane_stride) against every
+  // activation row, written to out [rows, n] (added to it with `add`).
+  auto run_tiles = [&](const uint8_t* panel, size_t panel_stride, const float* lane, size_t lane_stride, size_t tt,
+                       size_t n0, size_t b0, size_t nblocks, float* out, bool add) {
     float result[kRows * kTile];
     for (size_t m = 0; m < rows; m += kRows) {
       for (size_t t = 0; t < tt; ++t) {
@@ -375,7 +378,7 @@ bool GemmInt8(const Ort::KernelContext& context, const EncodedWeight& w, const I
         const ActivationRows block_rows{q.data() + at * kp + b0 * kBlock, d.data() + at * blocks + b0,
                                         sum.data() + at * blocks + b0, classes * kp, classes * blocks,
                                         std::min(kRows, rows - m)};
-        tile_fn(panel + t * nblocks * kBlock * kTile, block_rows, lane + t * nblocks * kTile, nblocks, result);
+        tile_fn(panel + t * panel_stride, block_rows, lane + t * lane_stride, nblocks, result);
         for (size_t r = 0; r < block_rows.count; ++r) {
           float* to = out + (m + r) * n + column;
           const float* from = result + r * kTile;
@@ -389,6 +392,18 @@ bool GemmInt8(const Ort::KernelContext& context, const EncodedWeight& w, const I
     }
   };
   const size_t tiles = (n + kTile - 1) / kTile;
+  const size_t task_tiles = std::min(kMaxTaskTiles, std::max<size_t>(4, tiles / kTasks));
+  if (packed != nullptr) {
+    // the packed form: tasks own ranges of output columns, each reading its tiles' bytes front to
+    // back once (no decode, no partial outputs), any number of rows
+    const size_t tasks = (tiles + task_tiles - 1) / task_tiles;
+    const size_t lane_stride = plan.trans ? blocks * kTile : 0;
+    return ParallelTasks(context, tasks, uint64_t{rows} * depth * n, [&](size_t task) {
+      const size_t t0 = task * task_tiles, tt = std::min(task_tiles, tiles - t0);
+      run_tiles(packed->panel.data() + t0 * kp * kTile, kp * kTile, packed->lane.data() + t0 * lane_stride,
+                lane_stride, tt, t0 * kTile, 0, blocks, y, false);
+    });
+  }
   if (!plan.trans && rows <= kFewRows) {
     // few rows (decode-bound): tasks own ranges of blocks, so each reads its weight rows front to
     // back in the seed, a block of kBlock rows at a time over chunks of columns, into partial
@@ -405,7 +420,7 @@ bool GemmInt8(const Ort::KernelContext& context, const EncodedWeight& w, const I
         for (size_t t0 = 0; t0 < tiles; t0 += chunk) {
           const size_t tt = std::min(chunk, tiles - t0), n0 = t0 * kTile;
           PackColumns(w, plan, b * kBlock, kBlock, n0, std::min(tt * kTile, n - n0), tt, panel.data());
-          run_tiles(panel.data(), lane.data(), tt, n0, b, 1, out, true);
+          run_tiles(panel.data(), kBlock * kTile, lane.data(), kTile, tt, n0, b, 1, out, true);
         }
       }
     });
@@ -417,7 +432,6 @@ bool GemmInt8(const Ort::KernelContext& context, const EncodedWeight& w, const I
   }
   // more rows, or transB=1 (whose weight rows are the output columns, each read front to back):
   // tasks own ranges of output columns, their panel decoded once per call over the whole depth
-  const size_t task_tiles = std::min(kMaxTaskTiles, std::max<size_t>(4, tiles / kTasks));
   const size_t tasks = (tiles + task_tiles - 1) / task_tiles;
   return ParallelTasks(context, tasks, uint64_t{rows} * depth * n, [&](size_t task) {
     const size_t t0 = task * task_tiles, tt = std::min(task_tiles, tiles - t0);
@@ -429,8 +443,24 @@ bool GemmInt8(const Ort::KernelContext& context, const EncodedWeight& w, const I
     } else {
       PackColumns(w, plan, 0, kp, n0, nb, tt, panel.data());
     }
-    run_tiles(panel.data(), lane.data(), tt, n0, 0, blocks, y, false);
+    run_tiles(panel.data(), kp * kTile, lane.data(), blocks * kTile, tt, n0, 0, blocks, y, false);
   });
+}
+
+void PackInt8(const EncodedWeight& w, const Int8Plan& plan, Int8Packed* packed) {
+  const size_t kp = RoundUp(plan.k, kBlock), blocks = kp / kBlock, tiles = (plan.n + kTile - 1) / kTile;
+  packed->panel.assign(tiles * kp * kTile, 128);
+  if (plan.trans) {
+    packed->lane.assign(tiles * blocks * kTile, 0.0f);
+    PackRows(w, plan, 0, plan.n, tiles, kp, packed->panel.data(), packed->lane.data());
+    return;
+  }
+  packed->lane.assign(blocks * kTile, w.int8().unit);
+  // in slices of kMaxTaskTiles tiles: PackColumns' row buffer stays small for wide weights
+  for (size_t t0 = 0; t0 < tiles; t0 += kMaxTaskTiles) {
+    const size_t tt = std::min(kMaxTaskTiles, tiles - t0), n0 = t0 * kTile;
+    PackColumns(w, plan, 0, kp, n0, std::min(tt * kTile, plan.n - n0), tt, packed->panel.data() + t0 * kp * kTile);
+  }
 }
 
 }  // namespace hyperonnx
