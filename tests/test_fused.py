@@ -237,6 +237,38 @@ def test_int8_packed_matches_seed_path(config, shape, op, trans):
     assert library.HyperonnxPackedBytes() == before  # the sessions are gone, and their packed weights
 
 
+@pytest.mark.parametrize("config", ["lattice-4.25", hyperonnx.LatticeConfig(index_bits=5, group=128),
+                                    hyperonnx.LatticeConfig(index_bits=8, group=64, alpha=1.3, beta=0.1)])
+@pytest.mark.parametrize("rows", [1, 2, 3, 8, 9, 40])
+@pytest.mark.parametrize("op,k,n", [("DecodeMatMul", 300, 192), ("DecodeMatMul", 7, 64), ("DecodeGemm", 513, 128)])
+def test_float_packed(config, rows, op, k, n):
+    """Float compute from the codes packed at kernel creation (lattice steps <= 8 bits, groups and
+    N multiples of 64, a CPU with AVX-512 VBMI; elsewhere the seed path): within the float32
+    bound of DecodeWeights + the standard op, as the seed path; the packed bytes are counted."""
+    import ctypes
+    try:
+        seed = encode((k, n), config)
+    except Exception as error:  # an attribute set the encoder refuses
+        pytest.skip(str(error))
+    if seed.codec != fmt.CODEC_LATTICE:
+        pytest.skip("not a lattice seed")
+    x = np.random.default_rng(rows).standard_normal((rows, k)).astype(np.float32)
+    model = fused_model(op, seed, x.shape)
+    library = ctypes.CDLL(hyperonnx.get_library_path())
+    library.HyperonnxPackedBytes.restype = ctypes.c_int64
+    before = library.HyperonnxPackedBytes()
+    session = hyperonnx.InferenceSession(model, packing="auto")
+    if "avx512vbmi" in open("/proc/cpuinfo").read() and seed.node_attributes()["bits"] <= 8 \
+            and seed.node_attributes()["group"] % 64 == 0:
+        assert library.HyperonnxPackedBytes() - before >= k * n  # the codes: a byte a weight
+    got = session.run(None, {"x": x})[0]
+    want, bound = reference(op, seed, x)
+    assert np.all(np.abs(got - want) <= bound)
+    plain = hyperonnx.InferenceSession(model, packing="none").run(None, {"x": x})[0]
+    assert np.all(np.abs(plain - want) <= bound)
+    del session
+
+
 def test_packing_option():
     """hyperonnx.InferenceSession(packing=...): auto packs (the library counts the bytes), none
     does not; a bad value or a bad config entry is refused."""

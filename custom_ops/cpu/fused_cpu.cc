@@ -243,6 +243,12 @@ const Loops& GetLoops() {
   return loops;
 }
 
+// Loops::Gemm for the float packed path (packed_cpu.h): C += A * strips of kNr columns.
+void PanelGemmLoops(const float* a, size_t lda, const float* strips, size_t depth, float* c, size_t ldc, size_t rows,
+                    size_t cols) {
+  GetLoops().Gemm(a, lda, strips, depth, c, ldc, rows, cols);
+}
+
 // Y[r][n] = sum_k A[r][k] * W(k, n) for r < rows, n < N; W(k, n) = w[k * N + n], or w[n * K + k]
 // when `trans`. Y (rows x N, contiguous) is overwritten. False: out of memory in a task.
 bool GemmEncoded(const Ort::KernelContext& context, const EncodedWeight& w, bool trans, const float* a, size_t lda,
@@ -450,14 +456,16 @@ std::string CheckGather(const Ort::KernelContext& context, const std::vector<int
 
 FusedCpuKernel::FusedCpuKernel(FusedKind kind, std::string name, FusedAttributes attrs,
                                std::unique_ptr<EncodedWeight> weight, bool int8, Int8Plan plan,
-                               std::unique_ptr<Int8Packed> packed)
+                               std::unique_ptr<Int8Packed> packed, std::unique_ptr<FloatPacked> float_packed)
     : kind_(kind), name_(std::move(name)), attrs_(std::move(attrs)), weight_(std::move(weight)), int8_(int8),
-      int8_plan_(plan), packed_(std::move(packed)) {
-  if (packed_) CountPackedBytes(static_cast<int64_t>(packed_->bytes()));
+      int8_plan_(plan), packed_(std::move(packed)), float_packed_(std::move(float_packed)) {
+  CountPackedBytes(static_cast<int64_t>(PackedBytes()));
 }
 
-FusedCpuKernel::~FusedCpuKernel() {
-  if (packed_) CountPackedBytes(-static_cast<int64_t>(packed_->bytes()));
+FusedCpuKernel::~FusedCpuKernel() { CountPackedBytes(-static_cast<int64_t>(PackedBytes())); }
+
+size_t FusedCpuKernel::PackedBytes() const {
+  return (packed_ ? packed_->bytes() : 0) + (float_packed_ ? float_packed_->bytes() : 0);
 }
 
 namespace {
@@ -509,7 +517,8 @@ OrtStatusPtr FusedCpuKernel::MatMul(Ort::KernelContext& context) {
   Ort::UnownedValue y = context.GetOutput(0, run.y_shape.data(), run.y_shape.size());
   float* out = y.GetTensorMutableData<float>();
   if (!(int8_ ? GemmInt8(context, *weight_, int8_plan_, run.a, run.depth, run.rows, out, packed_.get())
-              : GemmEncoded(context, *weight_, false, run.a, run.depth, run.rows, run.depth, run.cols, out))) {
+        : float_packed_ ? GemmFloatPacked(context, *float_packed_, run.a, run.depth, run.rows, out, &PanelGemmLoops)
+                        : GemmEncoded(context, *weight_, false, run.a, run.depth, run.rows, run.depth, run.cols, out))) {
     return Fail("out of memory");
   }
   return nullptr;
@@ -522,6 +531,7 @@ OrtStatusPtr FusedCpuKernel::Gemm(Ort::KernelContext& context) {
   Ort::UnownedValue y_value = context.GetOutput(0, run.y_shape.data(), run.y_shape.size());
   float* y = y_value.GetTensorMutableData<float>();
   if (!(int8_ ? GemmInt8(context, *weight_, int8_plan_, run.a, run.depth, run.rows, y, packed_.get())
+        : float_packed_ ? GemmFloatPacked(context, *float_packed_, run.a, run.depth, run.rows, y, &PanelGemmLoops)
               : GemmEncoded(context, *weight_, attrs_.trans_b != 0, run.a, run.depth, run.rows, run.depth, run.cols,
                             y))) {
     return Fail("out of memory");
@@ -830,12 +840,17 @@ OrtStatusPtr FusedCpuOp::CreateKernelV2(const OrtApi& api, const OrtKernelInfo* 
     const bool int8 = node.attrs.accuracy_level == 4 && weight->PrepareInt8() &&
                       PlanInt8(*weight, node.attrs.trans_b != 0, &plan);
     std::unique_ptr<Int8Packed> packed;
+    std::unique_ptr<FloatPacked> float_packed;
     if (int8 && packing_ == Packing::kPacked) {  // the int8 form once, here: no decode per call
       packed = std::make_unique<Int8Packed>();
       PackInt8(*weight, plan, packed.get());
+    } else if (!int8 && packing_ == Packing::kPacked &&
+               (kind_ == FusedKind::kMatMul || (kind_ == FusedKind::kGemm && node.attrs.trans_b == 0))) {
+      float_packed = std::make_unique<FloatPacked>();  // codes, where the codec and the CPU take them
+      if (!PackFloat(*weight, float_packed.get())) float_packed.reset();
     }
     return new FusedCpuKernel(kind_, node.name, std::move(node.attrs), std::move(weight), int8, plan,
-                              std::move(packed));
+                              std::move(packed), std::move(float_packed));
   });
 }
 

@@ -32,6 +32,7 @@
 #include "codec_cpu.h"
 #include "decode_weights_cpu.h"
 #include "int8_cpu.h"
+#include "packed_cpu.h"
 
 namespace hyperonnx {
 
@@ -128,7 +129,8 @@ std::string CheckGather(const Ort::KernelContext& context, const std::vector<int
 class FusedCpuKernel {
  public:
   FusedCpuKernel(FusedKind kind, std::string name, FusedAttributes attrs, std::unique_ptr<EncodedWeight> weight,
-                 bool int8, Int8Plan plan, std::unique_ptr<Int8Packed> packed);
+                 bool int8, Int8Plan plan, std::unique_ptr<Int8Packed> packed,
+                 std::unique_ptr<FloatPacked> float_packed);
   ~FusedCpuKernel();
   FusedCpuKernel(const FusedCpuKernel&) = delete;
   FusedCpuKernel& operator=(const FusedCpuKernel&) = delete;
@@ -147,6 +149,8 @@ class FusedCpuKernel {
   bool int8_;  // accuracy_level 4 and a weight PlanInt8 takes: int8_plan_
   Int8Plan int8_plan_;
   std::unique_ptr<Int8Packed> packed_;  // int8 compute with Packing::kPacked, else null
+  std::unique_ptr<FloatPacked> float_packed_;  // float compute with Packing::kPacked where PackFloat takes it
+  size_t PackedBytes() const;
 };
 
 // One op class for the four operators: inputs (activation, seed, scales, [bias / C]).

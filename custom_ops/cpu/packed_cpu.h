@@ -1,0 +1,53 @@
+// Float compute from a layout packed once at kernel creation (fused_cpu.h, Packing::kPacked):
+// DecodeMatMul / DecodeGemm (transB=0, W [K, N]) with accuracy_level 0.
+//
+// A weight whose codec writes every element as +-T[k] * S_q for a table T of at most 128 float32
+// values (PairDecoder::PrepareCodes: lattice with steps of b <= 8 bits) is kept as one code byte a
+// weight (k, | 0x80 when negated), in strips of 64 output columns, each row's 64 codes pre-arranged
+// so that the AVX-512 VBMI decode needs no shuffle: vpermi2b looks up the four bytes of T[k] in
+// tables held in 8 registers (128 entries each), vpternlogd applies the sign, four unpacks make
+// 64 float32 lanes in column order, one multiplication by the group's scale S_q gives the
+// reference decoder's bits (weight = float32(+-T[k]) * S_q, one rounding: FORMAT.md §7.3). About
+// 18 instructions per 64 weights, no table in memory, no masked or partial loads.
+// - few rows (<= 8): tasks own ranges of strips; each row pair's 4 x 16 accumulators stay in
+//   registers over the whole depth (FMA straight from the decoded lanes, no buffer);
+// - more rows: each task decodes its strip's kKc x 64 panel once per call into the micro-kernel's
+//   layout (fused_cpu.cc) and runs it over every row.
+// Taken where the CPU has AVX-512 VBMI and the weight's scale groups hold whole strips rows (G and
+// N multiples of 64); other weights compute from the seed as before. Products and sums are float32
+// with FMA: within FORMAT.md §8.2's float32 bound, as the seed path.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "codec_cpu.h"
+#include "hyperonnx/ort_api.h"
+
+namespace hyperonnx {
+
+constexpr size_t kCodeStrip = 64;  // output columns per strip of codes
+
+struct FloatPacked {
+  size_t k = 0, n = 0;             // W [k, n]
+  uint64_t group = 0;              // scale group G (a multiple of 64)
+  std::vector<uint8_t> codes;      // strip s, row r: codes[(s * k + r) * 64 + kCodeOrder[c]] = code of column 64s + c
+  std::vector<float> scales;       // S_q, float32
+  alignas(64) uint8_t planes[4 * PairDecoder::kCodeTable] = {};  // byte b of T[k] at planes[128 b + k]
+  size_t bytes() const { return codes.size() + 4 * scales.size(); }
+};
+
+// The float packed form of W [k, n] (transB=0), or false when the weight, its codec or the CPU do
+// not take it (then compute from the seed).
+bool PackFloat(EncodedWeight& w, FloatPacked* packed);
+
+// Y [rows, n] (+)= A [rows, k] (row stride lda) times the weight, overwriting Y. `panel` (rows > 8):
+// a callback running the micro-kernel over a decoded panel (fused_cpu.cc's Loops::Gemm). False:
+// out of memory in a task.
+using PanelGemm = void (*)(const float* a, size_t lda, const float* strips, size_t depth, float* c, size_t ldc,
+                           size_t rows, size_t cols);
+bool GemmFloatPacked(const Ort::KernelContext& context, const FloatPacked& packed, const float* a, size_t lda,
+                     size_t rows, float* y, PanelGemm panel);
+
+}  // namespace hyperonnx
