@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <numeric>
 #include <vector>
@@ -12,6 +13,13 @@
 
 #ifdef HYPERONNX_AVX2
 #include <immintrin.h>
+#endif
+#include "neon.h"
+#if defined(HYPERONNX_NEON) && defined(__linux__)
+#include <sys/auxv.h>
+#ifndef HWCAP_ASIMDDP
+#define HWCAP_ASIMDDP (1 << 20)
+#endif
 #endif
 
 namespace hyperonnx {
@@ -315,8 +323,51 @@ void TileVnni(const uint8_t* tile, const ActivationRows& rows, const float* lane
 }
 #endif
 
+#if defined(HYPERONNX_NEON) && defined(__linux__)
+// The tile with NEON sdot (Armv8.2 dot product): the weight byte q + 128 flipped to the signed q,
+// 4 products of one 32-bit lane summed exactly per instruction: TilePortable's integer sums; the
+// float steps as TilePortable's (multiply, multiply, add: no FMA), so the output is its bits.
+__attribute__((target("arch=armv8.2-a+dotprod"))) void TileSdot(const uint8_t* tile, const ActivationRows& rows, const float* lane,
+                                                 size_t blocks, float* y) {
+  const uint8x16_t flip = vdupq_n_u8(0x80);
+  for (size_t r = 0; r < rows.count; ++r) {
+    const int8_t* q = rows.q + r * rows.q_stride;
+    const float* d = rows.d + r * rows.block_stride;
+    float32x4_t acc[4] = {vdupq_n_f32(0.0f), vdupq_n_f32(0.0f), vdupq_n_f32(0.0f), vdupq_n_f32(0.0f)};
+    for (size_t b = 0; b < blocks; ++b) {
+      int32x4_t s[4] = {vdupq_n_s32(0), vdupq_n_s32(0), vdupq_n_s32(0), vdupq_n_s32(0)};
+      for (size_t k = b * kBlock; k < (b + 1) * kBlock; k += 4) {
+        int32_t x4;
+        std::memcpy(&x4, q + k, 4);
+        const int8x16_t x = vreinterpretq_s8_s32(vdupq_n_s32(x4));
+        const uint8_t* quad = tile + k * kTile;
+        for (int i = 0; i < 4; ++i) {
+          const int8x16_t wq = vreinterpretq_s8_u8(veorq_u8(vld1q_u8(quad + 16 * i), flip));
+          s[i] = vdotq_s32(s[i], wq, x);
+        }
+      }
+      const float32x4_t db = vdupq_n_f32(d[b]);
+      for (int i = 0; i < 4; ++i) {
+        const float32x4_t scale = vmulq_f32(db, vld1q_f32(lane + b * kTile + 4 * i));
+        acc[i] = vaddq_f32(acc[i], vmulq_f32(vcvtq_f32_s32(s[i]), scale));
+      }
+    }
+    for (int i = 0; i < 4; ++i) vst1q_f32(y + r * kTile + 4 * i, acc[i]);
+  }
+}
+
+bool HasDotProd() {
+  const char* off = std::getenv("HYPERONNX_NO_DOTPROD");
+  if (off != nullptr && off[0] != '\0' && std::strcmp(off, "0") != 0) return false;
+  return (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) != 0;
+}
+#endif
+
 TileFn GetTile() {
   static const TileFn tile = [] {
+#if defined(HYPERONNX_NEON) && defined(__linux__)
+    if (HasDotProd()) return &TileSdot;
+#endif
 #ifdef HYPERONNX_AVX2
     if (HasAvx512() && __builtin_cpu_supports("avx512vnni")) return &TileVnni;
     if (HasAvx2() && __builtin_cpu_supports("fma")) return &TileAvx2;
@@ -326,7 +377,21 @@ TileFn GetTile() {
   return tile;
 }
 
+const char* TileName(TileFn tile) {
+#if defined(HYPERONNX_NEON) && defined(__linux__)
+  if (tile == &TileSdot) return "sdot";
+#endif
+#ifdef HYPERONNX_AVX2
+  if (tile == &TileVnni) return "vnni";
+  if (tile == &TileAvx2) return "avx2";
+#endif
+  return "portable";
+}
+
 }  // namespace
+
+// The int8 dot-product loop this CPU runs (tests): "vnni", "avx2", "sdot" or "portable".
+extern "C" HYPERONNX_EXPORT const char* HyperonnxInt8Loop() { return TileName(GetTile()); }
 
 bool PlanInt8(const EncodedWeight& w, bool trans, Int8Plan* plan) {
   const uint64_t group = w.int8().group;
