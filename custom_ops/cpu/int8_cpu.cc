@@ -420,11 +420,18 @@ bool GemmInt8(const Ort::KernelContext& context, const EncodedWeight& w, const I
   std::vector<int32_t> sum(rows * classes * blocks);
   const QuantiseFn quantise = GetQuantise();
   bool ok = ParallelTasks(context, classes, uint64_t{rows} * depth * classes, [&](size_t c) {
-    std::vector<float> s(plan.trans ? 0 : depth);
-    if (!plan.trans) ClassScales(w, plan, c, s.data());
+    std::vector<float> own;  // the class's scales: packed at creation, else computed here
+    const float* s = nullptr;
+    if (!plan.trans && packed != nullptr) {
+      s = packed->class_scales.data() + c * depth;
+    } else if (!plan.trans) {
+      own.resize(depth);
+      ClassScales(w, plan, c, own.data());
+      s = own.data();
+    }
     for (size_t m = 0; m < rows; ++m) {
       const size_t at = m * classes + c;
-      quantise(a + m * lda, plan.trans ? nullptr : s.data(), depth, blocks, q.data() + at * kp,
+      quantise(a + m * lda, s, depth, blocks, q.data() + at * kp,
                   d.data() + at * blocks, sum.data() + at * blocks);
     }
   });
@@ -521,6 +528,9 @@ void PackInt8(const EncodedWeight& w, const Int8Plan& plan, Int8Packed* packed) 
     return;
   }
   packed->lane.assign(blocks * kTile, w.int8().unit);
+  const size_t classes = (plan.n + plan.class_width - 1) / plan.class_width;
+  packed->class_scales.resize(classes * plan.k);
+  for (size_t c = 0; c < classes; ++c) ClassScales(w, plan, c, packed->class_scales.data() + c * plan.k);
   // in slices of kMaxTaskTiles tiles: PackColumns' row buffer stays small for wide weights
   for (size_t t0 = 0; t0 < tiles; t0 += kMaxTaskTiles) {
     const size_t tt = std::min(kMaxTaskTiles, tiles - t0), n0 = t0 * kTile;

@@ -49,7 +49,8 @@ bool PlanInt8(const EncodedWeight& w, bool trans, Int8Plan* plan);
 struct Int8Packed {
   std::vector<uint8_t> panel;  // tiles * kp * 16 bytes, kp = K rounded up to 32 (128, i.e. 0, past the weight)
   std::vector<float> lane;     // transB=1: tiles * (kp / 32) * 16; else (kp / 32) * 16 copies of the unit
-  size_t bytes() const { return panel.size() + 4 * lane.size(); }
+  std::vector<float> class_scales;  // transB=0: class c's group scale in row k at [c * K + k] (ClassScales)
+  size_t bytes() const { return panel.size() + 4 * (lane.size() + class_scales.size()); }
 };
 
 // Builds `packed` for a weight PlanInt8 took.
