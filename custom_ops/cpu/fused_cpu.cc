@@ -243,12 +243,6 @@ const Loops& GetLoops() {
   return loops;
 }
 
-// Loops::Gemm for the float packed path (packed_cpu.h): C += A * strips of kNr columns.
-void PanelGemmLoops(const float* a, size_t lda, const float* strips, size_t depth, float* c, size_t ldc, size_t rows,
-                    size_t cols) {
-  GetLoops().Gemm(a, lda, strips, depth, c, ldc, rows, cols);
-}
-
 // Y[r][n] = sum_k A[r][k] * W(k, n) for r < rows, n < N; W(k, n) = w[k * N + n], or w[n * K + k]
 // when `trans`. Y (rows x N, contiguous) is overwritten. False: out of memory in a task.
 bool GemmEncoded(const Ort::KernelContext& context, const EncodedWeight& w, bool trans, const float* a, size_t lda,
@@ -517,7 +511,7 @@ OrtStatusPtr FusedCpuKernel::MatMul(Ort::KernelContext& context) {
   Ort::UnownedValue y = context.GetOutput(0, run.y_shape.data(), run.y_shape.size());
   float* out = y.GetTensorMutableData<float>();
   if (!(int8_ ? GemmInt8(context, *weight_, int8_plan_, run.a, run.depth, run.rows, out, packed_.get())
-        : float_packed_ ? GemmFloatPacked(context, *float_packed_, run.a, run.depth, run.rows, out, &PanelGemmLoops)
+        : float_packed_ ? GemmFloatPacked(context, *float_packed_, run.a, run.depth, run.rows, out)
                         : GemmEncoded(context, *weight_, false, run.a, run.depth, run.rows, run.depth, run.cols, out))) {
     return Fail("out of memory");
   }
@@ -531,7 +525,7 @@ OrtStatusPtr FusedCpuKernel::Gemm(Ort::KernelContext& context) {
   Ort::UnownedValue y_value = context.GetOutput(0, run.y_shape.data(), run.y_shape.size());
   float* y = y_value.GetTensorMutableData<float>();
   if (!(int8_ ? GemmInt8(context, *weight_, int8_plan_, run.a, run.depth, run.rows, y, packed_.get())
-        : float_packed_ ? GemmFloatPacked(context, *float_packed_, run.a, run.depth, run.rows, y, &PanelGemmLoops)
+        : float_packed_ ? GemmFloatPacked(context, *float_packed_, run.a, run.depth, run.rows, y)
               : GemmEncoded(context, *weight_, attrs_.trans_b != 0, run.a, run.depth, run.rows, run.depth, run.cols,
                             y))) {
     return Fail("out of memory");

@@ -16,7 +16,6 @@ namespace {
 
 constexpr size_t kFewRows = 8;  // up to this many rows: accumulators in registers, no panel
 constexpr size_t kPanelDepth = 256;  // many rows: panel depth (256 x 64 floats, 64 KB)
-constexpr size_t kPanelStrip = 16;   // the micro-kernel's strip width (fused_cpu.cc: kNr)
 
 // Where column c of a strip sits among its row's 64 codes: the decode's unpacks leave position
 // 16L + 4q + r in lane 4L + r of register q, which must hold column 16q + 4L + r.
@@ -129,8 +128,7 @@ HYPERONNX_VBMI void StripRows(const FloatPacked& p, const Tables& tb, size_t str
   }
 }
 
-// Rows [k0, k0 + kc) of strip s decoded into the micro-kernel's panel: strip i (16 columns), row
-// k at panel[(i * kc + k) * 16].
+// Rows [k0, k0 + kc) of strip s decoded into a row-major panel: row k at panel[64 k].
 HYPERONNX_VBMI void DecodePanel(const FloatPacked& p, const Tables& tb, size_t strip, size_t k0, size_t kc,
                                 float* panel) {
   const uint8_t* codes = p.codes.data() + (strip * p.k + k0) * kCodeStrip;
@@ -138,9 +136,43 @@ HYPERONNX_VBMI void DecodePanel(const FloatPacked& p, const Tables& tb, size_t s
   for (size_t k = 0; k < kc; ++k, codes += kCodeStrip, g.Next()) {
     __m512 w[4];
     Decode64(codes, tb, _mm512_set1_ps(p.scales[g.q]), w);
-    for (size_t i = 0; i < 4; ++i) _mm512_storeu_ps(panel + (i * kc + k) * kPanelStrip, w[i]);
+    for (size_t i = 0; i < 4; ++i) _mm512_storeu_ps(panel + k * kCodeStrip + 16 * i, w[i]);
   }
 }
+
+// C[i][0..64) += sum_k A[i][k] * panel[k][0..64) for R <= 6 rows: 6 x 4 accumulators in
+// registers, each panel row loaded once for the R rows.
+template <int R>
+HYPERONNX_VBMI void MicroRows(const float* a, size_t lda, const float* panel, size_t kc, float* c, size_t ldc) {
+  __m512 acc[R][4];
+  for (int i = 0; i < R; ++i) {
+    for (int j = 0; j < 4; ++j) acc[i][j] = _mm512_setzero_ps();
+  }
+  for (size_t k = 0; k < kc; ++k) {
+    const float* b = panel + k * kCodeStrip;
+    const __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16), b2 = _mm512_loadu_ps(b + 32),
+                 b3 = _mm512_loadu_ps(b + 48);
+#pragma GCC unroll 6
+    for (int i = 0; i < R; ++i) {
+      const __m512 s = _mm512_set1_ps(a[i * lda + k]);
+      acc[i][0] = _mm512_fmadd_ps(s, b0, acc[i][0]);
+      acc[i][1] = _mm512_fmadd_ps(s, b1, acc[i][1]);
+      acc[i][2] = _mm512_fmadd_ps(s, b2, acc[i][2]);
+      acc[i][3] = _mm512_fmadd_ps(s, b3, acc[i][3]);
+    }
+  }
+  for (int i = 0; i < R; ++i) {
+    for (int j = 0; j < 4; ++j) {
+      float* to = c + i * ldc + 16 * j;
+      _mm512_storeu_ps(to, _mm512_add_ps(_mm512_loadu_ps(to), acc[i][j]));
+    }
+  }
+}
+
+using MicroFn = void (*)(const float*, size_t, const float*, size_t, float*, size_t);
+constexpr size_t kMicroRows = 6;
+constexpr MicroFn kMicro[kMicroRows + 1] = {nullptr, &MicroRows<1>, &MicroRows<2>, &MicroRows<3>,
+                                            &MicroRows<4>, &MicroRows<5>, &MicroRows<6>};
 
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic pop
@@ -189,7 +221,7 @@ bool PackFloat(EncodedWeight& w, FloatPacked* p) {
 }
 
 bool GemmFloatPacked(const Ort::KernelContext& context, const FloatPacked& p, const float* a, size_t lda, size_t rows,
-                     float* y, PanelGemm panel_gemm) {
+                     float* y) {
 #ifdef HYPERONNX_AVX2
   const size_t strips = p.n / kCodeStrip;
   if (rows == 0) return true;
@@ -208,11 +240,14 @@ bool GemmFloatPacked(const Ort::KernelContext& context, const FloatPacked& p, co
     for (size_t k0 = 0; k0 < p.k; k0 += kPanelDepth) {
       const size_t kc = std::min(kPanelDepth, p.k - k0);
       DecodePanel(p, tb, s, k0, kc, panel.data());
-      panel_gemm(a + k0, lda, panel.data(), kc, y + s * kCodeStrip, p.n, rows, kCodeStrip);
+      for (size_t r = 0; r < rows; r += kMicroRows) {
+        const size_t rr = std::min(kMicroRows, rows - r);
+        kMicro[rr](a + r * lda + k0, lda, panel.data(), kc, y + r * p.n + s * kCodeStrip, p.n);
+      }
     }
   });
 #else
-  (void)context, (void)p, (void)a, (void)lda, (void)rows, (void)y, (void)panel_gemm;
+  (void)context, (void)p, (void)a, (void)lda, (void)rows, (void)y;
   return false;
 #endif
 }

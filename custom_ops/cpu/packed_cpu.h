@@ -11,8 +11,8 @@
 // 18 instructions per 64 weights, no table in memory, no masked or partial loads.
 // - few rows (<= 8): tasks own ranges of strips; each row pair's 4 x 16 accumulators stay in
 //   registers over the whole depth (FMA straight from the decoded lanes, no buffer);
-// - more rows: each task decodes its strip's kKc x 64 panel once per call into the micro-kernel's
-//   layout (fused_cpu.cc) and runs it over every row.
+// - more rows: each task decodes its strip's 256 x 64 panel once per call (L2) and runs a 6 x 64
+//   AVX-512 micro-kernel (24 accumulators) over every row.
 // Taken where the CPU has AVX-512 VBMI and the weight's scale groups hold whole strips rows (G and
 // N multiples of 64); other weights compute from the seed as before. Products and sums are float32
 // with FMA: within FORMAT.md §8.2's float32 bound, as the seed path.
@@ -42,12 +42,9 @@ struct FloatPacked {
 // not take it (then compute from the seed).
 bool PackFloat(EncodedWeight& w, FloatPacked* packed);
 
-// Y [rows, n] (+)= A [rows, k] (row stride lda) times the weight, overwriting Y. `panel` (rows > 8):
-// a callback running the micro-kernel over a decoded panel (fused_cpu.cc's Loops::Gemm). False:
-// out of memory in a task.
-using PanelGemm = void (*)(const float* a, size_t lda, const float* strips, size_t depth, float* c, size_t ldc,
-                           size_t rows, size_t cols);
+// Y [rows, n] = A [rows, k] (row stride lda) times the weight, overwriting Y. False: out of memory
+// in a task.
 bool GemmFloatPacked(const Ort::KernelContext& context, const FloatPacked& packed, const float* a, size_t lda,
-                     size_t rows, float* y, PanelGemm panel);
+                     size_t rows, float* y);
 
 }  // namespace hyperonnx
