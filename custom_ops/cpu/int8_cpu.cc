@@ -2,6 +2,7 @@
 #include "int8_cpu.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -363,6 +364,8 @@ bool HasDotProd() {
 }
 #endif
 
+std::atomic<bool> force_portable{false};  // HyperonnxForcePortableInt8 (tests)
+
 TileFn GetTile() {
   static const TileFn tile = [] {
 #if defined(HYPERONNX_NEON) && defined(__linux__)
@@ -374,7 +377,7 @@ TileFn GetTile() {
 #endif
     return &TilePortable;
   }();
-  return tile;
+  return force_portable.load(std::memory_order_relaxed) ? &TilePortable : tile;
 }
 
 const char* TileName(TileFn tile) {
@@ -392,6 +395,9 @@ const char* TileName(TileFn tile) {
 
 // The int8 dot-product loop this CPU runs (tests): "vnni", "avx2", "sdot" or "portable".
 extern "C" HYPERONNX_EXPORT const char* HyperonnxInt8Loop() { return TileName(GetTile()); }
+// Tests: nonzero makes the int8 products run the portable loop from the next call on, 0 the CPU's
+// best again (in process: a child process cannot run under qemu-user).
+extern "C" HYPERONNX_EXPORT void HyperonnxForcePortableInt8(int on) { force_portable.store(on != 0); }
 
 bool PlanInt8(const EncodedWeight& w, bool trans, Int8Plan* plan) {
   const uint64_t group = w.int8().group;
