@@ -291,8 +291,26 @@ bool GemmEncoded(const Ort::KernelContext& context, const EncodedWeight& w, bool
     });
   }
   const size_t tasks = (n + kNb - 1) / kNb;
+  const bool wide = HasPanel64();  // whole 64-column blocks: a row-major panel and the AVX-512 kernel
+  static_assert(kNb == 64, "the 6 x 64 micro-kernel's width");
   return ParallelTasks(context, tasks, uint64_t{rows} * depth * n, [&](size_t t) {
     const size_t n0 = t * kNb, nb = std::min(kNb, n - n0), strips = (nb + kNr - 1) / kNr;
+    if (wide && nb == kNb) {
+      std::vector<float> panel(kKc * kNb), row(trans ? kKc : 0);
+      for (size_t k0 = 0; k0 < depth; k0 += kKc) {
+        const size_t kc = std::min(kKc, depth - k0);
+        if (!trans) {
+          for (size_t k = 0; k < kc; ++k) w.Decode(uint64_t{k0 + k} * n + n0, kNb, panel.data() + k * kNb);
+        } else {
+          for (size_t j = 0; j < kNb; ++j) {
+            w.Decode(uint64_t{n0 + j} * depth + k0, kc, row.data());
+            for (size_t k = 0; k < kc; ++k) panel[k * kNb + j] = row[k];
+          }
+        }
+        Panel64Gemm(a + k0, lda, panel.data(), kc, y + n0, n, rows);
+      }
+      return;
+    }
     std::vector<float> panel(strips * kKc * kNr, 0.0f);  // columns past nb stay 0
     std::vector<float> row(trans ? kKc : nb);
     for (size_t k0 = 0; k0 < depth; k0 += kKc) {

@@ -143,7 +143,7 @@ HYPERONNX_VBMI void DecodePanel(const FloatPacked& p, const Tables& tb, size_t s
 // C[i][0..64) += sum_k A[i][k] * panel[k][0..64) for R <= 6 rows: 6 x 4 accumulators in
 // registers, each panel row loaded once for the R rows.
 template <int R>
-HYPERONNX_VBMI void MicroRows(const float* a, size_t lda, const float* panel, size_t kc, float* c, size_t ldc) {
+__attribute__((target("avx512f,fma"))) void MicroRows(const float* a, size_t lda, const float* panel, size_t kc, float* c, size_t ldc) {
   __m512 acc[R][4];
   for (int i = 0; i < R; ++i) {
     for (int j = 0; j < 4; ++j) acc[i][j] = _mm512_setzero_ps();
@@ -174,6 +174,13 @@ constexpr size_t kMicroRows = 6;
 constexpr MicroFn kMicro[kMicroRows + 1] = {nullptr, &MicroRows<1>, &MicroRows<2>, &MicroRows<3>,
                                             &MicroRows<4>, &MicroRows<5>, &MicroRows<6>};
 
+void MicroAll(const float* a, size_t lda, const float* panel, size_t kc, float* c, size_t ldc, size_t rows) {
+  for (size_t r = 0; r < rows; r += kMicroRows) {
+    const size_t rr = std::min(kMicroRows, rows - r);
+    kMicro[rr](a + r * lda, lda, panel, kc, c + r * ldc, ldc);
+  }
+}
+
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic pop
 #endif
@@ -181,6 +188,23 @@ constexpr MicroFn kMicro[kMicroRows + 1] = {nullptr, &MicroRows<1>, &MicroRows<2
 #endif  // HYPERONNX_AVX2
 
 }  // namespace
+
+bool HasPanel64() {
+#ifdef HYPERONNX_AVX2
+  static const bool has = HasAvx512() && __builtin_cpu_supports("fma") != 0;
+  return has;
+#else
+  return false;
+#endif
+}
+
+void Panel64Gemm(const float* a, size_t lda, const float* panel, size_t kc, float* c, size_t ldc, size_t rows) {
+#ifdef HYPERONNX_AVX2
+  MicroAll(a, lda, panel, kc, c, ldc, rows);
+#else
+  (void)a, (void)lda, (void)panel, (void)kc, (void)c, (void)ldc, (void)rows;
+#endif
+}
 
 bool PackFloat(EncodedWeight& w, FloatPacked* p) {
 #ifdef HYPERONNX_AVX2
@@ -240,10 +264,7 @@ bool GemmFloatPacked(const Ort::KernelContext& context, const FloatPacked& p, co
     for (size_t k0 = 0; k0 < p.k; k0 += kPanelDepth) {
       const size_t kc = std::min(kPanelDepth, p.k - k0);
       DecodePanel(p, tb, s, k0, kc, panel.data());
-      for (size_t r = 0; r < rows; r += kMicroRows) {
-        const size_t rr = std::min(kMicroRows, rows - r);
-        kMicro[rr](a + r * lda + k0, lda, panel.data(), kc, y + r * p.n + s * kCodeStrip, p.n);
-      }
+      MicroAll(a + k0, lda, panel.data(), kc, y + s * kCodeStrip, p.n, rows);
     }
   });
 #else

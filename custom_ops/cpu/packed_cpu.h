@@ -44,6 +44,11 @@ bool PackFloat(EncodedWeight& w, FloatPacked* packed);
 
 // Y [rows, n] = A [rows, k] (row stride lda) times the weight, overwriting Y. False: out of memory
 // in a task.
+// The many-row micro-kernel (6 x 64, AVX-512) over a row-major kc x 64 panel: C[rows x 64] +=
+// A[rows x kc] * panel, for the seed path too (fused_cpu.cc). HasPanel64: this CPU runs it.
+bool HasPanel64();
+void Panel64Gemm(const float* a, size_t lda, const float* panel, size_t kc, float* c, size_t ldc, size_t rows);
+
 bool GemmFloatPacked(const Ort::KernelContext& context, const FloatPacked& packed, const float* a, size_t lda,
                      size_t rows, float* y);
 
