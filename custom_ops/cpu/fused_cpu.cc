@@ -659,7 +659,9 @@ OrtStatusPtr FusedCpuKernel::Conv(Ort::KernelContext& context) {
   } else {
     // im2col tiles of `tile` output positions (a multiple of kNr, zero padded), kTileBytes each
     const bool pointwise = kh == 1 && kw == 1 && sh == 1 && sw == 1 && pt == 0 && pl == 0 && pb == 0 && pr == 0;
-    const size_t tile = std::max(kNr, std::min(RoundUp(positions, kNr), kTileBytes / (4 * depth) / kNr * kNr));
+    // strips of wide positions: 64 for the AVX-512 6 x 64 micro-kernel, else kNr (Loops::Gemm)
+    const size_t wide = HasPanel64() ? kNb : kNr;
+    const size_t tile = std::max(wide, std::min(RoundUp(positions, wide), kTileBytes / (4 * depth) / wide * wide));
     const size_t tiles = (positions + tile - 1) / tile;
     // few tiles (small feature maps): output channels are split too, so every thread has work
     // (each block of channels packs its own copy of the tile)
@@ -675,13 +677,12 @@ OrtStatusPtr FusedCpuKernel::Conv(Ort::KernelContext& context) {
           const size_t t = task / blocks, m0 = (task % blocks) * block_rows;
           if (m0 >= mg) return;
           const size_t p0 = t * tile, pc = std::min(tile, positions - p0);
-          // im2col in strips of kNr positions (Loops::Gemm's layout): position p, row k at
-          // col[((p / kNr) * depth + k) * kNr + p % kNr]
+          // im2col in strips of `wide` positions: position p, row k at col[((p / wide) * depth + k) * wide + p % wide]
           std::vector<float> col(depth * tile, 0.0f);
           if (pointwise) {  // 1x1, stride 1, no padding: the input rows as they are
             for (size_t k = 0; k < depth; ++k) {
-              for (size_t p = 0; p < pc; p += kNr) {
-                std::memcpy(&col[((p / kNr) * depth + k) * kNr], in + k * plane + p0 + p, 4 * std::min(kNr, pc - p));
+              for (size_t p = 0; p < pc; p += wide) {
+                std::memcpy(&col[((p / wide) * depth + k) * wide], in + k * plane + p0 + p, 4 * std::min(wide, pc - p));
               }
             }
           } else {
@@ -694,13 +695,31 @@ OrtStatusPtr FusedCpuKernel::Conv(Ort::KernelContext& context) {
               const int64_t c = k / (kh * kw), i = (k / kw) % kh, j = k % kw;
               for (size_t p = 0; p < pc; ++p) {
                 const int64_t ih = top[p] + i * dh, iw = left[p] + j * dw;
-                col[((p / kNr) * depth + k) * kNr + p % kNr] =
+                col[((p / wide) * depth + k) * wide + p % wide] =
                     (ih >= 0 && ih < height && iw >= 0 && iw < width) ? in[c * plane + ih * width + iw] : 0.0f;
               }
             }
           }
-          loops.Gemm(wg.data() + m0 * depth, depth, col.data(), depth, out + m0 * positions + p0, positions,
-                     std::min(block_rows, mg - m0), pc);
+          const size_t rows = std::min(block_rows, mg - m0);
+          if (wide == kNr) {
+            loops.Gemm(wg.data() + m0 * depth, depth, col.data(), depth, out + m0 * positions + p0, positions, rows, pc);
+            return;
+          }
+          std::vector<float> part;  // a last strip narrower than 64: its products, then the columns it has
+          for (size_t p = 0; p < pc; p += wide) {
+            const size_t cols = std::min(wide, pc - p);
+            const float* strip = col.data() + (p / wide) * depth * wide;
+            float* to = out + m0 * positions + p0 + p;
+            if (cols == wide) {
+              Panel64Gemm(wg.data() + m0 * depth, depth, strip, depth, to, positions, rows);
+              continue;
+            }
+            part.assign(rows * wide, 0.0f);
+            Panel64Gemm(wg.data() + m0 * depth, depth, strip, depth, part.data(), wide, rows);
+            for (size_t r = 0; r < rows; ++r) {
+              for (size_t j = 0; j < cols; ++j) to[r * positions + j] += part[r * wide + j];
+            }
+          }
         });
       }
     }
