@@ -238,13 +238,16 @@ def test_int8_packed_matches_seed_path(config, shape, op, trans):
 
 
 @pytest.mark.parametrize("config", ["lattice-4.25", hyperonnx.LatticeConfig(index_bits=5, group=128),
-                                    hyperonnx.LatticeConfig(index_bits=8, group=64, alpha=1.3, beta=0.1)])
+                                    hyperonnx.LatticeConfig(index_bits=8, group=64, alpha=1.3, beta=0.1),
+                                    hyperonnx.LatticeConfig(index_bits=12, group=64),
+                                    hyperonnx.LatticeConfig(index_bits=16, group=128)])
 @pytest.mark.parametrize("rows", [1, 2, 3, 8, 9, 40])
 @pytest.mark.parametrize("op,k,n", [("DecodeMatMul", 300, 192), ("DecodeMatMul", 7, 64), ("DecodeGemm", 513, 128)])
 def test_float_packed(config, rows, op, k, n):
-    """Float compute from the codes packed at kernel creation (lattice steps <= 8 bits, groups and
-    N multiples of 64, a CPU with AVX-512 VBMI; elsewhere the seed path): within the float32
-    bound of DecodeWeights + the standard op, as the seed path; the packed bytes are counted."""
+    """Float compute from the layout packed at kernel creation (lattice, groups and N multiples of
+    64, a CPU with AVX-512 VBMI: steps <= 8 bits as codes, wider as uint16 steps; elsewhere the
+    seed path): within the float32 bound of DecodeWeights + the standard op, as the seed path; the
+    packed bytes are counted."""
     import ctypes
     try:
         seed = encode((k, n), config)
@@ -258,8 +261,7 @@ def test_float_packed(config, rows, op, k, n):
     library.HyperonnxPackedBytes.restype = ctypes.c_int64
     before = library.HyperonnxPackedBytes()
     session = hyperonnx.InferenceSession(model, packing="auto")
-    if "avx512vbmi" in open("/proc/cpuinfo").read() and seed.node_attributes()["bits"] <= 8 \
-            and seed.node_attributes()["group"] % 64 == 0:
+    if "avx512vbmi" in open("/proc/cpuinfo").read() and seed.node_attributes()["group"] % 64 == 0:
         assert library.HyperonnxPackedBytes() - before >= k * n  # the codes: a byte a weight
     got = session.run(None, {"x": x})[0]
     want, bound = reference(op, seed, x)

@@ -61,6 +61,8 @@ class PairDecoder {
   // decoder's bits (lattice, b <= 8: T[k] = v(c + k), c = (N - 1) / 2, and v(c - k) = -v(c + k),
   // checked value by value). The seed was validated whole.
   static constexpr size_t kCodeTable = 128;
+  // The lattice codec's parameters (float compute from its steps, packed_cpu.h), else null.
+  virtual const LatticeParams* lattice() const { return nullptr; }
   virtual bool PrepareCodes(float* /*table*/, Int8Info* /*info*/) { return false; }
   virtual void DecodeCodes(const uint8_t*, uint64_t, uint64_t, uint8_t*) const {}
 };
@@ -91,6 +93,8 @@ class EncodedWeight {
     decoder_->DecodeCodes(seed_, begin_pair, end_pair, out);
   }
   const uint16_t* scales() const { return scales_; }
+  const uint8_t* seed() const { return seed_; }
+  const LatticeParams* lattice() const { return decoder_->lattice(); }
   void DecodeInt8(uint64_t first, uint64_t count, uint8_t* out) const;
   // S_q of group q (int8 compute; the codec has scales)
   float GroupScale(uint64_t q) const { return HalfToFloat(scales_[q]) * int8_.scale_unit; }

@@ -23,6 +23,7 @@ class LatticeCpuDecoder final : public PairDecoder {
   bool PrepareInt8(Int8Info* info) override;
   void DecodePairsInt8(const uint8_t* seed, uint64_t begin, uint64_t end, uint8_t* out) const override;
   bool PrepareCodes(float* table, Int8Info* info) override;
+  const LatticeParams* lattice() const override { return &params_; }
   void DecodeCodes(const uint8_t* seed, uint64_t begin, uint64_t end, uint8_t* out) const override;
 
  private:

@@ -91,6 +91,98 @@ struct GroupWalk {
   }
 };
 
+// Lattice steps (b > 8): the §7.3 arithmetic on 16 lanes, as lattice_cpu.cc's AVX-512 loop.
+struct StepConstants {
+  __m512i n, n_minus_1, g, c;
+  __m512 r, alpha, beta;
+  int bits;
+};
+
+HYPERONNX_VBMI inline StepConstants LoadSteps(const LatticeParams& p) {
+  return StepConstants{_mm512_set1_epi32(static_cast<int>(p.points)), _mm512_set1_epi32(static_cast<int>(p.points - 1)),
+                       _mm512_set1_epi32(static_cast<int>(p.generator)), _mm512_set1_epi32(static_cast<int>(p.offset)),
+                       _mm512_set1_ps(p.r), _mm512_set1_ps(p.alpha), _mm512_set1_ps(p.beta), static_cast<int>(p.bits)};
+}
+
+HYPERONNX_VBMI inline __m512 Phi(__m512i m, const StepConstants& k) {
+  const __m512 u = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_slli_epi32(m, 1), k.n_minus_1)), k.r);
+  __m512 t = _mm512_mul_ps(u, u);
+  t = _mm512_mul_ps(t, k.beta);
+  t = _mm512_add_ps(t, k.alpha);
+  return _mm512_mul_ps(u, t);
+}
+
+// 16 steps -> the unscaled x (even columns) and y (odd columns) of their pairs.
+HYPERONNX_VBMI inline void Pairs16(__m512i x, const StepConstants& k, __m512* vx, __m512* vy) {
+  const __m512i bits = _mm512_set1_epi64(k.bits);
+  const __m512i t = _mm512_add_epi32(_mm512_mullo_epi32(x, k.g), k.c);  // LatticeRow, folded twice
+  __m512i y = _mm512_add_epi32(_mm512_and_si512(t, k.n), _mm512_srl_epi32(t, _mm512_castsi512_si128(bits)));
+  y = _mm512_add_epi32(_mm512_and_si512(y, k.n), _mm512_srl_epi32(y, _mm512_castsi512_si128(bits)));
+  y = _mm512_maskz_mov_epi32(_mm512_cmpneq_epi32_mask(y, k.n), y);
+  *vx = Phi(x, k);
+  *vy = Phi(y, k);
+}
+
+// 32 steps of one strip row -> its 64 weights: w[0] / w[1] the even / odd columns of pairs 0-15,
+// w[2] / w[3] of pairs 16-31.
+HYPERONNX_VBMI inline void DecodeSteps64(const uint16_t* steps, const StepConstants& k, __m512 s, __m512* w) {
+  const __m512i j = _mm512_loadu_si512(steps);
+  Pairs16(_mm512_cvtepu16_epi32(_mm512_castsi512_si256(j)), k, &w[0], &w[1]);
+  Pairs16(_mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(j, 1)), k, &w[2], &w[3]);
+  for (int i = 0; i < 4; ++i) w[i] = _mm512_mul_ps(w[i], s);
+}
+
+// Even / odd column registers (16 pairs) back into column order at out[0 .. 32).
+HYPERONNX_VBMI inline void StoreInterleaved(__m512 even, __m512 odd, float* out) {
+  const __m512i first = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+  const __m512i second = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+  _mm512_storeu_ps(out, _mm512_permutex2var_ps(even, first, odd));
+  _mm512_storeu_ps(out + 16, _mm512_permutex2var_ps(even, second, odd));
+}
+
+template <int R>
+HYPERONNX_VBMI void StripRowsSteps(const FloatPacked& p, size_t strip, const float* a, size_t lda, float* y) {
+  const StepConstants kc = LoadSteps(p.lattice);
+  __m512 c00 = _mm512_setzero_ps(), c01 = c00, c02 = c00, c03 = c00, c10 = c00, c11 = c00, c12 = c00, c13 = c00;
+  const uint16_t* steps = p.steps.data() + strip * p.k * (kCodeStrip / 2);
+  GroupWalk g(p, strip, 0);
+  for (size_t k = 0; k < p.k; ++k, steps += kCodeStrip / 2, g.Next()) {
+    __m512 w[4];
+    DecodeSteps64(steps, kc, _mm512_set1_ps(p.scales[g.q]), w);
+    const __m512 a0 = _mm512_set1_ps(a[k]);
+    c00 = _mm512_fmadd_ps(a0, w[0], c00);
+    c01 = _mm512_fmadd_ps(a0, w[1], c01);
+    c02 = _mm512_fmadd_ps(a0, w[2], c02);
+    c03 = _mm512_fmadd_ps(a0, w[3], c03);
+    if constexpr (R > 1) {
+      const __m512 a1 = _mm512_set1_ps(a[lda + k]);
+      c10 = _mm512_fmadd_ps(a1, w[0], c10);
+      c11 = _mm512_fmadd_ps(a1, w[1], c11);
+      c12 = _mm512_fmadd_ps(a1, w[2], c12);
+      c13 = _mm512_fmadd_ps(a1, w[3], c13);
+    }
+  }
+  float* out = y + kCodeStrip * strip;
+  StoreInterleaved(c00, c01, out);
+  StoreInterleaved(c02, c03, out + 32);
+  if constexpr (R > 1) {
+    StoreInterleaved(c10, c11, out + p.n);
+    StoreInterleaved(c12, c13, out + p.n + 32);
+  }
+}
+
+HYPERONNX_VBMI void DecodePanelSteps(const FloatPacked& p, size_t strip, size_t k0, size_t kc, float* panel) {
+  const StepConstants consts = LoadSteps(p.lattice);
+  const uint16_t* steps = p.steps.data() + (strip * p.k + k0) * (kCodeStrip / 2);
+  GroupWalk g(p, strip, k0);
+  for (size_t k = 0; k < kc; ++k, steps += kCodeStrip / 2, g.Next()) {
+    __m512 w[4];
+    DecodeSteps64(steps, consts, _mm512_set1_ps(p.scales[g.q]), w);
+    StoreInterleaved(w[0], w[1], panel + k * kCodeStrip);
+    StoreInterleaved(w[2], w[3], panel + k * kCodeStrip + 32);
+  }
+}
+
 // Y[i][64s .. 64s + 64) = sum_k A[i][k] * W(k, .) for the R rows from a (R <= 2: 8 accumulators).
 template <int R>
 HYPERONNX_VBMI void StripRows(const FloatPacked& p, const Tables& tb, size_t strip, const float* a, size_t lda,
@@ -213,8 +305,34 @@ bool PackFloat(EncodedWeight& w, FloatPacked* p) {
   if (shape.size() != 2 || shape[0] < 1 || shape[1] < 1 || w.scales() == nullptr) return false;
   float table[PairDecoder::kCodeTable];
   Int8Info info;
-  if (!w.PrepareCodes(table, &info)) return false;
   const size_t k = static_cast<size_t>(shape[0]), n = static_cast<size_t>(shape[1]);
+  const LatticeParams* lattice = w.lattice();
+  if (!w.PrepareCodes(table, &info)) {
+    // lattice steps of 9-16 bits: a uint16 step a pair, the coordinates computed at run time
+    if (lattice == nullptr || lattice->bits <= 8 || lattice->group % kCodeStrip != 0 || n % kCodeStrip != 0) {
+      return false;
+    }
+    p->steps_form = true;
+    p->lattice = *lattice;
+    p->k = k;
+    p->n = n;
+    p->group = lattice->group;
+    const uint64_t groups = (uint64_t{k} * n + p->group - 1) / p->group;
+    p->scales.resize(groups);
+    for (uint64_t q = 0; q < groups; ++q) p->scales[q] = LatticeScale(*lattice, w.scales()[q]);
+    p->steps.resize(k * n / 2);
+    const size_t strips = n / kCodeStrip;
+    for (size_t r = 0; r < k; ++r) {
+      for (size_t s = 0; s < strips; ++s) {
+        uint16_t* to = p->steps.data() + (s * k + r) * (kCodeStrip / 2);
+        const uint64_t first = (uint64_t{r} * n + s * kCodeStrip) / 2;  // n even
+        for (size_t i = 0; i < kCodeStrip / 2; ++i) {
+          to[i] = static_cast<uint16_t>(ReadIndex(w.seed(), lattice->seed_bytes, first + i, lattice->bits));
+        }
+      }
+    }
+    return true;
+  }
   if (info.group == 0 || info.group % kCodeStrip != 0 || n % kCodeStrip != 0) return false;
   p->k = k;
   p->n = n;
@@ -251,6 +369,12 @@ bool GemmFloatPacked(const Ort::KernelContext& context, const FloatPacked& p, co
   if (rows == 0) return true;
   if (rows <= kFewRows) {
     return ParallelTasks(context, strips, uint64_t{rows} * p.k * p.n, [&](size_t s) {
+      if (p.steps_form) {
+        size_t r = 0;
+        for (; r + 2 <= rows; r += 2) StripRowsSteps<2>(p, s, a + r * lda, lda, y + r * p.n);
+        if (r < rows) StripRowsSteps<1>(p, s, a + r * lda, lda, y + r * p.n);
+        return;
+      }
       const Tables tb = LoadTables(p);
       size_t r = 0;
       for (; r + 2 <= rows; r += 2) StripRows<2>(p, tb, s, a + r * lda, lda, y + r * p.n);
@@ -263,7 +387,11 @@ bool GemmFloatPacked(const Ort::KernelContext& context, const FloatPacked& p, co
     std::vector<float> panel(kPanelDepth * kCodeStrip);
     for (size_t k0 = 0; k0 < p.k; k0 += kPanelDepth) {
       const size_t kc = std::min(kPanelDepth, p.k - k0);
-      DecodePanel(p, tb, s, k0, kc, panel.data());
+      if (p.steps_form) {
+        DecodePanelSteps(p, s, k0, kc, panel.data());
+      } else {
+        DecodePanel(p, tb, s, k0, kc, panel.data());
+      }
       MicroAll(a + k0, lda, panel.data(), kc, y + s * kCodeStrip, p.n, rows);
     }
   });

@@ -29,13 +29,21 @@ namespace hyperonnx {
 
 constexpr size_t kCodeStrip = 64;  // output columns per strip of codes
 
+// Lattice steps of 9-16 bits: one uint16 step j a pair (a byte a weight), strip s, row r at
+// steps[(s * k + r) * 32 + i] (pair i: columns 64s + 2i, 2i + 1); both coordinates computed in
+// registers with the §7.3 operations (the row of j, then phi of each: the AVX-512 decode loop's
+// arithmetic, so the same bits), even and odd columns in separate accumulators, interleaved once
+// per strip. About 60 instructions per 64 weights, against ~2x that plus a buffer from the seed.
 struct FloatPacked {
+  bool steps_form = false;         // steps (b > 8) rather than codes
+  LatticeParams lattice{};         // steps_form: the node's parameters
+  std::vector<uint16_t> steps;     // steps_form
   size_t k = 0, n = 0;             // W [k, n]
   uint64_t group = 0;              // scale group G (a multiple of 64)
   std::vector<uint8_t> codes;      // strip s, row r: codes[(s * k + r) * 64 + kCodeOrder[c]] = code of column 64s + c
   std::vector<float> scales;       // S_q, float32
   alignas(64) uint8_t planes[4 * PairDecoder::kCodeTable] = {};  // byte b of T[k] at planes[128 b + k]
-  size_t bytes() const { return codes.size() + 4 * scales.size(); }
+  size_t bytes() const { return codes.size() + 2 * steps.size() + 4 * scales.size(); }
 };
 
 // The float packed form of W [k, n] (transB=0), or false when the weight, its codec or the CPU do
