@@ -2,15 +2,20 @@
 //
 // Each keeps its weight encoded in memory: at kernel creation it reads the node's constant seed
 // (and scales) through KernelInfoGetConstantInput_tensor, validates them whole (rules 2-7: the
-// seed is scanned once, so a run never meets a bad index), and keeps onnxruntime's buffers (the
-// "pre-packed" form is the seed itself plus the codec's small pair table). A run decodes only
-// what it computes with, through the codec's one decode primitive (codec_cpu.h):
+// seed is scanned once, so a run never meets a bad index), and keeps onnxruntime's buffers. With
+// Packing::kPacked (the default) MatMul / Gemm also transcode the weight once, there, into the
+// layout their compute reads fastest: int8 compute the int8 quads of int8_cpu.h (Int8Packed),
+// float compute a lattice weight's codes or steps (packed_cpu.h, FloatPacked; transB=0, G and N
+// multiples of 64, AVX-512 VBMI); about a byte a weight beside the seed. Otherwise (Packing::kNone,
+// other weights) a run decodes only what it computes with, through the codec's one decode
+// primitive (codec_cpu.h):
 // - MatMul / Gemm, few rows (<= kFewRows): each task owns a range of the weight's rows and
 //   decodes them front to back, segment by segment, into an L1-sized buffer consumed at once by
 //   an AXPY over every activation row into the task's partial output (summed at the end); for
 //   transB each task owns output columns and takes dot products. The seed is read once per call;
 // - MatMul / Gemm, many rows: each task decodes a kKc x kNb panel into an L2-resident buffer once
-//   per call and runs a 6 x 16 register-blocked FMA micro-kernel over all rows;
+//   per call and runs a 6 x 16 register-blocked FMA micro-kernel over all rows (6 x 64 with
+//   AVX-512, packed_cpu.h: Panel64Gemm);
 // - Gather: only the rows asked for, straight into the output;
 // - Conv: one group's weights decoded once per call (one layer's block, never the model's
 //   weights), then im2col tiles (1x1 stride-1 convolutions copy input rows) and the same
