@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 SOURCES := pyproject.toml CMakeLists.txt $(shell find hyperonnx custom_ops tools -type f -not -path '*/__pycache__/*' 2>/dev/null)
 
-.PHONY: example test fuzz bench bench-models bench-zoo test-ort-versions test-arm64 test-web
+.PHONY: example test fuzz bench bench-models bench-zoo test-ort-versions build-arm64 test-arm64 test-web
 example: $(VENV)/.installed
 	$(BIN)/hyperonnx example
 
@@ -18,6 +18,11 @@ fuzz: $(VENV)/.installed
 # the kernel tests under the oldest supported and the newest onnxruntime (own venvs in build/)
 test-ort-versions: $(VENV)/.installed
 	$(BIN)/python tools/test_ort_versions.py
+
+# the library cross-compiled for aarch64, compile only (CI runs it: x86-only code outside its guard
+# fails here); installs g++-aarch64-linux-gnu with apt-get if missing
+build-arm64:
+	tools/build_arm64.sh
 
 # the kernel suite on aarch64 under qemu-user: cross-built library (NEON), Debian's arm64 Python,
 # onnxruntime's aarch64 wheel (all in build/arm64/; installs the cross compiler and qemu if missing)

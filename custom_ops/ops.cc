@@ -24,27 +24,54 @@ void AppendFusedOps(std::vector<const OrtCustomOp*>& ops);
 namespace hyperonnx {
 namespace {
 
+std::vector<const OrtCustomOp*> MakeOpTable(Packing packing);
+
 // Every op of the ai.hyperonnx domain: DecodeWeights once per output type (kOutputTypes), then the
 // fused operators (DecodeMatMul, DecodeGemm, DecodeGather, DecodeConv; DecodeConv has no CUDA
 // kernel). The CPU ops are always present: a session without the CUDA provider must still find a
 // kernel, and ONNX Runtime falls back to them for unassigned nodes.
-const std::vector<const OrtCustomOp*>& OpTable() {
-  static const std::vector<const OrtCustomOp*> ops = [] {
-    static const DecodeWeightsCpuOp decode_weights_cpu[] = {
-        DecodeWeightsCpuOp(kOutputTypes[0]), DecodeWeightsCpuOp(kOutputTypes[1]), DecodeWeightsCpuOp(kOutputTypes[2])};
-    // the fused operators' output is always float32 (FusedCpuOp::GetOutputType): one op each
-    static const FusedCpuOp matmul_cpu(FusedKind::kMatMul), gemm_cpu(FusedKind::kGemm), gather_cpu(FusedKind::kGather),
-        conv_cpu(FusedKind::kConv);
-    std::vector<const OrtCustomOp*> all;
-    for (const DecodeWeightsCpuOp& op : decode_weights_cpu) all.push_back(&op);
-    for (const FusedCpuOp* op : {&matmul_cpu, &gemm_cpu, &gather_cpu, &conv_cpu}) all.push_back(op);
+// One table per packing mode (fused_cpu.h: Packing), chosen when a session's options register the
+// library: the fused CPU ops carry the mode their kernels are created with.
+const std::vector<const OrtCustomOp*>& OpTable(Packing packing) {
+  static const std::vector<const OrtCustomOp*> packed = MakeOpTable(Packing::kPacked);
+  static const std::vector<const OrtCustomOp*> none = MakeOpTable(Packing::kNone);
+  return packing == Packing::kNone ? none : packed;
+}
+
+std::vector<const OrtCustomOp*> MakeOpTable(Packing packing) {
+  static const DecodeWeightsCpuOp decode_weights_cpu[] = {
+      DecodeWeightsCpuOp(kOutputTypes[0]), DecodeWeightsCpuOp(kOutputTypes[1]), DecodeWeightsCpuOp(kOutputTypes[2])};
+  // the fused operators' output is always float32 (FusedCpuOp::GetOutputType): one op each (never
+  // destroyed: sessions hold them)
+  const auto* fused = new FusedCpuOp[4]{{FusedKind::kMatMul, packing}, {FusedKind::kGemm, packing},
+                                        {FusedKind::kGather, packing}, {FusedKind::kConv, packing}};
+  std::vector<const OrtCustomOp*> all;
+  for (const DecodeWeightsCpuOp& op : decode_weights_cpu) all.push_back(&op);
+  for (int i = 0; i < 4; ++i) all.push_back(&fused[i]);
 #ifdef HYPERONNX_USE_CUDA
-    cuda::AppendOps(all);  // declare the CPU ops' inputs: onnxruntime refuses a domain whose ops differ
-    cuda::AppendFusedOps(all);
+  cuda::AppendOps(all);  // declare the CPU ops' inputs: onnxruntime refuses a domain whose ops differ
+  cuda::AppendFusedOps(all);
 #endif
-    return all;
-  }();
-  return ops;
+  return all;
+}
+
+// The session's "hyperonnx.packing" entry: "" when absent.
+std::string PackingEntry(const OrtApi& api, const OrtSessionOptions* options) {
+  int has = 0;
+  if (OrtStatus* status = api.HasSessionConfigEntry(options, kPackingConfigKey, &has)) {
+    api.ReleaseStatus(status);
+    return "";
+  }
+  if (!has) return "";
+  size_t size = 0;
+  if (OrtStatus* status = api.GetSessionConfigEntry(options, kPackingConfigKey, nullptr, &size)) api.ReleaseStatus(status);
+  std::string value(size, '\0');
+  if (OrtStatus* status = api.GetSessionConfigEntry(options, kPackingConfigKey, value.data(), &size)) {
+    api.ReleaseStatus(status);
+    return "";
+  }
+  value.resize(size > 0 ? size - 1 : 0);  // the size counts the terminating NUL
+  return value;
 }
 
 // Domains handed to sessions must outlive them; they are kept until the library is unloaded
@@ -71,8 +98,15 @@ extern "C" HYPERONNX_EXPORT OrtStatus* ORT_API_CALL RegisterCustomOps(OrtSession
   }
   Ort::InitApi(api);
   try {
+    const std::string entry = hyperonnx::PackingEntry(*api, options);
+    hyperonnx::Packing packing;
+    if (!hyperonnx::ParsePacking(entry, &packing)) {
+      const std::string message = std::string("hyperonnx: session config entry ") + hyperonnx::kPackingConfigKey + "='" +
+                                  hyperonnx::Printable(entry) + "' is not one of auto, packed, none";
+      return api->CreateStatus(ORT_INVALID_ARGUMENT, message.c_str());
+    }
     auto domain = std::make_unique<Ort::CustomOpDomain>(hyperonnx::kDomain);
-    for (const OrtCustomOp* op : hyperonnx::OpTable()) domain->Add(op);
+    for (const OrtCustomOp* op : hyperonnx::OpTable(packing)) domain->Add(op);
     Ort::UnownedSessionOptions(options).Add(*domain);
     std::lock_guard<std::mutex> lock(hyperonnx::domains_mutex);
     hyperonnx::Domains().push_back(std::move(domain));

@@ -22,6 +22,13 @@ DecodeWeights nodes a model still has (all of them with `compress --no-fuse`):
   folding is switched off so onnxruntime does not expand the weights at load time. A large table
   read only by a Gather (an embedding) is decoded and gathered in row blocks, so not even it is
   ever whole in memory.
+
+``packing`` (`InferenceSession`, `session_options`) says what a fused kernel makes of its weight
+when the session is created: ``"auto"`` (the default) transcodes it once into the layout its
+compute reads fastest (int8 compute, accuracy_level 4: int8 in dot-product order with its scales,
+about 1 byte a weight beside the seed), ``"none"`` keeps only the seed and decodes from it on
+every run (today's smallest memory, for memory-tight devices). Plain onnxruntime: the session
+config entry ``hyperonnx.packing`` set before the library is registered.
 """
 
 from __future__ import annotations
@@ -50,6 +57,8 @@ MIN_ORT_VERSION = (1, 20)  # the library asks for ORT API version 20 (custom_ops
 _MIN_ORT = ".".join(map(str, MIN_ORT_VERSION))
 LIBRARY_NAMES = ("libhyperonnx_ops.so", "libhyperonnx_ops.dylib", "hyperonnx_ops.dll")
 MODES = ("load", "stream")
+PACKINGS = ("auto", "none")  # fused kernels: transcode the weight at creation, or decode from the seed
+PACKING_CONFIG_KEY = "hyperonnx.packing"  # read by the library when it is registered (custom_ops/ops.cc)
 _PLACEHOLDER_LOCATION = "hyperonnx-decoded-at-session-creation"
 
 
@@ -92,9 +101,35 @@ def get_library_path() -> str:
 _REGISTERED: "weakref.WeakSet" = weakref.WeakSet()  # options that hold the library already
 
 
-def register(sess_options) -> Any:
-    """Register the custom ops on an `onnxruntime.SessionOptions` (once); returns it."""
+def _packing_entry(sess_options) -> str:
+    try:
+        return sess_options.get_session_config_entry(PACKING_CONFIG_KEY) or "auto"
+    except RuntimeError:  # not set
+        return "auto"
+
+
+def _set_packing(sess_options, packing: str | None) -> None:
+    """The fused kernels' packing on `sess_options`, before the library is registered on it (the
+    library reads it then); None keeps what the options say."""
+    if packing is None:
+        return
+    if packing not in PACKINGS:
+        raise ValueError(f"packing must be one of {PACKINGS}, not {packing!r}")
+    if sess_options in _REGISTERED:
+        if _packing_entry(sess_options) != packing:
+            raise ValueError(f"these session options hold the library with packing={_packing_entry(sess_options)!r} "
+                             f"already; use fresh options for packing={packing!r}")
+        return
+    sess_options.add_session_config_entry(PACKING_CONFIG_KEY, packing)
+
+
+def register(sess_options, packing: str | None = None) -> Any:
+    """Register the custom ops on an `onnxruntime.SessionOptions` (once); returns it.
+
+    packing: the fused kernels' weight layout (module docstring): ``"auto"`` or ``"none"``; None
+    keeps the options' ``hyperonnx.packing`` entry (absent: auto)."""
     _ort()
+    _set_packing(sess_options, packing)
     if sess_options in _REGISTERED:
         return sess_options  # a second registration makes session creation fail ("Domain already set")
     try:
@@ -115,19 +150,20 @@ def _disable_constant_folding(so) -> None:
         so.add_session_config_entry(key, ",".join(current + ["ConstantFolding"]))
 
 
-def session_options(mode: str = "stream", sess_options=None):
+def session_options(mode: str = "stream", sess_options=None, packing: str | None = None):
     """`onnxruntime.SessionOptions` with the DecodeWeights library registered.
 
     Any mode: the DecodeWeights nodes run inside onnxruntime. ``"stream"`` also disables constant
     folding, so no weight is expanded while the session is created. Decoding once at session
     creation (``"load"``) needs the model rewrite that `InferenceSession` does; plain
     onnxruntime with these options decodes on every run (it does not fold custom ops).
+    packing: the fused kernels' weight layout, ``"auto"`` or ``"none"`` (module docstring).
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
     ort = _ort()
     so = sess_options if sess_options is not None else ort.SessionOptions()
-    register(so)
+    register(so, packing)
     if mode == "stream":
         _disable_constant_folding(so)
     return so
@@ -418,13 +454,16 @@ def _session_class():
 
 def InferenceSession(path_or_model, sess_options=None, providers: Sequence | None = None,  # noqa: N802
                      provider_options=None, *, mode: str = "load", accuracy_level: int | None = None,
-                     base_dir=None, **kwargs):
+                     base_dir=None, packing: str = "auto", **kwargs):
     """An `onnxruntime.InferenceSession` for a hyperonnx-compressed model (any model works).
 
     path_or_model: a path, serialized bytes or an `onnx.ModelProto` (not modified).
     mode: ``"load"`` (decode once at creation; the default) or ``"stream"`` (decode on every run).
     accuracy_level: the fused MatMul / Gemm nodes' compute (docs/FORMAT.md §8): 4 int8, 0 float32;
     None (default) keeps what the model says.
+    packing: what the fused kernels make of their weights at creation: ``"auto"`` (default: the
+    layout their compute reads fastest, e.g. int8 in dot-product order for accuracy_level 4, about
+    1 byte a weight more) or ``"none"`` (decode from the seed on every run: least memory).
     sess_options: optional `onnxruntime.SessionOptions`; the library is registered on it (and, in
     load mode, the decoded weights are added to it: use a fresh one per session).
     providers: default ``["CPUExecutionProvider"]``; other arguments are onnxruntime's.
@@ -433,10 +472,12 @@ def InferenceSession(path_or_model, sess_options=None, providers: Sequence | Non
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
+    if packing not in PACKINGS:
+        raise ValueError(f"packing must be one of {PACKINGS}, not {packing!r}")
     cls = _session_class()
     if providers is None:
         providers = ["CPUExecutionProvider"]
-    so = session_options(mode, sess_options)
+    so = session_options(mode, sess_options, packing)
     model, path = _load_model(path_or_model, base_dir)
     if accuracy_level is not None and set_accuracy_level(model, accuracy_level):
         path = None  # onnxruntime gets our changed copy, not the file
@@ -470,5 +511,5 @@ def InferenceSession(path_or_model, sess_options=None, providers: Sequence | Non
     return session
 
 
-__all__ = ["InferenceSession", "MIN_ORT_VERSION", "decode_initializers", "get_library_path", "register",
+__all__ = ["InferenceSession", "MIN_ORT_VERSION", "PACKINGS", "decode_initializers", "get_library_path", "register",
            "session_options"]

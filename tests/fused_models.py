@@ -59,8 +59,11 @@ def stock_model(op: str, weight: np.ndarray, x_shape, attrs: dict | None = None,
     return make_model(graph, opset_imports=[helper.make_opsetid("", ONNX_OPSET)])
 
 
-def run(model, x, threads: int = 0, library: bool = True):
+def run(model, x, threads: int = 0, library: bool = True, packing: str | None = None):
+    """The model's output on x; `packing`: the fused kernels' hyperonnx.packing entry (None: absent)."""
     so = ort.SessionOptions()
+    if packing is not None:
+        so.add_session_config_entry("hyperonnx.packing", packing)
     if library:
         so.register_custom_ops_library(hyperonnx.get_library_path())
     so.intra_op_num_threads = threads

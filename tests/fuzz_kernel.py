@@ -252,7 +252,8 @@ def run_fused(seed, rng, so):
                                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits),
                        opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(fmt.OP_DOMAIN, fmt.FUSED_VERSION)])
     try:
-        got, kernel_error = fused_run(fused, x, threads=1), None
+        # both weight layouts: packed at kernel creation (the default) and decoded from the seed
+        got, kernel_error = fused_run(fused, x, threads=1, packing=str(rng.choice(["auto", "none"]))), None
     except Exception as error:  # onnxruntime's errors: allowed, the comparison judges them
         got, kernel_error = None, str(error).splitlines()[0][:300]
     if not valid:

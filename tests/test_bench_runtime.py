@@ -40,7 +40,21 @@ def test_decode_rows_check_the_kernel_against_the_reference(capsys):
 def test_cli_decode_only(capsys):
     assert main(["bench", "runtime", "--sizes", "2K", "--no-models", "--threads", "1"]) == 0
     out = capsys.readouterr().out
-    assert "memcpy GB/s" in out and "Targets (issues 4, 14 and 22)" in out and "1 thread / memcpy" in out
+    assert "memcpy GB/s" in out and "Targets (issues 4, 14, 22 and 25)" in out and "1 thread / memcpy" in out
+
+
+def test_fused_kernel_limits():
+    """The per-kernel table: each kernel's time, weights per ns and the bytes it streams; packing
+    auto reads a packed form (int8 always; float where the CPU has AVX-512 VBMI), none the seed."""
+    rows = runtime.measure_fused(log=lambda line: None, shapes=((1, 64, 128), (20, 64, 128)))
+    assert len(rows) == 2 * len(runtime.FUSED_KERNELS)
+    for row in rows:
+        assert row["ms"] > 0 and row["weights_per_ns"] > 0 and row["read_gbs"] > 0
+        assert (row["packed_mb"] > 0) == (row["reads"] == "packed")
+        if row["packing"] == "none":
+            assert row["reads"] == "seed"
+        elif row["compute"] == "int8":
+            assert row["packed_mb"] >= 64 * 128 / 1e6
 
 
 def test_cli_bad_arguments(capsys):

@@ -183,7 +183,9 @@ def test_int8_paths_agree():
     """AVX-512 VNNI, AVX2 and the portable loops sum the same integers: their outputs differ only by
     float32 rounding (HYPERONNX_NO_AVX512 / HYPERONNX_NO_AVX2 in children)."""
     script = (
-        "import sys, numpy as np, hyperonnx\n"
+        "import sys\n"
+        "sys.path.insert(0, sys.argv[2])  # the fixtures' folder, whatever the cwd and PYTHONSAFEPATH\n"
+        "import numpy as np, hyperonnx\n"
         "from fused_models import fused_model, run\n"
         "out = []\n"
         "for cfg, shape, op, t in (('lattice-4.25', (300, 400), 'DecodeMatMul', 0), ('lattice-4.25', (96, 256), 'DecodeGemm', 1),\n"
@@ -197,14 +199,101 @@ def test_int8_paths_agree():
     results = []
     for i, env in enumerate([{}, {"HYPERONNX_NO_AVX512": "1"}, {"HYPERONNX_NO_AVX2": "1"}]):
         path = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"hyperonnx-int8-paths-{os.getpid()}-{i}.npy")
-        child = subprocess.run([sys.executable, "-c", script, path], capture_output=True, text=True,
-                               env={**os.environ, **env}, cwd=os.path.dirname(__file__), timeout=300)
+        child = subprocess.run([sys.executable, "-c", script, path, os.path.dirname(os.path.abspath(__file__))],
+                               capture_output=True, text=True, env={**os.environ, **env}, timeout=300)
         assert child.returncode == 0, child.stderr[-3000:]
         results.append(np.load(path))
         os.remove(path)
     scale = np.abs(results[0]).max()
     for other in results[1:]:
         assert np.abs(other - results[0]).max() <= 1e-5 * scale
+
+
+@pytest.mark.parametrize("config,shape,op,trans", [
+    ("lattice-4.25", (300, 400), "DecodeMatMul", 0), ("lattice-4.25", (96, 256), "DecodeGemm", 1),
+    ("lattice-4.25", (64, 4000), "DecodeMatMul", 0), (hyperonnx.TrellisConfig(), (96, 256), "DecodeMatMul", 0),
+    (hyperonnx.LatticeConfig(index_bits=12, group=64), (128, 96), "DecodeGemm", 1),
+    (hyperonnx.LatticeConfig(index_bits=5, group=32), (70, 48), "DecodeMatMul", 0)])
+def test_int8_packed_matches_seed_path(config, shape, op, trans):
+    """packing auto (int8 quads made once at kernel creation) against packing none (decoded from
+    the seed every call): the same integer sums, so the same outputs up to the float32 order of
+    the blocks' sums (bit for bit where both run the same tile order: more than 8 rows, transB);
+    and the packed bytes are counted while the session lives."""
+    import ctypes
+    seed = encode(shape, config)
+    library = ctypes.CDLL(hyperonnx.get_library_path())
+    library.HyperonnxPackedBytes.restype = ctypes.c_int64
+    before = library.HyperonnxPackedBytes()
+    for rows in (1, 3, 8, 9, 40):
+        x = np.random.default_rng(rows).standard_normal((rows, shape[1] if trans else shape[0])).astype(np.float32)
+        model = fused_model(op, seed, x.shape, {"transB": 1} if trans else None, accuracy_level=4)
+        packed, plain = run(model, x, packing="auto"), run(model, x, packing="none")
+        if rows > 8 or trans:
+            assert packed.tobytes() == plain.tobytes()
+        else:
+            assert np.abs(packed - plain).max() <= 1e-5 * np.abs(plain).max()
+        want, bound = int8_bound(op, seed, x, {"transB": 1} if trans else None)
+        assert np.all(np.abs(packed - want) <= bound)
+    assert library.HyperonnxPackedBytes() == before  # the sessions are gone, and their packed weights
+
+
+@pytest.mark.parametrize("config", ["lattice-4.25", hyperonnx.LatticeConfig(index_bits=5, group=128),
+                                    hyperonnx.LatticeConfig(index_bits=8, group=64, alpha=1.3, beta=0.1),
+                                    hyperonnx.LatticeConfig(index_bits=12, group=64),
+                                    hyperonnx.LatticeConfig(index_bits=16, group=128)])
+@pytest.mark.parametrize("rows", [1, 2, 3, 8, 9, 40])
+@pytest.mark.parametrize("op,k,n", [("DecodeMatMul", 300, 192), ("DecodeMatMul", 7, 64), ("DecodeGemm", 513, 128)])
+def test_float_packed(config, rows, op, k, n):
+    """Float compute from the layout packed at kernel creation (lattice, groups and N multiples of
+    64, a CPU with AVX-512 VBMI: steps <= 8 bits as codes, wider as uint16 steps; elsewhere the
+    seed path): within the float32 bound of DecodeWeights + the standard op, as the seed path; the
+    packed bytes are counted."""
+    import ctypes
+    try:
+        seed = encode((k, n), config)
+    except Exception as error:  # an attribute set the encoder refuses
+        pytest.skip(str(error))
+    if seed.codec != fmt.CODEC_LATTICE:
+        pytest.skip("not a lattice seed")
+    x = np.random.default_rng(rows).standard_normal((rows, k)).astype(np.float32)
+    model = fused_model(op, seed, x.shape)
+    library = ctypes.CDLL(hyperonnx.get_library_path())
+    library.HyperonnxPackedBytes.restype = ctypes.c_int64
+    before = library.HyperonnxPackedBytes()
+    session = hyperonnx.InferenceSession(model, packing="auto")
+    if "avx512vbmi" in open("/proc/cpuinfo").read() and seed.node_attributes()["group"] % 64 == 0:
+        assert library.HyperonnxPackedBytes() - before >= k * n  # the codes: a byte a weight
+    got = session.run(None, {"x": x})[0]
+    want, bound = reference(op, seed, x)
+    assert np.all(np.abs(got - want) <= bound)
+    plain = hyperonnx.InferenceSession(model, packing="none").run(None, {"x": x})[0]
+    assert np.all(np.abs(plain - want) <= bound)
+    del session
+
+
+def test_packing_option():
+    """hyperonnx.InferenceSession(packing=...): auto packs (the library counts the bytes), none
+    does not; a bad value or a bad config entry is refused."""
+    import ctypes
+    seed = encode((256, 512), "lattice-4.25")
+    model = fused_model("DecodeMatMul", seed, [1, 256], accuracy_level=4)
+    library = ctypes.CDLL(hyperonnx.get_library_path())
+    library.HyperonnxPackedBytes.restype = ctypes.c_int64
+    before = library.HyperonnxPackedBytes()
+    x = np.random.default_rng(0).standard_normal((1, 256)).astype(np.float32)
+    packed = hyperonnx.InferenceSession(model, packing="auto")
+    assert library.HyperonnxPackedBytes() - before >= 256 * 512
+    plain = hyperonnx.InferenceSession(model, packing="none")
+    assert library.HyperonnxPackedBytes() - before < 2 * 256 * 512
+    assert np.abs(packed.run(None, {"x": x})[0] - plain.run(None, {"x": x})[0]).max() < 1e-4
+    del packed, plain
+    assert library.HyperonnxPackedBytes() == before
+    with pytest.raises(ValueError, match="packing must be one of"):
+        hyperonnx.InferenceSession(model, packing="fast")
+    so = ort.SessionOptions()
+    so.add_session_config_entry("hyperonnx.packing", "sometimes")
+    with pytest.raises(Exception, match="hyperonnx.packing='sometimes' is not one of auto, packed, none"):
+        so.register_custom_ops_library(hyperonnx.get_library_path())
 
 
 @pytest.mark.parametrize("op", ["DecodeMatMul", "DecodeGemm"])

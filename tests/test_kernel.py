@@ -349,6 +349,62 @@ def test_other_loops(switch):
     assert " passed" in child.stdout
 
 
+def int8_outputs():
+    """DecodeMatMul / DecodeGemm (transB) with accuracy_level 4 on random lattice seeds, packed and
+    from the seed, 1, 5 and 12 rows: the outputs, concatenated."""
+    from hyperonnx.bench.runtime import random_seed
+    out = []
+    for k, n, trans in ((96, 64, 0), (70, 160, 0), (64, 48, 1)):
+        seed = random_seed(k * n, TensorProto.FLOAT, np.random.default_rng(k), fmt.CODEC_LATTICE)
+        seed = fmt.Seed(seed.codec, (n, k) if trans else (k, n), seed.dtype, seed.payload, seed.attrs,
+                        scales=seed.scales)
+        node = helper.make_node("DecodeGemm" if trans else "DecodeMatMul", ["x", "s", "c"], ["y"], domain=fmt.OP_DOMAIN)
+        node.attribute.extend(fmt.make_node(seed, "s", "w", "c").attribute)
+        if trans:
+            node.attribute.append(helper.make_attribute("op_transB", 1))
+        node.attribute.append(helper.make_attribute("accuracy_level", 4))
+        graph = helper.make_graph([node], "int8", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, k])],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                                  [numpy_helper.from_array(seed.payload, "s"), numpy_helper.from_array(seed.scales, "c")])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                        helper.make_opsetid(fmt.OP_DOMAIN, fmt.FUSED_VERSION)])
+        model.ir_version = 8
+        for packing in ("auto", "none"):
+            so = ort.SessionOptions()
+            so.add_session_config_entry("hyperonnx.packing", packing)
+            so.register_custom_ops_library(hyperonnx.get_library_path())
+            session = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+            for rows in (1, 5, 12):
+                x = np.random.default_rng(rows).standard_normal((rows, k)).astype(np.float32)
+                out.append(session.run(None, {"x": x})[0].ravel())
+    return np.concatenate(out)
+
+
+def test_int8_dot_products_bit_for_bit():
+    """accuracy_level 4: the NEON sdot loop (aarch64 with the dot product extension) gives the
+    portable loop's bits (HyperonnxForcePortableInt8), packed and from the seed; on x86 the VNNI /
+    AVX2 loops the same integer sums (float32 accumulation with FMA: within 1e-5 of the scale)."""
+    lib = ctypes.CDLL(hyperonnx.get_library_path())  # the handle onnxruntime loads too
+    lib.HyperonnxInt8Loop.restype = ctypes.c_char_p
+    loop = lib.HyperonnxInt8Loop().decode()
+    arm = platform.machine().lower() in ("aarch64", "arm64")
+    if arm and "asimddp" in open("/proc/cpuinfo").read():
+        assert loop == "sdot"
+    best = int8_outputs()
+    lib.HyperonnxForcePortableInt8(1)
+    try:
+        assert lib.HyperonnxInt8Loop().decode() == "portable"
+        portable = int8_outputs()
+    finally:
+        lib.HyperonnxForcePortableInt8(0)
+    assert lib.HyperonnxInt8Loop().decode() == loop
+    assert np.isfinite(best).all() and np.abs(best).max() > 0
+    if arm or loop == "portable":
+        assert best.tobytes() == portable.tobytes()
+    else:
+        assert np.abs(best - portable).max() <= 1e-5 * np.abs(portable).max()
+
+
 def test_unknown_opset_version_refused():
     """Rule 1. onnxruntime binds every version of a custom domain to the one kernel and a kernel
     cannot see the model's opsets, so hyperonnx.InferenceSession checks it (both modes)."""

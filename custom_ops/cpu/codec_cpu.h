@@ -53,6 +53,18 @@ class PairDecoder {
   // After PrepareInt8: pairs [begin, end) as bytes q + 128 (Int8Byte), pair i at
   // out[2 * (i - begin)]; the seed was validated whole (no bad index).
   virtual void DecodePairsInt8(const uint8_t*, uint64_t, uint64_t, uint8_t*) const {}
+  // float compute from a packed form (fused_cpu.h, Packing::kPacked): a codec whose weights are,
+  // element by element, +-T[k] * S_q for a table T of at most kCodeTable float32 values (the
+  // unscaled values, odd about their centre) fills `table` (T[k]; 0 past its size) and returns
+  // true with info's group and scale_unit (S_q = float32(scales[q]) * scale_unit); DecodeCodes then writes each element of pairs [begin, end) as its code byte k, | 0x80
+  // when negated, pair i at out[2 * (i - begin)]: weight = float32(+-T[k]) * S_q, the reference
+  // decoder's bits (lattice, b <= 8: T[k] = v(c + k), c = (N - 1) / 2, and v(c - k) = -v(c + k),
+  // checked value by value). The seed was validated whole.
+  static constexpr size_t kCodeTable = 128;
+  // The lattice codec's parameters (float compute from its steps, packed_cpu.h), else null.
+  virtual const LatticeParams* lattice() const { return nullptr; }
+  virtual bool PrepareCodes(float* /*table*/, Int8Info* /*info*/) { return false; }
+  virtual void DecodeCodes(const uint8_t*, uint64_t, uint64_t, uint8_t*) const {}
 };
 
 // The int8 byte of an unscaled value v, shared by the codecs: 128 + q, q = v * 127 / max |v|
@@ -75,6 +87,14 @@ class EncodedWeight {
   // int8 compute: PrepareInt8 once (false: no int8 form), then elements as DecodePairsInt8's bytes.
   bool PrepareInt8();
   const Int8Info& int8() const { return int8_; }
+  // float compute from codes (PairDecoder::PrepareCodes / DecodeCodes), whole pairs only
+  bool PrepareCodes(float* table, Int8Info* info) { return decoder_->PrepareCodes(table, info); }
+  void DecodeCodes(uint64_t begin_pair, uint64_t end_pair, uint8_t* out) const {
+    decoder_->DecodeCodes(seed_, begin_pair, end_pair, out);
+  }
+  const uint16_t* scales() const { return scales_; }
+  const uint8_t* seed() const { return seed_; }
+  const LatticeParams* lattice() const { return decoder_->lattice(); }
   void DecodeInt8(uint64_t first, uint64_t count, uint8_t* out) const;
   // S_q of group q (int8 compute; the codec has scales)
   float GroupScale(uint64_t q) const { return HalfToFloat(scales_[q]) * int8_.scale_unit; }

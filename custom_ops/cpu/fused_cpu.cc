@@ -291,8 +291,26 @@ bool GemmEncoded(const Ort::KernelContext& context, const EncodedWeight& w, bool
     });
   }
   const size_t tasks = (n + kNb - 1) / kNb;
+  const bool wide = HasPanel64();  // whole 64-column blocks: a row-major panel and the AVX-512 kernel
+  static_assert(kNb == 64, "the 6 x 64 micro-kernel's width");
   return ParallelTasks(context, tasks, uint64_t{rows} * depth * n, [&](size_t t) {
     const size_t n0 = t * kNb, nb = std::min(kNb, n - n0), strips = (nb + kNr - 1) / kNr;
+    if (wide && nb == kNb) {
+      std::vector<float> panel(kKc * kNb), row(trans ? kKc : 0);
+      for (size_t k0 = 0; k0 < depth; k0 += kKc) {
+        const size_t kc = std::min(kKc, depth - k0);
+        if (!trans) {
+          for (size_t k = 0; k < kc; ++k) w.Decode(uint64_t{k0 + k} * n + n0, kNb, panel.data() + k * kNb);
+        } else {
+          for (size_t j = 0; j < kNb; ++j) {
+            w.Decode(uint64_t{n0 + j} * depth + k0, kc, row.data());
+            for (size_t k = 0; k < kc; ++k) panel[k * kNb + j] = row[k];
+          }
+        }
+        Panel64Gemm(a + k0, lda, panel.data(), kc, y + n0, n, rows);
+      }
+      return;
+    }
     std::vector<float> panel(strips * kKc * kNr, 0.0f);  // columns past nb stay 0
     std::vector<float> row(trans ? kKc : nb);
     for (size_t k0 = 0; k0 < depth; k0 += kKc) {
@@ -449,9 +467,39 @@ std::string CheckGather(const Ort::KernelContext& context, const std::vector<int
 // The kernels.
 
 FusedCpuKernel::FusedCpuKernel(FusedKind kind, std::string name, FusedAttributes attrs,
-                               std::unique_ptr<EncodedWeight> weight, bool int8, Int8Plan plan)
+                               std::unique_ptr<EncodedWeight> weight, bool int8, Int8Plan plan,
+                               std::unique_ptr<Int8Packed> packed, std::unique_ptr<FloatPacked> float_packed)
     : kind_(kind), name_(std::move(name)), attrs_(std::move(attrs)), weight_(std::move(weight)), int8_(int8),
-      int8_plan_(plan) {}
+      int8_plan_(plan), packed_(std::move(packed)), float_packed_(std::move(float_packed)) {
+  CountPackedBytes(static_cast<int64_t>(PackedBytes()));
+}
+
+FusedCpuKernel::~FusedCpuKernel() { CountPackedBytes(-static_cast<int64_t>(PackedBytes())); }
+
+size_t FusedCpuKernel::PackedBytes() const {
+  return (packed_ ? packed_->bytes() : 0) + (float_packed_ ? float_packed_->bytes() : 0);
+}
+
+namespace {
+std::atomic<int64_t> packed_bytes{0};
+}  // namespace
+
+void CountPackedBytes(int64_t delta) { packed_bytes.fetch_add(delta); }
+
+bool ParsePacking(const std::string& text, Packing* packing) {
+  if (text.empty() || text == "auto" || text == "packed") {
+    *packing = Packing::kPacked;
+    return true;
+  }
+  if (text == "none") {
+    *packing = Packing::kNone;
+    return true;
+  }
+  return false;
+}
+
+// Bytes of packed weights the live fused kernels hold (tests, `bench runtime`).
+extern "C" HYPERONNX_EXPORT int64_t HyperonnxPackedBytes() { return packed_bytes.load(); }
 
 OrtStatusPtr FusedCpuKernel::Fail(const std::string& message) const { return FailNode(OpName(kind_), name_, message); }
 
@@ -480,8 +528,9 @@ OrtStatusPtr FusedCpuKernel::MatMul(Ort::KernelContext& context) {
   if (!error.empty()) return Fail(error);
   Ort::UnownedValue y = context.GetOutput(0, run.y_shape.data(), run.y_shape.size());
   float* out = y.GetTensorMutableData<float>();
-  if (!(int8_ ? GemmInt8(context, *weight_, int8_plan_, run.a, run.depth, run.rows, out)
-              : GemmEncoded(context, *weight_, false, run.a, run.depth, run.rows, run.depth, run.cols, out))) {
+  if (!(int8_ ? GemmInt8(context, *weight_, int8_plan_, run.a, run.depth, run.rows, out, packed_.get())
+        : float_packed_ ? GemmFloatPacked(context, *float_packed_, run.a, run.depth, run.rows, out)
+                        : GemmEncoded(context, *weight_, false, run.a, run.depth, run.rows, run.depth, run.cols, out))) {
     return Fail("out of memory");
   }
   return nullptr;
@@ -493,7 +542,8 @@ OrtStatusPtr FusedCpuKernel::Gemm(Ort::KernelContext& context) {
   if (!error.empty()) return Fail(error);
   Ort::UnownedValue y_value = context.GetOutput(0, run.y_shape.data(), run.y_shape.size());
   float* y = y_value.GetTensorMutableData<float>();
-  if (!(int8_ ? GemmInt8(context, *weight_, int8_plan_, run.a, run.depth, run.rows, y)
+  if (!(int8_ ? GemmInt8(context, *weight_, int8_plan_, run.a, run.depth, run.rows, y, packed_.get())
+        : float_packed_ ? GemmFloatPacked(context, *float_packed_, run.a, run.depth, run.rows, y)
               : GemmEncoded(context, *weight_, attrs_.trans_b != 0, run.a, run.depth, run.rows, run.depth, run.cols,
                             y))) {
     return Fail("out of memory");
@@ -609,7 +659,9 @@ OrtStatusPtr FusedCpuKernel::Conv(Ort::KernelContext& context) {
   } else {
     // im2col tiles of `tile` output positions (a multiple of kNr, zero padded), kTileBytes each
     const bool pointwise = kh == 1 && kw == 1 && sh == 1 && sw == 1 && pt == 0 && pl == 0 && pb == 0 && pr == 0;
-    const size_t tile = std::max(kNr, std::min(RoundUp(positions, kNr), kTileBytes / (4 * depth) / kNr * kNr));
+    // strips of wide positions: 64 for the AVX-512 6 x 64 micro-kernel, else kNr (Loops::Gemm)
+    const size_t wide = HasPanel64() ? kNb : kNr;
+    const size_t tile = std::max(wide, std::min(RoundUp(positions, wide), kTileBytes / (4 * depth) / wide * wide));
     const size_t tiles = (positions + tile - 1) / tile;
     // few tiles (small feature maps): output channels are split too, so every thread has work
     // (each block of channels packs its own copy of the tile)
@@ -625,13 +677,12 @@ OrtStatusPtr FusedCpuKernel::Conv(Ort::KernelContext& context) {
           const size_t t = task / blocks, m0 = (task % blocks) * block_rows;
           if (m0 >= mg) return;
           const size_t p0 = t * tile, pc = std::min(tile, positions - p0);
-          // im2col in strips of kNr positions (Loops::Gemm's layout): position p, row k at
-          // col[((p / kNr) * depth + k) * kNr + p % kNr]
+          // im2col in strips of `wide` positions: position p, row k at col[((p / wide) * depth + k) * wide + p % wide]
           std::vector<float> col(depth * tile, 0.0f);
           if (pointwise) {  // 1x1, stride 1, no padding: the input rows as they are
             for (size_t k = 0; k < depth; ++k) {
-              for (size_t p = 0; p < pc; p += kNr) {
-                std::memcpy(&col[((p / kNr) * depth + k) * kNr], in + k * plane + p0 + p, 4 * std::min(kNr, pc - p));
+              for (size_t p = 0; p < pc; p += wide) {
+                std::memcpy(&col[((p / wide) * depth + k) * wide], in + k * plane + p0 + p, 4 * std::min(wide, pc - p));
               }
             }
           } else {
@@ -644,13 +695,31 @@ OrtStatusPtr FusedCpuKernel::Conv(Ort::KernelContext& context) {
               const int64_t c = k / (kh * kw), i = (k / kw) % kh, j = k % kw;
               for (size_t p = 0; p < pc; ++p) {
                 const int64_t ih = top[p] + i * dh, iw = left[p] + j * dw;
-                col[((p / kNr) * depth + k) * kNr + p % kNr] =
+                col[((p / wide) * depth + k) * wide + p % wide] =
                     (ih >= 0 && ih < height && iw >= 0 && iw < width) ? in[c * plane + ih * width + iw] : 0.0f;
               }
             }
           }
-          loops.Gemm(wg.data() + m0 * depth, depth, col.data(), depth, out + m0 * positions + p0, positions,
-                     std::min(block_rows, mg - m0), pc);
+          const size_t rows = std::min(block_rows, mg - m0);
+          if (wide == kNr) {
+            loops.Gemm(wg.data() + m0 * depth, depth, col.data(), depth, out + m0 * positions + p0, positions, rows, pc);
+            return;
+          }
+          std::vector<float> part;  // a last strip narrower than 64: its products, then the columns it has
+          for (size_t p = 0; p < pc; p += wide) {
+            const size_t cols = std::min(wide, pc - p);
+            const float* strip = col.data() + (p / wide) * depth * wide;
+            float* to = out + m0 * positions + p0 + p;
+            if (cols == wide) {
+              Panel64Gemm(wg.data() + m0 * depth, depth, strip, depth, to, positions, rows);
+              continue;
+            }
+            part.assign(rows * wide, 0.0f);
+            Panel64Gemm(wg.data() + m0 * depth, depth, strip, depth, part.data(), wide, rows);
+            for (size_t r = 0; r < rows; ++r) {
+              for (size_t j = 0; j < cols; ++j) to[r * positions + j] += part[r * wide + j];
+            }
+          }
         });
       }
     }
@@ -801,7 +870,18 @@ OrtStatusPtr FusedCpuOp::CreateKernelV2(const OrtApi& api, const OrtKernelInfo* 
     Int8Plan plan;
     const bool int8 = node.attrs.accuracy_level == 4 && weight->PrepareInt8() &&
                       PlanInt8(*weight, node.attrs.trans_b != 0, &plan);
-    return new FusedCpuKernel(kind_, node.name, std::move(node.attrs), std::move(weight), int8, plan);
+    std::unique_ptr<Int8Packed> packed;
+    std::unique_ptr<FloatPacked> float_packed;
+    if (int8 && packing_ == Packing::kPacked) {  // the int8 form once, here: no decode per call
+      packed = std::make_unique<Int8Packed>();
+      PackInt8(*weight, plan, packed.get());
+    } else if (!int8 && packing_ == Packing::kPacked &&
+               (kind_ == FusedKind::kMatMul || (kind_ == FusedKind::kGemm && node.attrs.trans_b == 0))) {
+      float_packed = std::make_unique<FloatPacked>();  // codes, where the codec and the CPU take them
+      if (!PackFloat(*weight, float_packed.get())) float_packed.reset();
+    }
+    return new FusedCpuKernel(kind_, node.name, std::move(node.attrs), std::move(weight), int8, plan,
+                              std::move(packed), std::move(float_packed));
   });
 }
 

@@ -2,15 +2,20 @@
 //
 // Each keeps its weight encoded in memory: at kernel creation it reads the node's constant seed
 // (and scales) through KernelInfoGetConstantInput_tensor, validates them whole (rules 2-7: the
-// seed is scanned once, so a run never meets a bad index), and keeps onnxruntime's buffers (the
-// "pre-packed" form is the seed itself plus the codec's small pair table). A run decodes only
-// what it computes with, through the codec's one decode primitive (codec_cpu.h):
+// seed is scanned once, so a run never meets a bad index), and keeps onnxruntime's buffers. With
+// Packing::kPacked (the default) MatMul / Gemm also transcode the weight once, there, into the
+// layout their compute reads fastest: int8 compute the int8 quads of int8_cpu.h (Int8Packed),
+// float compute a lattice weight's codes or steps (packed_cpu.h, FloatPacked; transB=0, G and N
+// multiples of 64, AVX-512 VBMI); about a byte a weight beside the seed. Otherwise (Packing::kNone,
+// other weights) a run decodes only what it computes with, through the codec's one decode
+// primitive (codec_cpu.h):
 // - MatMul / Gemm, few rows (<= kFewRows): each task owns a range of the weight's rows and
 //   decodes them front to back, segment by segment, into an L1-sized buffer consumed at once by
 //   an AXPY over every activation row into the task's partial output (summed at the end); for
 //   transB each task owns output columns and takes dot products. The seed is read once per call;
 // - MatMul / Gemm, many rows: each task decodes a kKc x kNb panel into an L2-resident buffer once
-//   per call and runs a 6 x 16 register-blocked FMA micro-kernel over all rows;
+//   per call and runs a 6 x 16 register-blocked FMA micro-kernel over all rows (6 x 64 with
+//   AVX-512, packed_cpu.h: Panel64Gemm);
 // - Gather: only the rows asked for, straight into the output;
 // - Conv: one group's weights decoded once per call (one layer's block, never the model's
 //   weights), then im2col tiles (1x1 stride-1 convolutions copy input rows) and the same
@@ -32,10 +37,24 @@
 #include "codec_cpu.h"
 #include "decode_weights_cpu.h"
 #include "int8_cpu.h"
+#include "packed_cpu.h"
 
 namespace hyperonnx {
 
 enum class FusedKind { kMatMul, kGemm, kGather, kConv };
+
+// What a fused kernel makes of its weight at creation (the session config entry
+// "hyperonnx.packing", read when the library is registered on the session options; see
+// kPackingConfigKey): kPacked transcodes it once into the layout its compute reads fastest
+// (int8 compute: int8 quads with their scales, Int8Packed; about 1 byte a weight beside the
+// seed), kNone keeps only the seed and decodes from it on every call (memory-tight devices).
+enum class Packing { kPacked, kNone };
+constexpr const char* kPackingConfigKey = "hyperonnx.packing";
+// "" (absent: packed), "auto" / "packed" or "none": the mode, or false for another value.
+bool ParsePacking(const std::string& text, Packing* packing);
+// Bytes of packed weights held by live kernels (exported as HyperonnxPackedBytes for tests and
+// `bench runtime`).
+void CountPackedBytes(int64_t delta);
 
 // A fused node's own attributes (beyond DecodeWeights'), validated at creation.
 struct FusedAttributes {
@@ -115,7 +134,11 @@ std::string CheckGather(const Ort::KernelContext& context, const std::vector<int
 class FusedCpuKernel {
  public:
   FusedCpuKernel(FusedKind kind, std::string name, FusedAttributes attrs, std::unique_ptr<EncodedWeight> weight,
-                 bool int8, Int8Plan plan);
+                 bool int8, Int8Plan plan, std::unique_ptr<Int8Packed> packed,
+                 std::unique_ptr<FloatPacked> float_packed);
+  ~FusedCpuKernel();
+  FusedCpuKernel(const FusedCpuKernel&) = delete;
+  FusedCpuKernel& operator=(const FusedCpuKernel&) = delete;
   OrtStatusPtr ComputeV2(OrtKernelContext* context);
 
  private:
@@ -130,11 +153,14 @@ class FusedCpuKernel {
   std::unique_ptr<EncodedWeight> weight_;
   bool int8_;  // accuracy_level 4 and a weight PlanInt8 takes: int8_plan_
   Int8Plan int8_plan_;
+  std::unique_ptr<Int8Packed> packed_;  // int8 compute with Packing::kPacked, else null
+  std::unique_ptr<FloatPacked> float_packed_;  // float compute with Packing::kPacked where PackFloat takes it
+  size_t PackedBytes() const;
 };
 
 // One op class for the four operators: inputs (activation, seed, scales, [bias / C]).
 struct FusedCpuOp : Ort::CustomOpBase<FusedCpuOp, FusedCpuKernel, /*WithStatus=*/true> {
-  explicit FusedCpuOp(FusedKind kind) : kind_(kind) {
+  FusedCpuOp(FusedKind kind, Packing packing) : kind_(kind), packing_(packing) {
     OrtCustomOp::version = kOrtApiVersion;  // as DecodeWeightsCpuOp's: onnxruntime refuses a newer op struct
     start_ver_ = kFusedFormatVersion;
     end_ver_ = kFormatVersion;
@@ -152,6 +178,7 @@ struct FusedCpuOp : Ort::CustomOpBase<FusedCpuOp, FusedCpuKernel, /*WithStatus=*
 
  private:
   FusedKind kind_;
+  Packing packing_;
 };
 
 }  // namespace hyperonnx

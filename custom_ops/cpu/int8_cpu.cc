@@ -2,7 +2,9 @@
 #include "int8_cpu.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <numeric>
 #include <vector>
@@ -12,6 +14,13 @@
 
 #ifdef HYPERONNX_AVX2
 #include <immintrin.h>
+#endif
+#include "neon.h"
+#if defined(HYPERONNX_NEON) && defined(__linux__)
+#include <sys/auxv.h>
+#ifndef HWCAP_ASIMDDP
+#define HWCAP_ASIMDDP (1 << 20)
+#endif
 #endif
 
 namespace hyperonnx {
@@ -206,8 +215,9 @@ void PackRows(const EncodedWeight& w, const Int8Plan& plan, size_t n0, size_t nb
 }
 
 // Up to kRows quantised activation rows (QuantiseRow's q, d, sum of one class), row r at
-// q + r * q_stride and d, sum + r * block_stride.
-constexpr size_t kRows = 4;
+// q + r * q_stride and d, sum + r * block_stride. The VNNI loop keeps all kRows rows' sums in
+// registers, so each weight load serves kRows rows (many-row products: prompts, batches).
+constexpr size_t kRows = 8;
 struct ActivationRows {
   const int8_t* q;
   const float* d;
@@ -308,23 +318,86 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni"))) void TileVnniRow
 #endif
 
 void TileVnni(const uint8_t* tile, const ActivationRows& rows, const float* lane, size_t blocks, float* y) {
-  static constexpr TileFn kByRows[kRows] = {&TileVnniRows<1>, &TileVnniRows<2>, &TileVnniRows<3>, &TileVnniRows<4>};
+  static constexpr TileFn kByRows[kRows] = {&TileVnniRows<1>, &TileVnniRows<2>, &TileVnniRows<3>, &TileVnniRows<4>,
+                                            &TileVnniRows<5>, &TileVnniRows<6>, &TileVnniRows<7>, &TileVnniRows<8>};
   kByRows[rows.count - 1](tile, rows, lane, blocks, y);
 }
 #endif
 
+#if defined(HYPERONNX_NEON) && defined(__linux__)
+// The tile with NEON sdot (Armv8.2 dot product): the weight byte q + 128 flipped to the signed q,
+// 4 products of one 32-bit lane summed exactly per instruction: TilePortable's integer sums; the
+// float steps as TilePortable's (multiply, multiply, add: no FMA), so the output is its bits.
+__attribute__((target("arch=armv8.2-a+dotprod"))) void TileSdot(const uint8_t* tile, const ActivationRows& rows, const float* lane,
+                                                 size_t blocks, float* y) {
+  const uint8x16_t flip = vdupq_n_u8(0x80);
+  for (size_t r = 0; r < rows.count; ++r) {
+    const int8_t* q = rows.q + r * rows.q_stride;
+    const float* d = rows.d + r * rows.block_stride;
+    float32x4_t acc[4] = {vdupq_n_f32(0.0f), vdupq_n_f32(0.0f), vdupq_n_f32(0.0f), vdupq_n_f32(0.0f)};
+    for (size_t b = 0; b < blocks; ++b) {
+      int32x4_t s[4] = {vdupq_n_s32(0), vdupq_n_s32(0), vdupq_n_s32(0), vdupq_n_s32(0)};
+      for (size_t k = b * kBlock; k < (b + 1) * kBlock; k += 4) {
+        int32_t x4;
+        std::memcpy(&x4, q + k, 4);
+        const int8x16_t x = vreinterpretq_s8_s32(vdupq_n_s32(x4));
+        const uint8_t* quad = tile + k * kTile;
+        for (int i = 0; i < 4; ++i) {
+          const int8x16_t wq = vreinterpretq_s8_u8(veorq_u8(vld1q_u8(quad + 16 * i), flip));
+          s[i] = vdotq_s32(s[i], wq, x);
+        }
+      }
+      const float32x4_t db = vdupq_n_f32(d[b]);
+      for (int i = 0; i < 4; ++i) {
+        const float32x4_t scale = vmulq_f32(db, vld1q_f32(lane + b * kTile + 4 * i));
+        acc[i] = vaddq_f32(acc[i], vmulq_f32(vcvtq_f32_s32(s[i]), scale));
+      }
+    }
+    for (int i = 0; i < 4; ++i) vst1q_f32(y + r * kTile + 4 * i, acc[i]);
+  }
+}
+
+bool HasDotProd() {
+  const char* off = std::getenv("HYPERONNX_NO_DOTPROD");
+  if (off != nullptr && off[0] != '\0' && std::strcmp(off, "0") != 0) return false;
+  return (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) != 0;
+}
+#endif
+
+std::atomic<bool> force_portable{false};  // HyperonnxForcePortableInt8 (tests)
+
 TileFn GetTile() {
   static const TileFn tile = [] {
+#if defined(HYPERONNX_NEON) && defined(__linux__)
+    if (HasDotProd()) return &TileSdot;
+#endif
 #ifdef HYPERONNX_AVX2
     if (HasAvx512() && __builtin_cpu_supports("avx512vnni")) return &TileVnni;
     if (HasAvx2() && __builtin_cpu_supports("fma")) return &TileAvx2;
 #endif
     return &TilePortable;
   }();
-  return tile;
+  return force_portable.load(std::memory_order_relaxed) ? &TilePortable : tile;
+}
+
+const char* TileName(TileFn tile) {
+#if defined(HYPERONNX_NEON) && defined(__linux__)
+  if (tile == &TileSdot) return "sdot";
+#endif
+#ifdef HYPERONNX_AVX2
+  if (tile == &TileVnni) return "vnni";
+  if (tile == &TileAvx2) return "avx2";
+#endif
+  return "portable";
 }
 
 }  // namespace
+
+// The int8 dot-product loop this CPU runs (tests): "vnni", "avx2", "sdot" or "portable".
+extern "C" HYPERONNX_EXPORT const char* HyperonnxInt8Loop() { return TileName(GetTile()); }
+// Tests: nonzero makes the int8 products run the portable loop from the next call on, 0 the CPU's
+// best again (in process: a child process cannot run under qemu-user).
+extern "C" HYPERONNX_EXPORT void HyperonnxForcePortableInt8(int on) { force_portable.store(on != 0); }
 
 bool PlanInt8(const EncodedWeight& w, bool trans, Int8Plan* plan) {
   const uint64_t group = w.int8().group;
@@ -343,7 +416,7 @@ bool PlanInt8(const EncodedWeight& w, bool trans, Int8Plan* plan) {
 }
 
 bool GemmInt8(const Ort::KernelContext& context, const EncodedWeight& w, const Int8Plan& plan, const float* a,
-              size_t lda, size_t rows, float* y) {
+              size_t lda, size_t rows, float* y, const Int8Packed* packed) {
   const size_t depth = plan.k, n = plan.n, kp = RoundUp(depth, kBlock), blocks = kp / kBlock;
   const size_t classes = plan.trans ? 1 : (n + plan.class_width - 1) / plan.class_width;
   if (rows == 0) return true;
@@ -353,20 +426,28 @@ bool GemmInt8(const Ort::KernelContext& context, const EncodedWeight& w, const I
   std::vector<int32_t> sum(rows * classes * blocks);
   const QuantiseFn quantise = GetQuantise();
   bool ok = ParallelTasks(context, classes, uint64_t{rows} * depth * classes, [&](size_t c) {
-    std::vector<float> s(plan.trans ? 0 : depth);
-    if (!plan.trans) ClassScales(w, plan, c, s.data());
+    std::vector<float> own;  // the class's scales: packed at creation, else computed here
+    const float* s = nullptr;
+    if (!plan.trans && packed != nullptr) {
+      s = packed->class_scales.data() + c * depth;
+    } else if (!plan.trans) {
+      own.resize(depth);
+      ClassScales(w, plan, c, own.data());
+      s = own.data();
+    }
     for (size_t m = 0; m < rows; ++m) {
       const size_t at = m * classes + c;
-      quantise(a + m * lda, plan.trans ? nullptr : s.data(), depth, blocks, q.data() + at * kp,
+      quantise(a + m * lda, s, depth, blocks, q.data() + at * kp,
                   d.data() + at * blocks, sum.data() + at * blocks);
     }
   });
   if (!ok) return false;
   const TileFn tile_fn = GetTile();
-  // The tiles of a panel (tiles [0, tt) of the columns from n0, blocks [b0, b0 + nblocks)) against
-  // every activation row, written to out [rows, n] (added to it with `add`).
-  auto run_tiles = [&](const uint8_t* panel, const float* lane, size_t tt, size_t n0, size_t b0, size_t nblocks,
-                       float* out, bool add) {
+  // The tiles of a panel (tiles [0, tt) of the columns from n0, blocks [b0, b0 + nblocks); tile t's
+  // bytes at panel + t * panel_stride, its lane scales at lane + t * lane_stride) against every
+  // activation row, written to out [rows, n] (added to it with `add`).
+  auto run_tiles = [&](const uint8_t* panel, size_t panel_stride, const float* lane, size_t lane_stride, size_t tt,
+                       size_t n0, size_t b0, size_t nblocks, float* out, bool add) {
     float result[kRows * kTile];
     for (size_t m = 0; m < rows; m += kRows) {
       for (size_t t = 0; t < tt; ++t) {
@@ -375,7 +456,7 @@ bool GemmInt8(const Ort::KernelContext& context, const EncodedWeight& w, const I
         const ActivationRows block_rows{q.data() + at * kp + b0 * kBlock, d.data() + at * blocks + b0,
                                         sum.data() + at * blocks + b0, classes * kp, classes * blocks,
                                         std::min(kRows, rows - m)};
-        tile_fn(panel + t * nblocks * kBlock * kTile, block_rows, lane + t * nblocks * kTile, nblocks, result);
+        tile_fn(panel + t * panel_stride, block_rows, lane + t * lane_stride, nblocks, result);
         for (size_t r = 0; r < block_rows.count; ++r) {
           float* to = out + (m + r) * n + column;
           const float* from = result + r * kTile;
@@ -389,6 +470,18 @@ bool GemmInt8(const Ort::KernelContext& context, const EncodedWeight& w, const I
     }
   };
   const size_t tiles = (n + kTile - 1) / kTile;
+  const size_t task_tiles = std::min(kMaxTaskTiles, std::max<size_t>(4, tiles / kTasks));
+  if (packed != nullptr) {
+    // the packed form: tasks own ranges of output columns, each reading its tiles' bytes front to
+    // back once (no decode, no partial outputs), any number of rows
+    const size_t tasks = (tiles + task_tiles - 1) / task_tiles;
+    const size_t lane_stride = plan.trans ? blocks * kTile : 0;
+    return ParallelTasks(context, tasks, uint64_t{rows} * depth * n, [&](size_t task) {
+      const size_t t0 = task * task_tiles, tt = std::min(task_tiles, tiles - t0);
+      run_tiles(packed->panel.data() + t0 * kp * kTile, kp * kTile, packed->lane.data() + t0 * lane_stride,
+                lane_stride, tt, t0 * kTile, 0, blocks, y, false);
+    });
+  }
   if (!plan.trans && rows <= kFewRows) {
     // few rows (decode-bound): tasks own ranges of blocks, so each reads its weight rows front to
     // back in the seed, a block of kBlock rows at a time over chunks of columns, into partial
@@ -405,7 +498,7 @@ bool GemmInt8(const Ort::KernelContext& context, const EncodedWeight& w, const I
         for (size_t t0 = 0; t0 < tiles; t0 += chunk) {
           const size_t tt = std::min(chunk, tiles - t0), n0 = t0 * kTile;
           PackColumns(w, plan, b * kBlock, kBlock, n0, std::min(tt * kTile, n - n0), tt, panel.data());
-          run_tiles(panel.data(), lane.data(), tt, n0, b, 1, out, true);
+          run_tiles(panel.data(), kBlock * kTile, lane.data(), kTile, tt, n0, b, 1, out, true);
         }
       }
     });
@@ -417,7 +510,6 @@ bool GemmInt8(const Ort::KernelContext& context, const EncodedWeight& w, const I
   }
   // more rows, or transB=1 (whose weight rows are the output columns, each read front to back):
   // tasks own ranges of output columns, their panel decoded once per call over the whole depth
-  const size_t task_tiles = std::min(kMaxTaskTiles, std::max<size_t>(4, tiles / kTasks));
   const size_t tasks = (tiles + task_tiles - 1) / task_tiles;
   return ParallelTasks(context, tasks, uint64_t{rows} * depth * n, [&](size_t task) {
     const size_t t0 = task * task_tiles, tt = std::min(task_tiles, tiles - t0);
@@ -429,8 +521,27 @@ bool GemmInt8(const Ort::KernelContext& context, const EncodedWeight& w, const I
     } else {
       PackColumns(w, plan, 0, kp, n0, nb, tt, panel.data());
     }
-    run_tiles(panel.data(), lane.data(), tt, n0, 0, blocks, y, false);
+    run_tiles(panel.data(), kp * kTile, lane.data(), blocks * kTile, tt, n0, 0, blocks, y, false);
   });
+}
+
+void PackInt8(const EncodedWeight& w, const Int8Plan& plan, Int8Packed* packed) {
+  const size_t kp = RoundUp(plan.k, kBlock), blocks = kp / kBlock, tiles = (plan.n + kTile - 1) / kTile;
+  packed->panel.assign(tiles * kp * kTile, 128);
+  if (plan.trans) {
+    packed->lane.assign(tiles * blocks * kTile, 0.0f);
+    PackRows(w, plan, 0, plan.n, tiles, kp, packed->panel.data(), packed->lane.data());
+    return;
+  }
+  packed->lane.assign(blocks * kTile, w.int8().unit);
+  const size_t classes = (plan.n + plan.class_width - 1) / plan.class_width;
+  packed->class_scales.resize(classes * plan.k);
+  for (size_t c = 0; c < classes; ++c) ClassScales(w, plan, c, packed->class_scales.data() + c * plan.k);
+  // in slices of kMaxTaskTiles tiles: PackColumns' row buffer stays small for wide weights
+  for (size_t t0 = 0; t0 < tiles; t0 += kMaxTaskTiles) {
+    const size_t tt = std::min(kMaxTaskTiles, tiles - t0), n0 = t0 * kTile;
+    PackColumns(w, plan, 0, kp, n0, std::min(tt * kTile, plan.n - n0), tt, packed->panel.data() + t0 * kp * kTile);
+  }
 }
 
 }  // namespace hyperonnx

@@ -20,6 +20,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 #include "codec_cpu.h"
 #include "hyperonnx/ort_api.h"
@@ -38,9 +39,27 @@ struct Int8Plan {
 // gcd(K, G) a multiple of kBlock, or G a multiple of K): such a node computes in float32.
 bool PlanInt8(const EncodedWeight& w, bool trans, Int8Plan* plan);
 
-// Y [rows, n] = A [rows, k] (row stride lda) times the weight, in int8 (overwrites Y). False: out
-// of memory in a task.
+// The weight's int8 form made once, at kernel creation (packing on, the default): the codec's
+// int8 bytes of every output column tile over the whole depth, in the operand order of the dot
+// products (tile t at panel + t * kp * 16: quads of 4 consecutive k in each 32-bit lane, 16 lanes;
+// the VNNI / maddubs / sdot layout), and for transB=1 each lane's group scale times the weight unit
+// per block of 32 k. The same bytes PackColumns / PackRows decode from the seed on every call
+// without it, so the integer sums are those of the unpacked path, bit for bit. About 1 byte a
+// weight (+ 1/8 byte of lane scales, transB=1), beside the seed onnxruntime keeps.
+struct Int8Packed {
+  std::vector<uint8_t> panel;  // tiles * kp * 16 bytes, kp = K rounded up to 32 (128, i.e. 0, past the weight)
+  std::vector<float> lane;     // transB=1: tiles * (kp / 32) * 16; else (kp / 32) * 16 copies of the unit
+  std::vector<float> class_scales;  // transB=0: class c's group scale in row k at [c * K + k] (ClassScales)
+  size_t bytes() const { return panel.size() + 4 * (lane.size() + class_scales.size()); }
+};
+
+// Builds `packed` for a weight PlanInt8 took.
+void PackInt8(const EncodedWeight& w, const Int8Plan& plan, Int8Packed* packed);
+
+// Y [rows, n] = A [rows, k] (row stride lda) times the weight, in int8 (overwrites Y), decoding
+// from the seed on every call or (`packed` not null) reading the packed form. False: out of memory
+// in a task.
 bool GemmInt8(const Ort::KernelContext& context, const EncodedWeight& w, const Int8Plan& plan, const float* a,
-              size_t lda, size_t rows, float* y);
+              size_t lda, size_t rows, float* y, const Int8Packed* packed = nullptr);
 
 }  // namespace hyperonnx

@@ -411,6 +411,9 @@ __attribute__((target("avx2"))) void Int8PairsAvx2(const LatticeParams& p, const
 }
 #endif
 
+using Int8Fn = void (*)(const LatticeParams&, const uint8_t*, const uint8_t*, uint64_t, uint64_t, uint8_t*);
+
+#ifdef HYPERONNX_AVX2  // x86 only: AVX-512 VBMI (aarch64 builds have no such loop)
 // The VBMI unpack of 64 b-bit steps (b <= 8): 64-bit lane g takes bytes [gb, gb + 8) of the 8b
 // bytes; byte t of a lane is then its bits [tb, tb + 8) (vpmultishiftqb).
 struct ByteSpread {
@@ -479,8 +482,6 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512vbmi,avx2"))) void Int8Pa
 #pragma GCC diagnostic pop
 #endif
 
-using Int8Fn = void (*)(const LatticeParams&, const uint8_t*, const uint8_t*, uint64_t, uint64_t, uint8_t*);
-
 bool HasVbmi() {
   static const bool has = HasAvx512() && __builtin_cpu_supports("avx512vbmi") != 0;
   return has;
@@ -489,6 +490,7 @@ bool HasVbmi() {
 // The VBMI loop for b <= 8, the AVX2 one above.
 template <int B>
 constexpr Int8Fn kVbmiOrAvx2 = B <= 8 ? &Int8PairsVbmi<B <= 8 ? B : 8> : &Int8PairsAvx2<B>;
+#endif  // HYPERONNX_AVX2
 
 template <int... Bs>
 Int8Fn SelectInt8(uint32_t bits, std::integer_sequence<int, Bs...>) {
@@ -557,6 +559,38 @@ bool LatticeCpuDecoder::PrepareInt8(Int8Info* info) {
   info->group = params_.group;
   info->scale_unit = params_.scale_unit;
   return true;
+}
+
+bool LatticeCpuDecoder::PrepareCodes(float* table, Int8Info* info) {
+  if (params_.bits > 8) return false;  // centre c + k up to 2^15: no small table
+  const uint32_t n = params_.points, c = (n - 1) / 2;  // N = 2^b - 1 is odd
+  if (c + 1 > kCodeTable) return false;
+  std::fill(table, table + kCodeTable, 0.0f);
+  for (uint32_t k = 0; k <= c; ++k) table[k] = LatticeCoordinate(params_, c + k);
+  // each coordinate m's code, its value checked bit for bit: v(m) = +-T[|m - c|]
+  std::vector<uint8_t> code(n);
+  for (uint32_t m = 0; m < n; ++m) {
+    const uint32_t k = m >= c ? m - c : c - m;
+    const float v = m >= c ? table[k] : -table[k];
+    if (FloatBits(v) != FloatBits(LatticeCoordinate(params_, m))) return false;
+    code[m] = static_cast<uint8_t>(k | (m >= c ? 0u : 0x80u));
+  }
+  const size_t steps = size_t{1} << params_.bits;
+  codes_.assign(2 * steps + 2 + 512, 0);  // past N: code 0 (never read: the seed was validated)
+  for (uint32_t j = 0; j < n; ++j) {
+    codes_[2 * j] = code[j];
+    codes_[2 * j + 1] = code[LatticeRow(params_, j)];
+    codes_[2 * steps + 2 + j] = codes_[2 * j];
+    codes_[2 * steps + 2 + 256 + j] = codes_[2 * j + 1];
+  }
+  info->group = params_.group;
+  info->scale_unit = params_.scale_unit;
+  return true;
+}
+
+void LatticeCpuDecoder::DecodeCodes(const uint8_t* seed, uint64_t begin, uint64_t end, uint8_t* out) const {
+  if (begin >= end || codes_.empty()) return;
+  SelectInt8(params_.bits, std::make_integer_sequence<int, kLatticeMaxBits>{})(params_, seed, codes_.data(), begin, end, out);
 }
 
 void LatticeCpuDecoder::DecodePairsInt8(const uint8_t* seed, uint64_t begin, uint64_t end, uint8_t* out) const {

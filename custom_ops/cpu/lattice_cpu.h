@@ -22,6 +22,9 @@ class LatticeCpuDecoder final : public PairDecoder {
   int64_t dtype() const override { return params_.dtype; }
   bool PrepareInt8(Int8Info* info) override;
   void DecodePairsInt8(const uint8_t* seed, uint64_t begin, uint64_t end, uint8_t* out) const override;
+  bool PrepareCodes(float* table, Int8Info* info) override;
+  const LatticeParams* lattice() const override { return &params_; }
+  void DecodeCodes(const uint8_t* seed, uint64_t begin, uint64_t end, uint8_t* out) const override;
 
  private:
   LatticeParams params_;
@@ -29,6 +32,8 @@ class LatticeCpuDecoder final : public PairDecoder {
   // 2 bytes of padding (the AVX2 gather reads 4 bytes at 2j), then for b <= 8 the first and the
   // second bytes apart, 256 each (the AVX-512 VBMI loop's tables; 128 past 2^b).
   std::vector<uint8_t> int8_;
+  // float compute from codes: step j's two code bytes, laid out as int8_ (the same loops read it)
+  std::vector<uint8_t> codes_;
   // (v(j), v(row(j))) for every step j < N, float32: the unscaled pair of step j. Shared by the
   // nodes of the same trajectory (bits, generator, alpha, beta).
   std::shared_ptr<const std::vector<float>> table_;

@@ -121,7 +121,7 @@ class FusedCudaKernel {
 };
 
 struct FusedCudaOp : Ort::CustomOpBase<FusedCudaOp, FusedCudaKernel, /*WithStatus=*/true> {
-  explicit FusedCudaOp(FusedKind kind) : kind_(kind), cpu_(kind) {
+  explicit FusedCudaOp(FusedKind kind) : kind_(kind), cpu_(kind, Packing::kNone) {
     OrtCustomOp::version = kOrtApiVersion;  // as the CPU op's
     start_ver_ = kFusedFormatVersion;
     end_ver_ = kFormatVersion;

@@ -4,7 +4,8 @@
 --runs N [--threads T]` creates the session (timed), times --runs runs of LATENCY.npz's inputs (peak RSS is read
 then), runs QUALITY.npz's inputs (arrays named after the model's inputs, split along axis 0 in
 batches of --batch) and saves the outputs, and prints one JSON line: create_s, latency_ms (median),
-peak_rss_mb, baseline_rss_mb (after the imports, before the session).
+peak_rss_mb, baseline_rss_mb (after the imports, before the session), packed_mb (the fused kernels'
+weights packed at creation).
 
 `measure(...)` runs it from another process and returns that JSON line and the outputs.
 """
@@ -57,7 +58,8 @@ def main(argv=None) -> int:
     parser.add_argument("quality")
     parser.add_argument("latency")
     parser.add_argument("out")
-    parser.add_argument("--runtime", choices=["plain", "load", "stream"], default="plain")
+    # load-nopack: load mode with packing="none" (the fused kernels decode from the seed every run)
+    parser.add_argument("--runtime", choices=["plain", "load", "stream", "load-nopack"], default="plain")
     parser.add_argument("--runs", type=int, default=50)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--threads", type=int, default=0, help="intra-op threads (default: onnxruntime's)")
@@ -74,8 +76,16 @@ def main(argv=None) -> int:
         session = ort.InferenceSession(args.model, so, providers=["CPUExecutionProvider"])
     else:
         import hyperonnx
-        session = hyperonnx.InferenceSession(args.model, so, mode=args.runtime)
+        mode, packing = ("load", "none") if args.runtime == "load-nopack" else (args.runtime, "auto")
+        session = hyperonnx.InferenceSession(args.model, so, mode=mode, packing=packing)
     create_s = time.perf_counter() - start
+    packed_mb = 0.0  # the fused kernels' packed weights (HyperonnxPackedBytes)
+    if args.runtime != "plain":
+        import ctypes
+        library = ctypes.CDLL(hyperonnx.get_library_path())  # the handle onnxruntime loaded: one counter
+        if hasattr(library, "HyperonnxPackedBytes"):
+            library.HyperonnxPackedBytes.restype = ctypes.c_int64
+            packed_mb = library.HyperonnxPackedBytes() / 1e6
 
     names = [i.name for i in session.get_inputs()]
     latency = np.load(args.latency)
@@ -100,7 +110,7 @@ def main(argv=None) -> int:
     np.savez(args.out, **{k: np.concatenate(v) for k, v in outputs.items()})
 
     print(json.dumps({"create_s": create_s, "latency_ms": 1000 * statistics.median(times),
-                      "peak_rss_mb": peak, "baseline_rss_mb": baseline}))
+                      "peak_rss_mb": peak, "baseline_rss_mb": baseline, "packed_mb": packed_mb}))
     return 0
 
 

@@ -5,13 +5,17 @@
    128 weights, the default preset's usual width) runs in onnxruntime with its output bound to a
    preallocated buffer, on 1 intra-op thread and on all cores. Figures are GB/s of output written,
    next to a numpy copy into a preallocated array of the same output size (one core).
-2. The fused kernel (--fused): one DecodeMatMul against MatMul on the decoded weight, one
-   thread: weights decoded and seed bytes read per second, against the float32 bytes MatMul reads;
-   and its time with int8 compute (accuracy_level 4).
+2. What limits each fused kernel (--fused, and with the models): one DecodeMatMul of a
+   lattice-4.25 seed (the models' shapes) against MatMul on the decoded weight, one thread, per
+   kernel: float compute and int8 compute (accuracy_level 4), each from the layout packed at
+   kernel creation (packing auto) and from the seed (packing none): ms, weights per ns, and the
+   bytes each reads per call (packed form or seed) in GB/s, beside the float32 GB/s MatMul reads;
+   the packed form's MB.
 3. Sessions on real models (MiniLM-L6 at batch 1, sequence 128; the digits CNN, PP-OCRv4 rec and
    a Llama-like 134 M decoder's single-token step, all at batch 1), per method: float32 (the
    original), hyperonnx fused (the default compression), fused-int8 (the same model with int8
-   compute: accuracy_level 4, its error against fused printed too), load and stream (DecodeWeights models,
+   compute: accuracy_level 4, its error against fused printed too), fused-nopack / fused-int8-nopack
+   (the same with packing="none": decoded from the seed every run), load and stream (DecodeWeights models,
    compress --no-fuse), and onnxruntime's int8 quantize_dynamic and 4-bit MatMulNBits (blocks 32
    and 128, accuracy_level 0 and 4) where they change the model. Each session runs in a fresh
    process (hyperonnx.bench.probe): creation time, median latency, peak RSS; the runtime's own
@@ -20,7 +24,7 @@
    model's sessions in one process taking turns run by run ("x alt.", the median per-run ratio to
    float32): on a shared machine only this cancels the other users' load, so the targets use it.
 
-Targets (issues 4, 14 and 22) are printed beside the measured ratios.
+Targets (issues 4, 14, 22 and 25) are printed beside the measured ratios.
 """
 
 from __future__ import annotations
@@ -183,50 +187,70 @@ def _size_name(count: int) -> str:
 
 # --- 2. the fused kernels: what limits them --------------------------------------------------
 
-FUSED_SHAPES = ((1, 4096, 4096), (128, 384, 1536))  # (rows M, K, N): a decode step's layer, MiniLM's FFN
+# (rows M, K, N): a decode step's 4096-wide layer, Llama-like's FFN and LM head at one token, MiniLM's FFN
+FUSED_SHAPES = ((1, 4096, 4096), (1, 768, 2048), (1, 768, 32000), (128, 384, 1536))
+FUSED_KERNELS = (("float", None, "auto"), ("float", None, "none"), ("int8", 4, "auto"), ("int8", 4, "none"))
 
 
-def measure_fused(log=print) -> list[dict]:
-    """DecodeMatMul (a lattice-4.25 seed of N(0, 0.05) weights) against MatMul on the decoded float32
-    weight, one thread, same run: ms per call, weights decoded and seed bytes read per second, and
-    the float32 weight bytes the plain MatMul reads per second; ms per call with accuracy_level 4."""
-    import onnx
+def _packed_bytes() -> int:
+    import ctypes
+    library = ctypes.CDLL(hyperonnx.get_library_path())
+    library.HyperonnxPackedBytes.restype = ctypes.c_int64
+    return int(library.HyperonnxPackedBytes())
+
+
+def measure_fused(log=print, shapes=FUSED_SHAPES) -> list[dict]:
+    """DecodeMatMul (a lattice-4.25 seed of N(0, 0.05) weights) against MatMul on the decoded
+    float32 weight, one thread, same run, per kernel (compute x packing): ms per call, weights per
+    ns, the bytes it reads per call (its packed form, or the seed) in GB/s, the packed MB."""
     import onnxruntime as ort
 
     rng = np.random.default_rng(0)
     rows = []
-    for m, k, n in FUSED_SHAPES:
+    for m, k, n in shapes:
         seed = hyperonnx.encode((rng.standard_normal((k, n)) * 0.05).astype(np.float32), "lattice-4.25")
         x = rng.standard_normal((m, k)).astype(np.float32)
         inits = [numpy_helper.from_array(seed.payload, "w.seed"), numpy_helper.from_array(seed.scales, "w.scales")]
-        node = helper.make_node("DecodeMatMul", ["x", "w.seed", "w.scales"], ["y"], domain=fmt.OP_DOMAIN)
-        node.attribute.extend(fmt.make_node(seed, "w.seed", "w", "w.scales").attribute)
         io = ([helper.make_tensor_value_info("x", TensorProto.FLOAT, [m, k])],
               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [m, n])])
-        fused = helper.make_model(helper.make_graph([node], "fused", *io, inits),
-                                  opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(fmt.OP_DOMAIN, fmt.FUSED_VERSION)])
-        int8 = onnx.ModelProto()
-        int8.CopyFrom(fused)
-        set_accuracy_level(int8, 4)
         plain = helper.make_model(helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "plain", *io,
                                                     [numpy_helper.from_array(hyperonnx.decode(seed), "w")]),
                                   opset_imports=[helper.make_opsetid("", 17)])
-        so = hyperonnx.session_options("load")
+        so = ort.SessionOptions()
         so.intra_op_num_threads = 1
-        sessions = [ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
-                    for model in (fused, plain, int8)]
-        fused_s, plain_s, int8_s = (_median_time(lambda s=s: s.run(None, {"x": x})) for s in sessions)
-        row = {"m": m, "k": k, "n": n, "fused_ms": 1e3 * fused_s, "plain_ms": 1e3 * plain_s, "int8_ms": 1e3 * int8_s,
-               "fused_vs_plain": fused_s / plain_s, "weights_g_per_s": k * n / fused_s / 1e9,
-               "seed_gbs": seed.nbytes / fused_s / 1e9, "plain_weight_gbs": 4 * k * n / plain_s / 1e9}
-        rows.append(row)
-        log(f"{m:>5} {k:>5} {n:>5} {row['plain_ms']:9.3f} {row['fused_ms']:9.3f} {row['int8_ms']:9.3f} {row['fused_vs_plain']:7.2f} "
-            f"{row['plain_weight_gbs']:12.2f} {row['weights_g_per_s']:13.2f} {row['seed_gbs']:10.2f}")
+        plain_s = _median_time(lambda s=ort.InferenceSession(plain.SerializeToString(), so,
+                                                             providers=["CPUExecutionProvider"]): s.run(None, {"x": x}))
+        log(f"{m:>5} {k:>5} {n:>5} {'MatMul float32':22} {1e3 * plain_s:9.3f} {k * n / plain_s / 1e9:11.3f} "
+            f"{4 * k * n / plain_s / 1e9:11.2f} {'':>9}")
+        for compute, level, packing in FUSED_KERNELS:
+            node = helper.make_node("DecodeMatMul", ["x", "w.seed", "w.scales"], ["y"], domain=fmt.OP_DOMAIN)
+            node.attribute.extend(fmt.make_node(seed, "w.seed", "w", "w.scales").attribute)
+            if level is not None:
+                node.attribute.append(helper.make_attribute(fmt.ACCURACY_LEVEL, level))
+            fused = helper.make_model(helper.make_graph([node], "fused", *io, inits),
+                                      opset_imports=[helper.make_opsetid("", 17),
+                                                     helper.make_opsetid(fmt.OP_DOMAIN, fmt.FUSED_VERSION)])
+            so = hyperonnx.session_options("load", packing=packing)
+            so.intra_op_num_threads = 1
+            before = _packed_bytes()
+            session = ort.InferenceSession(fused.SerializeToString(), so, providers=["CPUExecutionProvider"])
+            packed = _packed_bytes() - before
+            seconds = _median_time(lambda: session.run(None, {"x": x}))
+            read = packed if packed else seed.nbytes  # what a call streams: the packed form, else the seed
+            row = {"m": m, "k": k, "n": n, "compute": compute, "packing": packing, "ms": 1e3 * seconds,
+                   "plain_ms": 1e3 * plain_s, "x_plain": seconds / plain_s, "weights_per_ns": k * n / seconds / 1e9,
+                   "read_gbs": read / seconds / 1e9, "packed_mb": packed / 1e6, "reads": "packed" if packed else "seed",
+                   "plain_weight_gbs": 4 * k * n / plain_s / 1e9}
+            rows.append(row)
+            del session
+            kernel = f"{compute}, {'packed' if packed else 'from the seed'}"
+            log(f"{m:>5} {k:>5} {n:>5} {kernel:22} {row['ms']:9.3f} {row['weights_per_ns']:11.3f} {row['read_gbs']:11.2f} "
+                f"{row['packed_mb']:9.2f}  x{row['x_plain']:.2f}")
     return rows
 
 
-FUSED_HEADER = (f"{'M':>5} {'K':>5} {'N':>5} {'MatMul ms':>9} {'fused ms':>9} {'int8 ms':>9} {'x plain':>7} "
-                f"{'float32 GB/s':>12} {'G weights/s':>13} {'seed GB/s':>10}")
+FUSED_HEADER = (f"{'M':>5} {'K':>5} {'N':>5} {'kernel':22} {'ms':>9} {'weights/ns':>11} {'read GB/s':>11} "
+                f"{'packed MB':>9}  x MatMul")
 
 
 # --- 3. sessions on real models ----------------------------------------------------------------
@@ -303,6 +327,8 @@ METHODS = {
     "float32": (None, "plain"),
     "fused": (_hyperonnx(True), "load"),  # the default compression: fused operators, weights stay encoded
     "fused-int8": (_hyperonnx(True, 4), "load"),  # the same, MatMul / Gemm with accuracy_level 4 (int8 compute)
+    "fused-nopack": (_hyperonnx(True), "load-nopack"),  # fused, packing="none": decoded from the seed every run
+    "fused-int8-nopack": (_hyperonnx(True, 4), "load-nopack"),
     "load": (_hyperonnx(False), "load"),  # DecodeWeights decoded once at session creation
     "stream": (_hyperonnx(False), "stream"),  # DecodeWeights on every run
     "decoded": (_standard("float"), "plain"),  # decompress: the decoded float32 weights, stock onnxruntime
@@ -319,7 +345,7 @@ METHODS = {
 BASELINES = {"minilm": ("int8", "nbits-b32-a0", "nbits-b128-a0", "nbits-b32-a4", "nbits-b128-a4"),
              "llama": ("int8", "nbits-b32-a0", "nbits-b128-a0", "nbits-b32-a4", "nbits-b128-a4"),
              "digits": ("int8",), "ppocr": ()}
-OURS = ("fused", "fused-int8", "load", "stream", "decoded", "std-int8", "std-int4")
+OURS = ("fused", "fused-int8", "fused-nopack", "fused-int8-nopack", "load", "stream", "decoded", "std-int8", "std-int4")
 
 
 def runtime_baseline(repeat: int, threads: int = 0) -> float:
@@ -350,8 +376,11 @@ def alternating_latency(paths: dict[str, Path], inputs: dict, runs: int, threads
     sessions = {}
     for method, path in paths.items():
         runtime = METHODS[method][1]
-        sessions[method] = (ort.InferenceSession(str(path), options(), providers=["CPUExecutionProvider"])
-                            if runtime == "plain" else hyperonnx.InferenceSession(path, options(), mode=runtime))
+        if runtime == "plain":
+            sessions[method] = ort.InferenceSession(str(path), options(), providers=["CPUExecutionProvider"])
+        else:
+            mode, packing = ("load", "none") if runtime == "load-nopack" else (runtime, "auto")
+            sessions[method] = hyperonnx.InferenceSession(path, options(), mode=mode, packing=packing)
     names = list(sessions)
     times: dict[str, list[float]] = {m: [] for m in names}
     for turn in range(runs + 3):
@@ -402,6 +431,7 @@ def measure_sessions(names: list[str], preset: str, repeat: int, runs: int, thre
                        "runtime_rss_mb": empty}
                 for key in ("create_s", "latency_ms", "peak_rss_mb", "baseline_rss_mb"):
                     row[key] = statistics.median(s[key] for s in samples[method])
+                row["packed_mb"] = statistics.median(s.get("packed_mb", 0.0) for s in samples[method])
                 row["session_rss_mb"] = statistics.median(s["peak_rss_mb"] - s["baseline_rss_mb"]
                                                           for s in samples[method])
                 row["latency_alternating"] = alternating[method]
@@ -422,14 +452,14 @@ def measure_sessions(names: list[str], preset: str, repeat: int, runs: int, thre
     return rows
 
 
-SESSION_HEADER = (f"{'model':26} {'method':14} {'file MB':>8} {'session s':>9} {'latency ms':>10} "
-                  f"{'x alt.':>7} {'peak RSS MB':>11} {'RSS-base MB':>11} {'cos':>8}")
+SESSION_HEADER = (f"{'model':26} {'method':17} {'file MB':>8} {'session s':>9} {'latency ms':>10} "
+                  f"{'x alt.':>7} {'peak RSS MB':>11} {'RSS-base MB':>11} {'packed MB':>9} {'cos':>8}")
 
 
 def _session_line(row: dict) -> str:
-    return (f"{MODEL_TITLES[row['model']]:26} {row['method']:14} {row['file_mb']:8.2f} {row['create_s']:9.3f} "
+    return (f"{MODEL_TITLES[row['model']]:26} {row['method']:17} {row['file_mb']:8.2f} {row['create_s']:9.3f} "
             f"{row['latency_ms']:10.3f} {row['latency_alternating']:7.3f} {row['peak_rss_mb']:11.0f} "
-            f"{row['session_rss_mb']:11.0f} {row['cos_vs_float32']:8.5f}")
+            f"{row['session_rss_mb']:11.0f} {row.get('packed_mb', 0.0):9.1f} {row['cos_vs_float32']:8.5f}")
 
 
 # --- targets -----------------------------------------------------------------------------------
@@ -484,6 +514,22 @@ def targets(decode_rows: list[dict], session_rows: list[dict]) -> list[dict]:
             if "cos_vs_fused" in standard:
                 lines.append({"target": f"{MODEL_TITLES[name]}: std-int8 cosine to fused's output >= 0.999",
                               "measured": standard["cos_vs_fused"], "met": standard["cos_vs_fused"] >= 0.999})
+        # issue 25 (the packed layouts)
+        nbits = by.get((name, "nbits-b128-a4"))
+        if fused is not None and name in ("llama", "minilm", "ppocr", "digits"):
+            goal = {"llama": 0.8, "minilm": 1.1}.get(name, 1.3)
+            add(name, "fused latency / float32 (alt.) [issue 25]", fused["latency_alternating"], goal)
+        if int8 is not None and name == "llama" and nbits is not None:
+            add(name, "fused-int8 latency / MatMulNBits b128 a4 (alt.) [issue 25]",
+                int8["latency_alternating"] / nbits["latency_alternating"], 1.6)
+        if int8 is not None and name == "minilm" and (name, "int8") in by:
+            add(name, "fused-int8 latency / int8 quantize_dynamic (alt.) [issue 25]",
+                int8["latency_alternating"] / by[(name, "int8")]["latency_alternating"], 1.2)
+        if name == "llama" and nbits is not None:
+            for ours in ("fused", "fused-int8"):
+                if (name, ours) in by:
+                    add(name, f"{ours} session RSS-base / MatMulNBits b128 a4's [issue 25]",
+                        by[(name, ours)]["session_rss_mb"] / max(nbits["session_rss_mb"], 1e-9), 1.0)
         if (name, "load") in by:
             add(name, "load (RSS-base - onnxruntime alone) / float32's",
                 above_runtime(by[(name, "load")]) / max(above_runtime(plain), 1e-9), 1.0)
@@ -515,9 +561,10 @@ def main(args) -> int:
               "memcpy = numpy copy into a preallocated array, one core")
         print(DECODE_HEADER)
         decode_rows = measure_decode(sizes, threads)
-    if args.fused:
-        print("\nFused kernel (DecodeMatMul, lattice-4.25 seed) against MatMul on the decoded float32 weight, "
-              "one thread, median per call")
+    if args.fused or names:
+        print("\nWhat limits each fused kernel: DecodeMatMul (lattice-4.25 seed) against MatMul on the decoded "
+              "float32 weight, one thread, median per call; read GB/s = the bytes a call streams (the packed form, "
+              "else the seed; MatMul: its float32 weight) per second")
         print(FUSED_HEADER)
         fused_rows = measure_fused()
     if names:
@@ -530,7 +577,7 @@ def main(args) -> int:
         session_rows = measure_sessions(names, args.preset, args.repeat, args.runs, args.session_threads, methods)
     lines = targets(decode_rows, session_rows)
     if lines:
-        print("\nTargets (issues 4, 14 and 22)")
+        print("\nTargets (issues 4, 14, 22 and 25)")
         for line in lines:
             print(f"  {'met   ' if line['met'] else 'MISSED'} {line['measured']:6.2f}  {line['target']}")
     if args.json:
