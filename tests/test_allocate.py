@@ -31,6 +31,12 @@ def _relative_error(original, compressed, feeds) -> list[float]:
     return errors
 
 
+def allocator_feeds(model) -> list[dict]:
+    """The feeds the allocator generates for `model` (samples.plausible, run by plain onnxruntime)."""
+    ref, _ = session(model, use_library=False)
+    return samples.plausible(model, allocate.DEFAULT_SAMPLES, lambda feed: ref.run(None, feed))[0]
+
+
 def sensitive_model(seed: int = 0) -> onnx.ModelProto:
     """x -> MatMul A (64x256) -> Relu -> MatMul B (256x64) -> Mul by 1 -> + (x MatMul C) * 40:
     C's path is amplified 40x, so C's error costs the output far more than A's or B's per weight."""
@@ -52,7 +58,7 @@ def test_default_meets_the_output_budget_measured_independently():
     model = sensitive_model()
     compressed, report = hyperonnx.compress(model, return_report=True)
     assert report.allocation is not None and report.allocation.met
-    feeds = samples.generate(model, allocate.DEFAULT_SAMPLES)  # the feeds the allocator generates
+    feeds = allocator_feeds(model)
     (error,) = _relative_error(model, compressed, feeds)
     assert error <= allocate.DEFAULT_MAX_OUTPUT_ERROR
     assert report.allocation.outputs[0]["measured"] == pytest.approx(error, rel=1e-3)
@@ -71,7 +77,7 @@ def test_trellis_meets_the_output_budget(budget):
     model = sensitive_model()
     compressed, report = hyperonnx.compress(model, "trellis", max_output_error=budget, return_report=True)
     assert report.allocation is not None and report.allocation.met
-    (error,) = _relative_error(model, compressed, samples.generate(model, allocate.DEFAULT_SAMPLES))
+    (error,) = _relative_error(model, compressed, allocator_feeds(model))
     assert error <= budget
     k = {t.name: t.attrs.get("bits") for t in report.tensors if t.compressed}
     assert all("window" in t.attrs for t in report.tensors if t.compressed)  # trellis seeds
@@ -216,7 +222,7 @@ def test_generated_inputs_look_like_data():
     feed = samples.generate_inputs(model, seed=3, batch=1)
     image = feed["image"]
     assert image.shape == (1, 3) + samples.IMAGE_SIZES[0] and -1 <= image.min() < 0 < image.max() <= 1
-    assert np.median(image) > 0 and image.min() < -0.5  # a bright background with dark strokes
+    assert image.min() < -0.5 < 0.5 < image.max()  # strokes on a background of another brightness
     assert feed["audio"].shape == (1, samples.AUDIO_SAMPLES) and np.abs(feed["audio"]).max() < 1
     assert not feed["state"].any() and feed["sr"] == 16000
     again = samples.generate_inputs(model, seed=3, batch=1)
@@ -246,3 +252,96 @@ def test_bad_targets_are_refused_before_any_work(tmp_path, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and expect in err[0], err
         assert not out.exists()
+
+
+def test_a_branch_the_feeds_do_not_all_take_is_held_at_the_conservative_rule():
+    """A verifier behind If(max score >= 0): some feeds take it, some do not (the wake-word chain):
+    its weight is measured only where the scores happen to pass, so it is held at 40 dB."""
+    rng = np.random.default_rng(0)
+    W = graph_models.weights(rng, 64, 64, scale=0.1)
+    V = graph_models.weights(rng, 64, 64, scale=0.1)
+    then = helper.make_graph([helper.make_node("MatMul", ["h", "V"], ["t"])], "then", [],
+                             [helper.make_tensor_value_info("t", TensorProto.FLOAT, None)],
+                             [numpy_helper.from_array(V, "V")])
+    other = helper.make_graph([helper.make_node("Identity", ["h"], ["e"])], "else", [],
+                              [helper.make_tensor_value_info("e", TensorProto.FLOAT, None)])
+    nodes = [helper.make_node("MatMul", ["x", "W"], ["h"]), helper.make_node("ReduceMax", ["x"], ["m"], keepdims=0),
+             helper.make_node("Greater", ["m", "zero"], ["c"]),
+             helper.make_node("If", ["c"], ["y"], then_branch=then, else_branch=other)]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(W, "W"), numpy_helper.from_array(np.float32(0), "zero")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    feeds = [{"x": (s * np.abs(rng.standard_normal((1, 64)))).astype(np.float32)} for s in (1, -1, 1, -1)]
+    _, report = hyperonnx.compress(model, inputs=feeds, return_report=True)
+    by_name = {t.name: t for t in report.tensors}
+    assert by_name["V"].rule == "rare If branch" and by_name["V"].sqnr_db >= allocate.FALLBACK_SQNR - 1.5
+    assert by_name["W"].rule in ("outputs", "floor")
+    assert any("do not all take" in n for n in report.notes)
+
+
+def test_no_tensor_goes_below_the_floor():
+    """A tensor whose measured response is nil (its path is multiplied by 1e-6) is still held at
+    the weight SQNR floor: a measurement on a few feeds cannot lower it."""
+    rng = np.random.default_rng(0)
+    A = graph_models.weights(rng, 64, 64, scale=0.1)
+    B = graph_models.weights(rng, 64, 64, scale=0.1)
+    nodes = [helper.make_node("MatMul", ["x", "A"], ["a"]), helper.make_node("MatMul", ["x", "B"], ["b"]),
+             helper.make_node("Mul", ["b", "tiny"], ["bt"]), helper.make_node("Add", ["a", "bt"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 64])],
+                              [numpy_helper.from_array(A, "A"), numpy_helper.from_array(B, "B"),
+                               numpy_helper.from_array(np.float32(1e-6), "tiny")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    _, report = hyperonnx.compress(model, return_report=True)
+    b = {t.name: t for t in report.tensors}["B"]
+    assert b.rule == "floor" and b.sqnr_db >= allocate.FLOOR_SQNR - 1.0
+    assert report.allocation.rules.get("floor", 0) >= 1
+
+
+@pytest.mark.parametrize("preset", ["lattice", "trellis"])
+def test_the_weight_planner_holds_a_floor_per_tensor(preset):
+    """A total SQNR target is energy-weighted: a tensor 1000x smaller than the rest would get the
+    least width. Each tensor keeps at least target - TARGET_SLACK dB."""
+    from hyperonnx import codec
+    from hyperonnx.codec import rates
+    rng = np.random.default_rng(0)
+    arrays = [rng.standard_normal(8192).astype(np.float32), 1e-3 * rng.standard_normal(4096).astype(np.float32)]
+    configs = codec.plan(arrays, preset, target_sqnr=30)
+    for array, config in zip(arrays, configs):
+        decoded = codec.decode(codec.encode(array, config))
+        sqnr = 10 * np.log10(np.sum(array.astype(np.float64) ** 2) / np.sum((decoded - array.astype(np.float64)) ** 2))
+        assert sqnr >= max(rates.MIN_TENSOR_SQNR, 30 - rates.TARGET_SLACK) - 1.0
+
+
+def test_every_mode_prints_a_measured_fidelity_line(tmp_path, capsys):
+    """A preset without a target gets the default budget; a weight rule, a fixed codec and a size
+    target are measured on the outputs, and a size that breaks them says WARNING, never "within"."""
+    src, out = tmp_path / "m.onnx", tmp_path / "m.hc.onnx"
+    onnx.save(sensitive_model(), src)
+    expected = {("--preset", "trellis"): "(within max_output_error 0.1;",
+                ("--preset", "paper"): "(at preset paper;",
+                ("--target-sqnr", "40"): "(at weight SQNR 40 dB; within the default max_output_error 0.1;",
+                ("--bits", "2.2"): "WARNING: misses the default max_output_error 0.1"}
+    for argv, text in expected.items():
+        assert main(["compress", str(src), "-o", str(out), "-q", *argv]) == 0
+        lines = capsys.readouterr().out.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("outputs on 4 generated feeds") and text in lines[0], lines
+        out.unlink()
+    _, report = hyperonnx.compress(sensitive_model(), "trellis", return_report=True)
+    assert report.allocation.target == "max_output_error 0.1" and report.allocation.met
+
+
+def test_a_log_gets_progress_lines_for_each_stage():
+    import io
+    from hyperonnx.commands._common import Progress
+    stream = io.StringIO()
+    progress = Progress("compressing", stream=stream)
+    progress.start -= 20  # a long run, its last line 20 s ago
+    progress.last -= 20
+    progress(3, 10, "a", "measured")
+    progress(10, 10, "", "measured")
+    progress(10, 10, "")
+    lines = stream.getvalue().splitlines()
+    assert lines[0].startswith("compressing: 3/10 tensors measured") and "10/10 tensors measured" in lines[1]
+    assert lines[2].startswith("compressing: 10/10 tensors,")

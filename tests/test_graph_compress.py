@@ -213,3 +213,23 @@ def test_large_models_go_to_external_data(tmp_path, monkeypatch):
     assert np.array_equal(numpy_helper.to_array(hyperonnx.load(tmp_path / "big.onnx").graph.initializer[0]),
                           numpy_helper.to_array(model.graph.initializer[0]))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["big.onnx", "big.onnx.data"]
+
+
+def test_weights_listed_as_graph_inputs_are_compressed():
+    """torch.onnx's keep_initializers_as_inputs=True (IR < 4 style): every weight is also a graph
+    input. They are weights: compressed, no longer inputs, and the model runs without feeding them."""
+    import onnxruntime as ort
+    model = graph_models.mlp(opset=13)
+    for t in model.graph.initializer:
+        model.graph.input.append(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
+    model.ir_version = 3
+    out, report = hyperonnx.compress(model, return_report=True, min_elements=64)
+    assert report.compressed and any("also graph inputs" in n for n in report.notes)
+    onnx.checker.check_model(out)
+    names = {v.name for v in out.graph.input}
+    assert not names & {t.name for t in report.compressed}
+    session = hyperonnx.InferenceSession(out)
+    x = np.random.default_rng(0).standard_normal((2, 64)).astype(np.float32)
+    want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    got = session.run(None, {"x": x})[0]
+    assert np.linalg.norm(got - want) / np.linalg.norm(want) < 0.2

@@ -125,8 +125,12 @@ def test_no_function_and_compress_twice():
     model = hyperonnx.compress(mixed(), min_elements=16, function_fallback=False)
     assert not model.functions and "DecodeMatMul" in ops(model)
     twice = hyperonnx.compress(model, min_elements=16)
-    assert ops(twice) == ops(model)  # seeds and scales of fused nodes are never weights
-    assert {t.name for t in twice.graph.initializer} == {t.name for t in model.graph.initializer}
+    # seeds and scales of fused nodes are never weights (a weight the first pass kept exact may be
+    # compressed by the second, which measures against the first's outputs)
+    fused_ops = [op for op in ops(model) if op.startswith("Decode") and op != "DecodeWeights"]
+    assert [op for op in ops(twice) if op in fused_ops] == fused_ops
+    coded = {t.name for t in model.graph.initializer if t.name.endswith((".seed", ".scales"))}
+    assert coded and coded <= {t.name for t in twice.graph.initializer}
 
 
 def test_unfuse_restores_decode_weights():

@@ -458,7 +458,7 @@ def plan_samples(samples: list[np.ndarray], sizes: list[int], config: LatticeCon
     noise = ladder_errors(samples, sizes, config)
     sizes = np.array(sizes, dtype=np.float64)
     weight = sizes / np.maximum(1, [s.size for s in samples])  # sampled sums scaled to whole tensors
-    signal = float(np.dot(weight, [np.dot(x, x) for x in (s.astype(np.float64) for s in samples)]))
+    signals = weight * np.array([np.dot(x, x) for x in (s.astype(np.float64) for s in samples)])
     pairs = np.array([fmt.num_pairs(int(n)) for n in sizes], dtype=np.float64)
     scale_bits = np.array([16 * -(-int(n) // config.group) for n in sizes], dtype=np.float64)
     # A bits target starts every tensor one index bit below the average width the budget affords
@@ -468,4 +468,4 @@ def plan_samples(samples: list[np.ndarray], sizes: list[int], config: LatticeCon
     if config.bits is not None:
         floor = math.floor(2 * (config.bits - 16 / config.group) + 0.5) - 1
         start = int(np.clip(floor - widths[0], 0, len(widths) - 1))
-    return plan_widths(noise, signal, sizes, pairs, scale_bits, widths, config, start)
+    return plan_widths(noise, signals, sizes, pairs, scale_bits, widths, config, start)

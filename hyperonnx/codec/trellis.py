@@ -363,11 +363,11 @@ def plan_samples(samples: list[np.ndarray], sizes: list[int], config: TrellisCon
     noise = ladder_errors(samples, sizes, config)
     sizes = np.array(sizes, dtype=np.float64)
     weight = sizes / np.maximum(1, [s.size for s in samples])
-    signal = float(np.dot(weight, [np.dot(x, x) for x in (s.astype(np.float64) for s in samples)]))
+    signals = weight * np.array([np.dot(x, x) for x in (s.astype(np.float64) for s in samples)])
     coded = np.array([_padded(int(n), config.group) for n in sizes], dtype=np.float64)
     # as lattice.plan_samples: start one bit below the average the budget affords, so that the
     # energy-weighted objective cannot starve low-energy tensors
     start = 0
     if config.bits is not None:
         start = int(np.clip(math.floor(config.bits - 16 / config.group) - 1 - widths[0], 0, len(widths) - 1))
-    return plan_widths(noise, signal, sizes, coded, 16 * coded / config.group, widths, config, start)
+    return plan_widths(noise, signals, sizes, coded, 16 * coded / config.group, widths, config, start)

@@ -24,23 +24,27 @@ class Progress:
         self.start = self.last = time.monotonic()
         self.drawn = False
 
-    def __call__(self, done: int, total: int, name: str) -> None:
+    def __call__(self, done: int, total: int, name: str, stage: str = "") -> None:
+        """`done` of `total` tensors through `stage` ("" for the encode, e.g. "measured" for the
+        allocator's probes)."""
         if not self.enabled or total == 0:
             return
         now = time.monotonic()
+        what = f"tensors {stage}" if stage else "tensors"
         if self.tty:
             width = 30
             fill = int(width * done / total)
-            text = f"\r{self.label} [{'#' * fill}{'.' * (width - fill)}] {done}/{total} {name[:40]:<40}"
+            text = f"\r{self.label} [{'#' * fill}{'.' * (width - fill)}] {done}/{total} {stage} {name[:40]:<40}"
             self.stream.write(text)
             self.stream.flush()
             self.drawn = True
             if done == total:
                 self.stream.write("\r" + " " * len(text) + "\r")
                 self.stream.flush()
-        elif now - self.last >= 10.0 and done < total:
+        elif now - self.last >= 10.0 or (done == total and now - self.start >= 10.0):
+            # a log line every 10 s, and the end of each stage of a long run
             self.last = now
-            print(f"{self.label}: {done}/{total} tensors, {now - self.start:.0f} s", file=self.stream)
+            print(f"{self.label}: {done}/{total} {what}, {now - self.start:.0f} s", file=self.stream, flush=True)
 
 
 def library_path() -> str | None:

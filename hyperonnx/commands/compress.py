@@ -24,7 +24,7 @@ def default_output(path: Path) -> Path:
 
 
 def format_table(report, before: int | None, after: int | None, seconds: float) -> str:
-    rows = [("name", "shape", "dtype", "orig", "seed", "bits/w", "SQNR dB", "max abs err", "out err", "note")]
+    rows = [("name", "shape", "dtype", "orig", "seed", "bits/w", "SQNR dB", "max abs err", "out err", "rule", "note")]
     for t in report.tensors:
         sqnr = "exact" if t.compressed and t.sqnr_db is None else (f"{t.sqnr_db:.1f}" if t.sqnr_db is not None else "-")
         coded = t.compressed and not t.reason
@@ -34,13 +34,14 @@ def format_table(report, before: int | None, after: int | None, seconds: float) 
                      f"{t.max_abs_err:.3g}" if coded else "-",
                      # this tensor's predicted share of the output error (output-aware allocation)
                      f"{t.predicted_output_error:.2g}" if t.predicted_output_error is not None and coded else "-",
+                     t.rule or "-",  # which allocation rule set the width
                      t.reason if t.reason else ("" if t.compressed else "raw")))
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
     widths[0] = min(widths[0], 48)
     lines = []
     for k, r in enumerate(rows):
         cells = [str(c)[:widths[i]] if i == 0 else str(c) for i, c in enumerate(r)]
-        lines.append("  ".join(c.ljust(widths[i]) if i in (0, 1, 2, 9) else c.rjust(widths[i])
+        lines.append("  ".join(c.ljust(widths[i]) if i in (0, 1, 2, 9, 10) else c.rjust(widths[i])
                                for i, c in enumerate(cells)).rstrip())
         if k == 0:
             lines.append("-" * len(lines[0]))
@@ -151,7 +152,7 @@ def run(args) -> int:
                                       exclude=args.exclude, function_fallback=not args.no_function,
                                       progress=progress, spill=spill, fuse=not args.no_fuse,
                                       accuracy_level=args.accuracy_level)
-        missed = report.allocation is not None and not report.allocation.met
+        missed = report.allocation is not None and report.allocation.budget_missed
         if missed and not getattr(args, "allow_missed_budget", False):
             print(report.allocation.summary())
             raise ValueError(f"the output budget is missed ({report.target}); nothing written "

@@ -52,16 +52,22 @@ from onnx import ModelProto, TensorProto, helper
 from .. import codec
 from ..codec import LatticeConfig, RateConfig
 from .model_io import first_line, inline_external_data, tensor_array
-from .samples import generate, graph_inputs
+from .fidelity import MIN_SCORE_AGREEMENT, Judge
+from .samples import graph_inputs, plausible
 
 DEFAULT_MAX_OUTPUT_ERROR = 0.1  # relative error of each float output (cosine ~0.995)
 DEFAULT_SAMPLES = 4  # generated feeds when the user gives none
 PROBE_RATES = (3, 5, 7)  # bits/weight at which each tensor's output error is measured (interpolated between)
 FALLBACK_SQNR = 40.0  # dB: weights the sample inputs never reach (and the weight planner's default)
+# dB: the least weight SQNR of any tensor, whatever its measured response says. Sample feeds are
+# few and may miss what a tensor does on real data (a detector's class head measured harmless at
+# 7-8 dB destroyed every score); the floor is a prior that no measurement lowers.
+FLOOR_SQNR = 12.0
 MAX_PROBE_BYTES = 1 << 29  # candidate weights beyond this: the weight planner (memory: compress peaks near
 # 11x the weights with the probe session, e.g. 1.0 GB for MiniLM-L6's 90 MB)
-TARGET_MARGIN = 0.8  # plan for this share of the budget (squared): prediction error
+TARGET_MARGIN = 0.9  # plan for this share of the budget (squared): prediction error
 MAX_ROUNDS = 8
+BRACKET = 2.0  # a target bracketed this close (squared error) is settled: 1.3 bought nothing on MiniLM
 CLASS_START = 0.2  # relative error of class probabilities the first plan aims at
 _CLASS_NAME = re.compile(r"logit|prob", re.I)
 MIN_ARGMAX_AGREEMENT = 0.99  # class outputs: share of decisive positions whose top class stays
@@ -85,23 +91,43 @@ class Allocation:
     seconds: float = 0.0
     met: bool = True
     notes: list[str] = field(default_factory=list)
+    rules: dict[str, int] = field(default_factory=dict)  # how many tensor names each rule held
 
     def summary(self) -> str:
         parts = []
         for o in self.outputs:
             if o["kind"] == "float":
-                parts.append(f"{o['name']} rel err {o['measured']:.4f}")
-                if o.get("argmax_agreement") is not None:
-                    parts.append(f"{o['name']} argmax agreement {o['argmax_agreement']:.4f}")
+                where = f" (worst slice {o['worst_slice']['index']} on axis {o['worst_slice']['axis']})" \
+                    if "worst_slice" in o else ""
+                parts.append(f"{o['name']} rel err {o['measured']:.4f}{where}")
+                for key, label in (("argmax_agreement", "argmax"), ("score_agreement", "score decision")):
+                    if o.get(key) is not None:
+                        parts.append(f"{o['name']} {label} agreement {o[key]:.4f}")
             else:
                 parts.append(f"{o['name']} {o['measured']:.2%} changed")
-        verdict = "at" if self.target.startswith("bits") else "within" if self.met else "MISSES"
-        return (f"outputs on {self.inputs}: {', '.join(parts)} ({verdict} {self.target}; "
-                f"{self.rounds} round{'s' if self.rounds != 1 else ''}, {self.seconds:.1f} s)")
+        if self.quality_target:
+            verdict = f"within {self.target}" if self.met else f"MISSES {self.target}"
+        else:
+            verdict = (f"at {self.target}; within the default max_output_error {DEFAULT_MAX_OUTPUT_ERROR:g}"
+                       if self.met else f"at {self.target}; WARNING: misses the default max_output_error "
+                                        f"{DEFAULT_MAX_OUTPUT_ERROR:g}")
+        rounds = f"{self.rounds} round{'s' if self.rounds != 1 else ''}, " if self.rounds else ""
+        return f"outputs on {self.inputs}: {', '.join(parts)} ({verdict}; {rounds}{self.seconds:.1f} s)"
+
+    @property
+    def quality_target(self) -> bool:
+        """Whether the target was an output budget (else a size or a weight rule, measured after)."""
+        return self.target.startswith("max_output_error")
+
+    @property
+    def budget_missed(self) -> bool:
+        """An output budget that the result misses (a size or weight rule misses none)."""
+        return self.quality_target and not self.met
 
     def to_dict(self) -> dict:
         return {"inputs": self.inputs, "target": self.target, "met": self.met, "rounds": self.rounds,
-                "seconds": round(self.seconds, 3), "outputs": self.outputs, "notes": self.notes}
+                "seconds": round(self.seconds, 3), "outputs": self.outputs, "rules": self.rules,
+                "notes": self.notes}
 
 
 class Probe:
@@ -114,6 +140,12 @@ class Probe:
         work.CopyFrom(model)
         inline_external_data(work)  # a model loaded without its data: the session gets the bytes
         self.movable = _expose(work, set(names))
+        self.outputs = [o.name for o in model.graph.output]
+        # the conditions of the main graph's If nodes, read on every feed: a branch the feeds do
+        # not all take is measured in a regime real data may not share
+        self.conditions = sorted({n.input[0] for n in model.graph.node if n.op_type == "If"} - set(self.outputs))
+        for name in self.conditions:
+            work.graph.output.append(helper.make_tensor_value_info(name, TensorProto.BOOL, None))
         options = ort.SessionOptions()
         options.log_severity_level = 4
         try:
@@ -127,11 +159,13 @@ class Probe:
         except Exception as error:  # noqa: BLE001
             raise CannotRun(f"onnxruntime cannot load the model here: {first_line(error)[:300]}") from None
         del work
-        self.outputs = [o.name for o in self.session.get_outputs()]
         if feeds is None:
-            self.source = f"{sample_count} generated feed{'s' if sample_count != 1 else ''}"
             try:
-                feeds = generate(model, sample_count, run=lambda f: self.session.run(self.outputs, f))
+                named = [k for k, o in enumerate(self.outputs) if _scores_of(model, o)]
+                feeds, regime = plausible(model, sample_count, run=lambda f: self.session.run(self.outputs, f),
+                                          class_outputs=named)
+                self.source = f"{len(feeds)} generated feed{'s' if len(feeds) != 1 else ''}" + \
+                    (f" ({regime})" if regime else "")
             except Exception as error:  # noqa: BLE001
                 raise CannotRun(f"no generated input runs the model: {first_line(error)[:300]}; give --inputs") from None
         else:
@@ -139,20 +173,32 @@ class Probe:
         self.feeds = _batched(model, feeds)
         try:
             self.reference = self.run({})
+            self.taken = {name: {bool(np.asarray(v).any()) for v in values} for name, values in
+                          zip(self.conditions, zip(*[self.session.run(self.conditions, f) for f in self.feeds]))}
         except Exception as error:  # noqa: BLE001
             raise CannotRun(f"onnxruntime cannot run the model on the sample inputs: {first_line(error)[:300]}") from None
         self.float_outputs = [i for i, r in enumerate(self.reference[0]) if np.issubdtype(r.dtype, np.floating)]
         if not self.float_outputs:
             raise CannotRun("the model has no float output to measure")
-        self.energy = np.array([[_energy(f[i]) for i in self.float_outputs] for f in self.reference])
-        producers = {o: n.op_type for n in model.graph.node for o in n.output}
-        # class scores (a Softmax / LogSoftmax at the end, or an output named like logits or
-        # probabilities): their decisions, argmax over the last axis, are what they are judged by
+        # class scores (a Softmax / LogSoftmax or a final linear layer at the end, through ops that
+        # only move values, or an output named like logits or probabilities): their decisions,
+        # argmax over the last axis, are what they are judged by
+        kinds = {i: _scores_of(model, self.outputs[i]) for i in self.float_outputs}
+        for i, kind in kinds.items():  # a linear layer's output over a sequence of many classes
+            if kind == "linear":
+                kinds[i] = "logits" if _sequence_classes(self.reference[0][i]) >= SEQUENCE_CLASSES else None
         self.classes = [j for j, i in enumerate(self.float_outputs)
-                        if (producers.get(self.outputs[i]) in ("Softmax", "LogSoftmax")
-                            or _CLASS_NAME.search(self.outputs[i]))
-                        and self.reference[0][i].ndim >= 1 and self.reference[0][i].shape[-1] > 1]
+                        if kinds[i] and self.reference[0][i].ndim >= 1 and self.reference[0][i].shape[-1] > 1]
         self.decisive = {j: [_decisive(f[self.float_outputs[j]]) for f in self.reference] for j in self.classes}
+        self.off_modal = {}
+        for j in self.classes:
+            tops = [f[self.float_outputs[j]].argmax(-1) for f in self.reference]
+            values, counts = np.unique(np.concatenate([t.ravel() for t in tops]), return_counts=True)
+            self.off_modal[j] = [t != values[np.argmax(counts)] for t in tops]
+        self.judge = Judge([self.outputs[i] for i in self.float_outputs],
+                           [[f[i] for i in self.float_outputs] for f in self.reference], set(self.classes),
+                           content={j: self.off_modal[j] for j in self.classes
+                                    if self.reference[0][self.float_outputs[j]].ndim >= 3})
         # probabilities saturate (a few flipped positions dominate their error): decisions only,
         # where the decisions vary. Decisions that are all one class (a text recogniser's blank on
         # generated images) vouch for nothing: such probabilities are judged by their error too.
@@ -160,7 +206,7 @@ class Probe:
         self.probabilities = []
         for j in self.classes:
             i = self.float_outputs[j]
-            if producers.get(self.outputs[i]) not in ("Softmax", "LogSoftmax"):
+            if kinds[i] != "probabilities":
                 continue
             decided = np.unique(np.concatenate([f[i].argmax(-1)[keep].ravel()
                                                 for f, keep in zip(self.reference, self.decisive[j])]))
@@ -175,37 +221,62 @@ class Probe:
         return [self.session.run(self.outputs, {**feed, **overrides}) for feed in self.feeds]
 
     def measure(self, overrides: dict) -> tuple[np.ndarray, np.ndarray]:
-        """(squared relative error of each float output, argmax agreement of each class output on
-        the decisive positions) with these weights replaced."""
+        """(squared relative error of every part of the float outputs (fidelity.Judge), decision
+        agreement of each float output: argmax on the decisive positions of class outputs,
+        threshold decisions of score-like ones, 1 elsewhere) with these weights replaced."""
         return self._compare(self.run(overrides))
 
     def _compare(self, got: list[list[np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
-        noise = np.array([[_energy(g[i].astype(np.float64) - r[i]) for i in self.float_outputs]
-                          for g, r in zip(got, self.reference)])
-        # the worst feed: a feed whose outputs are small (another branch taken) is not outweighed
-        error = np.where(self.energy > 0, noise / np.maximum(self.energy, 1e-300), noise).max(axis=0)
-        agreement = np.ones(len(self.float_outputs))
+        floats = [[g[i] for i in self.float_outputs] for g in got]
+        errors = self.judge.errors(floats)
+        agreement = self.judge.score_agreement(floats)
         for j in self.classes:
             i = self.float_outputs[j]
-            same = total = 0
-            for g, r, keep in zip(got, self.reference, self.decisive[j]):
-                same += int(np.sum((g[i].argmax(-1) == r[i].argmax(-1))[keep]))
-                total += int(np.sum(keep))
-            agreement[j] = same / total if total else 1.0
-        return error, agreement
+            counts = np.zeros((2, 2))  # [all decisive, decisive off the modal class] x [same, total]
+            for g, r, keep, off in zip(got, self.reference, self.decisive[j], self.off_modal[j]):
+                same = g[i].argmax(-1) == r[i].argmax(-1)
+                counts[0] += (np.sum(same[keep]), np.sum(keep))
+                counts[1] += (np.sum(same[keep & off]), np.sum(keep & off))
+            # the modal class (a recogniser's blank) must not outvote the decisions that carry the
+            # content: both shares count
+            for same, total in counts:
+                if total:
+                    agreement[j] = min(agreement[j], same / total)
+        return errors, agreement
+
+    def passes(self, output_errors: np.ndarray, agreement: np.ndarray, budget: float | None) -> np.ndarray:
+        """Per float output: whether it is kept (decisions agree; error within the squared budget
+        where its error counts)."""
+        decisions_only = np.isin(np.arange(len(self.float_outputs)), self.probabilities)
+        agrees = agreement >= self.min_agreement
+        if budget is None:
+            return agrees
+        return agrees & (decisions_only | (output_errors <= budget * (1 + 1e-9)))
+
+    @property
+    def min_agreement(self) -> np.ndarray:
+        return np.array([MIN_ARGMAX_AGREEMENT if j in self.classes else MIN_SCORE_AGREEMENT
+                         for j in range(len(self.float_outputs))])
 
     def describe(self, overrides: dict, budget: float | None) -> list[dict]:
-        """Per output: kind, measured error (relative for floats, share of elements changed
-        otherwise), the budget, and argmax agreement for class probabilities."""
+        """Per output: kind, measured error (the worst part's relative error for floats, share of
+        elements changed otherwise), how it was judged, the budget, and decision agreement."""
         got = self.run(overrides)
-        error, agreement = self._compare(got)
+        part_errors, agreement = self._compare(got)
+        error = self.judge.per_output(part_errors)
         rows = []
         for i, name in enumerate(self.outputs):
             if i in self.float_outputs:
                 j = self.float_outputs.index(i)
-                row = {"name": name, "kind": "float", "measured": float(math.sqrt(error[j])), "budget": budget}
+                row = {"name": name, "kind": "float", "measured": float(math.sqrt(error[j])), "budget": budget,
+                       "judged": self.judge.describe(j)}
+                axis, index, _ = self.judge.worst_part(part_errors, j)
+                if axis is not None:
+                    row["worst_slice"] = {"axis": axis, "index": index}
                 if j in self.classes:
                     row.update(argmax_agreement=float(agreement[j]), min_agreement=MIN_ARGMAX_AGREEMENT)
+                elif self.judge.layouts[j].scored:
+                    row.update(score_agreement=float(agreement[j]), min_agreement=MIN_SCORE_AGREEMENT)
                 if j in self.probabilities:  # judged by its decisions, not by the error of probabilities
                     row["budget"] = None
             else:
@@ -214,10 +285,6 @@ class Probe:
                        "measured": changed / max(1, sum(r[i].size for r in self.reference)), "budget": None}
             rows.append(row)
         return rows
-
-
-def _energy(x: np.ndarray) -> float:
-    return float(np.sum(np.square(x, dtype=np.float64)))
 
 
 def _decisive(scores: np.ndarray) -> np.ndarray:
@@ -372,7 +439,7 @@ def _respond(probe_weight: np.ndarray, probe_output: np.ndarray, weight_error: n
 
 def allocate(model: ModelProto, sites, config: RateConfig, *, max_output_error: float | None = None,
              bits: float | None = None, feeds: list[dict] | None = None,
-             sample_count: int = DEFAULT_SAMPLES, min_elements: int = 1):
+             sample_count: int = DEFAULT_SAMPLES, min_elements: int = 1, progress=None):
     """Choose a width of `config`'s codec per site (a config, or None: keep raw) for an output
     budget or a size. Returns ({site index: Seed or None}, Allocation). Raises CannotRun when the
     model cannot run here (the caller falls back to the weight planner)."""
@@ -410,6 +477,8 @@ def allocate(model: ModelProto, sites, config: RateConfig, *, max_output_error: 
     probe_widths = {rate * module.WEIGHTS_PER_INDEX for rate in PROBE_RATES}
     unreached = 0
     for k, t in enumerate(tensors):  # one tensor at a time, at a few widths
+        if progress:
+            progress(k, len(tensors), t.names[0], "measured")
         probe_rungs = [r for r, c in enumerate(t.configs[:-1]) if c.index_bits in probe_widths] or [0]
         original = tensor_array(sites[t.sites[0]].tensor)
         array = original.astype(np.float64)
@@ -432,15 +501,32 @@ def allocate(model: ModelProto, sites, config: RateConfig, *, max_output_error: 
             t.sensitivity = float(np.max(probe_output[0] / probe_weight[0]))
         elif any(e > 0 for e in weight_errors.values()):
             unreached += 1
+    if progress:
+        progress(len(tensors), len(tensors), "", "measured")
     if unreached:
         allocation.notes.append(f"{unreached} tensor(s) not reached by the sample inputs (or not "
                                 f"measurable): widths for {FALLBACK_SQNR:g} dB weight SQNR")
+    chains = _branch_chains(model)
+    branch = np.array([not all(c is not None and probe.taken.get(c) == {taken} for c, taken in
+                               chains.get(id(sites[t.sites[0]].scope.graph), ()))
+                       for t in tensors], dtype=bool)
+    if branch.any():
+        allocation.notes.append(f"{int(branch.sum())} tensor(s) in If branches the sample feeds do not all take: "
+                                f"held at {FALLBACK_SQNR:g} dB weight SQNR (not judged by rarely reached outputs)")
+    for k in np.where(branch)[0]:
+        tensors[k].output_error = None
     fixed = np.array([t.output_error is None for t in tensors], dtype=bool)
-    outputs = len(probe.float_outputs)
+    outputs = probe.judge.parts
     predicted = np.array([t.output_error if t.output_error is not None else np.zeros((len(t.bits), outputs))
                           for t in tensors]) if tensors else np.zeros((0, 0, outputs))
-    rung = np.array([_fallback_rung(t) if fixed[k] else 0 for k, t in enumerate(tensors)], dtype=np.int64)
+    rung = np.array([_sqnr_rung(t, FALLBACK_SQNR) if fixed[k] else _sqnr_rung(t, FLOOR_SQNR)
+                     for k, t in enumerate(tensors)], dtype=np.int64)
     bit_table = np.array([t.bits for t in tensors]) if tensors else np.zeros((0, 0))
+    if bits is not None and tensors and \
+            bit_table[np.arange(len(tensors)), rung].sum() > bits * sum(t.size for t in tensors):
+        rung = np.where(fixed, rung, 0)
+        allocation.notes.append(f"bits {bits:g} is below what the {FLOOR_SQNR:g} dB weight SQNR floor needs: "
+                                "the floor is not applied")
     start_rung = rung
 
     def overrides(rung: np.ndarray) -> dict:
@@ -457,40 +543,135 @@ def allocate(model: ModelProto, sites, config: RateConfig, *, max_output_error: 
         rung = _search(probe, predicted, bit_table, start_rung, fixed, max_output_error ** 2,
                        overrides, allocation)
     final = overrides(rung)
-    rows = probe.describe(final, max_output_error)
-    allocation.met = bits is not None or all(
-        r.get("argmax_agreement", 1.0) >= MIN_ARGMAX_AGREEMENT and
-        (r["budget"] is None or r["measured"] <= r["budget"] * (1 + 1e-9)) for r in rows if r["kind"] == "float")
+    # a size target is judged against the default budget: the summary warns when it misses it
+    rows = probe.describe(final, max_output_error if bits is None else DEFAULT_MAX_OUTPUT_ERROR)
+    allocation.met = _met(rows)
     allocation.outputs = rows
     seeds: dict[int, object] = {}
     for k, t in enumerate(tensors):
         for s in t.sites:
             seeds[s] = encoded(k, int(rung[k]))
         chosen = t.configs[int(rung[k])]
-        info = {"width": None if chosen is None else chosen.index_bits,
+        r = int(rung[k])
+        rule = ("rare If branch" if branch[k] else "unreached" if fixed[k] else
+                "floor" if r == start_rung[k] and r > 0 else "outputs")
+        info = {"width": None if chosen is None else chosen.index_bits, "rule": rule,
                 "sensitivity": t.sensitivity,
                 "predicted_output_error": None if fixed[k] else float(math.sqrt(np.max(predicted[k, int(rung[k])])))}
         for name in t.names:
             allocation.tensors[name] = info
+    rules = {}
+    for info in allocation.tensors.values():
+        rules[info["rule"]] = rules.get(info["rule"], 0) + 1
+    allocation.rules = rules
     allocation.seconds = time.perf_counter() - start
     return seeds, allocation
 
 
-def _fallback_rung(t: _Tensor) -> int:
-    """The cheapest rung whose weight SQNR reaches FALLBACK_SQNR (raw if none does)."""
-    return int(np.argmax(t.weight_error <= t.signal / 10 ** (FALLBACK_SQNR / 10)))  # raw (0) always qualifies
+_MOVERS = {"Transpose", "Reshape", "Squeeze", "Unsqueeze", "Flatten", "Identity", "Cast"}
+SEQUENCE_CLASSES = 16  # a linear layer's output with this many classes over a sequence: class scores
+
+
+def _sequence_classes(x: np.ndarray) -> int:
+    """The classes of a sequence of class scores (its last axis where it has rank 3 or more), 0 else."""
+    return int(x.shape[-1]) if x.ndim >= 3 else 0
+
+
+def _scores_of(model: ModelProto, name: str) -> str | None:
+    """"probabilities" for an output made by a Softmax / LogSoftmax, "logits" for one named like
+    logits / probabilities, or made by a final linear layer (MatMul / Gemm, or its bias Add) with
+    SEQUENCE_CLASSES or more classes over a sequence (rank 3 or more: a CTC head, reshaped flat
+    or not; a linear layer of rank 2 is as often a regression or an embedding), through ops that
+    only move values; None otherwise."""
+    producer = {o: n for n in model.graph.node for o in n.output}
+    current = name
+    for _ in range(8):
+        node = producer.get(current)
+        if node is None or node.op_type not in _MOVERS:
+            break
+        current = node.input[0]
+    node = producer.get(current)
+    if node is not None and node.op_type in ("Softmax", "LogSoftmax"):
+        return "probabilities"
+    if _CLASS_NAME.search(name):
+        return "logits"
+    return "linear" if node is not None and (node.op_type in ("MatMul", "Gemm") or (
+        node.op_type == "Add" and any(producer.get(i) is not None and producer[i].op_type in ("MatMul", "Gemm")
+                                      for i in node.input))) else None
+
+
+def _met(rows: list[dict]) -> bool:
+    """Every float output kept: decisions agree, error within its budget where it has one."""
+    return all(r.get("argmax_agreement", r.get("score_agreement", 1.0)) >= r.get("min_agreement", 0) and
+               (r["budget"] is None or r["measured"] <= r["budget"] * (1 + 1e-9))
+               for r in rows if r["kind"] == "float")
+
+
+class Assessor:
+    """Measures on the outputs a result the allocator did not choose (the weight planner, a fixed
+    rate): the same probe, feeds and judgement, so every mode prints a true fidelity line."""
+
+    def __init__(self, model: ModelProto, sites, *, inputs: list[dict] | None, min_elements: int = 1,
+                 sample_count: int = DEFAULT_SAMPLES):
+        self.start = time.perf_counter()
+        if any(site.tensor.data_type == TensorProto.BFLOAT16 for site in sites):
+            raise CannotRun("onnxruntime's Python API takes no bfloat16 weights to measure with")
+        total = sum(int(np.prod(site.tensor.dims)) * 4 for site in sites)
+        if total > MAX_PROBE_BYTES:
+            raise CannotRun(f"{total / 1e9:.1f} GB of weights: more than a probe session may hold")
+        self.names = {i: site.tensor.name for i, site in enumerate(sites)}
+        self.probe = Probe(model, sorted(set(self.names.values())), inputs, sample_count)
+
+    def overrides(self, site: int, decoded: np.ndarray) -> dict:
+        name = self.names[site]
+        return {name: decoded} if name in self.probe.movable else {}
+
+    def assess(self, overrides: dict, target: str) -> Allocation:
+        allocation = Allocation(self.probe.source, target)
+        allocation.notes.extend(self.probe.notes)
+        allocation.outputs = self.probe.describe(overrides, DEFAULT_MAX_OUTPUT_ERROR)
+        allocation.met = _met(allocation.outputs)
+        allocation.seconds = time.perf_counter() - self.start
+        return allocation
+
+
+def _sqnr_rung(t: _Tensor, sqnr: float) -> int:
+    """The cheapest rung whose weight SQNR reaches `sqnr` dB (raw if none does)."""
+    return int(np.argmax(t.weight_error <= t.signal / 10 ** (sqnr / 10)))  # raw (0) always qualifies
+
+
+def _branch_chains(model: ModelProto) -> dict[int, list[tuple[str | None, bool]]]:
+    """{id(graph): the If branches it lies in, outermost first, as (condition name, branch taken
+    when the condition is true)} for every subgraph inside an If; a condition that is not the main
+    graph's (a nested If) is None: it cannot be read."""
+    chains: dict[int, list] = {}
+
+    def visit(graph, chain, main: bool) -> None:
+        for node in graph.node:
+            for attribute in node.attribute:
+                graphs = [attribute.g] if attribute.type == onnx.AttributeProto.GRAPH else list(attribute.graphs)
+                for g in graphs:
+                    inner = chain
+                    if node.op_type == "If":
+                        inner = chain + [(node.input[0] if main else None, attribute.name == "then_branch")]
+                    chains[id(g)] = inner
+                    visit(g, inner, False)
+    visit(model.graph, [], True)
+    return chains
 
 
 def _search(probe: Probe, predicted, bit_table, start_rung, fixed, budget: float, overrides,
             allocation: Allocation) -> np.ndarray:
-    """The cheapest rungs found whose measured outputs meet the budget: float outputs within
-    `budget` (squared relative error), class outputs keeping MIN_ARGMAX_AGREEMENT of their
-    decisions (probabilities by their decisions alone). Each output has a target for the
-    predicted error the greedy plans to; each round measures the plan and moves every output's
-    target, bisecting between the loosest target seen to pass and the tightest seen to fail
-    (decisions are not predictable: those targets are found by measurement alone)."""
+    """The cheapest rungs found whose measured outputs meet the budget: every part of every float
+    output within `budget` (squared relative error), decisions kept (class outputs:
+    MIN_ARGMAX_AGREEMENT, probabilities by their decisions alone; score-like outputs:
+    MIN_SCORE_AGREEMENT). Each output has a target for the predicted error of its parts that the
+    greedy plans to; each round measures the plan and moves every output's target, bisecting
+    between the loosest target seen to pass and the tightest seen to fail (decisions are not
+    predictable: those targets are found by measurement alone)."""
     outputs = len(probe.float_outputs)
-    is_class = np.isin(np.arange(outputs), probe.classes)
+    owner = probe.judge.owner
+    decides = np.array([j in probe.classes or probe.judge.layouts[j].scored for j in range(outputs)])
     decisions_only = np.isin(np.arange(outputs), probe.probabilities)
     target = np.where(decisions_only, CLASS_START ** 2, budget * TARGET_MARGIN)
     passed, failed = np.zeros(outputs), np.full(outputs, np.inf)  # bounds of the targets
@@ -498,11 +679,12 @@ def _search(probe: Probe, predicted, bit_table, start_rung, fixed, budget: float
     best, best_bits, rung = None, np.inf, start_rung
     for round_ in range(1, MAX_ROUNDS + 1):
         allocation.rounds = round_
-        rung = _greedy(predicted, bit_table, start_rung, fixed, target, None)
+        rung = _greedy(predicted, bit_table, start_rung, fixed, target[owner], None)
         used = float(bit_table[index, rung].sum())
-        error, agreement = probe.measure(overrides(rung))
-        agrees = ~is_class | (agreement >= MIN_ARGMAX_AGREEMENT)
-        ok = agrees & (decisions_only | (error <= budget))
+        part_errors, agreement = probe.measure(overrides(rung))
+        error = probe.judge.per_output(part_errors)
+        agrees = ~decides | (agreement >= probe.min_agreement)
+        ok = probe.passes(error, agreement, budget)
         if ok.all() and used < best_bits:
             best, best_bits = rung, used
         passed = np.where(ok, np.maximum(passed, target), passed)
@@ -514,9 +696,9 @@ def _search(probe: Probe, predicted, bit_table, start_rung, fixed, budget: float
         bracketed = (passed > 0) & np.isfinite(failed)
         target = np.where(bracketed, np.sqrt(passed * np.where(np.isfinite(failed), failed, 1.0)),
                           np.clip(guess, passed, failed))
-        # settled: bracketed to a factor 2 (each round costs a run and new encodes), or a float
+        # settled: bracketed to BRACKET (each round costs a run and new encodes), or a float
         # output measured close to its budget
-        settled = np.where(bracketed, failed / np.maximum(passed, 1e-300) <= 2.0,
+        settled = np.where(bracketed, failed / np.maximum(passed, 1e-300) <= BRACKET,
                            ~decisions_only & ok & (error >= budget * TARGET_MARGIN ** 2))
         if best is not None and settled.all():
             break

@@ -69,6 +69,9 @@ class TensorReport:
     attrs: dict = field(default_factory=dict)
     sensitivity: float | None = None  # output-aware allocation: output error per unit weight error
     predicted_output_error: float | None = None  # this tensor's share of the output error, predicted
+    # which rule set its width: "outputs" (measured), "floor" (allocate.FLOOR_SQNR), "unreached" or
+    # "rare If branch" (allocate.FALLBACK_SQNR), None for the weight planner
+    rule: str | None = None
 
 
 @dataclass
@@ -117,7 +120,10 @@ def _matches(name: str, patterns: Sequence[str] | None) -> bool:
 def find_candidates(model: ModelProto, *, min_elements: int = DEFAULT_MIN_ELEMENTS,
                     include: Sequence[str] | None = None, exclude: Sequence[str] | None = None):
     """(eligible sites, skipped (name, reason)) — eligible: float32/16/bf16 initializers and
-    Constant values with >= min_elements elements, not graph inputs, passing include/exclude."""
+    Constant values with >= min_elements elements, passing include/exclude. Initializers that the
+    main graph also lists as inputs (the IR < 4 export style, torch.onnx's
+    keep_initializers_as_inputs) are weights too: compressing one removes it from the inputs. A
+    subgraph's inputs are its formal parameters: initializers named like them are skipped."""
     eligible, skipped = [], []
     # a lattice node's float16 scales are part of a seed, never a weight
     decode_inputs = {name for s in scopes(model) for n in s.graph.node for name in fmt.seed_inputs(n)}
@@ -138,8 +144,8 @@ def find_candidates(model: ModelProto, *, min_elements: int = DEFAULT_MIN_ELEMEN
             if t.data_type not in FLOAT_TYPES or t.name in decode_inputs:
                 continue  # integers, seeds (uint8, and float16 scales), strings: never weights
             count = math.prod(t.dims)
-            if t.name in inputs and site.source == "initializer":
-                skipped.append((t.name, "graph input (overridable at run time)"))
+            if t.name in inputs and site.source == "initializer" and not scope.is_main:
+                skipped.append((t.name, "subgraph input"))
             elif count < max(1, min_elements):
                 continue
             elif include and not _matches(t.name, include):
@@ -203,11 +209,15 @@ def compress_model(model: ModelProto, config=None, *, bits: float | None = None,
         raise ValueError(f"accuracy_level must be 0 (float32 compute) or 4 (int8), not {accuracy_level!r}")
     if accuracy_level and not fuse:
         raise ValueError("accuracy_level applies to fused operators: not with fuse=False (--no-fuse)")
+    untargeted = bits is None and target_sqnr is None and max_output_error is None
     if config is None:
         config = DEFAULT_CODEC
-        if bits is None and target_sqnr is None and max_output_error is None:
-            max_output_error = allocate.DEFAULT_MAX_OUTPUT_ERROR
     config_obj = codec.resolve_config(config, bits=bits, target_sqnr=target_sqnr)
+    # one loop for every mode: a preset named without a target (the default's included) meets the
+    # default output budget; a Config object is taken as it is
+    if untargeted and isinstance(config, str) and isinstance(config_obj, (codec.LatticeConfig, codec.TrellisConfig)) \
+            and config_obj.bits is None and config_obj.target_sqnr is None:
+        max_output_error = allocate.DEFAULT_MAX_OUTPUT_ERROR
     rate_config = isinstance(config_obj, (codec.LatticeConfig, codec.TrellisConfig))
     if max_output_error is not None and not rate_config:
         raise ValueError("max_output_error needs a lattice or trellis preset or config")
@@ -218,6 +228,7 @@ def compress_model(model: ModelProto, config=None, *, bits: float | None = None,
     sites, _skipped = find_candidates(model, min_elements=min_elements, include=include, exclude=exclude)
     chosen: dict[int, object] = {}  # site index -> Seed chosen by the allocator (None: keep raw)
     configs = None
+    runs_here = True  # whether the model runs here to be measured
     output_aware = rate_config and (max_output_error is not None or config_obj.bits is not None)
     if output_aware:
         report.target = (f"max output error {max_output_error:g}" if max_output_error is not None
@@ -229,11 +240,12 @@ def compress_model(model: ModelProto, config=None, *, bits: float | None = None,
         try:
             chosen, report.allocation = allocate.allocate(
                 model, sites, config_obj.at(config_obj.index_bits), max_output_error=max_output_error,
-                bits=config_obj.bits, feeds=feeds, min_elements=min_elements)
+                bits=config_obj.bits, feeds=feeds, min_elements=min_elements, progress=_staged(progress))
             report.notes.extend(report.allocation.notes)
         except allocate.CannotRun as why:
             if feeds is not None:  # the user's own inputs: never silently measured on something else
                 raise ValueError(f"the sample inputs cannot be run: {why}") from None
+            runs_here = False
             fallback = (f"weight SQNR {allocate.FALLBACK_SQNR:g} dB" if max_output_error is not None
                         else f"{config_obj.bits:g} bits/weight")
             report.notes.append(f"output-aware allocation skipped ({why}): widths from the weight-error "
@@ -247,9 +259,19 @@ def compress_model(model: ModelProto, config=None, *, bits: float | None = None,
         if max_output_error is not None:
             raise ValueError("max_output_error needs the output-aware allocation, not allocation='weights'")
         report.target += " (weight planner)"
+    assessor = None
     if report.allocation is None:
         # one rate target over the whole model: index widths chosen per tensor before encoding
         configs = codec.plan(_SiteArrays(sites), config_obj, min_elements=min_elements)
+        if sites and runs_here:  # the result is measured on the outputs all the same (not chosen by them)
+            try:
+                assessor = allocate.Assessor(model, sites, inputs=samples.as_feeds(inputs, model)
+                                             if inputs is not None else None, min_elements=min_elements)
+            except allocate.CannotRun as why:
+                if inputs is not None:  # the user's own inputs: a clear stop, as for the allocation
+                    raise ValueError(f"the sample inputs cannot be run: {why}") from None
+                report.notes.append(f"output fidelity not measured ({why})")
+    decoded_weights: dict[str, np.ndarray] = {}
     version = max((o.version for o in model.opset_import if o.domain == fmt.OP_DOMAIN),
                   default=min(fmt.KNOWN_VERSIONS))  # the least version holding the codecs used
     names = NameMaker(all_names(model))
@@ -272,6 +294,8 @@ def compress_model(model: ModelProto, config=None, *, bits: float | None = None,
         if key in first_of:
             first = first_of[key]
             entry.compressed, entry.seed_bytes, entry.reason = True, 0, f"shared with {first}"
+            if first in decoded_weights:
+                decoded_weights.update(assessor.overrides(i, decoded_weights[first]))
             node = helper.make_node("Identity", [first], [t.name], name=f"DecodeWeights/{t.name}")
         else:
             if i in chosen:
@@ -279,6 +303,7 @@ def compress_model(model: ModelProto, config=None, *, bits: float | None = None,
                 info = report.allocation.tensors.get(t.name, {})
                 entry.sensitivity = info.get("sensitivity")
                 entry.predicted_output_error = info.get("predicted_output_error")
+                entry.rule = info.get("rule")
                 if seed is None:
                     entry.reason = "kept exact: the output budget needs it"
                     continue
@@ -288,6 +313,8 @@ def compress_model(model: ModelProto, config=None, *, bits: float | None = None,
                 entry.reason = str(seed.attrs.get("reason", "raw"))
                 continue
             decoded = codec.decode(seed)
+            if assessor is not None:
+                decoded_weights.update(assessor.overrides(i, decoded))
             entry.compressed, entry.seed_bytes = True, seed.nbytes
             entry.bits_per_weight = seed.bits_per_weight
             entry.sqnr_db, entry.max_abs_err = _sqnr(array, decoded)
@@ -309,6 +336,10 @@ def compress_model(model: ModelProto, config=None, *, bits: float | None = None,
             replaced_constants.setdefault(id(graph), {})[site.node_index] = node
     if progress:
         progress(len(sites), len(sites), "")
+    if assessor is not None:
+        report.allocation = assessor.assess(decoded_weights, report.target or f"preset {report.preset}")
+        report.notes.extend(report.allocation.notes)
+        del assessor, decoded_weights
 
     # Apply: initializers out, their decode nodes first in the graph (their only input is an
     # initializer of the same graph, so the first position is topologically valid and precedes
@@ -324,6 +355,14 @@ def compress_model(model: ModelProto, config=None, *, bits: float | None = None,
             keep = [t for t in graph.initializer if t.name not in gone]
             del graph.initializer[:]
             graph.initializer.extend(keep)
+            if graph is model.graph and any(v.name in gone for v in graph.input):
+                listed = [v for v in graph.input if v.name in gone]
+                report.notes.append(f"{len(listed)} compressed weight(s) were also graph inputs (the IR < 4 "
+                                    "export style): they are weights of the compressed model, no longer inputs")
+                keep_inputs = [v for v in graph.input if v.name not in gone]
+                del graph.input[:]
+                graph.input.extend(keep_inputs)
+                model.ir_version = max(model.ir_version, 4)  # initializers need not be inputs from IR 4 on
         replacements = replaced_constants.get(gid, {})
         front = new_nodes.get(gid, [])
         front = [n for n in front if n.op_type != "Identity"] + [n for n in front if n.op_type == "Identity"]
@@ -341,6 +380,19 @@ def compress_model(model: ModelProto, config=None, *, bits: float | None = None,
         report.accuracy_nodes = set_accuracy_level(model, accuracy_level)
     report.seconds = time.perf_counter() - start
     return report
+
+
+def _staged(progress):
+    """The allocator's progress (done, total, name, stage) for a callback that may take only the
+    first three (the Python API's documented signature)."""
+    if progress is None:
+        return None
+    import inspect
+    try:
+        takes_stage = len(inspect.signature(progress).parameters) >= 4
+    except (TypeError, ValueError):
+        takes_stage = False
+    return progress if takes_stage else (lambda done, total, name, stage: progress(done, total, f"{stage} {name}"))
 
 
 def _has_decode_nodes(model: ModelProto) -> bool:
