@@ -406,9 +406,9 @@ def validate_fused(node: NodeProto, seed: Seed) -> None:
             attrs[name] = helper.get_attribute_value(a)
 
     def ints(name, default, count, low):
-        value = list(attrs.get(name) or default)  # empty: the default, as the kernels and onnxruntime read it
+        value = list(attrs.get(name, default))  # an empty list too is refused (onnxruntime's Conv does)
         if len(value) != count or not all(low <= v <= _CONV_LIMIT for v in value):
-            raise FormatError(f"rule 9: op_{name} needs {count} values in [{low}, 2**20]")
+            raise FormatError(f"rule 9: op_{name} needs {count} values in [{low}, 2**20], not {value}")
         return value
 
     if op == "DecodeGemm":

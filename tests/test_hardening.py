@@ -703,8 +703,9 @@ print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)
 """
 
 
-@pytest.mark.parametrize("base,kind", [("lattice", "bits=24"), ("trellis", "window=-1"), ("paper", "points=16777216"
-                                        if False else "points=1152921504606846976"), ("lattice", "shape-2^41")])
+@pytest.mark.parametrize("base,kind", [("lattice", "bits=24"), ("trellis", "window=-1"),
+                                       ("paper-nofuse", f"points={1 << 62}"), ("lattice-nofuse", "shape-2^41"),
+                                       ("trellis", "group=16"), ("paper-nofuse", "rings=25")])
 def test_function_fallback_allocates_nothing_from_an_unchecked_size(base, kind, tmp_path):
     """Issue 21: lattice bits 24 and trellis window -1 peaked at 1.7 GB in plain onnxruntime from a
     62 KB model; every size the function allocates from is now read through its rule check."""

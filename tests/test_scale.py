@@ -37,6 +37,11 @@ PEAK_RSS = ("import resource, subprocess, sys; rc = subprocess.call(sys.argv[1:]
             "print('peak_rss_bytes', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024); sys.exit(rc)")
 
 
+# the chain's output holds the NaN of `extra` on every feed, so no output budget can be met on it
+# (exit 2 by default since issue 21); these tests are about streaming: the model is written anyway
+WRITE_ANYWAY = ["--allow-missed-budget"]
+
+
 def chain_model(folder: pathlib.Path, layers: int, rows: int, cols: int, name: str = "big.onnx",
                 seed: int = 0) -> pathlib.Path:
     """x[1, rows] -> (MatMul W_i, Mul s_i)* -> Add `extra`: W0[rows, cols], W1[cols, rows], ...
@@ -124,7 +129,7 @@ def test_streaming_compress_of_a_model_with_external_data(tmp_path, monkeypatch)
     source = chain_model(tmp_path, layers=4, rows=96, cols=64)
     monkeypatch.setattr(model_io, "EXTERNAL_DATA_THRESHOLD", 1000)
     out = tmp_path / "out.onnx"
-    assert cli_main(["compress", str(source), "-o", str(out), "-q"]) == 0
+    assert cli_main(["compress", str(source), "-o", str(out), "-q", *WRITE_ANYWAY]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["big.onnx", "big.onnx.data", "out.onnx", "out.onnx.data"]
     in_memory = hyperonnx.compress(source)
     streamed = hyperonnx.load(out)
@@ -135,9 +140,12 @@ def test_streaming_compress_of_a_model_with_external_data(tmp_path, monkeypatch)
     x = np.random.default_rng(1).standard_normal((1, 96)).astype(np.float32)
     got = hyperonnx.InferenceSession(str(out), mode="stream").run(None, {"x": x})[0]
     np.testing.assert_allclose(got, compressed_output(out, x), rtol=1e-4, atol=1e-5)
-    # the output's data may not replace the input's data file, which it reads from
+    # the output's data may not replace the input's data file, which it reads from (a copy of
+    # out.onnx reads out.onnx.data); an earlier output's .data it does not read is replaced (issue 21)
+    import shutil
+    shutil.copyfile(out, tmp_path / "copy.onnx")
     before = {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()}
-    assert cli_main(["compress", str(out), "-o", str(tmp_path / "big.onnx"), "-q"]) == 2
+    assert cli_main(["compress", str(tmp_path / "copy.onnx"), "-o", str(out), "-q"]) == 2
     assert {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()} == before
 
 
@@ -148,7 +156,7 @@ def test_streaming_decompress_of_a_model_with_external_data(tmp_path, monkeypatc
     source = chain_model(tmp_path, layers=4, rows=96, cols=64)
     monkeypatch.setattr(model_io, "EXTERNAL_DATA_THRESHOLD", 1000)
     packed, plain = tmp_path / "hc.onnx", tmp_path / "plain.onnx"
-    assert cli_main(["compress", str(source), "-o", str(packed), "-q"]) == 0
+    assert cli_main(["compress", str(source), "-o", str(packed), "-q", *WRITE_ANYWAY]) == 0
     assert cli_main(["decompress", str(packed), "-o", str(plain), "-q"]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["big.onnx", "big.onnx.data", "hc.onnx", "hc.onnx.data",
                                                           "plain.onnx", "plain.onnx.data"]
@@ -174,14 +182,14 @@ def test_external_input_gives_a_self_contained_external_output(tmp_path):
     source = chain_model(tmp_path, layers=2, rows=64, cols=32)
     out_dir = tmp_path / "elsewhere"
     out_dir.mkdir()
-    assert cli_main(["compress", str(source), "-o", str(out_dir / "m.onnx"), "-q"]) == 0
+    assert cli_main(["compress", str(source), "-o", str(out_dir / "m.onnx"), "-q", *WRITE_ANYWAY]) == 0
     assert sorted(p.name for p in out_dir.iterdir()) == ["m.onnx", "m.onnx.data"]
     model = onnx.load(str(out_dir / "m.onnx"), load_external_data=False)
     assert {e.value for t in model.graph.initializer for e in t.external_data if e.key == "location"} == \
         {"m.onnx.data"}
     onnx.checker.check_model(str(out_dir / "m.onnx"))
     hyperonnx.save(hyperonnx.load(source), tmp_path / "inline.onnx")
-    assert cli_main(["compress", str(tmp_path / "inline.onnx"), "-o", str(out_dir / "i.onnx"), "-q"]) == 0
+    assert cli_main(["compress", str(tmp_path / "inline.onnx"), "-o", str(out_dir / "i.onnx"), "-q", *WRITE_ANYWAY]) == 0
     assert not (out_dir / "i.onnx.data").exists()
 
 
