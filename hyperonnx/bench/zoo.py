@@ -1208,10 +1208,37 @@ def summary(rows: list[dict], method_names: list[str]) -> str:
         kept = sum(bool(r.get("kept")) for r in rs)
         ratio = sum(r["size"] for r in rs) / max(1, sum(r["compressed_size"] for r in rs))
         passing_but_broken = [r["model"] for r in rs if not r.get("kept") and r.get("fidelity")
-                              and " within " in r["fidelity"]]
+                              and "within" in r["fidelity"] and "MISSES" not in r["fidelity"]]
         lines.append(f"- {m}: {kept}/{len(rs)} tasks kept, {ratio:.2f}x over the set, "
                      f"{sum(r['seconds'] for r in rs):.0f} s compressing"
                      + (f"; prints 'within' while the task broke: {', '.join(passing_but_broken)}" if passing_but_broken else ""))
+    return "\n".join(lines)
+
+
+def matrix(rows: list[dict], method_names: list[str]) -> str:
+    """One row per model: size, then ratio and task score / verdict per method, compress seconds."""
+    head = ["model", "domain", "size"] + [f"{m}" for m in method_names]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    models_seen = []
+    for r in rows:
+        if r["model"] not in models_seen:
+            models_seen.append(r["model"])
+    for name in models_seen:
+        rs = {r["method"]: r for r in rows if r["model"] == name}
+        any_row = next(iter(rs.values()))
+        cells = [name, any_row["domain"], human(any_row.get("size", 0))]
+        for m in method_names:
+            r = rs.get(m)
+            if r is None:
+                cells.append("-")
+            elif "error" in r:
+                cells.append("ERROR: " + r["error"][:60])
+            else:
+                printed = ""
+                if r.get("fidelity"):
+                    printed = ", printed MISSES" if "MISSES" in r["fidelity"] else ", printed within" if "within" in r["fidelity"] else ""
+                cells.append(f"{r['ratio']:.2f}x {r['score']:.3f} {_verdict(r)} ({r['seconds']:.0f} s{printed})")
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -1225,6 +1252,7 @@ def _write(rows, out_dir: Path, method_names):
     (out_dir / "results.json").write_text(json.dumps(clean, indent=1, default=str))
     md = ["# hyperonnx bench zoo", "", f"machine: {os.cpu_count()} cores; methods: {', '.join(method_names)}", "",
           "## Originals on the generated inputs", "", originals(rows), "", "## Summary", "", summary(rows, method_names),
+          "", "## Per model (ratio, task score, verdict, compress seconds)", "", matrix(rows, method_names),
           "", "## Results", "", table(rows), ""]
     errors = [r for r in rows if r.get("traceback")]
     if errors:
