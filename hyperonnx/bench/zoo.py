@@ -705,14 +705,14 @@ def _khmer_config(source: Source) -> dict:
 
 
 def _khmer_sentences(count: int, rng) -> list[list[str]]:
-    return [[KHMER_WORDS[i] for i in rng.integers(0, len(KHMER_WORDS), int(rng.integers(5, 14)))] for _ in range(count)]
+    return [[KHMER_WORDS[i] for i in rng.integers(0, len(KHMER_WORDS), int(rng.integers(3, 8)))] for _ in range(count)]
 
 
 def _khmer_inputs(e: Entry) -> list[dict]:
     cfg = _khmer_config(e.source)
     rng = np.random.default_rng(13)
     feeds, truth = [], []
-    for ws in _khmer_sentences(48, rng):
+    for ws in _khmer_sentences(64, rng):
         text = "".join(ws)
         ids = np.array([[cfg["char2id"].get(ch, 1) for ch in text]], np.int64)
         feeds.append({"x": ids, "mask": np.ones_like(ids, dtype=bool)})
@@ -746,7 +746,10 @@ def _strings_khmer(e, ref, out):
     texts = e.state["texts"]
     r = [segment(o, t) for o, t in zip(ref, texts)]
     s = [segment(o, t) for o, t in zip(out, texts)]
-    return zd.strings_agree(r, s, truth=e.state.get("truth"))
+    score, kept, text = zd.strings_agree(r, s, truth=e.state.get("truth"))
+    words = sum(len(a.split(" ")) for a in r)
+    truth_words = sum(len(set(a.split(" ")) & set(t.split(" "))) for a, t in zip(r, e.state.get("truth", r)))
+    return score, kept, text + f" ({words} words; the original's words found in the truth: {truth_words}/{words})"
 
 
 # --- the corpus --------------------------------------------------------------------------------
