@@ -88,7 +88,8 @@ def strings_agree(ref: list[str], out: list[str], bar: float = 0.95, truth: list
     score = same / max(1, len(ref))
     text = f"{same}/{len(ref)} strings as the original's (bar {bar})"
     if truth is not None:
-        text += f"; original reads {sum(a == t for a, t in zip(ref, truth))}/{len(truth)} right"
+        text += (f"; original reads {sum(a == t for a, t in zip(ref, truth))}/{len(truth)} right, "
+                 f"this one {sum(b == t for b, t in zip(out, truth))}")
     return score, score >= bar, text
 
 
@@ -99,7 +100,7 @@ def decisions_agree(ref, out, bar: float = 0.95, truth=None, what: str = "decisi
     text = f"{int(np.sum(ref == out))}/{len(ref)} {what} as the original's (bar {bar})"
     if truth is not None:
         truth = np.asarray(truth).reshape(-1)
-        text += f"; original right on {int(np.sum(ref == truth))}/{len(truth)}"
+        text += f"; original right on {int(np.sum(ref == truth))}/{len(truth)}, this one {int(np.sum(out == truth))}"
     distinct = len(set(ref.tolist()))
     text += f"; {distinct} distinct in the original"
     return score, bool(score >= bar), text
