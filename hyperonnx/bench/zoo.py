@@ -949,6 +949,23 @@ def _silero_inputs(e: Entry) -> list[dict]:
     return feeds
 
 
+def _silero_v4_inputs(e: Entry) -> list[dict]:
+    """silero VAD v4 (LSTM states h, c): 512-sample chunks, states teacher-forced from the original."""
+    sess = _session(e.path())
+    feeds, truth = [], []
+    for k in range(6):
+        wave, mask = _clip(k)
+        h = np.zeros((2, 1, 64), np.float32)
+        c = np.zeros((2, 1, 64), np.float32)
+        for i in range(0, len(wave) - 512 + 1, 512):
+            feed = {"input": wave[None, i:i + 512].astype(np.float32), "sr": np.array(16000, np.int64), "h": h, "c": c}
+            feeds.append(feed)
+            truth.append(bool(mask[i:i + 512].mean() > 0.5))
+            _, h, c = sess.run(None, feed)
+    e.state["truth"] = truth
+    return feeds
+
+
 def _decisions_silero(e, ref, out):
     r = np.array([float(o["output"].reshape(-1)[0]) for o in ref]) >= 0.5
     s = np.array([float(o["output"].reshape(-1)[0]) for o in out]) >= 0.5
@@ -1009,6 +1026,10 @@ def held_entries() -> list[Entry]:
         Entry("silero-vad-v5", "voice activity detection (silero v5, If on the rate)", SILERO,
               "speech per 32 ms chunk (p >= 0.5) on espeak-ng clips, states teacher-forced, >= 0.95 as the original's",
               _silero_inputs, _decisions_silero, needs=("espeak-ng",), held=True),
+        Entry("silero-vad-v4", "voice activity detection (silero v4, LSTM; openWakeWord's copy)",
+              _oww_source("openwakeword/resources/models/silero_vad.onnx", "a35ebf52fd3ce5f1469b2a36158dba761bc47b973ea3382b3186ca15b1f5af28"),
+              "speech per 32 ms chunk (p >= 0.5) on espeak-ng clips, states teacher-forced, >= 0.95 as the original's",
+              _silero_v4_inputs, _decisions_silero, needs=("espeak-ng",), held=True),
         Entry("minilm-l6", "sentence embedding (MiniLM-L6)", None,
               "sentence embeddings of 64 sentences: cosine mean >= 0.99, min >= 0.98",
               _minilm_inputs, _cosine_minilm, held=True, builder=models.minilm),
