@@ -227,17 +227,16 @@ def _detections_yolov8(e, ref, out):
 # ddddocr: YOLOX character detector at 416 ---------------------------------------------------------
 
 def _ddddocr_det_inputs(e: Entry) -> list[dict]:
+    """Click-captcha pictures: 3-6 large rotated Latin glyphs (the system fonts have no CJK) on
+    textured backgrounds, letterboxed to 416 with grey 114, BGR 0-255 as ddddocr feeds them."""
     rng = np.random.default_rng(2)
-    chars = "的一是不了人我在有他这中大来上国个到说们为子和你地出道也时年得就那要下以生会自着去之过家学对可她里后小么心多天而能好都然没日于起还发成事只作当想看文无开手十用主行方又如前所本见经头面公同三已老从动两长"
     latin = "ABCDEFGHJKLMNPQRSTUVWXYZabdefghkmnpqrstuy23456789"
     feeds = []
     for k in range(14):
-        cjk = [p for p in zd.font_paths() if "DejaVu" in p]  # DejaVu has no CJK: Latin glyphs then
         img = zd.text_photo(rng, (int(rng.integers(300, 420)), int(rng.integers(200, 320))), latin, int(rng.integers(3, 7)))
         boxed = zd.letterbox(img, 416, (114, 114, 114))
-        x = np.asarray(boxed, np.float32)[:, :, ::-1].transpose(2, 0, 1)[None]  # BGR, 0-255, as ddddocr feeds
+        x = np.asarray(boxed, np.float32)[:, :, ::-1].transpose(2, 0, 1)[None]
         feeds.append({"images": np.ascontiguousarray(x)})
-    del chars, cjk
     return feeds
 
 
