@@ -34,7 +34,6 @@ from __future__ import annotations
 import ast
 import functools
 import hashlib
-import io
 import json
 import os
 import re
