@@ -164,3 +164,11 @@ def test_methods_and_selection():
     assert len(names) == len(set(names))
     for e in zoo.entries():
         assert len(e.source.sha256) == 64 and len(e.source.onnx_sha256) == 64
+
+
+def test_detections_agree_reports_confident_boxes():
+    boxes = np.array([[0, 0, 10, 10], [20, 20, 30, 30]], float)
+    ref = [(boxes, np.array([0, 0]), np.array([0.9, 0.3]))]
+    out = [(boxes[:1], np.array([0]), np.array([0.9]))]
+    score, kept, text = zd.detections_agree(ref, out)
+    assert score == 0.5 and not kept and "scored >= 0.5: 1/1 found" in text

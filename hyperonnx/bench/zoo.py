@@ -221,7 +221,7 @@ def _nudenet_inputs(e: Entry) -> list[dict]:
 
 
 def _detections_yolov8(e, ref, out):
-    dec = lambda o: zd.decode_yolov8(_first(o), conf=0.25, iou=0.45)[:2]  # noqa: E731
+    dec = lambda o: zd.decode_yolov8(_first(o), conf=0.25, iou=0.45)  # noqa: E731
     return zd.detections_agree([dec(o) for o in ref], [dec(o) for o in out])
 
 
@@ -242,7 +242,7 @@ def _ddddocr_det_inputs(e: Entry) -> list[dict]:
 
 
 def _detections_yolox(e, ref, out):
-    dec = lambda o: zd.decode_yolox(_first(o)[0], (416, 416), conf=0.1, iou=0.45)[:2]  # noqa: E731
+    dec = lambda o: zd.decode_yolox(_first(o)[0], (416, 416), conf=0.1, iou=0.45)  # noqa: E731
     return zd.detections_agree([dec(o) for o in ref], [dec(o) for o in out])
 
 
@@ -386,9 +386,7 @@ def _layout_inputs(e: Entry) -> list[dict]:
 def _detections_layout(e, ref, out):
     def dec(o):
         vals = list(o.values())
-        boxes, classes, _ = zd.decode_picodet([v[0] for v in vals[:4]], [v[0] for v in vals[4:]], LAYOUT_SIZE,
-                                              conf=0.5, iou=0.5)
-        return boxes, classes
+        return zd.decode_picodet([v[0] for v in vals[:4]], [v[0] for v in vals[4:]], LAYOUT_SIZE, conf=0.5, iou=0.5)
     return zd.detections_agree([dec(o) for o in ref], [dec(o) for o in out])
 
 

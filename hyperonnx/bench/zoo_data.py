@@ -78,8 +78,14 @@ def detections_agree(ref: list[tuple], out: list[tuple], iou: float = 0.5, bar: 
     precision = matched / n_out if n_out else 0.0
     score = min(recall, precision)
     kept = recall >= bar and precision >= bar
-    return score, kept, (f"matched {matched}/{n_ref} of the original's boxes, {matched}/{n_out} of its own "
-                         f"(IoU>={iou}, both >= {bar})")
+    text = f"matched {matched}/{n_ref} of the original's boxes, {matched}/{n_out} of its own (IoU>={iou}, both >= {bar})"
+    if all(len(r) > 2 for r in ref):  # with scores: how the original's confident boxes fared (not the verdict)
+        conf = [(np.asarray(r[0]).reshape(-1, 4)[np.asarray(r[2]) >= 0.5], np.asarray(r[1]).reshape(-1)[np.asarray(r[2]) >= 0.5])
+                for r in ref]
+        n_conf = sum(len(c[1]) for c in conf)
+        if n_conf:
+            text += f"; of its boxes scored >= 0.5: {sum(match_count(c, o, iou) for c, o in zip(conf, out))}/{n_conf} found"
+    return score, kept, text
 
 
 def strings_agree(ref: list[str], out: list[str], bar: float = 0.95, truth: list[str] | None = None):
