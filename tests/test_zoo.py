@@ -172,3 +172,15 @@ def test_detections_agree_reports_confident_boxes():
     out = [(boxes[:1], np.array([0]), np.array([0.9]))]
     score, kept, text = zd.detections_agree(ref, out)
     assert score == 0.5 and not kept and "scored >= 0.5: 1/1 found" in text
+
+
+def test_onset_events_and_peak_picking():
+    act = np.zeros(300)
+    act[[50, 52, 150, 250]] = 1.0
+    peaks = zd.pick_onsets(act, smooth=0.0)
+    np.testing.assert_allclose(peaks, [0.5, 1.5, 2.5])  # 50 and 52 combined (within 30 ms)
+    score, kept, text = zd.events_agree([peaks], [peaks + 0.02], 0.05, what="onsets")
+    assert kept and score == 1.0
+    score, kept, _ = zd.events_agree([peaks], [np.r_[peaks, 2.9]], 0.05)
+    assert score == pytest.approx(0.75) and not kept
+    assert np.isnan(zd.events_agree([np.zeros(0)], [peaks], 0.05)[0])

