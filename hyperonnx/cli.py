@@ -114,6 +114,8 @@ def _add_bench(sub) -> None:
                           "default: default sqnr40 int8")
     zoo.add_argument("--out", default="bench-zoo", help="folder for results.md and results.json")
     zoo.add_argument("--list", action="store_true", help="list the models and exit")
+    zoo.add_argument("--originals", action="store_true",
+                     help="only run the originals on the inputs and say what they do (no compression)")
     zoo.set_defaults(run=lambda args: __import__("hyperonnx.bench.zoo", fromlist=["main"]).main(args))
     _add_bench_cuda(targets)
 

@@ -81,7 +81,7 @@ def test_picodet_decoding_distribution_boxes():
 def test_ctc_strings_decisions_cosine():
     assert zd.ctc_greedy(np.array([3, 3, 0, 3, 1, 1, 0, 0, 2]), "_abc", 0) == "ccab"
     score, kept, text = zd.strings_agree(["ab", "cd", "ef"], ["ab", "cd", "eF"], truth=["ab", "cd", "ef"])
-    assert score == pytest.approx(2 / 3) and not kept and "3/3 right" in text
+    assert score == pytest.approx(2 / 3) and not kept and "3/3 right, this one 2" in text
     score, kept, _ = zd.decisions_agree(np.arange(40) % 4, np.r_[np.arange(39) % 4, 0])
     assert score == pytest.approx(39 / 40) and kept
     rng = np.random.default_rng(0)
@@ -112,7 +112,7 @@ def test_entry_checks_on_synthetic_outputs():
     logits[6, 0, 1] = 10.0  # "1"
     e.state["feeds"], e.state["truth"] = [], ["A1"]
     score, kept, text = e.compare(e, [{"logits": logits}], [{"logits": logits}])
-    assert kept and "1/1 right" in text
+    assert kept and "1/1 right, this one 1" in text
     e = entries["fsmn-vad"]
     e.state["feeds"], e.state["truth"] = [], []
     probs = np.zeros((1, 100, 248), np.float32)
@@ -164,3 +164,23 @@ def test_methods_and_selection():
     assert len(names) == len(set(names))
     for e in zoo.entries():
         assert len(e.source.sha256) == 64 and len(e.source.onnx_sha256) == 64
+
+
+def test_detections_agree_reports_confident_boxes():
+    boxes = np.array([[0, 0, 10, 10], [20, 20, 30, 30]], float)
+    ref = [(boxes, np.array([0, 0]), np.array([0.9, 0.3]))]
+    out = [(boxes[:1], np.array([0]), np.array([0.9]))]
+    score, kept, text = zd.detections_agree(ref, out)
+    assert score == 0.5 and not kept and "scored >= 0.5: 1/1 found" in text
+
+
+def test_onset_events_and_peak_picking():
+    act = np.zeros(300)
+    act[[50, 52, 150, 250]] = 1.0
+    peaks = zd.pick_onsets(act, smooth=0.0)
+    np.testing.assert_allclose(peaks, [0.5, 1.5, 2.5])  # 50 and 52 combined (within 30 ms)
+    score, kept, text = zd.events_agree([peaks], [peaks + 0.02], 0.05, what="onsets")
+    assert kept and score == 1.0
+    score, kept, _ = zd.events_agree([peaks], [np.r_[peaks, 2.9]], 0.05)
+    assert score == pytest.approx(0.75) and not kept
+    assert np.isnan(zd.events_agree([np.zeros(0)], [peaks], 0.05)[0])

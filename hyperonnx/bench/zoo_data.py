@@ -78,8 +78,14 @@ def detections_agree(ref: list[tuple], out: list[tuple], iou: float = 0.5, bar: 
     precision = matched / n_out if n_out else 0.0
     score = min(recall, precision)
     kept = recall >= bar and precision >= bar
-    return score, kept, (f"matched {matched}/{n_ref} of the original's boxes, {matched}/{n_out} of its own "
-                         f"(IoU>={iou}, both >= {bar})")
+    text = f"matched {matched}/{n_ref} of the original's boxes, {matched}/{n_out} of its own (IoU>={iou}, both >= {bar})"
+    if all(len(r) > 2 for r in ref):  # with scores: how the original's confident boxes fared (not the verdict)
+        conf = [(np.asarray(r[0]).reshape(-1, 4)[np.asarray(r[2]) >= 0.5], np.asarray(r[1]).reshape(-1)[np.asarray(r[2]) >= 0.5])
+                for r in ref]
+        n_conf = sum(len(c[1]) for c in conf)
+        if n_conf:
+            text += f"; of its boxes scored >= 0.5: {sum(match_count(c, o, iou) for c, o in zip(conf, out))}/{n_conf} found"
+    return score, kept, text
 
 
 def strings_agree(ref: list[str], out: list[str], bar: float = 0.95, truth: list[str] | None = None):
@@ -88,7 +94,8 @@ def strings_agree(ref: list[str], out: list[str], bar: float = 0.95, truth: list
     score = same / max(1, len(ref))
     text = f"{same}/{len(ref)} strings as the original's (bar {bar})"
     if truth is not None:
-        text += f"; original reads {sum(a == t for a, t in zip(ref, truth))}/{len(truth)} right"
+        text += (f"; original reads {sum(a == t for a, t in zip(ref, truth))}/{len(truth)} right, "
+                 f"this one {sum(b == t for b, t in zip(out, truth))}")
     return score, score >= bar, text
 
 
@@ -99,7 +106,7 @@ def decisions_agree(ref, out, bar: float = 0.95, truth=None, what: str = "decisi
     text = f"{int(np.sum(ref == out))}/{len(ref)} {what} as the original's (bar {bar})"
     if truth is not None:
         truth = np.asarray(truth).reshape(-1)
-        text += f"; original right on {int(np.sum(ref == truth))}/{len(truth)}"
+        text += f"; original right on {int(np.sum(ref == truth))}/{len(truth)}, this one {int(np.sum(out == truth))}"
     distinct = len(set(ref.tolist()))
     text += f"; {distinct} distinct in the original"
     return score, bool(score >= bar), text
@@ -764,3 +771,113 @@ def chord_progression(key: int, rng, seconds: float = 12.0, rate: int = 44100) -
         bar += 1
     out += rng.normal(0, 0.01, len(out))
     return (0.5 * out / np.abs(out).max()).astype(np.float32)
+
+
+def _triangular_bank(bins: np.ndarray, n_fft_bins: int) -> np.ndarray:
+    """madmom's overlapping triangular filters on (start, center, stop) bin triples, each
+    normalised to area 1, bands merged by maximum."""
+    fb = np.zeros((n_fft_bins, len(bins) - 2), np.float32)
+    for band in range(len(bins) - 2):
+        start, center, stop = (int(v) for v in bins[band:band + 3])
+        if stop - start < 2:
+            center, stop = start, start + 1
+        data = np.zeros(stop - start)
+        c = center - start
+        data[:c] = np.linspace(0, 1, c, endpoint=False)
+        data[c:] = np.linspace(1, 0, stop - start - c, endpoint=False)
+        data /= data.sum()
+        fb[start:stop, band] = np.maximum(fb[start:stop, band], data)
+    return fb
+
+
+def _nearest_bins(freqs: np.ndarray, bin_freqs: np.ndarray) -> np.ndarray:
+    idx = np.clip(bin_freqs.searchsorted(freqs), 1, len(bin_freqs) - 1)
+    return idx - (freqs - bin_freqs[idx - 1] < bin_freqs[idx] - freqs)
+
+
+def madmom_onset_features(signal: np.ndarray, rate: int = 44100) -> np.ndarray:
+    """The onset CNN's input as madmom's CNNOnsetProcessor computes it: for frame sizes 2048,
+    1024, 4096 at 100 fps, |STFT| (Hann) through 80 mel bands 27.5-16000 Hz (non-unique bins,
+    normalised filters), log(x + eps); stacked in depth, the first and last frames repeated 7
+    times. [frames + 14, 80, 3] float32."""
+    hop = rate / 100.0
+    n = int(np.ceil(len(signal) / hop))
+    mel = lambda f: 1127.01048 * np.log(np.asarray(f) / 700.0 + 1.0)  # noqa: E731
+    imel = lambda m: 700.0 * (np.exp(np.asarray(m) / 1127.01048) - 1.0)  # noqa: E731
+    specs = []
+    for size in (2048, 1024, 4096):
+        bin_freqs = np.fft.fftfreq(size, 1.0 / rate)[:size // 2]
+        freqs = imel(np.linspace(mel(27.5), mel(16000.0), 82))
+        fb = _triangular_bank(_nearest_bins(freqs, bin_freqs), size // 2)
+        pad = np.concatenate([np.zeros(size // 2), signal, np.zeros(size)])
+        starts = (np.arange(n) * hop).astype(np.int64)
+        frames = np.stack([pad[s:s + size] for s in starts])
+        spec = np.abs(np.fft.rfft(frames * np.hanning(size), size))[:, :size // 2]
+        specs.append(np.log(spec @ fb + np.spacing(1)))
+    x = np.dstack(specs).astype(np.float32)
+    return np.concatenate([np.repeat(x[:1], 7, 0), x, np.repeat(x[-1:], 7, 0)])
+
+
+def pick_onsets(act: np.ndarray, fps: float = 100.0, threshold: float = 0.54, smooth: float = 0.05,
+                pre_max: float = 0.01, post_max: float = 0.05, combine: float = 0.03) -> np.ndarray:
+    """madmom's OnsetPeakPickingProcessor in its CNN settings: Hamming smoothing, threshold, a local
+    maximum over [-pre_max, +post_max], onsets closer than `combine` merged. Times in seconds."""
+    act = np.asarray(act, np.float64).reshape(-1)
+    k = int(round(smooth * fps))
+    if k > 1:
+        win = np.hamming(k)
+        act = np.convolve(act, win / win.sum(), "same")
+    lo, hi = int(round(pre_max * fps)), int(round(post_max * fps))
+    peaks = []
+    for i in np.flatnonzero(act >= threshold):
+        seg = act[max(0, i - lo):i + hi + 1]
+        if act[i] == seg.max():
+            peaks.append(i / fps)
+    out = []
+    for t in peaks:
+        if not out or t - out[-1] > combine:
+            out.append(t)
+    return np.array(out)
+
+
+def events_agree(ref: list[np.ndarray], out: list[np.ndarray], tol: float, bar: float = 0.9, what: str = "events"):
+    """Events (times) matched one-to-one within tol, both ways >= bar, pooled over clips."""
+    matched = n_ref = n_out = 0
+    for r, o in zip(ref, out):
+        r, o = np.sort(np.asarray(r)), np.sort(np.asarray(o))
+        n_ref, n_out = n_ref + len(r), n_out + len(o)
+        used = np.zeros(len(o), bool)
+        for t in r:
+            d = np.abs(o - t)
+            d[used] = np.inf
+            if len(d) and d.min() <= tol:
+                used[int(d.argmin())] = True
+                matched += 1
+    if n_ref == 0:
+        return float("nan"), False, f"VACUOUS: the original finds no {what}"
+    recall, precision = matched / n_ref, matched / n_out if n_out else 0.0
+    return (min(recall, precision), recall >= bar and precision >= bar,
+            f"matched {matched}/{n_ref} of the original's {what}, {matched}/{n_out} of its own (within {tol * 1000:.0f} ms, both >= {bar})")
+
+
+def note_sequence(rng, seconds: float = 6.0, rate: int = 44100) -> tuple[np.ndarray, np.ndarray]:
+    """Plucked / struck notes (harmonic tones with fast attack and decay) and a few drum-like noise
+    bursts at random times 0.12-0.6 s apart; (signal, onset times)."""
+    out = np.zeros(int(seconds * rate))
+    t, onsets = 0.3, []
+    while t < seconds - 0.5:
+        onsets.append(t)
+        start = int(t * rate)
+        dur = int(rate * rng.uniform(0.3, 0.8))
+        tt = np.arange(dur) / rate
+        if rng.random() < 0.2:
+            note = rng.normal(0, 1, dur) * np.exp(-tt * 30)
+        else:
+            f = 440.0 * 2 ** ((rng.integers(40, 80) - 69) / 12)
+            note = sum(a * np.sin(2 * np.pi * f * h * tt) for h, a in ((1, 1.0), (2, 0.5), (3, 0.3), (4, 0.15)))
+            note = note * np.exp(-tt * rng.uniform(3, 8)) * np.minimum(1, tt / 0.003)
+        n = min(dur, len(out) - start)
+        out[start:start + n] += note[:n] * rng.uniform(0.3, 1.0)
+        t += float(rng.uniform(0.12, 0.6))
+    out += rng.normal(0, 0.003, len(out))
+    return (0.5 * out / np.abs(out).max()).astype(np.float32), np.array(onsets)
