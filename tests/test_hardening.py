@@ -635,7 +635,8 @@ def test_one_verdict_on_every_path(tmp_path):
     full = os.environ.get("HYPERONNX_FUZZ_FULL")
     report = run_verdict_fuzzer(tmp_path, *([] if full else ["--sample", "100"]))
     assert report["variants"] >= (report["variants_total"] if full else 100)
-    assert report["bases"] == 6 and report["kinds"] >= 60, report
+    # an evenly spaced sample of 100: the kinds it meets depend on how many nodes each base has
+    assert report["bases"] == 6 and report["kinds"] >= (60 if full else 50), report
     assert report["refused"] > 50 and report["accepted"] >= 3, report
     assert len(report["paths"]) == 11 and min(report["paths"].values()) == report["variants"], report["paths"]
 

@@ -53,7 +53,7 @@ from .. import codec
 from ..codec import LatticeConfig, RateConfig
 from .model_io import first_line, inline_external_data, tensor_array
 from .fidelity import MIN_SCORE_AGREEMENT, Judge
-from .samples import graph_inputs, plausible
+from .samples import FEED_BYTES, graph_inputs, plausible
 
 DEFAULT_MAX_OUTPUT_ERROR = 0.1  # relative error of each float output (cosine ~0.995)
 DEFAULT_SAMPLES = 4  # generated feeds when the user gives none
@@ -301,9 +301,11 @@ def _decisive(scores: np.ndarray) -> np.ndarray:
 
 def _batched(model: ModelProto, feeds: list[dict]) -> list[dict]:
     """The feeds joined into one along the first axis when every input has a symbolic first
-    dimension and the feeds agree on every other one (one run instead of many)."""
+    dimension and the feeds agree on every other one (one run instead of many), unless together
+    they exceed samples.FEED_BYTES (user feeds split to bound memory stay split)."""
     inputs = graph_inputs(model)
-    if len(feeds) < 2 or not inputs:
+    if len(feeds) < 2 or not inputs or \
+            sum(np.asarray(a).nbytes for f in feeds for a in f.values()) > FEED_BYTES:
         return feeds
     for value in inputs:
         dims = value.type.tensor_type.shape.dim
