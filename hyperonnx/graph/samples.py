@@ -43,6 +43,7 @@ IMAGE_SIZES = ((224, 224), (64, 256), (32, 128), (48, 320), (32, 32))
 IMAGE_RANGES = ((-1.0, 1.0), (0.0, 1.0), (0.0, 255.0))
 # scales tried for raw audio: float samples (|x| < 1) and int16-scale floats, unless the graph says
 AUDIO_SCALES = (1.0, 32768.0)
+RAW_AUDIO_SAMPLES = 4000  # a static last axis this long holds samples; shorter, a frame of features
 SAMPLE_ELEMENTS = 1 << 16  # input elements a generated feed aims at (its batch grows to reach it)
 MAX_BATCH = 8
 CHEAP_WORK = 1 << 30  # weight elements x input elements of all samples in a cheap feed
@@ -361,10 +362,13 @@ def variants(model: ModelProto) -> list[dict]:
     for value in graph_inputs(model):
         dtype = _NP.get(value.type.tensor_type.elem_type, np.int8)
         dims = _dims(value)
+        if _STATE.search(value.name):
+            continue  # states and caches are zeros, whatever their shape
         if images is None and _image_layout(dims, dtype) and np.issubdtype(dtype, np.floating):
             images = image_ranges(model, value.name)
-        elif audio is None and _is_audio(value.name, dims, dtype) and not _STATE.search(value.name):
-            audio = AUDIO_SCALES
+        elif audio is None and _is_audio(value.name, dims, dtype) \
+                and (dims[-1] is None or dims[-1] >= RAW_AUDIO_SAMPLES):
+            audio = AUDIO_SCALES  # raw samples (an open or long last axis), not a frame of features
     return [{"image_range": r, "audio_scale": a} for r in (images or [None]) for a in (audio or [1.0])]
 
 
