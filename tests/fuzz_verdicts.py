@@ -337,10 +337,7 @@ def blind(path: str, message: str) -> str | None:
     - "function defaults": the one winding / lattice body gives each codec's own attributes
       defaults, so a missing one reads as its default;
     - "scales count": the body reads `scales` through LayerNormalization's optional input, whose
-      shape it cannot see: one value (or none, for one group) broadcasts instead of failing;
-    - "kernel: empty op_ list": the CPU kernel reads an empty op_dilations / op_strides / op_pads
-      as the default (custom_ops/cpu/fused_cpu.cc IntsOr) where onnxruntime's Conv and the rules
-      refuse it: a kernel fix, counted apart until then."""
+      shape it cannot see: one value (or none, for one group) broadcasts instead of failing."""
     if path not in RAW_PATHS:
         return None
     if message.startswith(("rule 1:", "rule 8:")):
@@ -352,9 +349,6 @@ def blind(path: str, message: str) -> str | None:
     if path in FUNCTION_PATHS and (message.startswith(("rule 6: scales holds 0 ", "rule 6: scales holds 1 "))
                                    or "needs two inputs: seed and scales" in message):
         return "scales count"
-    if path == "onnxruntime + library" and message.startswith(("rule 9: op_dilations needs", "rule 9: op_strides needs",
-                                                               "rule 9: op_pads needs")) and "not [] " in message + " ":
-        return "kernel: empty op_ list"
     return None
 
 

@@ -750,10 +750,11 @@ T AttributeOr(const Ort::ConstKernelInfo& info, const char* name, T fallback) {
   }
 }
 
+// An absent list takes `fallback`; a present but empty one is returned as it is, so the size
+// checks refuse it (onnxruntime's own Conv refuses an empty dilations / strides / pads too).
 std::vector<int64_t> IntsOr(const Ort::ConstKernelInfo& info, const char* name, std::vector<int64_t> fallback) {
   try {
-    std::vector<int64_t> v = info.GetAttributes<int64_t>(name);
-    return v.empty() ? fallback : v;
+    return info.GetAttributes<int64_t>(name);
   } catch (const std::exception&) {
     return fallback;
   }
