@@ -415,8 +415,11 @@ def _cheap_batch(model: ModelProto, feed: dict) -> int | None:
         return None
     rows = int(np.asarray(feed[inputs[0].name]).shape[0])
     sample = sum(np.asarray(a).size for a in feed.values()) / max(1, rows)
-    weights = sum(math.prod(t.dims) for t in model.graph.initializer
-                  if t.data_type in (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE))
+    floats = (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE, TensorProto.BFLOAT16)
+    tensors = list(model.graph.initializer) + [a.t for n in model.graph.node if n.op_type == "Constant"
+                                               for a in n.attribute if a.name == "value"]
+    # weights in Constant nodes (paddle exports) count as much as initializers
+    weights = sum(math.prod(t.dims) for t in tensors if t.data_type in floats)
     batch = min(MAX_CHEAP_BATCH, int(CHEAP_WORK / max(1.0, weights * sample)))
     return batch if batch > rows else None
 
