@@ -345,3 +345,21 @@ def test_a_log_gets_progress_lines_for_each_stage():
     lines = stream.getvalue().splitlines()
     assert lines[0].startswith("compressing: 3/10 tensors measured") and "10/10 tensors measured" in lines[1]
     assert lines[2].startswith("compressing: 10/10 tensors,")
+
+
+def test_only_cheap_models_get_larger_feeds():
+    """Weights in Constant nodes (paddle exports) count like initializers: a model of 1M weights on
+    2048-wide inputs keeps its feed; a tiny one gets up to MAX_CHEAP_BATCH samples."""
+    rng = np.random.default_rng(0)
+    big = rng.standard_normal((2048, 512)).astype(np.float32)
+    for as_constant in (False, True):
+        nodes = [helper.make_node("MatMul", ["x", "W"], ["y"])]
+        inits = [numpy_helper.from_array(big, "W")]
+        if as_constant:
+            nodes.insert(0, helper.make_node("Constant", [], ["W"], value=numpy_helper.from_array(big)))
+            inits = []
+        graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 2048])],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 512])], inits)
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        assert samples._cheap_batch(model, samples.generate(model, 1)[0]) is None
+    assert samples._cheap_batch(sensitive_model(), samples.generate(sensitive_model(), 1)[0]) == samples.MAX_CHEAP_BATCH
