@@ -194,6 +194,8 @@ class Probe:
         for j in self.classes:
             tops = [f[self.float_outputs[j]].argmax(-1) for f in self.reference]
             values, counts = np.unique(np.concatenate([t.ravel() for t in tops]), return_counts=True)
+            # every position off the modal class: restricted to the decisive ones (none on PP-OCRv4's
+            # generated lines) its recogniser read 33 of 96 lines at 7.05x while judged within
             self.off_modal[j] = [t != values[np.argmax(counts)] for t in tops]
         self.judge = Judge([self.outputs[i] for i in self.float_outputs],
                            [[f[i] for i in self.float_outputs] for f in self.reference], set(self.classes),
