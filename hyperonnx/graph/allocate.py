@@ -238,9 +238,8 @@ class Probe:
             for g, r, keep in zip(got, self.reference, self.decisive[j]):
                 same += int(np.sum((g[i].argmax(-1) == r[i].argmax(-1))[keep]))
                 total += int(np.sum(keep))
-            # (the content positions are judged by their error, fidelity.Judge's content part: an
-            # agreement counted on them alone fails on one flip of the few a generated feed has,
-            # measured: PP-OCRv4 rec at 1.61x)
+            # (the content positions are judged by their error, fidelity.Judge's content part; an
+            # agreement counted on them alone would fail on one flip of the few a feed has)
             agreement[j] = min(agreement[j], same / total if total else 1.0)
         return errors, agreement
 
