@@ -27,17 +27,7 @@ from onnx import AttributeProto, FunctionProto, ModelProto, NodeProto, TensorPro
 from .. import format as fmt
 from .walk import NameMaker, all_names, default_opset, scopes
 
-# The standard operators' attributes a fused node carries (prefixed op_), with their types.
-OP_ATTRIBUTES = {
-    "DecodeMatMul": {},
-    "DecodeGemm": {"transA": AttributeProto.INT, "transB": AttributeProto.INT, "alpha": AttributeProto.FLOAT,
-                   "beta": AttributeProto.FLOAT},
-    "DecodeGather": {"axis": AttributeProto.INT},
-    "DecodeConv": {"auto_pad": AttributeProto.STRING, "dilations": AttributeProto.INTS, "group": AttributeProto.INT,
-                   "kernel_shape": AttributeProto.INTS, "pads": AttributeProto.INTS, "strides": AttributeProto.INTS},
-}
 _FUSED_BY_STANDARD = {standard: op for op, (standard, _position) in fmt.FUSED_OPS.items()}
-_RANKS = {"DecodeMatMul": (2,), "DecodeGemm": (2,), "DecodeConv": (4,)}  # Gather: any rank >= 1
 
 
 def is_fused(node: NodeProto) -> bool:
@@ -59,9 +49,9 @@ def _fusable(reader: NodeProto, weight: str, rank: int) -> str | None:
     position = fmt.FUSED_OPS[op][1]
     if list(reader.input).count(weight) != 1 or len(reader.input) <= position or reader.input[position] != weight:
         return None
-    if rank not in _RANKS.get(op, (rank,)) or rank < 1 or len(reader.output) != 1:
+    if rank not in fmt.FUSED_RANKS.get(op, (rank,)) or rank < 1 or len(reader.output) != 1:
         return None
-    known = OP_ATTRIBUTES[op]
+    known = fmt.FUSED_OP_ATTRIBUTES[op]
     if any(a.name not in known or a.type != known[a.name] for a in reader.attribute):
         return None  # an attribute the fused operator does not carry (or mistyped): leave it alone
     if op == "DecodeGemm" and (_attribute(reader, "transA", 0) != 0 or _attribute(reader, "transB", 0) not in (0, 1)):
@@ -298,7 +288,7 @@ def build_fused_function(op: str, opset: int, decode_function: FunctionProto) ->
     inputs = ["x"] + (["extra"] if has_extra else [])
     inputs.insert(position, "weight")
     standard_node = helper.make_node(standard, inputs, ["y"])
-    op_attrs = {k: v for k, v in OP_ATTRIBUTES[op].items() if not (op == "DecodeGemm" and k == "transA")}
+    op_attrs = {k: v for k, v in fmt.FUSED_OP_ATTRIBUTES[op].items() if not (op == "DecodeGemm" and k == "transA")}
     for name, kind in op_attrs.items():
         standard_node.attribute.append(helper.make_attribute_ref(name, kind,
                                                                  ref_attr_name=fmt.FUSED_ATTRIBUTE_PREFIX + name))
