@@ -159,9 +159,11 @@ class Probe:
         except Exception as error:  # noqa: BLE001
             raise CannotRun(f"onnxruntime cannot load the model here: {first_line(error)[:300]}") from None
         del work
+        producer = {o: n for n in model.graph.node for o in n.output}
+        scores = [_scores_of(producer, o) for o in self.outputs]  # per output: what class scores it may hold
         if feeds is None:
             try:
-                named = [k for k, o in enumerate(self.outputs) if _scores_of(model, o)]
+                named = [k for k, kind in enumerate(scores) if kind]
                 feeds, regime = plausible(model, sample_count, run=lambda f: self.session.run(self.outputs, f),
                                           class_outputs=named)
                 self.source = f"{len(feeds)} generated feed{'s' if len(feeds) != 1 else ''}" + \
@@ -183,23 +185,23 @@ class Probe:
         # class scores (a Softmax / LogSoftmax or a final linear layer at the end, through ops that
         # only move values, or an output named like logits or probabilities): their decisions,
         # argmax over the last axis, are what they are judged by
-        kinds = {i: _scores_of(model, self.outputs[i]) for i in self.float_outputs}
+        kinds = {i: scores[i] for i in self.float_outputs}
         for i, kind in kinds.items():  # a linear layer's output over a sequence of many classes
             if kind == "linear":
                 kinds[i] = "logits" if _sequence_classes(self.reference[0][i]) >= SEQUENCE_CLASSES else None
         self.classes = [j for j, i in enumerate(self.float_outputs)
                         if kinds[i] and self.reference[0][i].ndim >= 1 and self.reference[0][i].shape[-1] > 1]
         self.decisive = {j: [_decisive(f[self.float_outputs[j]]) for f in self.reference] for j in self.classes}
-        self.off_modal = {}
+        off_modal = {}
         for j in self.classes:
             tops = [f[self.float_outputs[j]].argmax(-1) for f in self.reference]
             values, counts = np.unique(np.concatenate([t.ravel() for t in tops]), return_counts=True)
             # every position off the modal class: restricted to the decisive ones (none on PP-OCRv4's
             # generated lines) its recogniser read 33 of 96 lines at 7.05x while judged within
-            self.off_modal[j] = [t != values[np.argmax(counts)] for t in tops]
+            off_modal[j] = [t != values[np.argmax(counts)] for t in tops]
         self.judge = Judge([self.outputs[i] for i in self.float_outputs],
                            [[f[i] for i in self.float_outputs] for f in self.reference], set(self.classes),
-                           content={j: self.off_modal[j] for j in self.classes
+                           content={j: off_modal[j] for j in self.classes
                                     if self.reference[0][self.float_outputs[j]].ndim >= 3})
         # probabilities saturate (a few flipped positions dominate their error): decisions only,
         # where the decisions vary. Decisions that are all one class (a text recogniser's blank on
@@ -578,13 +580,12 @@ def _sequence_classes(x: np.ndarray) -> int:
     return int(x.shape[-1]) if x.ndim >= 3 else 0
 
 
-def _scores_of(model: ModelProto, name: str) -> str | None:
-    """"probabilities" for an output made by a Softmax / LogSoftmax, "logits" for one named like
-    logits / probabilities, or made by a final linear layer (MatMul / Gemm, or its bias Add) with
-    SEQUENCE_CLASSES or more classes over a sequence (rank 3 or more: a CTC head, reshaped flat
-    or not; a linear layer of rank 2 is as often a regression or an embedding), through ops that
-    only move values; None otherwise."""
-    producer = {o: n for n in model.graph.node for o in n.output}
+def _scores_of(producer: dict, name: str) -> str | None:
+    """What class scores output `name` may hold, from its producer (`producer`: value name -> node),
+    looked at through ops that only move values: "probabilities" (a Softmax / LogSoftmax),
+    "logits" (named like logits / probabilities), "linear" (a final MatMul / Gemm or its bias Add:
+    class scores only over a sequence of SEQUENCE_CLASSES or more, which the caller sees in the
+    values; a linear layer of rank 2 is as often a regression or an embedding), None otherwise."""
     current = name
     for _ in range(8):
         node = producer.get(current)
